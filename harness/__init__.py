@@ -1,0 +1,1 @@
+"""A test harness for QEMU live migration: real guests, real workloads, QMP oracles."""

@@ -1,0 +1,176 @@
+"""A QEMU binary (installed or in a build tree) and the features its QMP schema reveals.
+
+Feature presence is read from the schema of the binary in use, never inferred from its version string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+# Where Debian's packages put the firmware a self-built QEMU does not install (-L search path).
+SYSTEM_FIRMWARE_DIRS = ("/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu")
+
+
+class QemuNotFound(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class QemuBinary:
+    path: Path
+    # Non-empty only for build trees: an installed QEMU knows its own data dir.
+    firmware_dirs: tuple[Path, ...] = ()
+
+    @classmethod
+    def locate(cls, spec: str | os.PathLike[str] | None, binary_name: str) -> "QemuBinary":
+        """`spec` is a binary, a QEMU build tree (or source tree with build/), or None for PATH."""
+        if spec is None or str(spec) == "":
+            found = shutil.which(binary_name)
+            if not found:
+                raise QemuNotFound(f"{binary_name} not on PATH; pass --qemu-binary")
+            return cls(Path(found).resolve())
+        path = Path(spec).expanduser().resolve()
+        if path.is_file():
+            return cls(path, cls._firmware_dirs_for(path.parent))
+        if path.is_dir():
+            for candidate in (path / binary_name, path / "build" / binary_name):
+                if candidate.is_file() and os.access(candidate, os.X_OK):
+                    return cls(candidate, cls._firmware_dirs_for(candidate.parent))
+            raise QemuNotFound(f"no {binary_name} in build tree {path} (looked in . and build/)")
+        raise QemuNotFound(f"{path} is neither a QEMU binary nor a build tree")
+
+    @staticmethod
+    def _firmware_dirs_for(bindir: Path) -> tuple[Path, ...]:
+        # A binary outside a system prefix is a build: give it its own pc-bios first, then the distro's blobs.
+        if str(bindir).startswith(("/usr/bin", "/usr/local/bin", "/bin")):
+            return ()
+        dirs = [bindir / "pc-bios", bindir.parent / "pc-bios", *map(Path, SYSTEM_FIRMWARE_DIRS)]
+        listfile = bindir / "firmware-dirs.txt"
+        if listfile.is_file():
+            dirs = [Path(line.strip()) for line in listfile.read_text().splitlines() if line.strip()]
+        return tuple(d for d in dirs if d.is_dir())
+
+    def base_args(self) -> list[str]:
+        args = [str(self.path)]
+        for d in self.firmware_dirs:
+            args += ["-L", str(d)]
+        return args
+
+    @cached_property
+    def version(self) -> str:
+        out = subprocess.run(self.base_args() + ["-version"], capture_output=True, text=True, timeout=30)
+        first = out.stdout.strip().splitlines()[0] if out.stdout.strip() else out.stderr.strip()
+        return first.removeprefix("QEMU emulator version ").strip()
+
+    @cached_property
+    def features(self) -> "Features":
+        return Features.probe(self)
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.version})"
+
+
+def _qmp_stdio(binary: QemuBinary, commands: list[dict[str, Any]], timeout: float = 60) -> list[Any]:
+    """Run QMP commands against a machine-less QEMU; returns each command's 'return' (or error dict)."""
+    script = [{"execute": "qmp_capabilities"}, *commands, {"execute": "quit"}]
+    proc = subprocess.run(
+        binary.base_args() + ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+        input="".join(json.dumps(c) + "\n" for c in script),
+        capture_output=True, text=True, timeout=timeout,
+    )
+    replies = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        msg = json.loads(line)
+        if "return" in msg:
+            replies.append(msg["return"])
+        elif "error" in msg:
+            replies.append({"error": msg["error"]})
+    # First reply answers qmp_capabilities, the last one quit.
+    if len(replies) < len(commands) + 1:
+        raise RuntimeError(f"QMP schema probe of {binary.path} failed: {proc.stderr.strip()[-500:]}")
+    return replies[1:1 + len(commands)]
+
+
+def _schema_fields(schema: list[dict[str, Any]], type_name: str, prefix: str = "",
+                   seen: frozenset[str] = frozenset()) -> set[str]:
+    by_name = {entry["name"]: entry for entry in schema}
+    entry = by_name.get(type_name)
+    if entry is None or entry.get("meta-type") != "object" or type_name in seen:
+        return set()
+    names: set[str] = set()
+    for member in entry.get("members", []):
+        path = prefix + member["name"]
+        names.add(path)
+        names |= _schema_fields(schema, member["type"], path + ".", seen | {type_name})
+    for variant in entry.get("variants", []):
+        names |= _schema_fields(schema, variant["type"], prefix, seen | {type_name})
+    return names
+
+
+@dataclass(frozen=True)
+class Features:
+    commands: frozenset[str]
+    events: frozenset[str]
+    capabilities: frozenset[str]
+    parameters: frozenset[str]
+    migrate_fields: frozenset[str]
+    migration_properties: frozenset[str]
+    trace_events: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def probe(cls, binary: QemuBinary) -> "Features":
+        schema, caps, params, props = _qmp_stdio(binary, [
+            {"execute": "query-qmp-schema"},
+            {"execute": "query-migrate-capabilities"},
+            {"execute": "query-migrate-parameters"},
+            {"execute": "qom-list-properties", "arguments": {"typename": "migration"}},
+        ])
+        return cls.from_schema(schema, caps, params, props, _trace_events(binary))
+
+    @classmethod
+    def from_schema(cls, schema: list[dict[str, Any]], caps: Any, params: Any, props: Any,
+                    trace_events: Iterable[str] = ()) -> "Features":
+        by_name = {entry["name"]: entry for entry in schema}
+        commands = {e["name"] for e in schema if e.get("meta-type") == "command"}
+        events = {e["name"] for e in schema if e.get("meta-type") == "event"}
+        query_migrate = by_name.get("query-migrate", {})
+        fields = _schema_fields(schema, query_migrate.get("ret-type", "")) if query_migrate else set()
+        return cls(
+            commands=frozenset(commands),
+            events=frozenset(events),
+            capabilities=frozenset(c["capability"] for c in caps) if isinstance(caps, list) else frozenset(),
+            parameters=frozenset(params) if isinstance(params, dict) else frozenset(),
+            migrate_fields=frozenset(fields),
+            migration_properties=frozenset(p["name"] for p in props) if isinstance(props, list) else frozenset(),
+            trace_events=frozenset(trace_events),
+        )
+
+    def missing(self, *, capabilities: Iterable[str] = (), parameters: Iterable[str] = (),
+                fields: Iterable[str] = (), commands: Iterable[str] = (),
+                migration_properties: Iterable[str] = (), trace_events: Iterable[str] = ()) -> list[str]:
+        """Human-readable list of what this binary lacks among the given requirements."""
+        wanted = [
+            ("capability", capabilities, self.capabilities),
+            ("parameter", parameters, self.parameters),
+            ("query-migrate field", fields, self.migrate_fields),
+            ("command", commands, self.commands),
+            ("migration property", migration_properties, self.migration_properties),
+            ("trace event", trace_events, self.trace_events),
+        ]
+        return [f"{kind} {name!r}" for kind, names, have in wanted for name in names if name not in have]
+
+
+def _trace_events(binary: QemuBinary) -> list[str]:
+    out = subprocess.run(binary.base_args() + ["-trace", "help"], capture_output=True, text=True, timeout=30)
+    return [line.strip() for line in out.stdout.splitlines()
+            if line.strip() and " " not in line.strip() and not line.startswith("Possible")]

@@ -1,0 +1,131 @@
+"""A synchronous face on qemu.qmp's asyncio client, with every event recorded from connection on.
+
+The client runs on a private event loop in a daemon thread, so a sampler thread and the test body can both issue
+commands while events keep being collected (the MIGRATION event may arrive before anyone polls for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Coroutine, TypeVar
+
+from qemu.qmp import EventListener, QMPClient
+from qemu.qmp.qmp_client import ExecuteError
+
+__all__ = ["QMPSession", "QMPEvent", "ExecuteError", "QMPTimeout"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class QMPTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class QMPEvent:
+    t: float  # host time.monotonic() when received
+    name: str
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": self.t, "event": self.name, "data": self.data}
+
+
+class QMPSession:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
+        self._thread.start()
+        self._client = QMPClient(name)
+        self._listener = EventListener()
+        self._client.register_listener(self._listener)
+        self._events: list[QMPEvent] = []
+        self._events_changed = threading.Condition()
+        self._pump: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise QMPTimeout(f"QMP {self.name}: no answer within {timeout}s") from None
+
+    def connect(self, socket_path: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._run(self._client.connect(str(socket_path)), timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except (OSError, QMPTimeout, Exception) as exc:  # qemu.qmp wraps socket errors in ConnectError
+                if time.monotonic() >= deadline:
+                    raise QMPTimeout(f"QMP {self.name}: cannot connect to {socket_path}: {exc}") from exc
+                time.sleep(0.02)
+        self._pump = self._run(self._start_pump(), timeout=5)
+
+    async def _start_pump(self) -> "asyncio.Task[None]":
+        return asyncio.get_running_loop().create_task(self._pump_events())
+
+    async def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            try:
+                await self._pump
+            except asyncio.CancelledError:
+                pass
+
+    async def _pump_events(self) -> None:
+        async for event in self._listener:
+            record = QMPEvent(time.monotonic(), event["event"], dict(event.get("data", {})))
+            with self._events_changed:
+                self._events.append(record)
+                self._events_changed.notify_all()
+
+    def cmd(self, command: str, timeout: float | None = 60.0, **arguments: Any) -> Any:
+        return self._run(self._client.execute(command, arguments or None), timeout)
+
+    def hmp(self, command_line: str, timeout: float | None = 60.0) -> str:
+        return str(self.cmd("human-monitor-command", timeout=timeout, **{"command-line": command_line}))
+
+    @property
+    def events(self) -> list[QMPEvent]:
+        with self._events_changed:
+            return list(self._events)
+
+    def wait_event(self, predicate: Callable[[QMPEvent], bool], timeout: float, since: int = 0,
+                   what: str = "event") -> QMPEvent:
+        """Wait for the first recorded event (from index `since`) matching `predicate`."""
+        deadline = time.monotonic() + timeout
+        with self._events_changed:
+            while True:
+                for event in self._events[since:]:
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [e.name for e in self._events[since:]][-10:]
+                    raise QMPTimeout(f"QMP {self.name}: no {what} within {timeout}s; last events: {seen}")
+                self._events_changed.wait(min(remaining, 0.5))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._client.disconnect(), timeout=5)
+        except Exception as exc:  # the peer may be gone already (EOF after quit is expected)
+            log.debug("QMP %s disconnect: %s", self.name, exc)
+        self._run(self._stop_pump(), timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()

@@ -1,0 +1,152 @@
+"""Sample query-migrate on one or both sides at a fixed rate and keep the MIGRATION/MIGRATION_PASS events.
+
+A Series is plain data (JSON round-trips), so oracles can be unit-tested on recorded runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .qmp import QMPSession
+
+SIDES = ("source", "destination")
+
+
+def lookup(info: dict[str, Any], path: str) -> Any:
+    """`lookup(info, "ram.dirty-sync-count")`; None when any part is absent."""
+    node: Any = info
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+@dataclass
+class Series:
+    t0: float
+    hz: float
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
+    marks: list[dict[str, Any]] = field(default_factory=list)  # harness actions: postcopy switch, cancel, …
+
+    def track(self, path: str, side: str = "source") -> list[tuple[float, Any]]:
+        """(t, value) for every sample of `side` that has `path`; t in seconds since t0."""
+        return [(s["t"], v) for s in self.samples[side] if (v := lookup(s["info"], path)) is not None]
+
+    def latest(self, side: str = "source") -> dict[str, Any]:
+        return self.samples[side][-1]["info"] if self.samples[side] else {}
+
+    def event_times(self, name: str, side: str = "source",
+                    predicate: Callable[[dict[str, Any]], bool] = lambda data: True) -> list[float]:
+        return [e["t"] for e in self.events[side] if e["event"] == name and predicate(e.get("data", {}))]
+
+    def status_changes(self, side: str = "source") -> list[tuple[float, str]]:
+        changes: list[tuple[float, str]] = []
+        for t, status in self.track("status", side):
+            if not changes or changes[-1][1] != status:
+                changes.append((t, status))
+        return changes
+
+    def achieved_hz(self, side: str = "source") -> float:
+        samples = self.samples[side]
+        if len(samples) < 2:
+            return 0.0
+        return (len(samples) - 1) / (samples[-1]["t"] - samples[0]["t"])
+
+    def mark(self, what: str, **data: Any) -> None:
+        self.marks.append({"t": time.monotonic() - self.t0, "what": what, **data})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t0": self.t0, "hz": self.hz, "achieved_hz": {s: self.achieved_hz(s) for s in self.samples},
+                "samples": self.samples, "events": self.events, "marks": self.marks}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Series":
+        return cls(t0=data["t0"], hz=data["hz"], samples=data["samples"], events=data["events"],
+                   marks=data.get("marks", []))
+
+    @classmethod
+    def load(cls, path: Path) -> "Series":
+        return cls.from_json(json.loads(path.read_text()))
+
+
+class Sampler:
+    """Background threads polling query-migrate; `wait_until` blocks on a predicate over new samples."""
+
+    def __init__(self, sides: dict[str, QMPSession], hz: float = 50.0) -> None:
+        self.sides = sides
+        self.series = Series(t0=time.monotonic(), hz=hz)
+        self._event_marks = {side: len(qmp.events) for side, qmp in sides.items()}
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._errors: dict[str, str] = {}
+        self._threads = [threading.Thread(target=self._poll, args=(side, qmp), name=f"sampler-{side}", daemon=True)
+                         for side, qmp in sides.items()]
+
+    def start(self) -> "Sampler":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _poll(self, side: str, qmp: QMPSession) -> None:
+        period = 1.0 / self.series.hz
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                info = qmp.cmd("query-migrate", timeout=10)
+            except Exception as exc:  # QEMU gone (quit, crash): the series ends here for this side
+                with self._changed:
+                    self._errors[side] = repr(exc)
+                    self._changed.notify_all()
+                return
+            now = time.monotonic()
+            events = self._events_since_start(side, qmp)
+            with self._changed:
+                self.series.samples[side].append({"t": now - self.series.t0, "info": info})
+                self.series.events[side] = events
+                self._changed.notify_all()
+            next_tick += period
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+            if next_tick < time.monotonic() - period:  # fell behind (slow QMP): don't burst to catch up
+                next_tick = time.monotonic()
+
+    def _events_since_start(self, side: str, qmp: QMPSession) -> list[dict[str, Any]]:
+        return [{**e.to_json(), "t": e.t - self.series.t0} for e in qmp.events[self._event_marks[side]:]]
+
+    def add_side(self, side: str, qmp: QMPSession) -> None:
+        """Start sampling a side that appears mid-run (e.g. a recovery destination)."""
+        self.sides[side] = qmp
+        self.series.samples.setdefault(side, [])
+        self.series.events.setdefault(side, [])
+        self._event_marks[side] = len(qmp.events)
+        thread = threading.Thread(target=self._poll, args=(side, qmp), name=f"sampler-{side}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def wait_until(self, predicate: Callable[[Series], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self.series):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.5))
+            return True
+
+    def error(self, side: str) -> str | None:
+        with self._changed:
+            return self._errors.get(side)
+
+    def stop(self) -> Series:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        for side, qmp in self.sides.items():
+            self.series.events[side] = self._events_since_start(side, qmp)
+        return self.series

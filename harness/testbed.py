@@ -1,0 +1,84 @@
+"""What one test works with: the session's binaries, image and accelerator, plus machines and migrations whose
+cleanup and recording happen whatever the test body does."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .accel import AccelChoice
+from .arch import ArchSpec
+from .image import GuestImage
+from .machine import Machine, MachineConfig
+from .migration import Migration, MigrationConfig
+from .qemu import QemuBinary
+from .report import Artefacts
+
+DEFAULT_MEMORY_MIB = 512
+BOOT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Session-wide choices, resolved once from the command line."""
+    source_binary: QemuBinary
+    destination_binary: QemuBinary
+    image: GuestImage
+    arch: ArchSpec
+    accel: AccelChoice
+
+
+class Testbed:
+    def __init__(self, env: Environment, artefacts: Artefacts) -> None:
+        self.env = env
+        self.artefacts = artefacts
+        self.workdir = Path(tempfile.mkdtemp(prefix="qmh-test-"))  # private (0700): sockets, RAM dumps, files
+        self._stack = ExitStack()
+        self.migrations: list[Migration] = []
+
+    def config(self, **overrides: Any) -> MachineConfig:
+        base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB)
+        return dataclasses.replace(base, **overrides)
+
+    def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:
+        machine = Machine(binary or self.env.source_binary, self.env.image, config, name, self.artefacts.directory)
+        self._stack.enter_context(machine)  # registered before launch: a failed launch is cleaned up too
+        machine.launch()
+        return machine
+
+    def boot(self, name: str = "source", binary: QemuBinary | None = None, **overrides: Any) -> Machine:
+        machine = self.launch(name, self.config(**overrides), binary or self.env.source_binary)
+        machine.wait_booted(BOOT_TIMEOUT)
+        return machine
+
+    def incoming(self, like: Machine, name: str = "destination", paused: bool = False,
+                 binary: QemuBinary | None = None, **overrides: Any) -> Machine:
+        """A destination for `like`: same devices and memory, `-incoming defer`, optionally `-S`."""
+        config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **overrides)
+        return self.launch(name, config, binary or self.env.destination_binary)
+
+    def migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
+                  name: str = "migration", hz: float = 50.0) -> Migration:
+        migration = Migration(source, destination, config, self.workdir, name=name, hz=hz,
+                              on_finish=lambda m: self.artefacts.add_series(m.name, m.series))
+        self.migrations.append(migration)
+        return migration
+
+    def migrate(self, source: Machine, destination: Machine | None, config: MigrationConfig,
+                name: str = "migration", hz: float = 50.0) -> Migration:
+        return self.migration(source, destination, config, name, hz).start()
+
+    def close(self) -> None:
+        try:
+            for migration in self.migrations:
+                migration.finish()
+        finally:
+            try:
+                self._stack.close()
+            finally:
+                shutil.rmtree(self.workdir, ignore_errors=True)

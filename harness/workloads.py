@@ -1,0 +1,141 @@
+"""In-guest workloads (guest-workloads/*.c): what to run, as data, and control over SSH.
+
+A workload runs detached in the guest and moves with it; every call names the machine to reach the guest
+through, so after a migration the test simply asks the destination.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .guest import GuestCommandError
+
+RUN_DIR = "/run/wl"
+
+
+class HasShell(Protocol):
+    @property
+    def shell(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Dirty:
+    """Dirty `size_mib` at `rate_mibps` MiB/s (0 = flat out) with non-zero, changing data."""
+    size_mib: int
+    rate_mibps: float = 0
+    order: str = "random"
+    seed: int = 1
+    full_page: bool = False
+    program: str = field(default="dirty", init=False)
+
+    def argv(self) -> list[str]:
+        args = ["--size-mib", str(self.size_mib), "--rate-mibps", f"{self.rate_mibps:g}",
+                "--order", self.order, "--seed", str(self.seed)]
+        return args + (["--full-page"] if self.full_page else [])
+
+
+@dataclass(frozen=True)
+class SeqInc:
+    """The sequential-increment pattern whose invariant `seqcheck` verifies after any migration."""
+    size_mib: int
+    rate_passes: float = 0
+    file: str = "/dev/shm/seqinc"
+    program: str = field(default="seqinc", init=False)
+
+    def argv(self) -> list[str]:
+        return ["--size-mib", str(self.size_mib), "--rate-passes", f"{self.rate_passes:g}", "--file", self.file]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Touch pages of a region in a seeded random order, recording per-access latency."""
+    size_mib: int
+    seed: int = 1
+    rounds: int = 1
+    wait_signal: bool = True
+    program: str = field(default="probe", init=False)
+
+    def argv(self) -> list[str]:
+        args = ["--size-mib", str(self.size_mib), "--seed", str(self.seed), "--rounds", str(self.rounds)]
+        return args + (["--wait-signal"] if self.wait_signal else [])
+
+
+WorkloadSpec = Dirty | SeqInc | Probe
+
+
+@dataclass(frozen=True)
+class RunningWorkload:
+    name: str
+    spec: WorkloadSpec
+    pid: int
+
+    def _path(self, suffix: str) -> str:
+        return f"{RUN_DIR}/{self.name}.{suffix}"
+
+    def status(self, on: HasShell) -> dict[str, Any]:
+        """The workload's periodic status file (dirty writes one about every second)."""
+        text = on.shell.run(f"cat {self._path('status.json')} 2>/dev/null || echo '{{}}'").stdout
+        return json.loads(text or "{}")
+
+    def is_alive(self, on: HasShell) -> bool:
+        return on.shell.run(f"kill -0 {self.pid}", check=False).ok
+
+    def signal(self, on: HasShell, sig: str) -> None:
+        on.shell.run(f"kill -{sig} {self.pid}")
+
+    def stop(self, on: HasShell, timeout: float = 30.0) -> dict[str, Any]:
+        """SIGTERM the workload and return its final JSON result (it writes one on exit)."""
+        out = self._path("json")
+        loops = int(timeout * 10)
+        script = (f"kill -TERM {self.pid} 2>/dev/null; i=0; "
+                  f"while kill -0 {self.pid} 2>/dev/null && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
+                  f"cat {out}")
+        try:
+            return json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
+        except GuestCommandError as exc:
+            log = on.shell.run(f"cat {self._path('log')}", check=False).stdout
+            raise GuestCommandError(exc.result) from RuntimeError(f"{self.name} log:\n{log}")
+
+    def log(self, on: HasShell) -> str:
+        return str(on.shell.run(f"cat {self._path('log')} 2>/dev/null", check=False).stdout)
+
+
+def start(on: HasShell, spec: WorkloadSpec, name: str | None = None, timeout: float = 30.0) -> RunningWorkload:
+    """Start `spec` detached (setsid) unless a workload of that name already runs; wait for its pidfile."""
+    name = name or spec.program
+    base = f"{RUN_DIR}/{name}"
+    command = shlex.join([spec.program, *spec.argv(), "--pidfile", f"{base}.pid", "--out", f"{base}.json",
+                          *(["--status", f"{base}.status.json"] if isinstance(spec, Dirty) else [])])
+    loops = int(timeout * 10)
+    # Idempotent, so it may be re-run on a fresh SSH connection: a live pidfile means "already started".
+    script = (f"mkdir -p {RUN_DIR}; "
+              f"if ! {{ [ -s {base}.pid ] && kill -0 $(cat {base}.pid) 2>/dev/null; }}; then "
+              f"rm -f {base}.pid {base}.json; setsid {command} </dev/null >{base}.log 2>&1 & fi; "
+              f"i=0; while [ ! -s {base}.pid ] && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
+              f"if [ -s {base}.pid ]; then cat {base}.pid; else echo 'no pidfile' >&2; cat {base}.log >&2; exit 1; fi")
+    pid = int(on.shell.run(script, timeout=timeout + 10).stdout.strip())
+    return RunningWorkload(name, spec, pid)
+
+
+@dataclass(frozen=True)
+class SeqCheck:
+    passed: bool
+    line: str
+    details: dict[str, Any]
+
+
+def seqcheck(on: HasShell, workload: RunningWorkload | None = None, file: str = "/dev/shm/seqinc") -> SeqCheck:
+    """Verify the seqinc invariant in the guest (freezing the writer during the check)."""
+    out = f"{RUN_DIR}/seqcheck.json"
+    args = ["seqcheck", "--file", file, "--out", out]
+    if workload is not None:
+        args += ["--pidfile", f"{RUN_DIR}/{workload.name}.pid"]
+    result = on.shell.run(shlex.join(args), check=False, timeout=120)
+    if result.exit_status not in (0, 1):
+        raise GuestCommandError(result)
+    details = json.loads(on.shell.run(f"cat {out}").stdout)
+    line = (result.stdout.strip().splitlines() or [""])[-1]
+    return SeqCheck(result.exit_status == 0, line, details)
