@@ -147,7 +147,8 @@ class Machine:
         for value in cfg.globals:
             args += ["-global", value]
         if cfg.trace_events:
-            args += ["-D", str(self.files.trace)]
+            # -msg timestamp=on makes the log backend prefix each line with PID@EPOCH (see harness.trace).
+            args += ["-D", str(self.files.trace), "-msg", "timestamp=on"]
             for event in cfg.trace_events:
                 args += ["-trace", f"enable={event}"]
         if cfg.start_paused:

@@ -29,8 +29,9 @@ def lookup(info: dict[str, Any], path: str) -> Any:
 
 @dataclass
 class Series:
-    t0: float
+    t0: float       # time.monotonic() at the start; sample times are relative to it
     hz: float
+    wall_t0: float = field(default_factory=time.time)  # the same instant on the wall clock (trace timestamps)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     marks: list[dict[str, Any]] = field(default_factory=list)  # harness actions: postcopy switch, cancel, …
@@ -63,12 +64,12 @@ class Series:
         self.marks.append({"t": time.monotonic() - self.t0, "what": what, **data})
 
     def to_json(self) -> dict[str, Any]:
-        return {"t0": self.t0, "hz": self.hz, "achieved_hz": {s: self.achieved_hz(s) for s in self.samples},
+        return {"t0": self.t0, "wall_t0": self.wall_t0, "hz": self.hz, "achieved_hz": {s: self.achieved_hz(s) for s in self.samples},
                 "samples": self.samples, "events": self.events, "marks": self.marks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Series":
-        return cls(t0=data["t0"], hz=data["hz"], samples=data["samples"], events=data["events"],
+        return cls(t0=data["t0"], wall_t0=data.get("wall_t0", 0.0), hz=data["hz"], samples=data["samples"], events=data["events"],
                    marks=data.get("marks", []))
 
     @classmethod

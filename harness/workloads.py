@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +80,16 @@ class RunningWorkload:
         """The workload's periodic status file (dirty writes one about every second)."""
         text = on.shell.run(f"cat {self._path('status.json')} 2>/dev/null || echo '{{}}'").stdout
         return json.loads(text or "{}")
+
+    def wait_progress(self, on: HasShell, key: str = "pages_dirtied", timeout: float = 15.0) -> tuple[float, float]:
+        """Wait until the status counter `key` moves; returns (first, last) values seen (equal on timeout)."""
+        first = float(self.status(on).get(key, 0))
+        deadline = time.monotonic() + timeout
+        last = first
+        while last <= first and time.monotonic() < deadline:
+            time.sleep(0.2)
+            last = float(self.status(on).get(key, 0))
+        return first, last
 
     def is_alive(self, on: HasShell) -> bool:
         return on.shell.run(f"kill -0 {self.pid}", check=False).ok

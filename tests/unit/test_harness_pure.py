@@ -1,0 +1,115 @@
+"""Unit tests of the harness's pure code: schema walking, series, oracles, RAM comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import oracles
+from harness.integrity import PAGE, compare_dumps
+from harness.migration import MigrationConfig, summarize
+from harness.qemu import Features
+from harness.report import Artefacts, plot_series, safe_name
+from harness.sampler import Series, lookup
+
+SCHEMA = [
+    {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
+    {"name": "migrate-start-postcopy", "meta-type": "command", "ret-type": "0", "arg-type": "0"},
+    {"name": "MIGRATION", "meta-type": "event", "arg-type": "0"},
+    {"name": "MigrationInfo", "meta-type": "object", "members": [
+        {"name": "status", "type": "str"}, {"name": "ram", "type": "MigrationStats"},
+        {"name": "postcopy-blocktime", "type": "int"}]},
+    {"name": "MigrationStats", "meta-type": "object", "members": [
+        {"name": "dirty-sync-count", "type": "int"}, {"name": "transferred", "type": "int"}]},
+]
+
+
+def test_features_from_schema_walk_nested_query_migrate_fields() -> None:
+    features = Features.from_schema(SCHEMA, [{"capability": "postcopy-ram", "state": False}],
+                                    {"max-bandwidth": 1}, [{"name": "multifd-flush-after-each-section"}],
+                                    ["savevm_section_start"])
+    assert {"status", "ram", "ram.dirty-sync-count", "ram.transferred", "postcopy-blocktime"} == \
+        set(features.migrate_fields)
+    assert "migrate-start-postcopy" in features.commands and "MIGRATION" in features.events
+    assert features.missing(capabilities=["postcopy-ram"], fields=["ram.dirty-sync-count"]) == []
+    assert features.missing(capabilities=["mapped-ram"], fields=["postcopy-latency"],
+                            migration_properties=["multifd-flush-after-each-section"],
+                            trace_events=["migrate_pending_exact"]) == [
+        "capability 'mapped-ram'", "query-migrate field 'postcopy-latency'", "trace event 'migrate_pending_exact'"]
+
+
+def _series() -> Series:
+    series = Series(t0=100.0, hz=50)
+    for i, status in enumerate(["setup", "active", "active", "postcopy-active", "completed"]):
+        series.samples["source"].append({"t": i * 0.02, "info": {"status": status, "ram": {"dirty-sync-count": i}}})
+    series.events["source"].append({"t": 0.03, "event": "MIGRATION_PASS", "data": {"pass": 2}})
+    return series
+
+
+def test_series_tracks_nested_values_and_status_changes() -> None:
+    series = _series()
+    assert series.track("ram.dirty-sync-count") == [(0.0, 0), (0.02, 1), (0.04, 2), (0.06, 3), (0.08, 4)]
+    assert [s for _, s in series.status_changes()] == ["setup", "active", "postcopy-active", "completed"]
+    assert series.event_times("MIGRATION_PASS") == [0.03]
+    assert series.achieved_hz() == pytest.approx(50.0)
+    assert lookup({"a": {"b": 1}}, "a.c") is None
+
+
+def test_series_round_trips_through_json(tmp_path: Path) -> None:
+    series = _series()
+    series.mark("migrate-start-postcopy")
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(series.to_json()))
+    loaded = Series.load(path)
+    assert loaded.samples == series.samples and loaded.marks == series.marks
+
+
+def test_oracles_report_measured_value_and_bound() -> None:
+    assert oracles.downtime_within(250, 300, 100).passed
+    failing = oracles.downtime_within(2500, 300, 100)
+    assert not failing.passed and failing.bound == 400
+    with pytest.raises(AssertionError, match="downtime 2500 ms > downtime-limit 300 ms"):
+        failing.check()
+    assert oracles.downtime_within(None, 300, 100).passed is False
+    assert oracles.went_through(_series(), ["postcopy-active"]).passed
+    assert not oracles.went_through(_series(), ["postcopy-paused"]).passed
+    assert oracles.completed({"status": "failed", "error-desc": "boom"}).why == "status failed: boom"
+    assert oracles.ratio_at_most("syncs", 3, 2, 1.5).passed
+    assert not oracles.ratio_at_most("syncs", 151, 1, 1.5).passed
+    assert oracles.ratio_at_most("syncs", 1, 0, 1.5, floor=1).passed
+    assert oracles.progressed("counter", 10, 20, 5).passed and not oracles.progressed("counter", 10, 12, 5).passed
+
+
+def test_compare_dumps_finds_each_differing_page(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    data = bytearray(b"\x5a" * (PAGE * 600))
+    a.write_bytes(data)
+    data[PAGE * 3 + 17] ^= 1
+    data[PAGE * 512] ^= 0xFF
+    b.write_bytes(data)
+    result = compare_dumps(a, b)
+    assert not result.equal and result.differing_pages == 2 and result.first_differing == [3, 512]
+    assert "differs in 2 of 600 pages" in result.describe()
+    assert compare_dumps(a, a).equal
+
+
+def test_migration_config_and_summary() -> None:
+    config = MigrationConfig().with_capabilities(postcopy_ram=True).with_parameters(max_bandwidth=1 << 20)
+    assert config.capabilities == {"postcopy-ram": True} and config.parameters == {"max-bandwidth": 1 << 20}
+    assert summarize({"status": "active", "ram": {"remaining": 5}}) == "status=active, ram.remaining=5"
+
+
+def test_artefacts_record_verdicts_and_plot(tmp_path: Path) -> None:
+    record = Artefacts(tmp_path / safe_name("tests/x.py::test_a[1-2]"))
+    record.add_series("migration", _series())
+    record.verdict(oracles.completed({"status": "completed"}))
+    with pytest.raises(AssertionError):
+        record.verdict(oracles.downtime_within(900, 300, 100))
+    record.finalize("FAILED")
+    names = sorted(p.name for p in record.directory.iterdir())
+    assert names == ["migration.png", "migration.series.json", "verdicts.json"]
+    assert [v["passed"] for v in json.loads((record.directory / "verdicts.json").read_text())] == [True, False]
+    plot_series(Series(t0=0, hz=1), tmp_path / "empty.png", "nothing")  # no panels: no file, no crash
+    assert not (tmp_path / "empty.png").exists()
