@@ -1,0 +1,40 @@
+# make test   — set up this host (root), build the guest image, run the whole behaviour suite (slow ones too)
+#               against the installed QEMU (KVM when a probe guest runs under it, else TCG).
+# make check  — the project's own tests: unit tests + the behaviour suite on TCG, without the `slow` matrices.
+# Point at another QEMU: make test PYTEST_ARGS='--qemu-binary /path/to/qemu/build'
+
+ARCH        ?= $(shell uname -m)
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+IMAGE_DIR   := build/images/$(ARCH)
+PYTEST_ARGS ?=
+
+.PHONY: all setup image workloads test check unit bench validate clean distclean
+
+all: check
+
+setup: build/.setup.stamp
+build/.setup.stamp: scripts/setup.sh pyproject.toml
+	bash scripts/setup.sh
+	@mkdir -p build && touch $@
+
+image: setup
+	bash images/build.sh $(ARCH) $(IMAGE_DIR)
+
+workloads:
+	$(MAKE) -C guest-workloads OUT=$(CURDIR)/build/workloads/host
+
+test: setup image
+	$(PY) -m pytest tests/behaviour --accel auto $(PYTEST_ARGS)
+
+check: setup image
+	$(PY) -m pytest tests -m "not slow" --accel tcg $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf artefacts build/cache
+
+distclean: clean
+	rm -rf build $(VENV)
