@@ -131,7 +131,7 @@ class Migration:
         return self.sampler.series
 
     def status(self, side: str = "source") -> str | None:
-        return self.series.latest(side).get("status")
+        return self.series.status(side)
 
     def wait(self, predicate: Callable[[Series], bool], timeout: float, what: str) -> Series:
         assert self.sampler is not None, "migration not started"
@@ -139,7 +139,7 @@ class Migration:
 
         def done(series: Series) -> bool:
             for side in series.samples:
-                if series.latest(side).get("status") == "failed":
+                if series.status(side) == "failed":
                     failed[side] = series.latest(side)
                     return True
             return predicate(series)
@@ -155,7 +155,7 @@ class Migration:
 
     def wait_status(self, statuses: Iterable[str], timeout: float, side: str = "source") -> dict[str, Any]:
         wanted = frozenset(statuses)
-        self.wait(lambda s: s.latest(side).get("status") in wanted, timeout,
+        self.wait(lambda s: s.status(side) in wanted, timeout,
                   f"{side} status in {sorted(wanted)}")
         return self.series.latest(side)
 
@@ -176,9 +176,10 @@ class Migration:
         for side, machine in (("source", self.source), ("destination", self.destination)):
             if machine is None:
                 continue
-            lines.append(f"\n  {side}: last sample: {summarize(self.series.latest(side))}")
+            lines.append(f"\n  {side}: status {self.series.status(side)}; "
+                         f"last sample: {summarize(self.series.latest(side))}")
             try:
-                lines.append(f"; runstate {machine.runstate()}")
+                lines.append(f"; runstate {machine.qmp.cmd('query-status', timeout=2)['status']}")
             except Exception as exc:
                 lines.append(f"; QMP unavailable ({exc!r}); QEMU output tail:\n{machine.output_tail(5)}")
         return "".join(lines)
@@ -195,18 +196,19 @@ class Migration:
     def pause(self, timeout: float = 30.0) -> None:
         """Break a postcopy migration's channel on purpose; both sides must enter postcopy-paused."""
         self.series.mark("migrate-pause")
-        self.source.qmp.cmd("migrate-pause")
+        self.source.qmp.cmd("migrate-pause", oob=True)
         self.wait_status({"postcopy-paused"}, timeout, "source")
         if self.destination is not None:
             self.wait_status({"postcopy-paused"}, timeout, "destination")
 
     def recover(self, timeout: float = 30.0) -> None:
+        # As QEMU's own postcopy recovery test: the destination listens, then the source resumes at once.
         """Resume a paused postcopy over a fresh channel (migrate-recover, then migrate resume=true)."""
         assert self.destination is not None
         self.uri = self._make_uri(self.config.transport, suffix="-recover")
         self.series.mark("migrate-recover", uri=self.uri)
-        self.destination.qmp.cmd("migrate-recover", uri=self.uri)
-        self.wait_status({"postcopy-recover"}, timeout, "destination")
+        # exec-oob: the destination's main loop may be blocked on a missing page until recovery.
+        self.destination.qmp.cmd("migrate-recover", oob=True, uri=self.uri, timeout=timeout)
         self.source.qmp.cmd("migrate", uri=self.uri, resume=True)
 
     def finish(self) -> Series:

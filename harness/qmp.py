@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
@@ -90,8 +90,16 @@ class QMPSession:
                 self._events.append(record)
                 self._events_changed.notify_all()
 
-    def cmd(self, command: str, timeout: float | None = 60.0, **arguments: Any) -> Any:
-        return self._run(self._client.execute(command, arguments or None), timeout)
+    def cmd(self, command: str, timeout: float | None = 60.0, oob: bool = False, **arguments: Any) -> Any:
+        """Execute and wait. `oob=True` uses exec-oob, which QEMU answers even while its main loop is blocked
+        (e.g. a postcopy destination whose main thread faults on a missing page)."""
+        return self._run(self._client.execute(command, arguments or None, oob=oob), timeout)
+
+    def submit(self, command: str, **arguments: Any) -> "Future[Any]":
+        """Send an in-band command without waiting; the caller decides how long to wait for the answer.
+        A timed-out `cmd` leaves its command queued in QEMU; submitting again on timeout would pile up commands
+        until QEMU suspends the monitor (8 queued), which also blocks exec-oob."""
+        return asyncio.run_coroutine_threadsafe(self._client.execute(command, arguments or None), self._loop)
 
     def hmp(self, command_line: str, timeout: float | None = 60.0) -> str:
         return str(self.cmd("human-monitor-command", timeout=timeout, **{"command-line": command_line}))

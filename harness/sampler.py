@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import TimeoutError as FutureTimeout
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Series:
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     marks: list[dict[str, Any]] = field(default_factory=list)  # harness actions: postcopy switch, cancel, …
+    stalls: list[dict[str, Any]] = field(default_factory=list)  # polls a side's monitor took long to answer
 
     def track(self, path: str, side: str = "source") -> list[tuple[float, Any]]:
         """(t, value) for every sample of `side` that has `path`; t in seconds since t0."""
@@ -43,13 +45,27 @@ class Series:
     def latest(self, side: str = "source") -> dict[str, Any]:
         return self.samples[side][-1]["info"] if self.samples[side] else {}
 
+    def status(self, side: str = "source") -> str | None:
+        """The most recent migration status of `side`, from query-migrate or a MIGRATION event, whichever is
+        newer (events still arrive when the main loop, and so query-migrate, is blocked)."""
+        samples, events = self.samples.get(side, []), [e for e in self.events.get(side, [])
+                                                         if e["event"] == "MIGRATION"]
+        sample = samples[-1] if samples else None
+        event = events[-1] if events else None
+        if event is not None and (sample is None or event["t"] > sample["t"]):
+            return str(event["data"].get("status"))
+        return sample["info"].get("status") if sample else None
+
     def event_times(self, name: str, side: str = "source",
                     predicate: Callable[[dict[str, Any]], bool] = lambda data: True) -> list[float]:
         return [e["t"] for e in self.events[side] if e["event"] == name and predicate(e.get("data", {}))]
 
     def status_changes(self, side: str = "source") -> list[tuple[float, str]]:
+        """Status transitions seen by polling or announced by MIGRATION events (brief states only show there)."""
+        timeline = sorted(self.track("status", side) + [
+            (e["t"], e["data"].get("status")) for e in self.events.get(side, []) if e["event"] == "MIGRATION"])
         changes: list[tuple[float, str]] = []
-        for t, status in self.track("status", side):
+        for t, status in timeline:
             if not changes or changes[-1][1] != status:
                 changes.append((t, status))
         return changes
@@ -65,12 +81,13 @@ class Series:
 
     def to_json(self) -> dict[str, Any]:
         return {"t0": self.t0, "wall_t0": self.wall_t0, "hz": self.hz, "achieved_hz": {s: self.achieved_hz(s) for s in self.samples},
-                "samples": self.samples, "events": self.events, "marks": self.marks}
+                "samples": self.samples, "events": self.events, "marks": self.marks,
+                "stalls": self.stalls}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Series":
-        return cls(t0=data["t0"], wall_t0=data.get("wall_t0", 0.0), hz=data["hz"], samples=data["samples"], events=data["events"],
-                   marks=data.get("marks", []))
+        return cls(t0=data["t0"], wall_t0=data.get("wall_t0", 0.0), hz=data["hz"], samples=data["samples"],
+                   events=data["events"], marks=data.get("marks", []), stalls=data.get("stalls", []))
 
     @classmethod
     def load(cls, path: Path) -> "Series":
@@ -99,23 +116,38 @@ class Sampler:
         period = 1.0 / self.series.hz
         next_tick = time.monotonic()
         while not self._stop.is_set():
-            try:
-                info = qmp.cmd("query-migrate", timeout=10)
-            except Exception as exc:  # QEMU gone (quit, crash): the series ends here for this side
-                with self._changed:
-                    self._errors[side] = repr(exc)
-                    self._changed.notify_all()
+            asked = time.monotonic()
+            pending = qmp.submit("query-migrate")
+            info = None
+            while info is None and not self._stop.is_set():
+                try:
+                    info = pending.result(timeout=0.25)
+                except FutureTimeout:
+                    self._publish(side, qmp)  # events keep flowing while the monitor's main loop is stuck
+                except Exception as exc:  # QEMU gone (quit, crash): the series ends here for this side
+                    with self._changed:
+                        self._errors[side] = repr(exc)
+                        self._changed.notify_all()
+                    return
+            if info is None:
+                pending.cancel()
                 return
             now = time.monotonic()
-            events = self._events_since_start(side, qmp)
-            with self._changed:
-                self.series.samples[side].append({"t": now - self.series.t0, "info": info})
-                self.series.events[side] = events
-                self._changed.notify_all()
+            if now - asked > 1.0:
+                self.series.stalls.append({"side": side, "t": asked - self.series.t0, "seconds": now - asked})
+            self._publish(side, qmp, {"t": now - self.series.t0, "info": info})
             next_tick += period
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
             if next_tick < time.monotonic() - period:  # fell behind (slow QMP): don't burst to catch up
                 next_tick = time.monotonic()
+
+    def _publish(self, side: str, qmp: QMPSession, sample: dict[str, Any] | None = None) -> None:
+        events = self._events_since_start(side, qmp)
+        with self._changed:
+            if sample is not None:
+                self.series.samples[side].append(sample)
+            self.series.events[side] = events
+            self._changed.notify_all()
 
     def _events_since_start(self, side: str, qmp: QMPSession) -> list[dict[str, Any]]:
         return [{**e.to_json(), "t": e.t - self.series.t0} for e in qmp.events[self._event_marks[side]:]]

@@ -21,6 +21,8 @@ from .report import Artefacts
 
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT = 60.0
+# Asked for more than the 50 Hz BEHAVIOURS.md requires: a busy host delays some polls and the scheduler drops them.
+DEFAULT_SAMPLING_HZ = 100.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Environment:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, env: Environment, artefacts: Artefacts) -> None:
         self.env = env
         self.artefacts = artefacts
@@ -63,14 +67,14 @@ class Testbed:
         return self.launch(name, config, binary or self.env.destination_binary)
 
     def migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
-                  name: str = "migration", hz: float = 50.0) -> Migration:
+                  name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
         migration = Migration(source, destination, config, self.workdir, name=name, hz=hz,
                               on_finish=lambda m: self.artefacts.add_series(m.name, m.series))
         self.migrations.append(migration)
         return migration
 
     def migrate(self, source: Machine, destination: Machine | None, config: MigrationConfig,
-                name: str = "migration", hz: float = 50.0) -> Migration:
+                name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
         return self.migration(source, destination, config, name, hz).start()
 
     def close(self) -> None:

@@ -113,3 +113,18 @@ def test_artefacts_record_verdicts_and_plot(tmp_path: Path) -> None:
     assert [v["passed"] for v in json.loads((record.directory / "verdicts.json").read_text())] == [True, False]
     plot_series(Series(t0=0, hz=1), tmp_path / "empty.png", "nothing")  # no panels: no file, no crash
     assert not (tmp_path / "empty.png").exists()
+
+
+def test_analysis_windows_increments_and_gaps() -> None:
+    from harness.analysis import count_between, counter_window, gaps, increment_times, value_at
+    series = Series(t0=0, hz=10)
+    for i in range(21):  # syncs at t=0.5, 1.0, 1.5 … ; 1 MiB per sample
+        series.samples["source"].append({"t": i * 0.1, "info": {"ram": {"dirty-sync-count": 1 + i // 5,
+                                                                        "transferred": i << 20}}})
+    assert value_at(series, "ram.dirty-sync-count", 0.95) == 2 and value_at(series, "ram.transferred", -1) is None
+    assert increment_times(series, "ram.dirty-sync-count") == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    assert gaps([0.5, 1.0, 2.5]) == [0.5, 1.5]
+    window = counter_window(series, 0.5, 1.5)
+    assert window.syncs == 2 and window.transferred_bytes == 10 << 20
+    assert window.syncs_per_second == pytest.approx(2.0) and window.bytes_per_sync == 5 << 20
+    assert count_between([0.1, 0.6, 1.4, 2.0], 0.5, 1.5) == 2
