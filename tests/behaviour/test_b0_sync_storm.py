@@ -1,0 +1,111 @@
+"""B0 — no dirty-sync storm when postcopy-ram is enabled but postcopy is never started (seeds/000, QEMU 910c164736).
+
+Given a precopy that cannot converge (the guest re-dirties a hot set faster than max-bandwidth), the dirty bitmap is
+synced about once per pass over the dirty pages. Enabling postcopy-ram — without ever switching to postcopy — must
+not change that: before the fix, QEMU compared only must_precopy (0 for RAM with postcopy-ram) with the threshold,
+and so synced after every iteration (~10×/s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from harness import oracles, workloads
+from harness.analysis import CounterWindow, count_between, counter_window
+from harness.machine import Machine
+from harness.migration import MigrationConfig
+from harness.qmp import ExecuteError
+from harness.testbed import Testbed
+from harness.trace import parse_file
+from harness.workloads import Dirty
+
+MiB = 1 << 20
+HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SET / BANDWIDTH = 2 s
+BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges
+DOWNTIME_LIMIT_MS = 100     # threshold = 3.2 MiB ≪ hot set: no switchover during the window
+WINDOW_S = 10.0             # measured after the first full pass (dirty-sync-count ≥ 2)
+MAX_RATIO = 1.5             # BEHAVIOURS.md B0: within 1.5× of the postcopy-ram=off rate
+TRACE_EVENTS = ("migrate_pending_exact", "migrate_pending_estimate")
+
+
+@dataclass(frozen=True)
+class SyncWindow:
+    label: str
+    counters: CounterWindow
+    exact_pending_computations: int
+
+    @property
+    def exact_per_second(self) -> float:
+        return self.exact_pending_computations / self.counters.seconds
+
+    def syncs_per_hot_set_pass(self) -> float | None:
+        passes = self.counters.transferred_bytes / (HOT_SET_MIB * MiB)
+        return self.counters.syncs / passes if passes else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, **self.counters.to_json(),
+                "exact_pending_computations": self.exact_pending_computations,
+                "exact_per_second": self.exact_per_second,
+                "syncs_per_hot_set_pass": self.syncs_per_hot_set_pass()}
+
+
+def non_converging_window(testbed: Testbed, source: Machine, label: str, capabilities: dict[str, bool]) -> SyncWindow:
+    """Precopy for WINDOW_S seconds after the first pass, then cancel; count syncs and exact-pending computations."""
+    destination = testbed.incoming(source, name=f"destination-{label}")
+    config = MigrationConfig(capabilities=capabilities,
+                             parameters={"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS})
+    migration = testbed.migration(source, destination, config, name=label)
+    try:
+        migration.start()
+    except ExecuteError as exc:
+        pytest.skip(f"QEMU refuses {capabilities}: {exc}")
+    migration.wait_dirty_syncs(2, timeout=120)
+    t_start = migration.series.samples["source"][-1]["t"]
+    migration.wait(lambda s: s.samples["source"][-1]["t"] >= t_start + WINDOW_S, WINDOW_S + 30,
+                   f"{WINDOW_S}s of non-converging precopy")
+    status = migration.status()
+    migration.cancel()
+    migration.wait_status({"cancelled"}, timeout=60)
+    series = migration.finish()
+    if status != "active":
+        raise AssertionError(f"{label}: precopy was {status!r} during the window, not a non-converging 'active' "
+                             f"phase: the scenario did not provoke what it measures")
+    trace = parse_file(source.files.trace)
+    exact_times = [r.t - series.wall_t0 for r in trace.named("migrate_pending_exact") if r.t is not None]
+    window = SyncWindow(label, counter_window(series, t_start, t_start + WINDOW_S),
+                        count_between(exact_times, t_start, t_start + WINDOW_S))
+    testbed.artefacts.write_json(f"window-{label}", window)
+    return window
+
+
+def compare_sync_rates(testbed: Testbed, extra_caps: dict[str, bool]) -> None:
+    source = testbed.boot(trace_events=TRACE_EVENTS)
+    workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
+    baseline = non_converging_window(testbed, source, "postcopy-ram-off", {**extra_caps})
+    enabled = non_converging_window(testbed, source, "postcopy-ram-on", {**extra_caps, "postcopy-ram": True})
+    testbed.artefacts.write_json("sync-rates", {"baseline": baseline, "postcopy_ram_on": enabled,
+                                                "hot_set_mib": HOT_SET_MIB, "bandwidth": BANDWIDTH})
+    # The baseline must itself show a few pass-end syncs, or the scenario measured nothing.
+    testbed.artefacts.verdict(oracles.progressed("baseline syncs in the window", 0, baseline.counters.syncs, 2))
+    testbed.artefacts.verdict(oracles.ratio_at_most(
+        "dirty syncs/s with postcopy-ram on vs off", enabled.counters.syncs_per_second,
+        baseline.counters.syncs_per_second, MAX_RATIO, floor=1 / WINDOW_S))
+    testbed.artefacts.verdict(oracles.ratio_at_most(
+        "exact pending computations/s with postcopy-ram on vs off", enabled.exact_per_second,
+        baseline.exact_per_second, MAX_RATIO, floor=1 / WINDOW_S))
+
+
+@pytest.mark.needs_userfaultfd
+@pytest.mark.needs(capabilities=["postcopy-ram"], fields=["ram.dirty-sync-count"], trace_events=TRACE_EVENTS)
+def test_postcopy_ram_enabled_does_not_multiply_dirty_syncs(testbed: Testbed) -> None:
+    compare_sync_rates(testbed, {})
+
+
+@pytest.mark.slow
+@pytest.mark.needs_userfaultfd
+@pytest.mark.needs(capabilities=["postcopy-ram", "multifd"], trace_events=TRACE_EVENTS)
+def test_postcopy_ram_with_multifd_does_not_multiply_dirty_syncs(testbed: Testbed) -> None:
+    compare_sync_rates(testbed, {"multifd": True})
