@@ -30,12 +30,13 @@ class Dirty:
     order: str = "random"
     seed: int = 1
     full_page: bool = False
+    prefill: bool = False     # every page non-zero before it starts (and before start() returns)
     program: str = field(default="dirty", init=False)
 
     def argv(self) -> list[str]:
         args = ["--size-mib", str(self.size_mib), "--rate-mibps", f"{self.rate_mibps:g}",
                 "--order", self.order, "--seed", str(self.seed)]
-        return args + (["--full-page"] if self.full_page else [])
+        return args + (["--full-page"] if self.full_page else []) + (["--prefill"] if self.prefill else [])
 
 
 @dataclass(frozen=True)
