@@ -1,0 +1,531 @@
+#!/bin/bash
+# images/build.sh ARCH OUTDIR
+#
+# Build the test guest for ARCH from Debian packages only (apt-get download +
+# dpkg -x): kernel, initramfs (busybox, dropbear, the guest workloads, the
+# virtio modules), per-build SSH keys and manifest.json, all in OUTDIR.
+#
+# Cached: a stamp holds the hash of every input (this script, init, the
+# kernel extractor, the workload sources, the compiler, the package versions);
+# when it matches and the outputs exist, nothing is done.  Downloaded .debs are
+# kept in $(dirname OUTDIR)/cache, scratch files in $(dirname OUTDIR)/work-ARCH.
+# Set FORCE=1 to rebuild anyway.  Runs as root on Debian 12.
+set -euo pipefail
+
+# Host tools (Debian package names), installed with apt-get when missing.
+# The arch table below may add a cross compiler.
+HOST_PACKAGES=(
+    binutils        # readelf: ELF NEEDED/interpreter lookup, extract-vmlinux
+    cpio            # initramfs archive
+    xz-utils zstd lz4 gzip bzip2  # kernel/module decompression, initramfs compression
+    gcc make libc6-dev            # static guest workloads
+    openssh-client  # ssh-keygen: client key pair (OpenSSH format)
+    dropbear-bin    # dropbearkey: host key in dropbear format (+ its OpenSSH public key)
+    python3         # manifest.json
+)
+
+usage() {
+    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64; s390x is sketched, untested)" >&2
+    exit 2
+}
+[ $# -eq 2 ] || usage
+ARCH=$1
+OUTDIR=$2
+
+log() { echo "build.sh[$ARCH]: $*" >&2; }
+die() {
+    echo "build.sh[$ARCH]: ERROR: $*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+# Architecture table.  Everything architecture-specific lives here.
+#   DEB_ARCH        Debian architecture of the guest packages
+#   KERNEL_META     metapackage whose dependency names the kernel image package
+#   KERNEL_SERIES   required kernel version prefix (the bookworm kernel, not backports)
+#   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot); image: use vmlinuz as is
+#   CC / CC_PACKAGE compiler for the static workloads and its Debian package
+#   CONSOLE         kernel console device
+#   MODULES         modules the guest needs (dependencies are added automatically,
+#                   built-in ones skipped)
+#   ARCH_CMDLINE    arch-specific boot options
+#   INITRD_COMPRESS none | gzip | lz4   (what boots fastest, see measure-boot.py)
+# ---------------------------------------------------------------------------
+case "$ARCH" in
+x86_64)
+    DEB_ARCH=amd64
+    KERNEL_META=linux-image-amd64
+    KERNEL_SERIES=6.1.
+    KERNEL_FORMAT=vmlinux
+    CC=gcc
+    CC_PACKAGE=gcc
+    CONSOLE=ttyS0
+    MODULES="virtio_pci virtio_net virtio_blk"
+    # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
+    # skip TSC watchdog, timer check and delay-loop calibration.
+    ARCH_CMDLINE="8250.nr_uarts=1 no_timer_check tsc=reliable lpj=4000000"
+    INITRD_COMPRESS=none
+    ;;
+s390x)
+    # Sketch, untested: s390x boots the image directly, virtio-ccw is built in.
+    DEB_ARCH=s390x
+    KERNEL_META=linux-image-s390x
+    KERNEL_SERIES=6.1.
+    KERNEL_FORMAT=image
+    CC=s390x-linux-gnu-gcc
+    CC_PACKAGE=gcc-s390x-linux-gnu
+    CONSOLE=ttysclp0
+    MODULES="virtio_net virtio_blk"
+    ARCH_CMDLINE=""
+    INITRD_COMPRESS=none
+    ;;
+*)
+    die "unsupported ARCH '$ARCH' (supported: x86_64, s390x)"
+    ;;
+esac
+
+# Options common to every arch, all for boot speed under TCG:
+#   quiet loglevel=1     printing to an emulated UART is slow
+#   cryptomgr.notests    no crypto self-tests at boot
+#   init_on_alloc=0      no page zeroing at allocation (Debian turns it on)
+#   audit=0 mitigations=off nowatchdog   nothing the tests need
+#   random.trust_cpu=on  crng ready at once (RDRAND), dropbear never waits
+#   noreplace-smp        do not patch LOCK prefixes away on a 1-CPU guest (~0.15 s)
+#   ipv6.disable=1       IPv6 is not used (user networking is IPv4)
+#   rodata=off           skips the W+X page table walk at the end of boot
+#   initcall_blacklist=  initcalls the guest does not need; most of them
+#                        register BPF kfuncs, and the first one to run parses
+#                        the whole vmlinux BTF (~0.1 s); without cubic (and the
+#                        attempt to load it) TCP uses reno.
+COMMON_CMDLINE="quiet loglevel=1 cryptomgr.notests init_on_alloc=0 audit=0 mitigations=off nowatchdog"
+COMMON_CMDLINE+=" random.trust_cpu=on noreplace-smp ipv6.disable=1 rodata=off"
+COMMON_CMDLINE+=" initcall_blacklist=init_kprobe_trace,crypto_kdf108_init,init_encrypted,cubictcp_register"
+COMMON_CMDLINE+=",tcp_congestion_default,bpf_rstat_kfunc_init,bpf_key_sig_kfuncs_init,kfunc_init"
+COMMON_CMDLINE+=",bpf_prog_test_run_init,bpf_tcp_ca_kfunc_init"
+CMDLINE="console=$CONSOLE $COMMON_CMDLINE${ARCH_CMDLINE:+ $ARCH_CMDLINE}"
+
+# Strip the BTF (and so the signature) from the modules: faster insmod.
+MODULE_STRIP_BTF=${MODULE_STRIP_BTF-1}
+OBJCOPY=${CC%gcc}objcopy
+
+READY_MARKER=HARNESS-GUEST-READY
+WORKLOADS=(dirty seqinc seqcheck probe)
+GUEST_PACKAGES_FIXED=(busybox-static dropbear-bin)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+BASE=$(dirname "$OUTDIR")
+CACHE=$BASE/cache
+WORK=$BASE/work-$ARCH
+
+# ---------------------------------------------------------------------------
+# Host tools
+# ---------------------------------------------------------------------------
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+host_setup() {
+    local missing=() p
+    for p in "${HOST_PACKAGES[@]}" "$CC_PACKAGE"; do
+        installed "$p" || missing+=("$p")
+    done
+    if [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] &&
+        ! dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH"; then
+        log "adding foreign architecture $DEB_ARCH"
+        dpkg --add-architecture "$DEB_ARCH"
+        apt-get update -qq
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing host tools: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends "${missing[@]}" >/dev/null; }
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Package resolution (apt-cache only, no download).  Each apt-cache call costs
+# about a second here (no pkgcache.bin), so everything is asked in two calls.
+# ---------------------------------------------------------------------------
+declare -A PKGVER # package -> version
+PKGS=()           # guest packages, in a stable order
+
+# Dependency graph of the roots, one "PKG DEP" line per first-alternative
+# (Pre-)Depends edge, "PKG" alone for a package without dependencies.
+dependency_edges() {
+    apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances "${@/%/:$DEB_ARCH}" 2>/dev/null |
+        awk '/^[^ ]/ {pkg = $1; sub(/:.*/, "", pkg); print pkg; skip = 0; next}
+             /^ *\|(Pre)?Depends:/ { if (!skip) {d = $2; sub(/:.*/, "", d); print pkg, d}; skip = 1; next }
+             /^ *(Pre)?Depends:/ { if (!skip) {d = $2; sub(/:.*/, "", d); print pkg, d}; skip = 0; next }'
+}
+
+# Candidate versions of the given packages: "PKG VERSION" lines ((none) when missing).
+candidates() {
+    apt-cache policy "${@/%/:$DEB_ARCH}" 2>/dev/null |
+        awk '/^[^ ].*:$/ {pkg = $1; sub(/:$/, "", pkg); sub(/:.*/, "", pkg); next}
+             /^  Candidate:/ {print pkg, $2}'
+}
+
+resolve_packages() {
+    local -A deps=() seen=()
+    local line p d queue=() image_pkg
+    if ! dependency_edges "$KERNEL_META" | grep -q .; then
+        log "apt knows no $KERNEL_META:$DEB_ARCH, running apt-get update"
+        apt-get update -qq
+    fi
+    while read -r p d; do
+        [ -n "$d" ] && deps[$p]+=" $d"
+    done < <(dependency_edges "$KERNEL_META" "${GUEST_PACKAGES_FIXED[@]}")
+
+    image_pkg=$(for d in ${deps[$KERNEL_META]:-}; do echo "$d"; done | grep '^linux-image-' | head -1)
+    [ -n "$image_pkg" ] || die "cannot find the kernel image package behind $KERNEL_META"
+
+    # the userland packages and, recursively, what they depend on (shared libraries)
+    PKGS=()
+    queue=("${GUEST_PACKAGES_FIXED[@]}")
+    while [ ${#queue[@]} -gt 0 ]; do
+        p=${queue[0]}
+        queue=("${queue[@]:1}")
+        [ -z "${seen[$p]:-}" ] || continue
+        seen[$p]=1
+        PKGS+=("$p")
+        for d in ${deps[$p]:-}; do queue+=("$d"); done
+    done
+
+    while read -r p d; do
+        [ "$d" = "(none)" ] || PKGVER[$p]=$d
+    done < <(candidates "$image_pkg" "$image_pkg-unsigned" "${PKGS[@]}")
+    # prefer the unsigned build (same kernel, no signature wrapper)
+    if [ -n "${PKGVER[$image_pkg-unsigned]:-}" ]; then
+        KERNEL_PKG=$image_pkg-unsigned
+    else
+        KERNEL_PKG=$image_pkg
+    fi
+    PKGS=("$KERNEL_PKG" "${PKGS[@]}")
+    for p in "${PKGS[@]}"; do
+        [ -n "${PKGVER[$p]:-}" ] || die "no candidate version for package $p:$DEB_ARCH"
+    done
+    case "${PKGVER[$KERNEL_PKG]}" in
+    "$KERNEL_SERIES"*) ;;
+    *) die "kernel $KERNEL_PKG ${PKGVER[$KERNEL_PKG]} is not from the $KERNEL_SERIES series (backports pinned?)" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# Input hash and cache check
+# ---------------------------------------------------------------------------
+inputs_hash() {
+    {
+        echo "arch=$ARCH cmdline=$CMDLINE modules=$MODULES compress=$INITRD_COMPRESS strip=$MODULE_STRIP_BTF"
+        for p in "${PKGS[@]}"; do echo "pkg $p=${PKGVER[$p]}"; done
+        "$CC" --version | head -1
+        (cd "$REPO" && sha256sum images/build.sh images/init images/extract-vmlinux \
+            guest-workloads/Makefile guest-workloads/*.c guest-workloads/*.h)
+    } | sha256sum | cut -d' ' -f1
+}
+
+INITRD_NAME=initramfs.cpio
+case "$INITRD_COMPRESS" in
+none) ;;
+gzip) INITRD_NAME=initramfs.cpio.gz ;;
+lz4) INITRD_NAME=initramfs.cpio.lz4 ;;
+*) die "bad INITRD_COMPRESS $INITRD_COMPRESS" ;;
+esac
+OUTPUTS=(kernel "$INITRD_NAME" manifest.json ssh/id_ed25519 ssh/id_ed25519.pub ssh/host_key.pub
+    ssh/dropbear_ed25519_host_key)
+
+up_to_date() {
+    local f
+    [ -z "${FORCE:-}" ] || return 1
+    [ -f "$OUTDIR/.stamp" ] && [ "$(cat "$OUTDIR/.stamp")" = "$1" ] || return 1
+    for f in "${OUTPUTS[@]}"; do [ -s "$OUTDIR/$f" ] || return 1; done
+}
+
+# ---------------------------------------------------------------------------
+# Download and extract
+# ---------------------------------------------------------------------------
+deb_file() { # PKG -> cached .deb of the resolved version (downloads it when missing)
+    local p=$1 v=${PKGVER[$1]} f
+    for f in "$CACHE/${p}_"*"_$DEB_ARCH.deb" "$CACHE/${p}_"*"_all.deb"; do
+        [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version)" = "$v" ] && { echo "$f"; return; }
+    done
+    log "downloading $p=$v"
+    (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root "$p:$DEB_ARCH=$v" >&2) ||
+        die "apt-get download $p:$DEB_ARCH=$v failed"
+    for f in "$CACHE/${p}_"*"_$DEB_ARCH.deb" "$CACHE/${p}_"*"_all.deb"; do
+        [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version)" = "$v" ] && { echo "$f"; return; }
+    done
+    die "downloaded $p but cannot find its .deb in $CACHE"
+}
+
+extract_packages() {
+    local p deb
+    SYSROOT=$WORK/sysroot
+    mkdir -p "$SYSROOT"
+    for p in "${PKGS[@]}"; do
+        deb=$(deb_file "$p")
+        dpkg -x "$deb" "$SYSROOT"
+    done
+}
+
+# Resolve a path inside SYSROOT, following symlinks (absolute ones relative to SYSROOT).
+sysroot_resolve() {
+    local path=$1 n=0 target
+    while [ -L "$SYSROOT$path" ]; do
+        target=$(readlink "$SYSROOT$path")
+        case "$target" in
+        /*) path=$target ;;
+        *) path=$(dirname "$path")/$target ;;
+        esac
+        n=$((n + 1))
+        [ $n -lt 40 ] || die "symlink loop at $1"
+    done
+    [ -e "$SYSROOT$path" ] || return 1
+    echo "$path"
+}
+
+# ---------------------------------------------------------------------------
+# Kernel and modules
+# ---------------------------------------------------------------------------
+build_kernel() {
+    local vmlinuz
+    KVER=$(basename "$(ls -d "$SYSROOT"/lib/modules/*/ | head -1)")
+    [ -n "$KVER" ] || die "no /lib/modules/<version> in $KERNEL_PKG"
+    vmlinuz=$(ls "$SYSROOT/boot/vmlinuz-$KVER" 2>/dev/null || ls "$SYSROOT/boot/vmlinu"*"-$KVER" | head -1)
+    case "$KERNEL_FORMAT" in
+    vmlinux) "$HERE/extract-vmlinux" "$vmlinuz" "$WORK/out/kernel" ;;
+    image) cp "$vmlinuz" "$WORK/out/kernel" ;;
+    esac
+}
+
+# One field of a module's .modinfo (NUL-separated key=value strings).
+modinfo_field() { tr '\0' '\n' <"$1" | sed -n "s/^$2=//p" | head -1; }
+
+module_path() { # NAME -> path of NAME.ko* under the kernel tree (names: _ and - are equal)
+    local re=${1//[_-]/[_-]}
+    find "$SYSROOT/lib/modules/$KVER/kernel" -regextype posix-extended \
+        -regex ".*/$re\\.ko(\\.(xz|zst|gz))?" | head -1
+}
+
+module_builtin() {
+    local re=${1//[_-]/[_-]}
+    grep -Eq "/$re\\.ko\$" "$SYSROOT/lib/modules/$KVER/modules.builtin"
+}
+
+declare -A MOD_SEEN
+MOD_ORDER=()
+module_add() { # NAME: copy NAME and its dependencies, dependencies first
+    local m=$1 src ko d
+    [ -z "${MOD_SEEN[$m]:-}" ] || return 0
+    MOD_SEEN[$m]=1
+    if module_builtin "$m"; then
+        log "module $m is built in"
+        return 0
+    fi
+    src=$(module_path "$m")
+    [ -n "$src" ] || die "module $m not found in $KERNEL_PKG"
+    ko=$ROOTFS/lib/modules/$m.ko
+    case "$src" in
+    *.xz) xz -dc "$src" >"$ko" ;;
+    *.zst) zstd -qdc "$src" >"$ko" ;;
+    *.gz) gzip -dc "$src" >"$ko" ;;
+    *) cp "$src" "$ko" ;;
+    esac
+    if [ -n "$MODULE_STRIP_BTF" ]; then
+        # Loading a module's BTF makes the kernel parse the whole vmlinux BTF
+        # first (slow under TCG).  Rewriting the file also drops the appended
+        # signature: the kernel loads it anyway (sig_enforce is off) and
+        # only marks itself tainted (E).
+        "$OBJCOPY" --remove-section=.BTF "$ko"
+    fi
+    for d in $(modinfo_field "$ko" depends | tr ',' ' '); do
+        module_add "$d"
+    done
+    MOD_ORDER+=("$m")
+}
+
+# ---------------------------------------------------------------------------
+# Root filesystem
+# ---------------------------------------------------------------------------
+copy_elf_with_libs() { # SYSROOT_PATH DEST_PATH: copy a dynamic ELF, its NEEDED closure and loader
+    local src=$1 dst=$2 interp lib found dir
+    install -D -m 0755 "$SYSROOT$src" "$ROOTFS$dst"
+    interp=$(readelf -lW "$SYSROOT$src" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+    if [ -n "$interp" ] && [ ! -e "$ROOTFS$interp" ]; then
+        found=$(sysroot_resolve "$interp") || die "loader $interp of $src not in the packages"
+        install -D -m 0755 "$SYSROOT$found" "$ROOTFS$interp"
+    fi
+    for lib in $(readelf -dW "$SYSROOT$src" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        found=
+        for dir in /lib/$TRIPLET /usr/lib/$TRIPLET /lib /usr/lib /lib64 /usr/lib64; do
+            if found=$(sysroot_resolve "$dir/$lib"); then
+                found=$dir/$lib
+                break
+            fi
+            found=
+        done
+        [ -n "$found" ] || die "$src needs $lib, not found in the extracted packages (${PKGS[*]})"
+        [ -e "$ROOTFS$found" ] && continue
+        copy_elf_with_libs "$(sysroot_resolve "$found")" "$found"
+    done
+}
+
+build_rootfs() {
+    local d applet
+    ROOTFS=$WORK/rootfs
+    mkdir -p "$ROOTFS"
+    for d in bin sbin usr/bin usr/sbin lib/modules etc/dropbear etc/harness proc sys dev run \
+        tmp root/.ssh var/log mnt; do
+        mkdir -p "$ROOTFS/$d"
+    done
+    chmod 1777 "$ROOTFS/tmp"
+    chmod 0700 "$ROOTFS/root" "$ROOTFS/root/.ssh"
+    ln -s ../run "$ROOTFS/var/run"
+    mknod -m 0600 "$ROOTFS/dev/console" c 5 1
+    mknod -m 0666 "$ROOTFS/dev/null" c 1 3
+
+    # busybox and its applet links (listed at build time when the binary runs
+    # here, otherwise created by init at boot)
+    install -m 0755 "$SYSROOT/bin/busybox" "$ROOTFS/bin/busybox"
+    ln -s busybox "$ROOTFS/bin/sh"
+    if "$ROOTFS/bin/busybox" --list-full >"$WORK/applets" 2>/dev/null; then
+        while read -r applet; do
+            [ -e "$ROOTFS/$applet" ] || [ -L "$ROOTFS/$applet" ] ||
+                ln -s /bin/busybox "$ROOTFS/$applet"
+        done <"$WORK/applets"
+    else
+        touch "$ROOTFS/etc/harness/busybox-install-at-boot"
+    fi
+    # No modprobe: there is no modules.dep, and without /sbin/modprobe the
+    # kernel's own module requests fail at once instead of spawning a helper.
+    rm -f "$ROOTFS/sbin/modprobe" "$ROOTFS/sbin/depmod"
+
+    # dropbear with its shared libraries and the dynamic loader
+    TRIPLET=$(ls "$SYSROOT/lib" | grep -- '-linux-gnu' | head -1)
+    copy_elf_with_libs /usr/sbin/dropbear /usr/sbin/dropbear
+
+    # workloads
+    for d in "${WORKLOADS[@]}"; do
+        install -m 0755 "$WORK/workloads/$d" "$ROOTFS/usr/bin/$d"
+    done
+
+    # modules, dependencies first
+    for d in $MODULES; do module_add "$d"; done
+    printf '%s\n' "${MOD_ORDER[@]}" >"$ROOTFS/etc/harness/modules"
+
+    # configuration
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOTFS/etc/passwd"
+    echo 'root:*:19000:0:99999:7:::' >"$ROOTFS/etc/shadow"
+    chmod 0600 "$ROOTFS/etc/shadow"
+    echo 'root:x:0:' >"$ROOTFS/etc/group"
+    echo '/bin/sh' >"$ROOTFS/etc/shells"
+    echo 'guest' >"$ROOTFS/etc/hostname"
+    printf '127.0.0.1 localhost\n10.0.2.15 guest\n' >"$ROOTFS/etc/hosts"
+    echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin' >"$ROOTFS/etc/profile"
+    echo "$READY_MARKER" >"$ROOTFS/etc/harness/ready-marker"
+    mkfifo "$ROOTFS/etc/harness/tick" # init's sleep: read -t on a FIFO nobody writes
+    install -m 0600 "$OUTDIR/ssh/dropbear_ed25519_host_key" "$ROOTFS/etc/dropbear/dropbear_ed25519_host_key"
+    install -m 0600 "$OUTDIR/ssh/id_ed25519.pub" "$ROOTFS/root/.ssh/authorized_keys"
+    install -m 0755 "$HERE/init" "$ROOTFS/init"
+}
+
+make_initramfs() {
+    local out=$WORK/out/$INITRD_NAME
+    (cd "$ROOTFS" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$WORK/initramfs.cpio"
+    case "$INITRD_COMPRESS" in
+    none) mv "$WORK/initramfs.cpio" "$out" ;;
+    gzip) gzip -9 -n -c "$WORK/initramfs.cpio" >"$out" ;;
+    lz4) lz4 -l -9 -q -c "$WORK/initramfs.cpio" >"$out" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# SSH keys: generated once per OUTDIR, never committed
+# ---------------------------------------------------------------------------
+make_keys() {
+    local s=$OUTDIR/ssh
+    mkdir -p "$s"
+    chmod 0700 "$s"
+    if [ ! -s "$s/dropbear_ed25519_host_key" ] || [ ! -s "$s/host_key.pub" ]; then
+        log "generating the guest's dropbear host key"
+        rm -f "$s/dropbear_ed25519_host_key"
+        dropbearkey -t ed25519 -f "$s/dropbear_ed25519_host_key" >/dev/null 2>&1
+        dropbearkey -y -f "$s/dropbear_ed25519_host_key" 2>/dev/null |
+            awk '/^ssh-ed25519 / {print $1, $2, "harness-guest-host-key"}' >"$s/host_key.pub"
+        grep -q '^ssh-ed25519 AAAA' "$s/host_key.pub" || die "could not write host_key.pub"
+    fi
+    if [ ! -s "$s/id_ed25519" ] || [ ! -s "$s/id_ed25519.pub" ]; then
+        log "generating the harness client key"
+        rm -f "$s/id_ed25519" "$s/id_ed25519.pub"
+        ssh-keygen -q -t ed25519 -N '' -C harness-client -f "$s/id_ed25519"
+    fi
+    chmod 0600 "$s"/*
+}
+
+write_manifest() {
+    local pkgs="" p mods
+    for p in "${PKGS[@]}"; do pkgs+="$p=${PKGVER[$p]}"$'\n'; done
+    mods=$(printf '%s\n' "${MOD_ORDER[@]}")
+    ARCH=$ARCH INITRD=$INITRD_NAME CMDLINE=$CMDLINE KVER=$KVER PKGS=$pkgs MARKER=$READY_MARKER \
+        WORKLOADS="${WORKLOADS[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE python3 - >"$WORK/out/manifest.json" <<'EOF'
+import json, os
+e = os.environ
+pk = dict(l.split("=", 1) for l in e["PKGS"].splitlines() if l)
+print(json.dumps({
+    "arch": e["ARCH"],
+    "kernel": "kernel",
+    "initrd": e["INITRD"],
+    "cmdline": e["CMDLINE"],
+    "console": e["CONSOLE"],
+    "kernel_version": e["KVER"],
+    "packages": pk,
+    "ssh_user": "root",
+    "ssh_key": "ssh/id_ed25519",
+    "host_key": "ssh/host_key.pub",
+    "guest_ip": "10.0.2.15",
+    "ssh_port": 22,
+    "ready_marker": e["MARKER"],
+    "workloads": e["WORKLOADS"].split(),
+    "workload_dir": "/usr/bin",
+    "modules": e["MODS"].split(),
+    "inputs_hash": e["HASH"],
+}, indent=2, sort_keys=False))
+EOF
+}
+
+# ---------------------------------------------------------------------------
+main() {
+    local hash start=$SECONDS f
+    host_setup
+    resolve_packages
+    hash=$(inputs_hash)
+    if up_to_date "$hash"; then
+        log "up to date ($OUTDIR, inputs $hash)"
+        return 0
+    fi
+    log "building into $OUTDIR (inputs $hash)"
+    rm -f "$OUTDIR/.stamp"
+    mkdir -p "$CACHE"
+    rm -rf "$WORK"
+    mkdir -p "$WORK/out"
+
+    make_keys
+    extract_packages
+    build_kernel
+    make -s -C "$REPO/guest-workloads" OUT="$WORK/workloads" CC="$CC" >&2
+    build_rootfs
+    make_initramfs
+    write_manifest "$hash"
+
+    for f in kernel "$INITRD_NAME" manifest.json; do
+        mv -f "$WORK/out/$f" "$OUTDIR/$f"
+    done
+    echo "$hash" >"$OUTDIR/.stamp"
+    rm -rf "$WORK"
+    log "done in $((SECONDS - start)) s: kernel $KVER, $INITRD_NAME $(du -k "$OUTDIR/$INITRD_NAME" | cut -f1) KiB, modules: ${MOD_ORDER[*]}"
+}
+
+main
