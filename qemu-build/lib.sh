@@ -1,0 +1,307 @@
+# shellcheck shell=bash
+# Build steps for the harness' QEMU builds, as functions. Sourced by build.sh and usable
+# from a bisect script:
+#
+#   source qemu-build/lib.sh
+#   qb_init                      # paths, defaults (honours the QB_* variables below)
+#   qb_lock                      # one builder at a time on the shared tree
+#   qb_ensure_deps               # apt build deps + tools venv (meson from PyPI)
+#   qb_prepare_source            # fetch + extract + baseline commit of the pristine tree
+#   qb_restore_pristine          # undo any applied patch (also after a killed run)
+#   qb_configure                 # configure once (re-run only when the options change)
+#   qb_apply_patch FILE          # patch -p1 into the source tree
+#   qb_ninja                     # incremental build, progress lines on stderr
+#   qb_install_variant NAME DIR [PATCH...]   # copy binary + firmware-dirs.txt + build-info.json
+#
+# Layout (all under the gitignored build/ of the repo unless overridden):
+#   build/cache/qemu_10.0.2+ds.orig.tar.xz   source tarball (fetch-source.sh)
+#   build/qemu/src/qemu-10.0.2               ONE pristine source tree (patched only while a
+#                                            variant builds; restored by trap)
+#   build/qemu/src.git                       git dir holding the pristine baseline (external
+#                                            so QEMU's version script does not see a .git)
+#   build/qemu/build                         ONE build tree (incremental ninja)
+#   build/qemu/tools-venv                    python venv with meson + pycotap from PyPI
+#   build/qemu/ccache                        ccache dir (cheap re-compiles after restore)
+#   build/qemu/logs/                         configure / ninja logs
+#   build/qemu/variants/<variant>/           installed binaries (default --out)
+#
+# Variables (set before qb_init to override):
+#   QB_ROOT QB_SRC_PARENT QB_BUILD_DIR QB_VENV QB_CCACHE_DIR QB_LOG_DIR QB_JOBS QB_PYTHON
+#   QB_NO_APT=1   never call apt-get (fail if something is missing)
+
+QB_QEMU_VERSION=${QB_QEMU_VERSION:-10.0.2}
+QB_MESON_VERSION=${QB_MESON_VERSION:-1.5.0}     # = QEMU 10.0's bundled python/wheels meson
+QB_PYCOTAP_VERSION=${QB_PYCOTAP_VERSION:-1.3.1}
+# Minimal apt set for the configure line below (checked on Debian 12):
+#   build-essential: cc/ld/make; ninja-build; pkg-config; python3-venv (tools venv);
+#   libglib2.0-dev (mandatory); libpixman-1-dev (VGA/display devices of the pc machine);
+#   libslirp-dev (-netdev user); libfdt-dev (--enable-fdt=system); libzstd-dev (multifd
+#   zstd); libaio-dev (linux-aio); ccache (fast re-compiles). No flex/bison: dtc is not
+#   built from subprojects when fdt=system.
+QB_APT_DEPS=(build-essential ninja-build pkg-config python3-venv libglib2.0-dev
+             libpixman-1-dev libslirp-dev libfdt-dev libzstd-dev libaio-dev ccache)
+# Firmware used by the installed Debian QEMU; our binary gets them via -L / --firmwarepath.
+QB_FIRMWARE_DIRS=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
+QB_FIRMWARE_FILES=(/usr/share/qemu/pvh.bin /usr/share/qemu/linuxboot_dma.bin
+                   /usr/share/qemu/kvmvapic.bin /usr/share/seabios/bios-256k.bin
+                   /usr/lib/ipxe/qemu/efi-virtio.rom)
+QB_CONFIGURE_ARGS=(
+    --target-list=x86_64-softmmu
+    --without-default-features
+    --enable-kvm --enable-tcg
+    --enable-slirp
+    --enable-fdt=system
+    --enable-zstd
+    --enable-linux-aio
+    --enable-pixman
+    --enable-trace-backends=log
+    --disable-docs --disable-rust
+    --disable-download --disable-install-blobs
+    --disable-werror
+)
+
+qb_log() { printf '[qemu-build %s +%ss] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - ${QB_T0:-0}))" "$*" >&2; }
+qb_die() { qb_log "ERROR: $*"; return 1; }
+
+qb_init() {
+    QB_T0=${QB_T0:-$SECONDS}
+    local here
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    QB_REPO=${QB_REPO:-$(cd "$here/.." && pwd)}
+    QB_LIBDIR=$here
+    QB_ROOT=${QB_ROOT:-$QB_REPO/build/qemu}
+    QB_SRC_PARENT=${QB_SRC_PARENT:-$QB_ROOT/src}
+    QB_SRC=${QB_SRC:-$QB_SRC_PARENT/qemu-$QB_QEMU_VERSION}
+    QB_GIT_DIR=${QB_GIT_DIR:-$QB_ROOT/src.git}
+    QB_BUILD_DIR=${QB_BUILD_DIR:-$QB_ROOT/build}
+    QB_VENV=${QB_VENV:-$QB_ROOT/tools-venv}
+    QB_CCACHE_DIR=${QB_CCACHE_DIR:-$QB_ROOT/ccache}
+    QB_LOG_DIR=${QB_LOG_DIR:-$QB_ROOT/logs}
+    QB_JOBS=${QB_JOBS:-$(nproc)}
+    mkdir -p "$QB_ROOT" "$QB_LOG_DIR"
+    export CCACHE_DIR=$QB_CCACHE_DIR CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+    # the mtime of a restored file is "now", so ccache's default direct mode is fine;
+    # sloppiness lets it ignore __DATE__/__TIME__ and pch noise.
+    export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-time_macros,include_file_mtime,include_file_ctime}
+}
+
+# flock on a file descriptor: one builder per tree at a time.
+qb_lock() {
+    exec {QB_LOCK_FD}>"$QB_ROOT/.lock"
+    if ! flock -n "$QB_LOCK_FD"; then
+        qb_log "waiting for another qemu-build run to finish (lock $QB_ROOT/.lock)"
+        flock "$QB_LOCK_FD"
+    fi
+}
+
+qb_git() { git --git-dir="$QB_GIT_DIR" --work-tree="$QB_SRC" -c core.autocrlf=false "$@"; }
+
+qb_ensure_deps() {
+    local missing=() p
+    for p in "${QB_APT_DEPS[@]}"; do
+        dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+    done
+    local f fw_missing=0
+    for f in "${QB_FIRMWARE_FILES[@]}"; do [[ -e $f ]] || fw_missing=1; done
+    if ((${#missing[@]})) || ((fw_missing)); then
+        [[ ${QB_NO_APT:-0} == 1 ]] && qb_die "missing packages: ${missing[*]} (firmware missing: $fw_missing)"
+        qb_log "phase deps: apt-get install ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 || {
+            qb_log "apt-get install failed, running apt-get update and retrying"
+            apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+        }
+        if ((fw_missing)); then
+            # firmware blobs (pvh.bin, linuxboot_dma.bin, kvmvapic.bin, bios, option ROMs)
+            qb_log "phase deps: installing firmware packages (qemu-system-data seabios ipxe-qemu)"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                -t bookworm-backports qemu-system-data seabios ipxe-qemu >&2 || \
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                qemu-system-data seabios ipxe-qemu >&2
+        fi
+    fi
+    # tools venv: meson (+ pycotap, which QEMU's configure wants in the same group) from PyPI.
+    local py=${QB_PYTHON:-}
+    if [[ -z $py ]]; then
+        if [[ -x /usr/bin/python3 ]]; then py=/usr/bin/python3; else py=$(command -v python3); fi
+    fi
+    if [[ ! -x $QB_VENV/bin/python3 ]] || ! "$QB_VENV/bin/python3" -c 'import sys' 2>/dev/null; then
+        qb_log "phase deps: creating tools venv $QB_VENV (python $py)"
+        rm -rf "$QB_VENV"
+        "$py" -m venv "$QB_VENV"
+    fi
+    if [[ "$("$QB_VENV/bin/meson" --version 2>/dev/null)" != "$QB_MESON_VERSION" ]] || \
+       ! "$QB_VENV/bin/python3" -c 'import pycotap' 2>/dev/null; then
+        qb_log "phase deps: pip install meson==$QB_MESON_VERSION pycotap==$QB_PYCOTAP_VERSION"
+        "$QB_VENV/bin/pip" install -q --disable-pip-version-check \
+            "meson==$QB_MESON_VERSION" "pycotap==$QB_PYCOTAP_VERSION" >&2
+    fi
+}
+
+# Fetch + extract (fetch-source.sh is idempotent), apply the build tweak, and record the
+# pristine baseline in an external git dir so that any patch can be undone exactly.
+qb_prepare_source() {
+    if [[ -d $QB_GIT_DIR ]] && [[ -f $QB_SRC/.harness-extracted ]] && qb_git rev-parse -q --verify HEAD >/dev/null; then
+        return 0
+    fi
+    qb_log "phase source: fetch + extract"
+    "$QB_LIBDIR/fetch-source.sh" "$QB_SRC_PARENT" >/dev/null
+    [[ -f $QB_SRC/VERSION ]] || qb_die "no source tree at $QB_SRC"
+    # The +ds tarball has no pc-bios/edk2-*.fd.bz2; never try to unpack them.
+    sed -i 's/^\(\s*\)unpack_edk2_blobs = bzip2.found()/\1unpack_edk2_blobs = false/' "$QB_SRC/meson.build"
+    grep -q 'unpack_edk2_blobs = bzip2.found()' "$QB_SRC/meson.build" && qb_die "edk2 sed did not apply"
+    qb_log "phase source: recording pristine baseline in $QB_GIT_DIR"
+    rm -rf "$QB_GIT_DIR"
+    git init -q --bare "$QB_GIT_DIR"
+    qb_git config core.bare false
+    qb_git config gc.auto 0
+    qb_git add -A -f .
+    qb_git -c user.name=qemu-build -c user.email=qemu-build@localhost \
+        commit -q -m "qemu $QB_QEMU_VERSION from Debian orig tarball (+ unpack_edk2_blobs=false)"
+    qb_log "phase source: baseline $(qb_git rev-parse --short HEAD)"
+}
+
+# Bring the source tree back to the baseline. Only files that differ are rewritten
+# (their mtime becomes "now", so ninja rebuilds exactly those).
+qb_restore_pristine() {
+    [[ -d $QB_GIT_DIR ]] || return 0
+    if [[ -n "$(qb_git status --porcelain --untracked-files=all 2>/dev/null)" ]]; then
+        qb_log "restoring pristine source tree"
+        qb_git checkout -q -f HEAD -- . && qb_git clean -q -f -d -x -e .harness-extracted
+    fi
+    [[ -z "$(qb_git status --porcelain --untracked-files=all)" ]] || qb_die "source tree is not pristine after restore"
+    rm -f "$QB_ROOT/.applied"
+}
+
+# The pristine tree's stamp includes its baseline commit; a bisected checkout (QB_STAMP_REVISION=0) must not
+# reconfigure at every step: ninja itself re-runs meson when a meson.build changes.
+qb_configure_stamp() {
+    local revision=""
+    [[ ${QB_STAMP_REVISION:-1} == 1 ]] && revision=$(qb_git rev-parse HEAD)
+    printf '%s\n' "${QB_CONFIGURE_ARGS[@]}" "firmwarepath=$(IFS=:; echo "${QB_FIRMWARE_DIRS[*]}")" \
+        "meson=$QB_MESON_VERSION" "src=$QB_SRC" "$revision" | sha256sum | cut -c1-16
+}
+
+qb_configure() {
+    local stamp
+    stamp=$(qb_configure_stamp)
+    if [[ -f $QB_BUILD_DIR/build.ninja ]] && [[ "$(cat "$QB_BUILD_DIR/.harness-configured" 2>/dev/null)" == "$stamp" ]]; then
+        return 0
+    fi
+    qb_log "phase configure: $QB_BUILD_DIR (log $QB_LOG_DIR/configure.log)"
+    rm -rf "$QB_BUILD_DIR"
+    mkdir -p "$QB_BUILD_DIR"
+    local cc=cc
+    [[ -x /usr/lib/ccache/cc ]] && cc=/usr/lib/ccache/cc
+    local fwpath
+    fwpath=$(IFS=:; echo "${QB_FIRMWARE_DIRS[*]}")
+    if ! (cd "$QB_BUILD_DIR" && "$QB_SRC/configure" \
+            --python="$QB_VENV/bin/python3" \
+            --cc="$cc" --firmwarepath="$fwpath" \
+            "${QB_CONFIGURE_ARGS[@]}") >"$QB_LOG_DIR/configure.log" 2>&1; then
+        tail -n 40 "$QB_LOG_DIR/configure.log" >&2
+        qb_die "configure failed (full log: $QB_LOG_DIR/configure.log)"
+        return 1
+    fi
+    echo "$stamp" > "$QB_BUILD_DIR/.harness-configured"
+    qb_log "phase configure: done"
+}
+
+# Apply one patch (patch -p1). Records it in $QB_ROOT/.applied for restore diagnostics.
+qb_apply_patch() {
+    local p=$1
+    [[ -f $p ]] || qb_die "no such patch: $p"
+    echo "$p" >> "$QB_ROOT/.applied"
+    qb_log "phase patch: applying $(basename "$p")"
+    if ! patch -p1 --forward --batch --no-backup-if-mismatch -r - -d "$QB_SRC" < "$p" >"$QB_LOG_DIR/patch.log" 2>&1; then
+        cat "$QB_LOG_DIR/patch.log" >&2
+        qb_die "patch does not apply: $p"
+        return 1
+    fi
+}
+
+# Incremental ninja build of the system emulator, printing a progress line every
+# QB_PROGRESS_SECS seconds (and the step counter) so a human sees it is alive.
+qb_ninja() {
+    local log=$QB_LOG_DIR/ninja-${1:-build}.log target=qemu-system-x86_64
+    local every=${QB_PROGRESS_SECS:-20} last=$SECONDS start=$SECONDS line step="" rc
+    qb_log "phase build: ninja -j$QB_JOBS $target (log $log)"
+    : > "$log"
+    local had_e=0
+    [[ $- == *e* ]] && had_e=1
+    set +e
+    ninja -C "$QB_BUILD_DIR" -j "$QB_JOBS" "$target" 2>&1 | {
+        while IFS= read -r line; do
+            printf '%s\n' "$line" >> "$log"
+            if [[ $line =~ ^\[([0-9]+/[0-9]+)\] ]]; then step=${BASH_REMATCH[1]}; fi
+            if (( SECONDS - last >= every )); then
+                qb_log "phase build: step ${step:-?}, ninja running for $((SECONDS - start))s"
+                last=$SECONDS
+            fi
+        done
+    }
+    rc=${PIPESTATUS[0]}
+    ((had_e)) && set -e
+    step=$(grep -oE '^\[[0-9]+/[0-9]+\]' "$log" | tail -n1 | tr -d '[]' || true)
+    if ((rc != 0)); then
+        grep -E -A12 'FAILED|error:' "$log" | head -n 60 >&2
+        qb_die "ninja failed (rc=$rc, log $log)"
+        return 1
+    fi
+    qb_log "phase build: done in $((SECONDS - start))s (ninja steps: ${step:-none, up to date})"
+}
+
+# qb_install_variant NAME OUTDIR BUILD_SECONDS [PATCH...]
+qb_install_variant() {
+    local name=$1 out=$2 secs=$3; shift 3
+    local dir=$out/$name bin=$QB_BUILD_DIR/qemu-system-x86_64
+    [[ -x $bin ]] || qb_die "no binary at $bin"
+    mkdir -p "$dir"
+    # copy to a temp name then rename: a running test never sees a half-written binary
+    cp -f "$bin" "$dir/.qemu-system-x86_64.tmp"
+    mv -f "$dir/.qemu-system-x86_64.tmp" "$dir/qemu-system-x86_64"
+    printf '%s\n' "${QB_FIRMWARE_DIRS[@]}" > "$dir/firmware-dirs.txt"
+    local version patches_json="" p sha first=1
+    version=$("$dir/qemu-system-x86_64" -version | head -n1 | sed 's/.*version //')
+    for p in "$@"; do
+        sha=$(sha256sum "$p" | cut -d' ' -f1)
+        ((first)) || patches_json+=", "
+        first=0
+        patches_json+="{\"file\": \"$(basename "$p")\", \"sha256\": \"$sha\"}"
+    done
+    local psha=null
+    if (($# == 1)); then psha="\"$(sha256sum "$1" | cut -d' ' -f1)\""; fi
+    cat > "$dir/build-info.json" <<JSON
+{
+  "variant": "$name",
+  "patch": $( (($# == 1)) && echo "\"$(basename "$1")\"" || echo null ),
+  "patch_sha256": $psha,
+  "patches": [$patches_json],
+  "qemu_version": "$version",
+  "source": "qemu_${QB_QEMU_VERSION}+ds.orig.tar.xz (Debian source package)",
+  "source_baseline": "$(qb_git rev-parse HEAD)",
+  "configure_stamp": "$(qb_configure_stamp)",
+  "configure_args": "$(echo "${QB_CONFIGURE_ARGS[*]}")",
+  "binary_sha256": "$(sha256sum "$dir/qemu-system-x86_64" | cut -d' ' -f1)",
+  "build_seconds": $secs,
+  "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+JSON
+    qb_log "installed $dir/qemu-system-x86_64 ($version)"
+}
+
+# Is OUTDIR/NAME already built from these inputs? (binary present, same patch + config)
+qb_variant_uptodate() {
+    local name=$1 out=$2; shift 2
+    local info=$out/$name/build-info.json p
+    [[ -x $out/$name/qemu-system-x86_64 && -f $info ]] || return 1
+    grep -q "\"configure_stamp\": \"$(qb_configure_stamp)\"" "$info" || return 1
+    grep -q "\"source_baseline\": \"$(qb_git rev-parse HEAD)\"" "$info" || return 1
+    grep -q "\"binary_sha256\": \"$(sha256sum "$out/$name/qemu-system-x86_64" | cut -d' ' -f1)\"" "$info" || return 1
+    local n=0
+    for p in "$@"; do
+        n=$((n + 1))
+        grep -q "\"sha256\": \"$(sha256sum "$p" | cut -d' ' -f1)\"" "$info" || return 1
+    done
+    [[ $(grep -o '"sha256"' "$info" | wc -l) -eq $n ]]
+}
