@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
 
-.PHONY: all setup image workloads test check unit bench validate clean distclean
+.PHONY: all setup image workloads test check unit bench validate qemu-variants bisect-demo clean distclean
 
 all: check
 
@@ -32,6 +32,20 @@ check: setup image
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Self-validation: build QEMU 10.0.2 (Debian source package) and one variant per regressions/*.patch, run each
+# patch's guarding tests (its `Tests:` header) against its variant and all of them against the unmodified build.
+# VALIDATE_ARGS='--only B0 --no-build -- -x' narrows it.
+VALIDATE_ARGS ?=
+validate: setup image
+	$(PY) -m harness.validate $(VALIDATE_ARGS)
+
+qemu-variants: setup
+	bash qemu-build/build.sh --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))
+
+# `git bisect run` over a synthetic QEMU history with one planted regression (see scripts/bisect-demo.sh).
+bisect-demo: setup image
+	bash scripts/bisect-demo.sh $(BISECT_DEMO_ARGS)
 
 clean:
 	rm -rf artefacts build/cache

@@ -128,3 +128,49 @@ def test_analysis_windows_increments_and_gaps() -> None:
     assert window.syncs == 2 and window.transferred_bytes == 10 << 20
     assert window.syncs_per_second == pytest.approx(2.0) and window.bytes_per_sync == 5 << 20
     assert count_between([0.1, 0.6, 1.4, 2.0], 0.5, 1.5) == 2
+
+
+# -- bisect voting and validate's patch headers -----------------------------------------------------------------
+from harness.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
+from harness.validate import parse_header  # noqa: E402
+
+
+def vote(outcomes: list[str], repeats: int = 3, budget: int = 2) -> tuple[int | None, int]:
+    votes = Votes(repeats, budget)
+    for outcome in outcomes:
+        votes.add(outcome)
+        if (decision := votes.decision()) is not None:
+            return decision, votes.runs
+    return None, votes.runs
+
+
+def test_unanimous_votes_stop_at_a_strict_majority() -> None:
+    assert vote(["good"] * 5) == (GOOD, 2)
+    assert vote(["bad"] * 5) == (BAD, 2)
+
+
+def test_split_votes_use_the_retry_budget_then_need_two_thirds() -> None:
+    assert vote(["good", "bad", "good", "good", "good"]) == (GOOD, 5)
+    assert vote(["bad", "good", "bad", "bad", "bad"]) == (BAD, 5)
+    assert vote(["good", "bad", "good", "bad", "good"]) == (SKIP, 5)   # 3:2 is not a verdict: flaky
+
+
+def test_commits_whose_tests_all_skip_are_skipped() -> None:
+    assert vote(["inconclusive"] * 3) == (SKIP, 2)
+
+
+def test_classify_reads_junit_outcomes_and_refuses_a_broken_run() -> None:
+    assert classify({"a": "passed", "b": "skipped"}, 0) == "good"
+    assert classify({"a": "passed", "b": "failed"}, 1) == "bad"
+    assert classify({"a": "skipped"}, 0) == "inconclusive"
+    assert classify({}, 4) == "broken"
+    assert classify({"a": "passed"}, 3) == "broken"
+
+
+def test_patch_header_names_its_guarding_tests(tmp_path) -> None:
+    patch = tmp_path / "X-thing.patch"
+    patch.write_text("Description: breaks a thing\nGuards: B9\nMimics: nothing\nTests: t.py::a t.py::b\n"
+                     "Tests: t.py::c\nfree text: not a header: ignored\n\ndiff --git a/x b/x\nTests: t.py::no\n")
+    regression = parse_header(patch)
+    assert (regression.variant, regression.guards, regression.tests) == ("X-thing", "B9", ("t.py::a", "t.py::b",
+                                                                                          "t.py::c"))
