@@ -14,7 +14,7 @@ set -euo pipefail
 QB_SRC=$(cd "$1" && pwd)
 mkdir -p "$2"
 QB_BUILD_DIR=$(cd "$2" && pwd)
-QB_LOG_DIR=$QB_BUILD_DIR/harness-logs
+QB_LOG_DIR=$QB_BUILD_DIR.logs   # beside BUILD: a reconfigure empties BUILD
 QB_STAMP_REVISION=0
 QB_T0=$SECONDS
 # shellcheck source=qemu-build/lib.sh
