@@ -33,6 +33,12 @@ check: setup image
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# Boot-to-SSH, harness overhead, sampler rate and cost, workload rate accuracy vs targets (~3 min on TCG here):
+# a table on stdout, JSON in artefacts/bench.json. BENCH_ARGS='--accel tcg --only boot' narrows it.
+BENCH_ARGS ?=
+bench: setup image
+	$(PY) -m harness.bench $(BENCH_ARGS)
+
 # Self-validation: build QEMU 10.0.2 (Debian source package) and one variant per regressions/*.patch, run each
 # patch's guarding tests (its `Tests:` header) against its variant and all of them against the unmodified build.
 # VALIDATE_ARGS='--only B0 --no-build -- -x' narrows it.

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 from .integrity import RamComparison
 from .sampler import Series
+
+
+@dataclass(frozen=True)
+class PlotHint:
+    """Where a verdict's threshold or window belongs on the migration plots (harness/report.py draws it).
+
+    kind   "hline": a threshold `value` on the panel of `key` (in the unit query-migrate reports `key` in,
+                    e.g. bytes for ram.remaining, pages/s for ram.dirty-pages-rate)
+           "vline": an instant `value` (seconds since that migration's `migrate`), on every panel
+           "span":  a window from `value` to `end` seconds, shaded on every panel
+    key    a query-migrate path; a key without a built-in panel gets a panel of its own (hline only)
+    series the migration's name (Testbed.migration(name=…)) whose plot it belongs to; None: every plot
+    """
+    kind: str
+    value: float
+    end: float | None = None
+    key: str | None = None
+    label: str = ""
+    series: str | None = None
+
+
+def threshold(key: str, value: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("hline", float(value), key=key, label=label, series=series)
+
+
+def instant(t: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("vline", float(t), label=label, series=series)
+
+
+def window(t_start: float, t_end: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("span", float(t_start), end=float(t_end), label=label, series=series)
 
 
 @dataclass(frozen=True)
@@ -16,6 +47,12 @@ class Verdict:
     measured: Any
     bound: Any
     why: str
+    # Optional plot hints (thresholds, windows): drawn on the test's plots, never part of the judgement.
+    hints: tuple[PlotHint, ...] = ()
+
+    def with_hints(self, *hints: PlotHint) -> "Verdict":
+        """`artefacts.verdict(oracles.ratio_at_most(…).with_hints(oracles.window(t0, t1, series="on")))`"""
+        return replace(self, hints=self.hints + hints)
 
     def check(self) -> "Verdict":
         if not self.passed:

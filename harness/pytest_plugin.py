@@ -6,6 +6,10 @@ Markers
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
+
+Reports: every test's artefacts directory gets its plots at teardown (harness.report); at session end the run
+directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A migration running longer than
+--progress-interval seconds prints one line per interval (status, transferred, remaining, syncs) to the terminal.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import datetime
 import logging
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,12 +34,20 @@ from .guest import GuestShell
 from .image import GuestImage, ImageMissing
 from .machine import Machine
 from .qemu import QemuBinary, QemuNotFound
-from .report import Artefacts, safe_name
+from .migration import TERMINAL_STATUSES
+from .report import Artefacts, TestResult, progress_line, safe_name, write_index
 from .testbed import Environment, Testbed
 
 log = logging.getLogger("harness")
 ARTEFACTS_KEY = pytest.StashKey[Artefacts]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+# Session-wide, for the index written at session end.
+RUN_ROOT_KEY = pytest.StashKey[Path]()
+RUN_HEADER_KEY = pytest.StashKey[dict[str, str]]()
+RESULTS_KEY = pytest.StashKey[dict[str, TestResult]]()
+TEST_DIRS_KEY = pytest.StashKey[dict[str, Path]]()
+PROGRESS_FD_KEY = pytest.StashKey[int]()
+INDEX_KEY = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--image-dir", default=None, help="guest image directory (default: build/images/ARCH)")
     group.addoption("--artefacts", default=os.environ.get("HARNESS_ARTEFACTS", "artefacts"),
                     help="where each run writes its per-test artefacts (a run-* subdir, 'latest' links to it)")
+    group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
+                    help="seconds between progress lines of a long migration (0: none; default 10)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,6 +77,24 @@ def pytest_configure(config: pytest.Config) -> None:
     # SIGTERM (CI timeout, kill) must unwind like Ctrl-C so every fixture cleans up its QEMU.
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    config.stash[RESULTS_KEY] = {}
+    config.stash[TEST_DIRS_KEY] = {}
+    config.stash[RUN_HEADER_KEY] = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                                    "command": " ".join(["pytest", *config.invocation_params.args])}
+    # Output capture is suspended here (it covers only conftest loading and each test), so fd 1 is the real
+    # terminal or CI log: a duplicate of it lets progress lines through while a test's output is captured.
+    if config.getoption("--progress-interval", 0) > 0:
+        try:
+            config.stash[PROGRESS_FD_KEY] = os.dup(1)
+        except OSError:
+            pass
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    fd = config.stash.get(PROGRESS_FD_KEY, None)
+    if fd is not None:
+        os.close(fd)
+        del config.stash[PROGRESS_FD_KEY]
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -116,12 +150,72 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: pytest.TestReport = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    _record_result(item.config, report)
     artefacts = item.stash.get(ARTEFACTS_KEY, None)
     if artefacts is not None and report.failed:
         report.sections.append(("harness artefacts", str(artefacts.directory)))
         with open(artefacts.path("failure.txt"), "a") as failure:
             failure.write(f"== {report.when} ==\n{report.longreprtext}\n")
     return report  # type: ignore[return-value]
+
+
+def _record_result(config: pytest.Config, report: pytest.TestReport) -> None:
+    """Fold setup/call/teardown reports into one TestResult per test, for the index."""
+    results = config.stash.get(RESULTS_KEY, None)
+    if results is None:
+        return
+    result = results.setdefault(report.nodeid, TestResult(report.nodeid, "passed"))
+    result.duration += report.duration
+    if hasattr(report, "wasxfail"):
+        result.outcome = "xfailed" if report.skipped else "xpassed"
+        result.message = str(report.wasxfail)
+    elif report.skipped:
+        result.outcome = "skipped"
+        longrepr = report.longrepr
+        result.message = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    elif report.failed:
+        result.outcome = "failed" if report.when == "call" and result.outcome != "error" else "error"
+        result.message = _crash_message(report)
+
+
+def _crash_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    return report.longreprtext.strip().splitlines()[-1] if report.longreprtext.strip() else "failed"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the run's index.html (and ARTEFACTS/index.html) — only if a harness test made a run directory."""
+    config = session.config
+    root = config.stash.get(RUN_ROOT_KEY, None)
+    if root is None:
+        return
+    results = list(config.stash.get(RESULTS_KEY, {}).values())
+    dirs = config.stash.get(TEST_DIRS_KEY, {})
+    for result in results:
+        result.directory = dirs.get(result.nodeid)
+    header = dict(config.stash.get(RUN_HEADER_KEY, {}))
+    started = header.get("started")
+    if started:
+        elapsed = datetime.datetime.now() - datetime.datetime.fromisoformat(started)
+        header["wall time"] = f"{elapsed.total_seconds():.0f} s"
+    header["exit status"] = str(int(exitstatus))
+    junit = getattr(config.option, "xmlpath", None)
+    if junit:
+        header["JUnit XML"] = str(Path(junit).resolve())
+    try:
+        page = write_index(root, results, header)
+    except Exception as exc:  # the index must never change the run's outcome
+        log.warning("index of %s failed: %s", root, exc)
+        return
+    config.stash[INDEX_KEY] = page
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    page = config.stash.get(INDEX_KEY, None)
+    if page is not None:
+        terminalreporter.write_line(f"harness: report {page} (latest run also in {page.parent.parent / 'index.html'})")
 
 
 # -- session fixtures ------------------------------------------------------------------------------------------
@@ -134,6 +228,7 @@ def artefacts_root(pytestconfig: pytest.Config) -> Path:
     if latest.is_symlink() or not latest.exists():
         latest.unlink(missing_ok=True)
         latest.symlink_to(run.name)
+    pytestconfig.stash[RUN_ROOT_KEY] = run
     return run
 
 
@@ -159,27 +254,100 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
     if reporter is not None:
         reporter.write_line(f"harness: {accel.describe()}")
     log.warning("%s", accel.describe())
+    header = pytestconfig.stash.setdefault(RUN_HEADER_KEY, {})
+    header["source QEMU"] = str(b.source)
+    if b.destination != b.source:
+        header["destination QEMU"] = str(b.destination)
+    header["accelerator"] = accel.describe().removeprefix("accelerator: ")
+    header["guest image"] = f"{guest_image.directory} (inputs {guest_image.inputs_hash[:12]})"
     return Environment(b.source, b.destination, guest_image, arch_spec(pytestconfig.getoption("--arch")), accel)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------
 @pytest.fixture
 def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[Artefacts]:
-    record = Artefacts(artefacts_root / safe_name(request.node.nodeid))
+    record = Artefacts(artefacts_root / safe_name(request.node.nodeid), request.node.nodeid)
     request.node.stash[ARTEFACTS_KEY] = record
+    request.config.stash.setdefault(TEST_DIRS_KEY, {})[request.node.nodeid] = record.directory
     yield record
     reports = request.node.stash.get(REPORTS_KEY, {})
-    outcome = "FAILED" if any(r.failed for r in reports.values()) else "passed"
-    record.finalize(outcome)
+    failed = [r for r in reports.values() if r.failed]
+    outcome = "FAILED" if failed else "passed"
+    record.finalize(outcome, failure=_crash_message(failed[0]) if failed else None)
 
 
 @pytest.fixture
-def testbed(environment: Environment, artefacts: Artefacts) -> Iterator[Testbed]:
+def testbed(environment: Environment, artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[Testbed]:
     bed = Testbed(environment, artefacts)
+    progress = _start_progress(request, bed)
     try:
         yield bed
     finally:
-        bed.close()
+        try:
+            bed.close()
+        finally:
+            if progress is not None:
+                progress.stop()
+
+
+class MigrationProgress:
+    """Every `interval` seconds, one terminal line per migration of this test that has run longer than that,
+    and one when such a migration ends; short migrations print nothing."""
+
+    def __init__(self, bed: Testbed, nodeid: str, fd: int, interval: float) -> None:
+        self.bed, self.fd, self.interval = bed, fd, interval
+        self.prefix = nodeid.rsplit("/", 1)[-1]
+        self._reported: dict[int, float] = {}   # id(migration) -> elapsed time of its last line
+        self._ended: set[int] = set()
+        self._stop = threading.Event()
+        self._first_line = True
+        self._thread = threading.Thread(target=self._run, name="harness-progress", daemon=True)
+
+    def start(self) -> "MigrationProgress":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):  # a periodic display tick, not synchronisation
+            try:
+                self.tick(time.monotonic())
+            except Exception as exc:  # progress output must never disturb a test
+                log.debug("progress: %s", exc)
+
+    def tick(self, now: float) -> None:
+        for migration in list(self.bed.migrations):
+            if migration.sampler is None or id(migration) in self._ended:
+                continue
+            series = migration.series
+            elapsed = now - series.t0
+            finished = (migration.name in self.bed.artefacts.series
+                        or series.status() in TERMINAL_STATUSES)
+            key = id(migration)
+            if finished:
+                if key in self._reported:
+                    self._write(progress_line(migration.name, series, elapsed) + " (ended)")
+                self._ended.add(key)
+            elif elapsed >= self._reported.get(key, 0.0) + self.interval:
+                self._reported[key] = elapsed
+                self._write(progress_line(migration.name, series, elapsed))
+
+    def _write(self, line: str) -> None:
+        # The first line of a test starts on a fresh line: pytest's progress dots or test id may precede it.
+        text = ("\n" if self._first_line else "") + f"  [{self.prefix}] {line}\n"
+        self._first_line = False
+        os.write(self.fd, text.encode(errors="replace"))
+
+
+def _start_progress(request: pytest.FixtureRequest, bed: Testbed) -> MigrationProgress | None:
+    fd = request.config.stash.get(PROGRESS_FD_KEY, None)
+    interval = request.config.getoption("--progress-interval")
+    if fd is None or not interval or interval <= 0:
+        return None
+    return MigrationProgress(bed, request.node.nodeid, fd, interval).start()
 
 
 def _guest_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -8,7 +8,8 @@ OUTDIR/ssh/host_key.pub).  QEMU user-mode networking accepts TCP connections
 before the guest's sshd is up, so the console is watched for the ready marker
 first and only then is ssh attempted (retried until it succeeds).
 
-Python 3 standard library only.
+Python 3 standard library only. `make bench` (harness/bench.py) loads this file and
+calls measure() — the one implementation of the measurement.
 
   images/measure-boot.py [--image-dir build/images/x86_64] [-n 10] [--machine q35]
                          [--cmdline '...'] [--append-extra '...'] [--keep DIR]
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 QEMU_BY_ARCH = {"x86_64": "qemu-system-x86_64", "s390x": "qemu-system-s390x"}
 
@@ -34,9 +36,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+@dataclass
+class BootOptions:
+    """How to boot the guest; the defaults are the harness's (q35, -cpu max, 512 MiB, 1 vCPU, TCG)."""
+    qemu: str = None             # binary (default: qemu-system-ARCH on PATH)
+    accel: str = "tcg"
+    machine: str = "q35"
+    cpu: str = "max"
+    memory: int = 512            # MiB
+    smp: int = 1
+    initrd: str = None           # file in the image dir (default: the manifest's)
+    qemu_arg: list = field(default_factory=list)   # extra QEMU arguments (e.g. -L DIR of a build tree)
+    timeout: float = 60.0        # per boot, seconds
+
+
 def qemu_command(args, manifest, image_dir, console, port, cmdline):
     arch = manifest["arch"]
-    cmd = [args.qemu or QEMU_BY_ARCH[arch], "-accel", "tcg"]
+    cmd = [args.qemu or QEMU_BY_ARCH[arch], "-accel", args.accel]
     if arch == "x86_64":
         cmd += ["-machine", args.machine, "-cpu", args.cpu]
         nic = "virtio-net-pci,netdev=n0,romfile="
@@ -128,12 +144,51 @@ def percentile(values, q):
     return v[int(rank) - 1]
 
 
+def measure(image_dir, boots=10, options=None, cmdline=None, append_extra="", keep=None,
+            progress=None):
+    """Boot the image `boots` times; returns {median, p90, samples, marker_median, ...} in seconds.
+
+    `progress(i, result)` is called after each boot (the script prints it to stderr)."""
+    options = options or BootOptions()
+    if boots < 1:
+        raise ValueError("boots must be at least 1")
+    with open(os.path.join(image_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    cmdline = (cmdline or manifest["cmdline"]) + (" " + append_extra if append_extra else "")
+    workdir = keep or tempfile.mkdtemp(prefix="measure-boot-")
+    os.makedirs(workdir, exist_ok=True)
+    runs = []
+    try:
+        for i in range(boots):
+            r = boot_once(options, manifest, image_dir, workdir, i, cmdline)
+            runs.append(r)
+            if progress:
+                progress(i, r)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    samples = [r["boot_to_ssh_s"] for r in runs]
+    markers = [r["marker_s"] for r in runs]
+    return {
+        "median": round(statistics.median(samples), 3),
+        "p90": round(percentile(samples, 90), 3),
+        "samples": samples,
+        "marker_median": round(statistics.median(markers), 3),
+        "marker_samples": markers,
+        "accel": options.accel,
+        "machine": options.machine,
+        "cmdline": cmdline,
+        "initrd": options.initrd or manifest["initrd"],
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-dir", default="build/images/x86_64")
     p.add_argument("-n", "--boots", type=int, default=10)
     p.add_argument("--machine", default="q35", help="x86 machine type (q35, pc, ...)")
     p.add_argument("--cpu", default="max")
+    p.add_argument("--accel", default="tcg", help="tcg or kvm")
     p.add_argument("--memory", type=int, default=512, help="MiB")
     p.add_argument("--smp", type=int, default=1)
     p.add_argument("--qemu", help="QEMU binary (default by the manifest's arch)")
@@ -147,35 +202,12 @@ def main():
 
     if args.boots < 1:
         p.error("-n must be at least 1")
-    with open(os.path.join(args.image_dir, "manifest.json")) as f:
-        manifest = json.load(f)
-    cmdline = (args.cmdline or manifest["cmdline"]) + (
-        " " + args.append_extra if args.append_extra else "")
-
-    workdir = args.keep or tempfile.mkdtemp(prefix="measure-boot-")
-    os.makedirs(workdir, exist_ok=True)
-    runs = []
-    try:
-        for i in range(args.boots):
-            r = boot_once(args, manifest, args.image_dir, workdir, i, cmdline)
-            runs.append(r)
-            print("boot %d: %s" % (i + 1, json.dumps(r)), file=sys.stderr)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    samples = [r["boot_to_ssh_s"] for r in runs]
-    markers = [r["marker_s"] for r in runs]
-    print(json.dumps({
-        "median": round(statistics.median(samples), 3),
-        "p90": round(percentile(samples, 90), 3),
-        "samples": samples,
-        "marker_median": round(statistics.median(markers), 3),
-        "marker_samples": markers,
-        "machine": args.machine,
-        "cmdline": cmdline,
-        "initrd": args.initrd or manifest["initrd"],
-    }, indent=1))
+    options = BootOptions(qemu=args.qemu, accel=args.accel, machine=args.machine, cpu=args.cpu,
+                          memory=args.memory, smp=args.smp, initrd=args.initrd,
+                          qemu_arg=args.qemu_arg, timeout=args.timeout)
+    result = measure(args.image_dir, args.boots, options, args.cmdline, args.append_extra, args.keep,
+                     progress=lambda i, r: print("boot %d: %s" % (i + 1, json.dumps(r)), file=sys.stderr))
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

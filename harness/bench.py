@@ -1,0 +1,483 @@
+"""`make bench`: what the harness costs and how well its instruments measure, against the project's targets.
+
+  python -m harness.bench [--qemu-binary PATH] [--accel auto|kvm|tcg] [--out artefacts/bench.json] [--quick]
+
+Measures, on the guest image and QEMU the suite uses:
+  boot        boot-to-SSH median/p90 (images/measure-boot.py's measure(): OpenSSH client, console marker first)
+  overhead    a harness-driven boot + precopy migration of an idle guest (Testbed, 100 Hz sampler, artefacts,
+              plots) vs the same guest and migration driven bare (subprocess + plain qemu.qmp calls, MIGRATION
+              events): median seconds of each, the ratio and the absolute overhead per test
+  sampler     achieved query-migrate rate (Hz, both sides) and its cost to the guest: the `dirty` workload's
+              flat-out rate during a non-converging migration with the sampler at 100 Hz vs without any sampling
+  workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
+  suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
+Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
+measurement could not run at all (or, with --strict, a target was missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from qemu.qmp import EventListener, QMPClient
+
+from . import oracles, workloads
+from .accel import choose_accel
+from .arch import arch_spec, host_arch
+from .image import GuestImage
+from .machine import Machine, free_tcp_port
+from .migration import Migration, MigrationConfig
+from .qemu import QemuBinary
+from .report import Artefacts
+from .testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
+from .workloads import Dirty
+
+MiB = 1 << 20
+REPO = Path(__file__).resolve().parent.parent
+
+# Targets (README "Benchmark").
+BOOT_TARGET_S = 3.0
+SAMPLER_MIN_HZ = 50.0
+SAMPLER_MAX_SLOWDOWN = 0.05
+WORKLOAD_MAX_ERROR = 0.05
+OVERHEAD_MAX_S = 1.0
+
+WORKLOAD_RATES_MIBPS = (8, 32, 64)
+RATE_WINDOW_S = 5.0
+HOT_SET_MIB = 64                  # re-dirtied flat out during the sampler-cost windows
+SAMPLER_BANDWIDTH = 32 * MiB      # ≪ the guest's dirty rate: the migration stays active and dirty-logging
+SAMPLER_WINDOW_S = 8.0
+SAMPLER_SETTLE_S = 1.0            # after `migrate`, before the window: setup and the first bitmap sync done
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def load_measure_boot() -> ModuleType:
+    """images/measure-boot.py is a stand-alone stdlib script (hyphenated name): load it from its path."""
+    spec = importlib.util.spec_from_file_location("measure_boot", REPO / "images" / "measure-boot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- boot ----------------------------------------------------------------------------------------------------------
+def bench_boot(env: Environment, boots: int) -> dict[str, Any]:
+    measure_boot = load_measure_boot()
+    accel = env.accel.name
+    options = measure_boot.BootOptions(
+        qemu=str(env.source_binary.path), accel=accel, machine=env.arch.machine,
+        cpu=env.arch.cpu_kvm if accel == "kvm" else env.arch.cpu_tcg, memory=DEFAULT_MEMORY_MIB,
+        qemu_arg=env.source_binary.base_args()[1:])
+    result = measure_boot.measure(str(env.image.directory), boots, options,
+                                  progress=lambda i, r: log(f"boot {i + 1}/{boots}: {r['boot_to_ssh_s']} s"))
+    return {**result, "target_s": BOOT_TARGET_S, "pass": result["median"] <= BOOT_TARGET_S}
+
+
+# -- harness overhead ------------------------------------------------------------------------------------------
+def harness_trial(env: Environment, directory: Path) -> dict[str, float]:
+    """What a simple test does: boot a source to SSH, start a destination, migrate, record, report, clean up."""
+    t0 = time.monotonic()
+    artefacts = Artefacts(directory, "bench::harness")
+    bed = Testbed(env, artefacts)
+    try:
+        source = bed.boot("source")
+        t_booted = time.monotonic()
+        destination = bed.incoming(source)
+        migration = bed.migrate(source, destination, MigrationConfig())
+        final = migration.wait_completed(120)
+        t_migrated = time.monotonic()
+        migration.finish()
+        artefacts.verdict(oracles.completed(final))
+    finally:
+        bed.close()
+    t_closed = time.monotonic()
+    artefacts.finalize("passed")
+    t_end = time.monotonic()
+    return {"total_s": t_end - t0, "boot_s": t_booted - t0, "migrate_s": t_migrated - t_booted,
+            "teardown_s": t_closed - t_migrated, "report_s": t_end - t_closed}
+
+
+def bare_argv(env: Environment, qmp_socket: Path, console: Path, ssh_port: int | None,
+              incoming: bool) -> list[str]:
+    """The same guest as harness.machine builds, written out by hand."""
+    arch, accel = env.arch, env.accel.name
+    argv = env.source_binary.base_args() + [
+        "-machine", arch.machine, "-accel", accel, "-cpu", arch.cpu_kvm if accel == "kvm" else arch.cpu_tcg,
+        "-smp", "1", "-m", f"{DEFAULT_MEMORY_MIB}M", "-nodefaults", "-no-user-config", "-display", "none",
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-chardev", f"file,id=console,path={console}", *arch.console_args,
+        "-kernel", str(env.image.kernel), "-initrd", str(env.image.initrd), "-append", env.image.cmdline]
+    if ssh_port is not None:
+        argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                 "-device", f"{arch.nic},netdev=net0{arch.nic_options}"]
+    return argv + (["-incoming", "defer"] if incoming else [])
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bare trial: {what} not within {timeout}s")
+        time.sleep(0.005)
+
+
+def _bare_ssh(env: Environment, workdir: Path, port: int, timeout: float) -> None:
+    measure_boot = load_measure_boot()
+    keytype, key = env.image.host_key_pub.read_text().split()[:2]
+    known_hosts = workdir / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {keytype} {key}\n")
+    command = measure_boot.ssh_command(str(env.image.directory), str(known_hosts), port, env.image.ssh_user, 5)
+    deadline = time.monotonic() + timeout
+    while subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("bare trial: ssh never succeeded")
+        time.sleep(0.02)
+
+
+async def _bare_migrate(source_socket: Path, destination_socket: Path, uri: str, timeout: float) -> None:
+    source, destination = QMPClient("bare-source"), QMPClient("bare-destination")
+    await source.connect(str(source_socket))
+    await destination.connect(str(destination_socket))
+    try:
+        listeners = {client: EventListener("MIGRATION") for client in (source, destination)}
+        for client, listener in listeners.items():
+            client.register_listener(listener)
+            await client.execute("migrate-set-capabilities",
+                                 {"capabilities": [{"capability": "events", "state": True}]})
+        await destination.execute("migrate-incoming", {"uri": uri})
+        await source.execute("migrate", {"uri": uri})
+
+        async def completed(listener: EventListener) -> None:
+            async for event in listener:
+                status = event["data"]["status"]
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise RuntimeError(f"bare migration {status}")
+
+        await asyncio.wait_for(asyncio.gather(*(completed(lst) for lst in listeners.values())), timeout)
+        for client in (source, destination):
+            try:
+                await client.execute("quit")
+            except Exception:  # QEMU may close the socket before its answer arrives
+                pass
+    finally:
+        for client in (source, destination):
+            try:
+                await client.disconnect()
+            except EOFError:  # after `quit` the connection ends with EOF: expected
+                pass
+
+
+def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
+    """The same boot + migration with nothing but subprocess, a console poll, ssh and qemu.qmp."""
+    directory.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="qmh-bare-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        t0 = time.monotonic()
+        port = free_tcp_port()
+        source_socket, destination_socket = workdir / "source.qmp", workdir / "destination.qmp"
+        console = directory / "source.console.log"
+        processes.append(subprocess.Popen(bare_argv(env, source_socket, console, port, incoming=False),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        marker = env.image.ready_marker
+        _wait_for(lambda: console.exists() and marker in console.read_text(errors="replace"), 60, "ready marker")
+        _bare_ssh(env, workdir, port, 30)
+        t_booted = time.monotonic()
+        processes.append(subprocess.Popen(
+            bare_argv(env, destination_socket, directory / "destination.console.log", free_tcp_port(),
+                      incoming=True),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        _wait_for(lambda: source_socket.exists() and destination_socket.exists(), 30, "QMP sockets")
+        asyncio.run(_bare_migrate(source_socket, destination_socket, f"unix:{workdir / 'migration.sock'}", 120))
+        t_migrated = time.monotonic()
+        for process in processes:
+            process.wait(30)
+        t_end = time.monotonic()
+        return {"total_s": t_end - t0, "boot_s": t_booted - t0, "migrate_s": t_migrated - t_booted,
+                "teardown_s": t_end - t_migrated, "report_s": 0.0}
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _median_phases(trials: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(t[key] for t in trials), 3) for key in trials[0]}
+
+
+def bench_overhead(env: Environment, directory: Path, trials: int) -> dict[str, Any]:
+    import matplotlib.pyplot  # noqa: F401  # a session imports it once; per test it costs nothing
+    harness, bare = [], []
+    for i in range(trials):  # interleaved, so drift on a shared host hits both alike
+        harness.append(harness_trial(env, directory / f"harness-{i}"))
+        log(f"overhead trial {i + 1}/{trials}: harness {harness[-1]['total_s']:.2f} s")
+        bare.append(bare_trial(env, directory / f"bare-{i}"))
+        log(f"overhead trial {i + 1}/{trials}: bare {bare[-1]['total_s']:.2f} s")
+    h, b = _median_phases(harness), _median_phases(bare)
+    overhead = round(h["total_s"] - b["total_s"], 3)
+    return {"harness_median": h, "bare_median": b, "ratio": round(h["total_s"] / b["total_s"], 3),
+            "overhead_s": overhead, "overhead_by_phase_s": {k: round(h[k] - b[k], 3) for k in h},
+            "harness_trials": harness, "bare_trials": bare, "target_s": OVERHEAD_MAX_S,
+            "pass": overhead <= OVERHEAD_MAX_S}
+
+
+# -- workload rate accuracy ------------------------------------------------------------------------------------
+def bench_workload_rates(source: Machine) -> dict[str, Any]:
+    rates = []
+    for requested in WORKLOAD_RATES_MIBPS:
+        running = workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=requested, order="random"),
+                                  name=f"rate{requested}")
+        time.sleep(RATE_WINDOW_S)  # the measurement window itself, not a wait for a condition
+        result = running.stop(source)
+        achieved = float(result["achieved_mibps"])
+        error = achieved / requested - 1
+        rates.append({"requested_mibps": requested, "achieved_mibps": round(achieved, 3),
+                      "elapsed_s": result.get("elapsed_s"), "error": round(error, 4),
+                      "pass": abs(error) <= WORKLOAD_MAX_ERROR})
+        log(f"dirty at {requested} MiB/s: achieved {achieved:.2f} MiB/s")
+    return {"rates": rates, "target_error": WORKLOAD_MAX_ERROR, "pass": all(r["pass"] for r in rates)}
+
+
+# -- sampler rate and cost -------------------------------------------------------------------------------------
+@dataclass
+class DirtyWindow:
+    sampled: bool
+    mibps: float
+    achieved_hz: dict[str, float] = field(default_factory=dict)
+
+
+def _dirty_rate_over(source: Machine, running: workloads.RunningWorkload, seconds: float) -> float:
+    """MiB/s the flat-out workload achieved over `seconds`, from its own status file (updated every second)."""
+    first = running.status(source)
+    time.sleep(seconds)  # the measurement window itself
+    last = running.status(source)
+    elapsed = float(last["elapsed_s"]) - float(first["elapsed_s"])
+    return (float(last["bytes_dirtied"]) - float(first["bytes_dirtied"])) / MiB / elapsed
+
+
+def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWorkload, index: int,
+                   sampled: bool) -> DirtyWindow:
+    """One non-converging migration, measured for SAMPLER_WINDOW_S, then cancelled. Unsampled: the same
+    capabilities and parameters set through the same code, but no Sampler (plain QMP commands only)."""
+    name = f"{'sampled' if sampled else 'unsampled'}-{index}"
+    destination = bed.incoming(source, name=f"destination-{name}")
+    config = MigrationConfig(parameters={"max-bandwidth": SAMPLER_BANDWIDTH, "downtime-limit": 50})
+    # The unsampled arm's Migration is never started (no Sampler) and so not registered with the testbed.
+    migration = (bed.migration(source, destination, config, name=name, hz=100.0) if sampled
+                 else Migration(source, destination, config, bed.workdir, name=name))
+    try:
+        if sampled:
+            migration.start()
+        else:
+            migration.configure(destination, "destination")
+            destination.qmp.cmd("migrate-incoming", uri=migration.uri)
+            migration.configure(source, "source")
+            source.qmp.cmd("migrate", uri=migration.uri)
+        time.sleep(SAMPLER_SETTLE_S)  # same delay in both arms before the window
+        status = source.qmp.cmd("query-migrate")["status"]
+        if status != "active":
+            raise RuntimeError(f"{name}: migration {status!r}, not an active non-converging precopy")
+        mibps = _dirty_rate_over(source, running, SAMPLER_WINDOW_S)
+        source.qmp.cmd("migrate_cancel")
+        deadline = time.monotonic() + 60
+        while source.qmp.cmd("query-migrate")["status"] != "cancelled":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: not cancelled within 60 s")
+            time.sleep(0.05)
+        hz = {}
+        if sampled:
+            series = migration.finish()
+            hz = {side: round(series.achieved_hz(side), 1) for side in series.samples if series.samples[side]}
+    finally:
+        destination.shutdown()
+    log(f"sampler window {name}: dirty {mibps:.1f} MiB/s" + (f", sampled at {hz}" if hz else ""))
+    return DirtyWindow(sampled, mibps, hz)
+
+
+def bench_sampler(bed: Testbed, source: Machine, pairs: int) -> dict[str, Any]:
+    running = workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"), name="hot")
+    windows = []
+    for i in range(pairs):  # alternating, so drift on a shared host hits both arms alike
+        windows.append(sampler_window(bed, source, running, i, sampled=False))
+        windows.append(sampler_window(bed, source, running, i, sampled=True))
+    running.stop(source)
+    without = statistics.median(w.mibps for w in windows if not w.sampled)
+    with_sampler = statistics.median(w.mibps for w in windows if w.sampled)
+    # How much the same arm varies between its own windows: a slowdown below that is noise, not cost.
+    spread = max((max(arm) - min(arm)) / statistics.median(arm) for arm in (
+        [w.mibps for w in windows if w.sampled], [w.mibps for w in windows if not w.sampled]))
+    slowdown = 1 - with_sampler / without
+    achieved = [hz for w in windows if w.sampled for hz in w.achieved_hz.values()]
+    min_hz = min(achieved, default=0.0)
+    return {"requested_hz": 100.0, "achieved_hz_min": min_hz,
+            "achieved_hz": [w.achieved_hz for w in windows if w.sampled],
+            "dirty_mibps_without_sampling": round(without, 2), "dirty_mibps_with_sampling": round(with_sampler, 2),
+            "ratio": round(with_sampler / without, 4), "slowdown": round(slowdown, 4),
+            "within_arm_spread": round(spread, 4),
+            "windows": [w.__dict__ for w in windows], "window_s": SAMPLER_WINDOW_S,
+            "target_hz": SAMPLER_MIN_HZ, "target_slowdown": SAMPLER_MAX_SLOWDOWN,
+            "pass": min_hz >= SAMPLER_MIN_HZ and slowdown < SAMPLER_MAX_SLOWDOWN}
+
+
+# -- suite wall time -------------------------------------------------------------------------------------------
+def suite_wall_time(junit: Path) -> dict[str, Any] | None:
+    """Wall time of the last run that wrote `junit` (make check / .ci/run), and its behaviour tests' share."""
+    if not junit.is_file():
+        return None
+    try:
+        root = ET.parse(junit).getroot()
+    except ET.ParseError:
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    cases = [c for s in suites for c in s.iter("testcase")]
+    behaviour = sum(float(c.get("time", 0)) for c in cases if c.get("classname", "").startswith("tests.behaviour"))
+    return {"file": str(junit), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(junit.stat().st_mtime)),
+            "total_s": round(sum(float(s.get("time", 0)) for s in suites), 1),
+            "behaviour_tests_s": round(behaviour, 1), "tests": len(cases)}
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else "PASS" if ok else "MISS"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    boot = results.get("boot")
+    if boot:
+        rows.append((f"boot-to-SSH ({boot['accel']})", f"median {boot['median']:.2f} s, p90 {boot['p90']:.2f} s",
+                     f"≤ {BOOT_TARGET_S:g} s", verdict(boot["pass"])))
+    overhead = results.get("overhead")
+    if overhead:
+        h, b = overhead["harness_median"], overhead["bare_median"]
+        rows.append(("harness overhead per test", f"{overhead['overhead_s']:+.2f} s (harness {h['total_s']:.2f} s "
+                     f"vs bare {b['total_s']:.2f} s, ×{overhead['ratio']:.2f})", f"≤ {OVERHEAD_MAX_S:g} s",
+                     verdict(overhead["pass"])))
+        phases = overhead["overhead_by_phase_s"]
+        rows.append(("  by phase", ", ".join(f"{k.removesuffix('_s')} {v:+.2f} s" for k, v in phases.items()
+                                             if k != "total_s"), "", ""))
+    sampler = results.get("sampler")
+    if sampler:
+        rows.append(("sampler rate (100 Hz asked)", f"min {sampler['achieved_hz_min']:.0f} Hz over sides/windows",
+                     f"≥ {SAMPLER_MIN_HZ:g} Hz", verdict(sampler["achieved_hz_min"] >= SAMPLER_MIN_HZ)))
+        rows.append(("sampler cost to the guest", f"dirty {sampler['dirty_mibps_with_sampling']:.0f} vs "
+                     f"{sampler['dirty_mibps_without_sampling']:.0f} MiB/s: slowdown {sampler['slowdown']:.1%} "
+                     f"(noise: arms spread {sampler['within_arm_spread']:.0%})",
+                     f"< {SAMPLER_MAX_SLOWDOWN:.0%}", verdict(sampler["slowdown"] < SAMPLER_MAX_SLOWDOWN)))
+    workload = results.get("workload")
+    if workload:
+        for r in workload["rates"]:
+            rows.append((f"dirty rate {r['requested_mibps']} MiB/s", f"achieved {r['achieved_mibps']:.2f} MiB/s "
+                         f"({r['error']:+.1%})", f"within {WORKLOAD_MAX_ERROR:.0%}", verdict(r["pass"])))
+    suite = results.get("suite")
+    rows.append(("suite wall time (last junit.xml)",
+                 f"{suite['total_s']:.0f} s total, behaviour tests {suite['behaviour_tests_s']:.0f} s "
+                 f"({suite['tests']} tests, {suite['written']})" if suite else "null (no artefacts/junit.xml)",
+                 "", ""))
+    for name, error in results.get("errors", {}).items():
+        rows.append((name, f"ERROR: {error}"[:100], "", "MISS"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
+def environment(args: argparse.Namespace, scratch: Path) -> Environment:
+    arch = arch_spec(args.arch)
+    image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch))
+    binary = QemuBinary.locate(args.qemu_binary, arch.qemu_binary)
+    accel = choose_accel(args.accel, binary, image, scratch / "accel-probe", cache_dir=REPO / "build" / "cache")
+    return Environment(binary, binary, image, arch, accel)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--qemu-binary", default=os.environ.get("QEMU_BINARY"))
+    parser.add_argument("--accel", default=os.environ.get("HARNESS_ACCEL", "auto"), choices=["auto", "kvm", "tcg"])
+    parser.add_argument("--arch", default=os.environ.get("HARNESS_ARCH", host_arch()))
+    parser.add_argument("--image-dir", default=None)
+    parser.add_argument("--out", default="artefacts/bench.json", help="JSON results (default artefacts/bench.json)")
+    parser.add_argument("--junit", default="artefacts/junit.xml", help="the last make check's JUnit XML")
+    parser.add_argument("--boots", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=3, help="harness/bare overhead trials (each)")
+    parser.add_argument("--pairs", type=int, default=3, help="sampled/unsampled window pairs")
+    parser.add_argument("--only", action="append", choices=["boot", "overhead", "workload", "sampler"],
+                        help="run only these parts (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.parent / "bench"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    parts = set(args.only or ["boot", "overhead", "workload", "sampler"])
+    t0 = time.monotonic()
+    env = environment(args, scratch)
+    results: dict[str, Any] = {"qemu": str(env.source_binary), "accel": env.accel.describe(), "arch": env.arch.name,
+                               "image": env.image.inputs_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "errors": {}}
+    log(f"{env.accel.describe()}; QEMU {env.source_binary}")
+
+    def run(name: str, action: Callable[[], Any]) -> None:
+        if name not in parts:
+            return
+        started = time.monotonic()
+        try:
+            results[name] = action()
+        except Exception as exc:  # one failed measurement must not hide the others
+            results["errors"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log(f"{name} failed: {exc!r}")
+        log(f"{name}: {time.monotonic() - started:.0f} s")
+
+    run("boot", lambda: bench_boot(env, args.boots))
+    run("overhead", lambda: bench_overhead(env, scratch / "overhead", args.trials))
+    if parts & {"workload", "sampler"}:
+        bed = Testbed(env, Artefacts(scratch / "guest", "bench::guest"))
+        try:
+            source = bed.boot("source")
+            run("workload", lambda: bench_workload_rates(source))
+            run("sampler", lambda: bench_sampler(bed, source, args.pairs))
+        except Exception as exc:
+            results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            bed.close()
+    results["suite"] = suite_wall_time(Path(args.junit))
+    results["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(table(results))
+    print(f"bench: {results['bench_wall_s']:.0f} s; JSON in {out}; {shlex.quote(str(scratch))} has the trials")
+    if results["errors"]:
+        return 2
+    missed = [k for k in ("boot", "overhead", "workload", "sampler") if k in results and not results[k]["pass"]]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
