@@ -251,6 +251,10 @@ qb_ninja() {
     qb_log "phase build: done in $((SECONDS - start))s (ninja steps: ${step:-none, up to date})"
 }
 
+# What a variant is built from: the patch's diff, not its header (editing a description or the Tests: line must
+# not force a rebuild).
+qb_patch_sha() { sed -n '/^diff /,$p' "$1" | sha256sum | cut -d' ' -f1; }
+
 # qb_install_variant NAME OUTDIR BUILD_SECONDS [PATCH...]
 qb_install_variant() {
     local name=$1 out=$2 secs=$3; shift 3
@@ -264,13 +268,13 @@ qb_install_variant() {
     local version patches_json="" p sha first=1
     version=$("$dir/qemu-system-x86_64" -version | head -n1 | sed 's/.*version //')
     for p in "$@"; do
-        sha=$(sha256sum "$p" | cut -d' ' -f1)
+        sha=$(qb_patch_sha "$p")
         ((first)) || patches_json+=", "
         first=0
         patches_json+="{\"file\": \"$(basename "$p")\", \"sha256\": \"$sha\"}"
     done
     local psha=null
-    if (($# == 1)); then psha="\"$(sha256sum "$1" | cut -d' ' -f1)\""; fi
+    if (($# == 1)); then psha="\"$(qb_patch_sha "$1")\""; fi
     cat > "$dir/build-info.json" <<JSON
 {
   "variant": "$name",
@@ -301,7 +305,7 @@ qb_variant_uptodate() {
     local n=0
     for p in "$@"; do
         n=$((n + 1))
-        grep -q "\"sha256\": \"$(sha256sum "$p" | cut -d' ' -f1)\"" "$info" || return 1
+        grep -q "\"sha256\": \"$(qb_patch_sha "$p")\"" "$info" || return 1
     done
     [[ $(grep -o '"sha256"' "$info" | wc -l) -eq $n ]]
 }
