@@ -58,10 +58,12 @@ class Probe:
     seed: int = 1
     rounds: int = 1
     wait_signal: bool = True
+    raw_file: str | None = None   # per-access records {u64 t_ns, u32 page, u32 latency_ns} (harness.latency)
     program: str = field(default="probe", init=False)
 
     def argv(self) -> list[str]:
         args = ["--size-mib", str(self.size_mib), "--seed", str(self.seed), "--rounds", str(self.rounds)]
+        args += ["--raw", self.raw_file] if self.raw_file else []
         return args + (["--wait-signal"] if self.wait_signal else [])
 
 
@@ -110,6 +112,18 @@ class RunningWorkload:
         except GuestCommandError as exc:
             log = on.shell.run(f"cat {self._path('log')}", check=False).stdout
             raise GuestCommandError(exc.result) from RuntimeError(f"{self.name} log:\n{log}")
+
+    def wait_exit(self, on: HasShell, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait (in the guest, polling every 0.1 s) for the workload to end by itself; return its JSON result."""
+        out = self._path("json")
+        loops = int(timeout * 10)
+        script = (f"i=0; while kill -0 {self.pid} 2>/dev/null && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
+                  f"if kill -0 {self.pid} 2>/dev/null; then echo '{self.name} still running after {timeout}s' >&2; "
+                  f"exit 1; fi; cat {out}")
+        try:
+            return json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
+        except GuestCommandError as exc:
+            raise GuestCommandError(exc.result) from RuntimeError(f"{self.name} log:\n{self.log(on)}")
 
     def log(self, on: HasShell) -> str:
         return str(on.shell.run(f"cat {self._path('log')} 2>/dev/null", check=False).stdout)

@@ -1,0 +1,390 @@
+"""B2 — postcopy page requests are served promptly with postcopy-preempt (seeds/002; QEMU 82b54ef4c123 in 7.1,
+reworked in 7.2/8.0 so that the return-path thread sends an urgent page itself on the preempt channel).
+
+Given a guest whose `probe` touches every page of a 64 MiB region in a seeded random order and times each access,
+when the migration switches to postcopy at once (so almost none of the region has been sent) with the background
+stream throttled by max-postcopy-bandwidth (so the main channel always has a queue), then with postcopy-preempt
+a faulting access costs about one request round trip (~40 µs here), while without it a request waits behind the
+throttled stream: a quarter of them ~100 ms, until the next 100 ms rate-limit window.
+
+The same QEMU binary and probe seed run twice, preempt on and off, each on a freshly booted guest. The oracles
+compare only numbers from the same test run:
+  (a) with preempt, p99 and max stall ≤ fixed multiples of the round trip RTT = the median stall with preempt
+      (half of all remote faults are served within it, so it is the guest-measured cost of a promptly served
+      request; independent of how long the postcopy phase lasts);
+  (b) with preempt, p99 stall ≤ P99_RATIO × the p99 stall without;
+  (c) the destination's per-vCPU postcopy blocktime agrees with the guest's summed stalls, and the overlapped
+      postcopy-blocktime is no longer than any vCPU's (see BLOCKTIME_* for why not more on 10.0);
+  (e) both migrations complete and the guest's seqinc pattern is intact afterwards.
+On QEMU with postcopy-latency / postcopy-vcpu-latency / postcopy-latency-dist (10.1+), a separate test checks
+that the destination's own latency figures (and its reworked overlapped blocktime) agree with the guest and show
+the same preempt/no-preempt contrast.
+
+Only one vCPU: the order in which concurrent requests are served (the other half of seeds/002) needs several
+vCPUs faulting at once and is not asserted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import host, oracles, workloads
+from harness.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
+                             parse_probe_raw, plot_latency_distributions)
+from harness.machine import Machine
+from harness.migration import MigrationConfig
+from harness.testbed import Testbed
+from harness.workloads import Probe, SeqInc
+
+MiB = 1 << 20
+PROBE_SEED = 2002
+# The probe is started on the source and the source paused as soon as the signal is sent (see postcopy_run):
+# it runs a few ms on the source, the rest on the destination. A round takes ~20 ms on the source, so five
+# rounds leave a wide margin; the rounds after the first post-switch one find every page present.
+PROBE_ROUNDS = 5
+PROBE_RAW = "/run/wl/probe.raw"
+SEQINC_MIB = 4
+SEQINC_PASSES_PER_S = 1
+# Precopy lasts only until the immediate switch (~40 ms), so its bandwidth hardly matters.
+PRECOPY_BANDWIDTH = 32 * MiB
+# (a) Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; RTT 40–60 µs): p99 = 5–11 × RTT, so a bound
+# of 20 × RTT fails as soon as ~1 % of requests wait for anything but their own round trip (without preempt, or
+# with the variant build, ~25 % wait ~100 ms ≈ 2500 × RTT for the next rate-limit window).
+# The max is a different animal: the longest stalls are accesses in which the guest ran other code (a timer
+# interrupt, then another task) that itself faulted — QEMU's fault trace shows a 5.4 ms stall holding 70 remote
+# faults of 30–40 µs, none slow. Measured max: 94–2557 × RTT (4.7–103 ms). 10 000 × RTT (~0.4 s) still catches
+# a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
+P99_RTT_MULTIPLE = 20.0
+MAX_RTT_MULTIPLE = 10000.0
+# (b) Measured p99 ratio preempt/no-preempt: 0.0009–0.0044; with the build whose urgent pages skip the preempt
+# channel (regressions/B2-urgent-pages-skip-preempt-channel.patch): ~1.1.
+P99_RATIO = 0.5
+# (c) postcopy-vcpu-blocktime / guest stall sum per vCPU, measured 0.63–0.76 with preempt, 0.99–2.2 without.
+# QEMU times a fault from its fault thread reading it to the page being placed, so it misses the guest-side part
+# of each fault (trap, wake-up, TLB refill: ~15 µs of a prompt ~40 µs fault): lower bound 0.4. The vCPU also
+# faults outside the probe's access windows (kernel paths, the probe's own code and bookkeeping pages), which
+# only QEMU sees; without preempt each such fault costs up to a rate-limit window: upper bound 4.
+# The overlapped total postcopy-blocktime is only checked against the per-vCPU figures here: QEMU 10.0's
+# accounting of it races (with one vCPU it should equal the per-vCPU figure, but came out as 8 ms against
+# 1029 ms once, and 10–20 % low in a third of the runs without preempt); the blocktime rework that came with
+# postcopy-latency (10.1: "Push blocktime start/end into page req mutex", "Cleanup the total blocktime
+# accounting") is checked in test_destination_latency_metrics_agree_with_guest.
+BLOCKTIME_BELOW = 0.4
+BLOCKTIME_ABOVE = 4.0
+COMPLETION_TIMEOUT = 180.0
+LATENCY_FIELDS = ["postcopy-latency", "postcopy-vcpu-latency", "postcopy-latency-dist"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    guest_mib: int
+    probe_mib: int
+    postcopy_bandwidth: int
+    # An access slower than this is a stall. 4 KiB pages: an access to a present page takes ~1 µs under TCG, one
+    # that a guest timer interrupt lands in 20–45 µs, a remote 4 KiB fault ≥ ~30 µs (median ~45 µs with preempt).
+    stall_floor_us: float
+    min_stalls: int               # per run: fewer means the probe met no remote pages, i.e. measured nothing
+    memory_backend: str | None = None
+
+
+# 64 MiB of 4 KiB pages: ~16 400 stalls with preempt; 140–430 without (most pages then arrive by the throttled
+# stream while the guest waits up to ~0.1 s per fault).
+ANONYMOUS = Scenario("anonymous", guest_mib=256, probe_mib=64, postcopy_bandwidth=16 * MiB, stall_floor_us=20.0,
+                     min_stalls=30)
+# 2 MiB host pages: one fault brings 512 guest pages, so the region is larger (128 huge pages) and the stream
+# faster, to keep the run short. A remote fault moves 2 MiB (≳ 1 ms); timer interrupts (≤ 45 µs) are no stalls.
+HUGETLBFS = Scenario("hugetlbfs", guest_mib=512, probe_mib=256, postcopy_bandwidth=32 * MiB, stall_floor_us=200.0,
+                     min_stalls=40,
+                     memory_backend="memory-backend-file,mem-path={mount},share=on")
+
+
+@dataclass(frozen=True)
+class PostcopyRun:
+    label: str
+    preempt: bool
+    stall_floor_us: float
+    cpus: int
+    accesses: list[Access]
+    probe_result: dict[str, Any]
+    source_final: dict[str, Any]
+    destination_final: dict[str, Any]
+    timeline: dict[str, float]
+    seqcheck: workloads.SeqCheck
+    statuses: list[str]
+
+    @cached_property
+    def stalls_us(self) -> list[float]:
+        return [a.latency_ns / 1e3 for a in self.accesses if a.latency_ns / 1e3 >= self.stall_floor_us]
+
+    @cached_property
+    def stalls(self) -> LatencySummary:
+        return LatencySummary.of(self.stalls_us)
+
+    @property
+    def guest_stall_ms_per_vcpu(self) -> float:
+        return self.stalls.sum_us / 1e3 / self.cpus
+
+    @property
+    def blocktime_ms(self) -> int | None:
+        return self.destination_final.get("postcopy-blocktime")
+
+    @property
+    def vcpu_blocktime_ms_per_vcpu(self) -> float | None:
+        per_vcpu = self.destination_final.get("postcopy-vcpu-blocktime")
+        return sum(per_vcpu) / len(per_vcpu) if per_vcpu else None
+
+    def first_stall(self) -> dict[str, Any] | None:
+        """Where the first stall came (diagnostic: how far the probe got on the source before the switch)."""
+        for index, access in enumerate(self.accesses):
+            if access.latency_ns / 1e3 >= self.stall_floor_us:
+                return {"index": index, "after_probe_start_ms":
+                        (access.t_ns - self.probe_result.get("started_at_ns", access.t_ns)) / 1e6}
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        all_us = [a.latency_ns / 1e3 for a in self.accesses]
+        return {"label": self.label, "preempt": self.preempt, "cpus": self.cpus, "stall_floor_us": self.stall_floor_us,
+                "stalls": self.stalls, "all_accesses": LatencySummary.of(all_us),
+                "stall_histogram": log2_histogram(self.stalls_us), "all_histogram": log2_histogram(all_us),
+                "first_stall": self.first_stall(),
+                "guest_stall_ms_per_vcpu": self.guest_stall_ms_per_vcpu, "blocktime_ms": self.blocktime_ms,
+                "vcpu_blocktime_ms_per_vcpu": self.vcpu_blocktime_ms_per_vcpu,
+                "postcopy_requests": self.source_final.get("ram", {}).get("postcopy-requests"),
+                "probe_result": self.probe_result, "source_final": self.source_final,
+                "destination_final": self.destination_final, "timeline": self.timeline,
+                "seqcheck": self.seqcheck.line, "source_statuses": self.statuses}
+
+    def stall_records(self) -> dict[str, Any]:
+        """Every stalled access: [guest monotonic ns, page index, latency ns]."""
+        return {"label": self.label, "fields": ["t_ns", "page", "latency_ns"],
+                "records": [[a.t_ns, a.page, a.latency_ns] for a in self.accesses
+                            if a.latency_ns / 1e3 >= self.stall_floor_us]}
+
+
+def read_guest_bytes(machine: Machine, path: str) -> bytes:
+    return base64.b64decode(machine.shell.run(f"base64 {path}", timeout=120).stdout)
+
+
+def hugetlbfs_backend(scenario: Scenario) -> str:
+    """The memory-backend for a hugetlbfs scenario, or skip: both sides' RAM must fit in free 2 MiB pages."""
+    capability = host.hugepages_2m()
+    if not capability.available:
+        pytest.skip(f"hugetlbfs guest RAM: {capability.reason}")
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+              if line.split()[2] == "hugetlbfs"]
+    free = int(Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text())
+    needed = 2 * (scenario.guest_mib // 2)   # source and destination RAM, in 2 MiB pages
+    if free < needed:
+        pytest.skip(f"hugetlbfs guest RAM: {free} free 2 MiB hugepages, source + destination need {needed}")
+    assert scenario.memory_backend is not None
+    return scenario.memory_backend.format(mount=mounts[0])
+
+
+def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> PostcopyRun:
+    """Boot a guest, arm the probe, migrate with an immediate switch to postcopy; collect the guest's stalls
+    and both sides' final figures; shut both QEMUs down so the next run has the host to itself."""
+    label = f"preempt-{'on' if preempt else 'off'}"
+    overrides = {"memory_backend": hugetlbfs_backend(scenario)} if scenario.memory_backend else {}
+    t0 = time.monotonic()
+    source = testbed.boot(f"source-{label}", memory_mib=scenario.guest_mib, **overrides)
+    seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
+    probe = workloads.start(source, Probe(size_mib=scenario.probe_mib, seed=PROBE_SEED, rounds=PROBE_ROUNDS,
+                                          raw_file=PROBE_RAW))
+    destination = testbed.incoming(source, name=f"destination-{label}")
+    config = MigrationConfig(capabilities={"postcopy-ram": True, "postcopy-preempt": preempt,
+                                           "postcopy-blocktime": True},
+                             parameters={"max-bandwidth": PRECOPY_BANDWIDTH,
+                                         "max-postcopy-bandwidth": scenario.postcopy_bandwidth})
+    t_ready = time.monotonic()
+    # seqinc pauses while the probe measures: on the single vCPU, whatever the guest scheduler runs in the middle
+    # of a probe access brings its own remote faults into that access's time. It resumes (and is checked) after
+    # the migration. (The probe is not reniced: at nice -20 it starves the SSH session that signalled it, whose
+    # return the `stop` below waits for, and finishes all its rounds on the source.)
+    source.shell.run(f"kill -STOP {seq.pid} && kill -USR1 {probe.pid}")
+    # Freeze the guest at once: the probe covers a round in ~20 ms on the source, and the switch to postcopy takes
+    # 30–200 ms more. Stopped, it resumes on the destination (which starts by itself after the switch) with nearly
+    # all of its rounds ahead and every page of its region still on the source.
+    source.qmp.cmd("stop")
+    t_signalled = time.monotonic()
+    migration = testbed.migrate(source, destination, config, name=label)
+    migration.start_postcopy()
+    migration.wait_status({"postcopy-active"}, 60, side="destination")
+    t_switched = time.monotonic()
+    source_final = migration.wait_completed(COMPLETION_TIMEOUT)
+    t_completed = time.monotonic()
+    destination_final = destination.qmp.cmd("query-migrate")  # blocktime is reported once completed
+    series = migration.finish()
+    result = probe.wait_exit(destination, timeout=120)
+    accesses = parse_probe_raw(read_guest_bytes(destination, PROBE_RAW))
+    destination.shell.run(f"kill -CONT {seq.pid}")
+    check = workloads.seqcheck(destination, seq)
+    t_end = time.monotonic()
+    destination.shutdown()
+    source.shutdown()
+    timeline = {"boot_and_arm_s": t_ready - t0, "signal_s": t_signalled - t_ready,
+                "switch_s": t_switched - t_signalled, "postcopy_s": t_completed - t_switched,
+                "collect_s": t_end - t_completed, "wall_s": time.monotonic() - t0}
+    run = PostcopyRun(label, preempt, scenario.stall_floor_us, source.config.cpus, accesses, result, source_final,
+                      destination_final, timeline, check, [status for _, status in series.status_changes()])
+    testbed.artefacts.write_json(f"run-{label}", run)
+    testbed.artefacts.write_json(f"stalls-{label}", run.stall_records())
+    return run
+
+
+def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> None:
+    """(e) and the scenario itself: completed through postcopy, probe finished on the destination with enough
+    remote faults to measure, guest pattern intact."""
+    testbed.artefacts.verdict(oracles.completed(run.source_final))
+    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: went through postcopy-active",
+                                              "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
+                                              "source status sequence"))
+    rounds = run.probe_result.get("rounds_completed")
+    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
+                                              rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
+    testbed.artefacts.verdict(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
+                                                 0, run.stalls.count, scenario.min_stalls))
+    testbed.artefacts.verdict(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
+
+
+def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> None:
+    """(a) bounded tail with preempt, in round trips; (b) clearly below the tail without preempt."""
+    rtt_us = on.stalls.p50_us
+    testbed.artefacts.write_json("latency-verdict-inputs", {
+        "rtt_us": rtt_us, "rtt_definition": "median stall with preempt",
+        "p99_bound_us": P99_RTT_MULTIPLE * rtt_us, "max_bound_us": MAX_RTT_MULTIPLE * rtt_us,
+        "p99_ratio_bound": P99_RATIO, "preempt_on": on.stalls, "preempt_off": off.stalls,
+        "p99_ratio": on.stalls.p99_us / off.stalls.p99_us if off.stalls.p99_us else None})
+    plot_latency_distributions(
+        testbed.artefacts.path("stalls.png"),
+        f"B2 {scenario.name}: per-access stalls ≥ {scenario.stall_floor_us:g} µs in postcopy, "
+        f"max-postcopy-bandwidth {scenario.postcopy_bandwidth // MiB} MiB/s",
+        {"preempt on": on.stalls_us, "preempt off": off.stalls_us},
+        {"RTT (median with preempt)": rtt_us, f"p99 bound {P99_RTT_MULTIPLE:g}×RTT": P99_RTT_MULTIPLE * rtt_us})
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt p99 stall in round trips", on.stalls.p99_us, rtt_us,
+                                                    P99_RTT_MULTIPLE))
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt max stall in round trips", on.stalls.max_us, rtt_us,
+                                                    MAX_RTT_MULTIPLE))
+    testbed.artefacts.verdict(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
+                                                    off.stalls.p99_us, P99_RATIO))
+
+
+def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> None:
+    """(c) the destination's per-vCPU blocktime agrees with the guest's summed stalls; the overlapped total
+    (time all vCPUs were blocked at once) cannot exceed any vCPU's own."""
+    guest_ms, vcpu_ms, total_ms = run.guest_stall_ms_per_vcpu, run.vcpu_blocktime_ms_per_vcpu, run.blocktime_ms
+    testbed.artefacts.write_json(f"blocktime-{run.label}", {
+        "guest_stall_ms_per_vcpu": guest_ms, "postcopy_vcpu_blocktime_ms_per_vcpu": vcpu_ms,
+        "postcopy_blocktime_ms": total_ms,
+        "postcopy_vcpu_blocktime": run.destination_final.get("postcopy-vcpu-blocktime"),
+        "vcpu_ratio": vcpu_ms / guest_ms if vcpu_ms is not None and guest_ms else None,
+        "total_ratio": total_ms / guest_ms if total_ms is not None and guest_ms else None,
+        "band": [BLOCKTIME_BELOW, BLOCKTIME_ABOVE]})
+    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
+                                              {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",
+                                              "destination query-migrate after completion"))
+    assert vcpu_ms is not None and total_ms is not None
+    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: postcopy-vcpu-blocktime vs guest stalls per vCPU",
+                                                    vcpu_ms, guest_ms, BLOCKTIME_ABOVE, floor=1.0))
+    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
+                                                    guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
+    shortest_vcpu_ms = min(run.destination_final.get("postcopy-vcpu-blocktime") or [0])
+    testbed.artefacts.verdict(oracles.Verdict(
+        f"{run.label}: postcopy-blocktime ≤ every vCPU's blocktime", total_ms <= shortest_vcpu_ms + 1, total_ms,
+        shortest_vcpu_ms + 1, "all vCPUs blocked at once is no longer than any one vCPU blocked (+1 ms rounding)"))
+
+
+def compare_preempt(testbed: Testbed, scenario: Scenario) -> tuple[PostcopyRun, PostcopyRun]:
+    on = postcopy_run(testbed, scenario, preempt=True)
+    off = postcopy_run(testbed, scenario, preempt=False)
+    testbed.artefacts.write_json("summary", {
+        "scenario": scenario.__dict__,
+        "runs": {run.label: {"stalls": run.stalls, "blocktime_ms": run.blocktime_ms,
+                             "vcpu_blocktime_ms_per_vcpu": run.vcpu_blocktime_ms_per_vcpu,
+                             "guest_stall_ms_per_vcpu": run.guest_stall_ms_per_vcpu,
+                             "postcopy_requests": run.source_final.get("ram", {}).get("postcopy-requests"),
+                             "total_time_ms": run.source_final.get("total-time"), "timeline": run.timeline}
+                 for run in (on, off)}})
+    return on, off
+
+
+POSTCOPY_NEEDS = dict(capabilities=["postcopy-ram", "postcopy-preempt", "postcopy-blocktime"],
+                      parameters=["max-postcopy-bandwidth"],
+                      fields=["postcopy-blocktime", "postcopy-vcpu-blocktime", "ram.postcopy-requests"])
+
+
+@pytest.mark.needs_userfaultfd
+@pytest.mark.needs(**POSTCOPY_NEEDS)
+@pytest.mark.parametrize("scenario", [ANONYMOUS, pytest.param(HUGETLBFS, marks=pytest.mark.slow)],
+                         ids=lambda s: s.name)
+def test_preempt_serves_page_requests_promptly(testbed: Testbed, scenario: Scenario) -> None:
+    on, off = compare_preempt(testbed, scenario)
+    for run in (on, off):
+        check_run(testbed, run, scenario)
+    judge_latency(testbed, scenario, on, off)
+    for run in (on, off):
+        judge_blocktime(testbed, run)
+
+
+def qemu_latency(run: PostcopyRun) -> dict[str, Any]:
+    """The destination's 10.1+ latency figures, in µs."""
+    info = run.destination_final
+    per_vcpu = info.get("postcopy-vcpu-latency") or []
+    dist = info.get("postcopy-latency-dist") or []
+    return {"mean_us": info["postcopy-latency"] / 1e3 if info.get("postcopy-latency") is not None else None,
+            "vcpu_mean_us": [v / 1e3 for v in per_vcpu], "dist": dist, "faults": sum(dist),
+            "p99_upper_us": dist_percentile_upper_bound_us(dist, 0.99)}
+
+
+@pytest.mark.needs_userfaultfd
+@pytest.mark.needs(**{**POSTCOPY_NEEDS, "fields": POSTCOPY_NEEDS["fields"] + LATENCY_FIELDS})
+def test_destination_latency_metrics_agree_with_guest(testbed: Testbed) -> None:
+    """(d) QEMU's own remote-fault latency: bounded in round trips with preempt, the same preempt/no-preempt
+    contrast as the guest sees, and its mean close to the guest's mean stall."""
+    on, off = compare_preempt(testbed, ANONYMOUS)
+    for run in (on, off):
+        check_run(testbed, run, ANONYMOUS)
+    figures = {run.label: qemu_latency(run) for run in (on, off)}
+    rtt_us = on.stalls.p50_us
+    testbed.artefacts.write_json("qemu-latency", {"rtt_us": rtt_us, **figures})
+    mine = figures[on.label]
+    for run in (on, off):
+        judge_blocktime(testbed, run)
+        # With the reworked accounting the overlapped total must agree with the guest too (one vCPU: it equals
+        # the per-vCPU figure).
+        total_ms = run.blocktime_ms or 0
+        testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: postcopy-blocktime vs guest stalls per vCPU",
+                                                        total_ms, run.guest_stall_ms_per_vcpu, BLOCKTIME_ABOVE,
+                                                        floor=1.0))
+        testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-blocktime",
+                                                        run.guest_stall_ms_per_vcpu, total_ms, 1 / BLOCKTIME_BELOW,
+                                                        floor=1.0))
+        reported = figures[run.label]
+        testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: destination latency figures reported",
+                                                  reported["mean_us"] is not None and reported["faults"] > 0,
+                                                  {"mean_us": reported["mean_us"], "faults": reported["faults"]},
+                                                  "mean and ≥ 1 fault", "postcopy-latency, postcopy-latency-dist"))
+    # With preempt the probe's faults are nearly all of the remote faults (~16 000 of ~19 000 requests), so QEMU's
+    # mean and the guest's mean stall describe the same faults: the same band as for blocktime. (Without preempt
+    # the probe sees only a few hundred of them; its mean is not comparable.)
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt: QEMU mean fault latency vs guest mean stall",
+                                                    mine["mean_us"], on.stalls.mean_us, BLOCKTIME_ABOVE))
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt: guest mean stall vs QEMU mean fault latency",
+                                                    on.stalls.mean_us, mine["mean_us"], 1 / BLOCKTIME_BELOW))
+    for cpu, vcpu_us in enumerate(mine["vcpu_mean_us"]):
+        testbed.artefacts.verdict(oracles.ratio_at_most(f"preempt: vCPU {cpu} mean fault latency vs guest mean",
+                                                        vcpu_us, on.stalls.mean_us, BLOCKTIME_ABOVE))
+    # The histogram's buckets are a factor 2 wide: its p99 is known only up to the bucket's upper edge.
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt: QEMU p99 fault latency (bucket edge) in round trips",
+                                                    figures["preempt-on"]["p99_upper_us"] or 0, rtt_us,
+                                                    2 * P99_RTT_MULTIPLE))
+    testbed.artefacts.verdict(oracles.ratio_at_most("QEMU mean fault latency with preempt vs without",
+                                                    figures["preempt-on"]["mean_us"],
+                                                    figures["preempt-off"]["mean_us"], P99_RATIO))
