@@ -178,6 +178,11 @@ class Migration:
                 continue
             lines.append(f"\n  {side}: status {self.series.status(side)}; "
                          f"last sample: {summarize(self.series.latest(side))}")
+            # A side whose main loop is stuck answers no query-migrate, but its MIGRATION events still arrive.
+            announced = [e for e in self.series.events.get(side, []) if e["event"] == "MIGRATION"]
+            if announced:
+                lines.append(f"; last MIGRATION event: {announced[-1]['data'].get('status')} "
+                             f"at t={announced[-1]['t']:.2f}s")
             try:
                 lines.append(f"; runstate {machine.qmp.cmd('query-status', timeout=2)['status']}")
             except Exception as exc:
