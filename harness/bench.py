@@ -342,7 +342,9 @@ def bench_sampler(bed: Testbed, source: Machine, pairs: int) -> dict[str, Any]:
             "within_arm_spread": round(spread, 4),
             "windows": [w.__dict__ for w in windows], "window_s": SAMPLER_WINDOW_S,
             "target_hz": SAMPLER_MIN_HZ, "target_slowdown": SAMPLER_MAX_SLOWDOWN,
-            "pass": min_hz >= SAMPLER_MIN_HZ and slowdown < SAMPLER_MAX_SLOWDOWN}
+            # A slowdown smaller than the arms' own spread cannot be told from noise: no verdict then, not a PASS.
+            "pass": None if spread > SAMPLER_MAX_SLOWDOWN else (min_hz >= SAMPLER_MIN_HZ
+                                                                 and slowdown < SAMPLER_MAX_SLOWDOWN)}
 
 
 # -- suite wall time -------------------------------------------------------------------------------------------
@@ -389,7 +391,8 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("sampler cost to the guest", f"dirty {sampler['dirty_mibps_with_sampling']:.0f} vs "
                      f"{sampler['dirty_mibps_without_sampling']:.0f} MiB/s: slowdown {sampler['slowdown']:.1%} "
                      f"(noise: arms spread {sampler['within_arm_spread']:.0%})",
-                     f"< {SAMPLER_MAX_SLOWDOWN:.0%}", verdict(sampler["slowdown"] < SAMPLER_MAX_SLOWDOWN)))
+                     f"< {SAMPLER_MAX_SLOWDOWN:.0%}",
+                     "NOISY" if sampler["pass"] is None else verdict(sampler["slowdown"] < SAMPLER_MAX_SLOWDOWN)))
     workload = results.get("workload")
     if workload:
         for r in workload["rates"]:
@@ -475,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {results['bench_wall_s']:.0f} s; JSON in {out}; {shlex.quote(str(scratch))} has the trials")
     if results["errors"]:
         return 2
-    missed = [k for k in ("boot", "overhead", "workload", "sampler") if k in results and not results[k]["pass"]]
+    missed = [k for k in ("boot", "overhead", "workload", "sampler") if k in results and results[k]["pass"] is False]
     return 1 if args.strict and missed else 0
 
 
