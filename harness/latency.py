@@ -96,11 +96,13 @@ def plot_latency_distributions(path: Path, title: str, runs: Mapping[str, Sequen
     import matplotlib.pyplot as plt
 
     fig, (hist_ax, cdf_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    tallest = 1
     for label, values in runs.items():
         ordered = sorted(values)
         if not ordered:
             continue
         bins = log2_histogram(ordered)
+        tallest = max([tallest, *(c for _, c in bins)])
         hist_ax.step([b for b, _ in bins], [c for _, c in bins], where="pre", label=f"{label} (n={len(ordered)})")
         cdf_ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label, lw=1.2)
     for ax in (hist_ax, cdf_ax):
@@ -110,6 +112,7 @@ def plot_latency_distributions(path: Path, title: str, runs: Mapping[str, Sequen
         for i, (label, value) in enumerate((markers or {}).items()):
             ax.axvline(value, color=f"C{i + 3}", ls="--", lw=0.9, label=label)
     hist_ax.set_yscale("symlog", linthresh=1)  # runs differ by orders of magnitude in stall count
+    hist_ax.set_ylim(0, tallest * 2)
     hist_ax.set_ylabel("accesses per log2 bucket")
     cdf_ax.set_ylabel("fraction of stalls ≤ x")
     cdf_ax.axhline(0.99, color="grey", lw=0.6, ls=":")

@@ -54,13 +54,13 @@ SEQINC_MIB = 4
 SEQINC_PASSES_PER_S = 1
 # Precopy lasts only until the immediate switch (~40 ms), so its bandwidth hardly matters.
 PRECOPY_BANDWIDTH = 32 * MiB
-# (a) Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; RTT 40–60 µs): p99 = 5–11 × RTT, so a bound
+# (a) Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; RTT 38–59 µs): p99 = 5–11 × RTT, so a bound
 # of 20 × RTT fails as soon as ~1 % of requests wait for anything but their own round trip (without preempt, or
 # with the variant build, ~25 % wait ~100 ms ≈ 2500 × RTT for the next rate-limit window).
 # The max is a different animal: the longest stalls are accesses in which the guest ran other code (a timer
 # interrupt, then another task) that itself faulted — QEMU's fault trace shows a 5.4 ms stall holding 70 remote
-# faults of 30–40 µs, none slow. Measured max: 94–2557 × RTT (4.7–103 ms). 10 000 × RTT (~0.4 s) still catches
-# a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
+# faults of 30–40 µs, none slow. Measured max over 20 runs: 94–3870 × RTT (4.7–162 ms). 10 000 × RTT (~0.4 s)
+# still catches a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
 P99_RTT_MULTIPLE = 20.0
 MAX_RTT_MULTIPLE = 10000.0
 # (b) Measured p99 ratio preempt/no-preempt: 0.0009–0.0044; with the build whose urgent pages skip the preempt
@@ -73,9 +73,10 @@ P99_RATIO = 0.5
 # only QEMU sees; without preempt each such fault costs up to a rate-limit window: upper bound 4.
 # The overlapped total postcopy-blocktime is only checked against the per-vCPU figures here: QEMU 10.0's
 # accounting of it races (with one vCPU it should equal the per-vCPU figure, but came out as 8 ms against
-# 1029 ms once, and 10–20 % low in a third of the runs without preempt); the blocktime rework that came with
-# postcopy-latency (10.1: "Push blocktime start/end into page req mutex", "Cleanup the total blocktime
-# accounting") is checked in test_destination_latency_metrics_agree_with_guest.
+# 1029 ms, 370 against 848 and 676 against 1060 ms in 3 of 19 runs with preempt, and 10–20 % low in a third of
+# the runs without). The blocktime rework that came with postcopy-latency (10.1: "Push blocktime start/end into
+# page req mutex", "Cleanup the total blocktime accounting") is checked in
+# test_destination_latency_metrics_agree_with_guest.
 BLOCKTIME_BELOW = 0.4
 BLOCKTIME_ABOVE = 4.0
 COMPLETION_TIMEOUT = 180.0
