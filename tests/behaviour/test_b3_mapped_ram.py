@@ -370,6 +370,7 @@ def test_mapped_ram_refused_on_socket_uri(testbed: Testbed) -> None:
                                       source.runstate(), "running", "the refused migrate did not stop the guest"))
     file_config = MigrationConfig(capabilities={"mapped-ram": True}, transport="file")
     migration = testbed.migrate(source, None, file_config, name="after-refusal")
-    testbed.artefacts.verdict(oracles.completed(migration.wait_status({"completed"}, SAVE_DEADLINE_S)))
+    migration.wait_status({"completed"}, SAVE_DEADLINE_S)
+    testbed.artefacts.verdict(oracles.completed(source.qmp.cmd("query-migrate")))  # afresh, as in save_and_restore
     migration.restore_into(destination)
     migration.wait_status({"completed"}, RESTORE_DEADLINE_S, "destination")
