@@ -33,6 +33,7 @@ class Regression:
     description: str
     guards: str
     tests: tuple[str, ...]
+    exploratory: bool = False     # `Exploratory: yes`: reported when it escapes, but not a validation failure
 
     @property
     def variant(self) -> str:
@@ -64,7 +65,8 @@ def parse_header(patch: Path) -> Regression:
     missing = [k for k in ("Description", "Guards") if k not in fields]
     if missing:
         raise ValueError(f"{patch}: header lacks {', '.join(missing)}")
-    return Regression(patch, fields["Description"], fields["Guards"], tuple(tests))
+    return Regression(patch, fields["Description"], fields["Guards"], tuple(tests),
+                      fields.get("Exploratory", "no").lower().startswith("y"))
 
 
 def load_regressions(directory: Path) -> list[Regression]:
@@ -141,8 +143,9 @@ def render(regressions: list[Regression], runs: dict[str, VariantRun], pristine_
             continue
         cells = {t: verdict_for(run, t) for t in regression.tests}
         caught = any(v == "failed" for v in cells.values())
-        ok &= caught
-        lines.append(f"{regression.variant:<{width}}  {'caught' if caught else 'MISSED':<8}  "
+        ok &= caught or regression.exploratory
+        label = "caught" if caught else "escaped" if regression.exploratory else "MISSED"
+        lines.append(f"{regression.variant:<{width}}  {label:<8}  "
                      + ", ".join(f"{t.split('::')[-1]}={'caught' if v == 'failed' else v}" for t, v in cells.items()))
     return "\n".join(lines), ok
 
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "ok": ok, "seconds": time.monotonic() - started,
         "regressions": [{"patch": r.patch.name, "description": r.description, "guards": r.guards,
+                         "exploratory": r.exploratory,
                          "tests": {t: verdict_for(runs[r.variant], t) for t in r.tests} if r.variant in runs else {}}
                         for r in regressions],
         "runs": {name: run.__dict__ for name, run in runs.items()},

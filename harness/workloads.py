@@ -102,24 +102,16 @@ class RunningWorkload:
 
     def stop(self, on: HasShell, timeout: float = 30.0) -> dict[str, Any]:
         """SIGTERM the workload and return its final JSON result (it writes one on exit)."""
-        out = self._path("json")
-        loops = int(timeout * 10)
-        script = (f"kill -TERM {self.pid} 2>/dev/null; i=0; "
-                  f"while kill -0 {self.pid} 2>/dev/null && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
-                  f"cat {out}")
-        try:
-            return json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
-        except GuestCommandError as exc:
-            log = on.shell.run(f"cat {self._path('log')}", check=False).stdout
-            raise GuestCommandError(exc.result) from RuntimeError(f"{self.name} log:\n{log}")
+        return self.wait_exit(on, timeout, terminate=True)
 
-    def wait_exit(self, on: HasShell, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait (in the guest, polling every 0.1 s) for the workload to end by itself; return its JSON result."""
-        out = self._path("json")
+    def wait_exit(self, on: HasShell, timeout: float = 60.0, terminate: bool = False) -> dict[str, Any]:
+        """Wait (in the guest, polling every 0.1 s) for the workload to end — by itself, or after SIGTERM when
+        `terminate` — and return its JSON result."""
         loops = int(timeout * 10)
-        script = (f"i=0; while kill -0 {self.pid} 2>/dev/null && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
+        script = ((f"kill -TERM {self.pid} 2>/dev/null; " if terminate else "") +
+                  f"i=0; while kill -0 {self.pid} 2>/dev/null && [ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; "
                   f"if kill -0 {self.pid} 2>/dev/null; then echo '{self.name} still running after {timeout}s' >&2; "
-                  f"exit 1; fi; cat {out}")
+                  f"exit 1; fi; cat {self._path('json')}")
         try:
             return json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
         except GuestCommandError as exc:

@@ -174,3 +174,11 @@ def test_patch_header_names_its_guarding_tests(tmp_path) -> None:
     regression = parse_header(patch)
     assert (regression.variant, regression.guards, regression.tests) == ("X-thing", "B9", ("t.py::a", "t.py::b",
                                                                                           "t.py::c"))
+
+
+def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
+    patch = tmp_path / "Y.patch"
+    patch.write_text("Description: d\nGuards: B3\nExploratory: yes (a race nothing observes)\nTests: t.py::a\n")
+    assert parse_header(patch).exploratory
+    patch.write_text("Description: d\nGuards: B3\nTests: t.py::a\n")
+    assert not parse_header(patch).exploratory
