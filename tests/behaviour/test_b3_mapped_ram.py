@@ -46,7 +46,7 @@ DIRTY_RATE_MIBPS = 32
 SAVE_BANDWIDTH = 128 * MiB
 SAVE_DOWNTIME_MS = 300
 # Deadlines: measured on TCG here (2 cores, 512 MiB guest, all 34 configurations) saves take 1.4–2.8 s and
-# restores 0.13–0.71 s; the deadlines are 20× that, so only a hang (or a collapse) trips them.
+# restores 0.13–0.75 s; the deadlines are over 20× that, so only a hang (or a collapse) trips them.
 SAVE_DEADLINE_S = 60.0
 RESTORE_DEADLINE_S = 20.0
 # Allocated bytes a mapped-ram file may hold beyond the RAM it maps: the file header, a header and page bitmap
