@@ -122,6 +122,11 @@ class Migration:
         destination.qmp.cmd("migrate-incoming", uri=self.uri)
         return self
 
+    @property
+    def started(self) -> bool:
+        """False when start() failed before sampling began (e.g. QEMU refused a capability)."""
+        return self.sampler is not None
+
     # -- waiting -----------------------------------------------------------------------------------------------
     @property
     def series(self) -> Series:

@@ -80,7 +80,8 @@ class Testbed:
     def close(self) -> None:
         try:
             for migration in self.migrations:
-                migration.finish()
+                if migration.started:
+                    migration.finish()
         finally:
             try:
                 self._stack.close()
