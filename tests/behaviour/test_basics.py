@@ -10,10 +10,10 @@ import pytest
 
 from harness import oracles, workloads
 from harness.integrity import compare_guest_ram
-from harness.migration import MigrationConfig, wait_runstate
+from harness.migration import Migration, MigrationConfig, wait_runstate
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
-from harness.workloads import Dirty, SeqInc
+from harness.workloads import Dirty, RunningWorkload, SeqInc
 
 MiB = 1 << 20
 SEQINC_MIB = 32
@@ -76,16 +76,22 @@ def test_downtime_stays_within_downtime_limit(testbed: Testbed, pair: Pair) -> N
     testbed.artefacts.verdict(oracles.downtime_within(final.get("downtime"), limit_ms, DOWNTIME_SLACK_MS))
 
 
-@pytest.mark.needs_userfaultfd
-@pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
-def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> None:
+def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -> tuple[RunningWorkload, Migration]:
+    """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=64))
     config = MigrationConfig(capabilities={"postcopy-ram": True},
-                             parameters={"max-bandwidth": 32 * MiB, "max-postcopy-bandwidth": 32 * MiB})
+                             parameters={"max-bandwidth": 32 * MiB, "max-postcopy-bandwidth": postcopy_bandwidth})
     migration = testbed.migrate(pair.source, pair.destination, config)
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
     migration.start_postcopy()
+    return seq, migration
+
+
+@pytest.mark.needs_userfaultfd
+@pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
+def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> None:
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=32 * MiB)
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     migration.finish()
     testbed.artefacts.write_json("final-query-migrate", final)
@@ -127,13 +133,7 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
 def test_postcopy_recovers_after_pause(testbed: Testbed, pair: Pair) -> None:
-    seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
-    workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=64))
-    config = MigrationConfig(capabilities={"postcopy-ram": True},
-                             parameters={"max-bandwidth": 32 * MiB, "max-postcopy-bandwidth": 4 * MiB})
-    migration = testbed.migrate(pair.source, pair.destination, config)
-    migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)
-    migration.start_postcopy()
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
     migration.wait_status({"postcopy-active"}, 30)
     migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
                    "2 MiB sent in postcopy")
