@@ -88,6 +88,24 @@ def downtime_within(downtime_ms: float | None, limit_ms: float, slack_ms: float)
                    f"+ slack {slack_ms:.0f} ms")
 
 
+def stop_copy_data_within(downtime_bytes: float | None, bandwidth_bps: float, limit_ms: float,
+                          tolerance: float) -> Verdict:
+    """QEMU may switch over only when what is left fits in downtime-limit at the migration bandwidth.
+
+    Judged on the bytes sent while the guest was stopped (ram.downtime-bytes), not on the downtime in ms: a fast
+    link (loopback) sends even a wrongly large remainder within the limit and hides the wrong decision.
+    """
+    budget = bandwidth_bps * limit_ms / 1000.0
+    bound = budget * (1.0 + tolerance)
+    name = "stop-copy data within bandwidth × downtime-limit"
+    if downtime_bytes is None:
+        return Verdict(name, False, None, bound, "query-migrate reported no ram.downtime-bytes")
+    ok = downtime_bytes <= bound
+    return Verdict(name, ok, downtime_bytes, round(bound),
+                   f"{downtime_bytes / 2**20:.1f} MiB sent while stopped {'≤' if ok else '>'} "
+                   f"{budget / 2**20:.1f} MiB (bandwidth × downtime-limit) + {tolerance:.0%}")
+
+
 def went_through(series: Series, statuses: Iterable[str], side: str = "source") -> Verdict:
     """The run really visited these states (e.g. postcopy-active), so it tested what it claims to."""
     seen = [status for _, status in series.status_changes(side)]

@@ -73,6 +73,11 @@ def test_oracles_report_measured_value_and_bound() -> None:
     with pytest.raises(AssertionError, match="downtime 2500 ms > downtime-limit 300 ms"):
         failing.check()
     assert oracles.downtime_within(None, 300, 100).passed is False
+    # 48 MiB/s × 300 ms = 14.4 MiB: the unmodified 10.0.2 sent 13.2 MiB while stopped, the ×1000 threshold 72.5 MiB
+    assert oracles.stop_copy_data_within(13_826_376, 48 * 2**20, 300, 0.5).passed
+    too_much = oracles.stop_copy_data_within(76_067_780, 48 * 2**20, 300, 0.5)
+    assert not too_much.passed and "72.5 MiB sent while stopped > 14.4 MiB" in too_much.why
+    assert oracles.stop_copy_data_within(None, 48 * 2**20, 300, 0.5).passed is False
     assert oracles.went_through(_series(), ["postcopy-active"]).passed
     assert not oracles.went_through(_series(), ["postcopy-paused"]).passed
     assert oracles.completed({"status": "failed", "error-desc": "boom"}).why == "status failed: boom"
