@@ -47,12 +47,16 @@ class Series:
 
     def status(self, side: str = "source") -> str | None:
         """The most recent migration status of `side`, from query-migrate or a MIGRATION event, whichever is
-        newer (events still arrive when the main loop, and so query-migrate, is blocked)."""
+        newer (events still arrive when the main loop, and so query-migrate, is blocked).
+
+        A reply is only known to be newer than events received before its request was sent: QEMU may compute
+        the reply, then emit a MIGRATION event from the migration thread, then write the reply, so an event
+        received while the request was in flight is treated as the newer of the two."""
         samples, events = self.samples.get(side, []), [e for e in self.events.get(side, [])
                                                          if e["event"] == "MIGRATION"]
         sample = samples[-1] if samples else None
         event = events[-1] if events else None
-        if event is not None and (sample is None or event["t"] > sample["t"]):
+        if event is not None and (sample is None or event["t"] > sample.get("asked", sample["t"])):
             return str(event["data"].get("status"))
         return sample["info"].get("status") if sample else None
 
@@ -135,7 +139,7 @@ class Sampler:
             now = time.monotonic()
             if now - asked > 1.0:
                 self.series.stalls.append({"side": side, "t": asked - self.series.t0, "seconds": now - asked})
-            self._publish(side, qmp, {"t": now - self.series.t0, "info": info})
+            self._publish(side, qmp, {"t": now - self.series.t0, "asked": asked - self.series.t0, "info": info})
             next_tick += period
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
             if next_tick < time.monotonic() - period:  # fell behind (slow QMP): don't burst to catch up

@@ -57,6 +57,20 @@ def test_series_tracks_nested_values_and_status_changes() -> None:
     assert lookup({"a": {"b": 1}}, "a.c") is None
 
 
+def test_status_prefers_an_event_received_while_the_query_was_in_flight() -> None:
+    series = Series(t0=0.0, hz=50)
+    series.samples["source"].append({"t": 1.0, "asked": 0.9, "info": {"status": "active"}})
+    series.events["source"].append({"t": 0.95, "event": "MIGRATION", "data": {"status": "completed"}})
+    assert series.status() == "completed"   # the reply may predate the event: QEMU computed it first
+    series.samples["source"].append({"t": 1.1, "asked": 1.05, "info": {"status": "completed"}})
+    series.events["source"].append({"t": 0.99, "event": "MIGRATION", "data": {"status": "active"}})
+    assert series.status() == "completed"   # asked after the last event: the reply is newer
+    legacy = Series(t0=0.0, hz=50)            # series saved before samples recorded "asked"
+    legacy.samples["source"].append({"t": 1.0, "info": {"status": "active"}})
+    legacy.events["source"].append({"t": 0.5, "event": "MIGRATION", "data": {"status": "setup"}})
+    assert legacy.status() == "active"
+
+
 def test_series_round_trips_through_json(tmp_path: Path) -> None:
     series = _series()
     series.mark("migrate-start-postcopy")
