@@ -162,6 +162,10 @@ class Migration:
         wanted = frozenset(statuses)
         self.wait(lambda s: s.status(side) in wanted, timeout,
                   f"{side} status in {sorted(wanted)}")
+        # The status may have come from an event that overtook the last reply: return a reply asked after it
+        # (unless that side's monitor stays stuck, where the latest reply is all there is).
+        assert self.sampler is not None
+        self.sampler.wait_until(lambda s: s.reply_is_current(side), min(timeout, 5.0))
         return self.series.latest(side)
 
     def wait_dirty_syncs(self, count: int, timeout: float) -> dict[str, Any]:

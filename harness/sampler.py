@@ -52,13 +52,20 @@ class Series:
         A reply is only known to be newer than events received before its request was sent: QEMU may compute
         the reply, then emit a MIGRATION event from the migration thread, then write the reply, so an event
         received while the request was in flight is treated as the newer of the two."""
-        samples, events = self.samples.get(side, []), [e for e in self.events.get(side, [])
-                                                         if e["event"] == "MIGRATION"]
-        sample = samples[-1] if samples else None
-        event = events[-1] if events else None
-        if event is not None and (sample is None or event["t"] > sample.get("asked", sample["t"])):
-            return str(event["data"].get("status"))
-        return sample["info"].get("status") if sample else None
+        if not self.reply_is_current(side):
+            return str(self._last_migration_event(side)["data"].get("status"))
+        return self.samples[side][-1]["info"].get("status") if self.samples.get(side) else None
+
+    def reply_is_current(self, side: str = "source") -> bool:
+        """The latest query-migrate reply was asked for after the latest MIGRATION event (or there is none)."""
+        event = self._last_migration_event(side)
+        if event is None:
+            return True
+        sample = self.samples[side][-1] if self.samples.get(side) else None
+        return sample is not None and event["t"] <= sample.get("asked", sample["t"])
+
+    def _last_migration_event(self, side: str) -> dict[str, Any] | None:
+        return next((e for e in reversed(self.events.get(side, [])) if e["event"] == "MIGRATION"), None)
 
     def event_times(self, name: str, side: str = "source",
                     predicate: Callable[[dict[str, Any]], bool] = lambda data: True) -> list[float]:

@@ -62,9 +62,11 @@ def test_status_prefers_an_event_received_while_the_query_was_in_flight() -> Non
     series.samples["source"].append({"t": 1.0, "asked": 0.9, "info": {"status": "active"}})
     series.events["source"].append({"t": 0.95, "event": "MIGRATION", "data": {"status": "completed"}})
     assert series.status() == "completed"   # the reply may predate the event: QEMU computed it first
+    assert not series.reply_is_current()     # so Migration.wait_status waits for a reply asked after it
     series.samples["source"].append({"t": 1.1, "asked": 1.05, "info": {"status": "completed"}})
     series.events["source"].append({"t": 0.99, "event": "MIGRATION", "data": {"status": "active"}})
     assert series.status() == "completed"   # asked after the last event: the reply is newer
+    assert series.reply_is_current()
     legacy = Series(t0=0.0, hz=50)            # series saved before samples recorded "asked"
     legacy.samples["source"].append({"t": 1.0, "info": {"status": "active"}})
     legacy.events["source"].append({"t": 0.5, "event": "MIGRATION", "data": {"status": "setup"}})
