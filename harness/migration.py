@@ -69,6 +69,7 @@ class Migration:
         self.sampler: Sampler | None = None
         self._series: Series | None = None
         self._on_finish = on_finish
+        self._cancel_requested = False
 
     def _make_uri(self, transport: str, suffix: str = "") -> str:
         if transport == "unix":
@@ -144,6 +145,8 @@ class Migration:
 
         def done(series: Series) -> bool:
             for side in series.samples:
+                if side == "destination" and self._cancel_requested:
+                    continue  # a cancelled stream ends mid-load: the destination failing is the expected outcome
                 if series.status(side) == "failed":
                     failed[side] = series.latest(side)
                     return True
@@ -205,6 +208,7 @@ class Migration:
 
     def cancel(self) -> None:
         self.series.mark("migrate_cancel")
+        self._cancel_requested = True
         self.source.qmp.cmd("migrate_cancel")
 
     def pause(self, timeout: float = 30.0) -> None:
