@@ -20,7 +20,7 @@ import math
 import os
 import re
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
@@ -127,6 +127,8 @@ class Artefacts:
 def _json_default(value: Any) -> Any:
     if hasattr(value, "to_json"):
         return value.to_json()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)   # nested measurement records need no to_json of their own
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (set, frozenset)):

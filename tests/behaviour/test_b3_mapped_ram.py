@@ -179,9 +179,6 @@ class SaveRestore:
     dirty_syncs: int
     file: FileSize
 
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "file": self.file.__dict__}
-
 
 def timings(case: SaveCase, migration: Migration, final: dict[str, Any]) -> SaveRestore:
     series = migration.series
@@ -267,9 +264,6 @@ class LongSave:
     max_allocated: int
     observations: int
     final: FileSize
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "final": self.final.__dict__}
 
 
 def long_live_save(testbed: Testbed, source: Machine, label: str, capabilities: dict[str, bool],

@@ -242,3 +242,21 @@ def test_bench_reads_the_suite_wall_time_from_junit_and_prints_targets(tmp_path:
                      "errors": {"sampler": "TimeoutError: x"}})
     assert "median 3.40 s, p90 3.90 s" in printed and "| MISS" in printed and "null (no artefacts/junit.xml)" in printed
     assert "ERROR: TimeoutError: x" in printed
+
+
+def test_measurement_records_are_written_as_json_without_their_own_to_json(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Size:
+        apparent: int
+        allocated: int
+
+    @dataclass(frozen=True)
+    class Save:
+        label: str
+        final: Size
+        where: Path
+
+    path = Artefacts(tmp_path / "t").write_json("save", Save("live", Size(6, 7), Path("/x")))
+    assert json.loads(path.read_text()) == {"label": "live", "final": {"apparent": 6, "allocated": 7}, "where": "/x"}
