@@ -213,9 +213,7 @@ def save_and_restore(testbed: Testbed, case: SaveCase) -> None:
         source.qmp.cmd("stop")
     migration = testbed.migration(source, None, case.migration_config(), name="save-restore")
     migration.start()
-    migration.wait_status({"completed"}, SAVE_DEADLINE_S, "source")
-    # Asked afresh: the wait may have ended on the MIGRATION event, ahead of the last sample.
-    final = source.qmp.cmd("query-migrate")
+    final = migration.wait_status({"completed"}, SAVE_DEADLINE_S, "source")
     # A completed file save leaves the source stopped: its RAM is the saved RAM.
     wait_runstate(source, {"postmigrate", "paused"}, 10)
 
@@ -364,7 +362,6 @@ def test_mapped_ram_refused_on_socket_uri(testbed: Testbed) -> None:
                                       source.runstate(), "running", "the refused migrate did not stop the guest"))
     file_config = MigrationConfig(capabilities={"mapped-ram": True}, transport="file")
     migration = testbed.migrate(source, None, file_config, name="after-refusal")
-    migration.wait_status({"completed"}, SAVE_DEADLINE_S)
-    testbed.artefacts.verdict(oracles.completed(source.qmp.cmd("query-migrate")))  # afresh, as in save_and_restore
+    testbed.artefacts.verdict(oracles.completed(migration.wait_status({"completed"}, SAVE_DEADLINE_S)))
     migration.restore_into(destination)
     migration.wait_status({"completed"}, RESTORE_DEADLINE_S, "destination")
