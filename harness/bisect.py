@@ -5,8 +5,11 @@
         tests/behaviour/test_b0_sync_storm.py::test_postcopy_ram_enabled_does_not_multiply_dirty_syncs
 
 Exit codes follow git-bisect(1): 0 good, 1 bad, 125 skip (the commit does not build, the tests cannot judge it
-because they skip, or the outcome stays split after the retry budget), 128 abort (the harness itself is broken:
-pytest usage/internal error, missing build tools) — a broken harness must never mark commits bad.
+because the commit's QEMU lacks a feature they need, or the outcome stays split after the retry budget), 128 abort
+(the harness itself cannot run: pytest exit other than 0/1 — usage error such as a binary that is not a working
+QEMU of the asked arch, internal error, interruption, nothing collected —, no JUnit XML, no test ran, a test skipped
+for a reason that is not the commit's (host lacks userfaultfd, …), missing build tools) — a broken harness must
+never mark commits bad, and must never skip every commit either.
 
 A run is "bad" when any selected test fails. Votes: `--repeats N` runs are made (stopping early once a strict
 majority of N is reached); a split vote earns up to `--retry-budget` extra runs, after which a ≥ 2/3 majority decides
@@ -23,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .validate import junit_outcomes
+from .validate import Case, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
@@ -71,13 +74,27 @@ class Votes:
         return SKIP
 
 
-def classify(outcomes: dict[str, str], pytest_exit: int) -> str:
-    """good | bad | inconclusive | broken, from one pytest run's junit outcomes and exit code."""
-    if pytest_exit not in (0, 1) or not outcomes:
+# The skip reason pytest_plugin's `needs` marker gives when the binary under test lacks a feature: the only skip
+# that depends on the commit. Any other skip is about the host or the harness and says nothing about the commit.
+COMMIT_SKIP_PREFIX = "QEMU lacks "
+
+
+def _host_skip(case: Case) -> bool:
+    """A skip that is not about the commit's QEMU. An xfail is (the tests mark one only for a binary that
+    predates the behaviour, e.g. B4 on QEMU ≤ 9.1), like a `needs` skip."""
+    return case.outcome == "skipped" and not case.message.startswith(COMMIT_SKIP_PREFIX)
+
+
+def classify(cases: dict[str, Case], pytest_exit: int) -> str:
+    """good | bad | inconclusive | broken, from one pytest run's JUnit cases and exit code."""
+    if pytest_exit not in (0, 1) or not cases:
         return "broken"
-    if any(o in ("failed", "error") for o in outcomes.values()):
+    outcomes = [c.outcome for c in cases.values()]
+    if any(o in ("failed", "error") for o in outcomes):
         return "bad"
-    if all(o == "skipped" for o in outcomes.values()):
+    if any(_host_skip(c) for c in cases.values()):
+        return "broken"   # e.g. "postcopy needs userfaultfd": the same on every commit, so never a 125
+    if all(o in ("skipped", "xfailed") for o in outcomes):
         return "inconclusive"
     return "good"
 
@@ -87,7 +104,9 @@ def build(source: Path, build_dir: Path) -> int:
     return proc.returncode
 
 
-def run_once(build_dir: Path, tests: list[str], artefacts: Path, pytest_args: list[str]) -> tuple[str, float]:
+def run_once(build_dir: Path, tests: list[str], artefacts: Path,
+             pytest_args: list[str]) -> tuple[str, float, str]:
+    """(outcome, seconds, why it is broken or "") of one pytest run against the build."""
     artefacts.mkdir(parents=True, exist_ok=True)
     junit = artefacts / "junit.xml"
     junit.unlink(missing_ok=True)
@@ -95,7 +114,12 @@ def run_once(build_dir: Path, tests: list[str], artefacts: Path, pytest_args: li
     proc = subprocess.run([sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(build_dir),
                            "--artefacts", str(artefacts), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
                            *pytest_args], cwd=ROOT)
-    return classify(junit_outcomes(junit), proc.returncode), time.monotonic() - started
+    cases, why = read_run(proc.returncode, junit)
+    outcome = "broken" if why else classify(cases, proc.returncode)
+    if outcome == "broken" and not why:
+        why = "; ".join(sorted({f"{t.split('::')[-1]} skipped: {c.message}" for t, c in cases.items()
+                                if _host_skip(c)}))[:300]
+    return outcome, time.monotonic() - started, why
 
 
 def revision(source: Path) -> str:
@@ -104,6 +128,21 @@ def revision(source: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """git bisect run reads every exit 1..127 except 125 as "bad": a bad command line (argparse exits 2) or an
+    unexpected exception (Python exits 1) would blame the commit, so both become 128 (abort)."""
+    try:
+        return _main(argv)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            return GOOD if exc.code is None else int(exc.code)
+        print(f"[bisect] aborting: bad command line (exit {exc.code})", flush=True)
+        return ABORT
+    except Exception as exc:
+        print(f"[bisect] aborting: {type(exc).__name__}: {exc}".splitlines()[0], flush=True)
+        return ABORT
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("tests", nargs="+", help="pytest node ids (relative to the harness checkout)")
@@ -130,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     votes = Votes(options.repeats, options.retry_budget)
     code = None
     while code is None:
-        outcome, seconds = run_once(options.build_dir, options.tests, options.artefacts / rev / f"run{votes.runs + 1}",
-                                    pytest_args)
+        outcome, seconds, why = run_once(options.build_dir, options.tests,
+                                         options.artefacts / rev / f"run{votes.runs + 1}", pytest_args)
         print(f"[bisect {rev}] run {votes.runs + 1}: {outcome} ({seconds:.0f}s)", flush=True)
         if outcome == "broken":
-            return report(options, rev, ABORT, votes, started, "pytest could not run the tests (harness problem)")
+            return report(options, rev, ABORT, votes, started, f"pytest could not run the tests: {why}")
         votes.add(outcome)
         code = votes.decision()
     return report(options, rev, code, votes, started, "")

@@ -7,8 +7,13 @@ Every regressions/*.patch names, in its header, what it breaks and which tests m
     Tests: tests/behaviour/test_x.py::test_y [more node ids, space separated; may continue on `Tests:` lines]
 
 For every patch the variant QEMU is built by qemu-build/build.sh, then the guarding tests run against it; the pristine build runs the union of all tests.
-A patch is caught when at least one of its tests fails; it is missed when all pass (or skip). Prints the
-patch × test matrix, writes it as JSON, and exits non-zero if a patch is missed or the pristine build fails a test.
+A patch is caught when at least one of its tests fails (or errors) on the variant and passed on the pristine build;
+it is missed when all pass, skip or xfail. Prints the patch × test matrix and writes it as JSON.
+
+Exit status: 0 every patch caught and every pristine test passed; 1 a patch missed or a pristine test did not pass
+(failed, errored, skipped, xfailed or did not run: a test that did not pass on the unmodified build proves nothing
+about a patch); 4 a pytest run could not run at all (pytest exit other than 0/1, no JUnit XML, or no test ran) —
+validation stops there and judges nothing, since a run that did not happen can neither catch a patch nor pass.
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import workdirs
+
 ROOT = Path(__file__).resolve().parent.parent
 PRISTINE = "pristine"
+COULD_NOT_RUN = 4     # exit status of `make validate` (and qmh-flake) when a pytest run did not happen
+
+# pytest's exit codes (_pytest.main.ExitCode), for the one line that says why a run did not count.
+PYTEST_EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error (bad option or input)",
+                        5: "no tests collected"}
 
 
 @dataclass(frozen=True)
@@ -43,9 +55,22 @@ class Regression:
 @dataclass
 class VariantRun:
     variant: str
-    outcomes: dict[str, str] = field(default_factory=dict)  # test id → passed | failed | skipped | error
+    outcomes: dict[str, str] = field(default_factory=dict)  # test id → passed|failed|error|skipped|xfailed
     seconds: float = 0.0
     exit_code: int = 0
+    messages: dict[str, str] = field(default_factory=dict)  # test id → skip reason / failure message
+    could_not_run: str | None = None                        # why this run does not count at all
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test's outcome in a JUnit XML file, with the reason pytest gave (skip reason, failure message)."""
+    outcome: str      # passed | failed | error | skipped | xfailed
+    message: str = ""
+
+
+class JUnitUnreadable(ValueError):
+    pass
 
 
 def parse_header(patch: Path) -> Regression:
@@ -81,34 +106,79 @@ def build_variants(regressions: list[Regression], out: Path) -> None:
     subprocess.run(args, check=True)
 
 
-def junit_outcomes(path: Path) -> dict[str, str]:
-    outcomes: dict[str, str] = {}
+def junit_cases(path: Path) -> dict[str, Case]:
+    """Every testcase of a pytest JUnit XML file; {} when there is no file. A file that does not parse (a run
+    killed while writing it) raises JUnitUnreadable: it must not be read as "no failures"."""
+    cases: dict[str, Case] = {}
     if not path.exists():
-        return outcomes
-    for case in ET.parse(path).getroot().iter("testcase"):
+        return cases
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise JUnitUnreadable(f"{path}: unreadable JUnit XML ({exc})") from None
+    for case in root.iter("testcase"):
         classname, name = case.get("classname", ""), case.get("name", "")
         test_id = classname.replace(".", "/") + ".py::" + name
-        if case.find("failure") is not None:
-            outcomes[test_id] = "failed"
-        elif case.find("error") is not None:
-            outcomes[test_id] = "error"
-        elif case.find("skipped") is not None:
-            outcomes[test_id] = "skipped"
+        # A failure in the call and an error in teardown land in the same testcase: the failure decides.
+        for tag in ("failure", "error", "skipped"):
+            element = case.find(tag)
+            if element is None:
+                continue
+            outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+            # An expected failure (xfail) is written as <skipped type="pytest.xfail">: it is neither a pass nor a
+            # plain skip, and must not read as one.
+            if tag == "skipped" and element.get("type") == "pytest.xfail":
+                outcome = "xfailed"
+            cases[test_id] = Case(outcome, (element.get("message") or "").strip())
+            break
         else:
-            outcomes[test_id] = "passed"
-    return outcomes
+            cases[test_id] = Case("passed")
+    return cases
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    return {test_id: case.outcome for test_id, case in junit_cases(path).items()}
+
+
+def could_not_run(pytest_exit: int, junit: Path, cases: dict[str, Case] | None) -> str | None:
+    """Why a pytest run does not count as a run at all, or None when its outcomes can be judged.
+
+    Only exits 0 (all passed) and 1 (some failed) come from tests that ran; anything else — usage error,
+    internal error, interruption, nothing collected — means the tests did not get to judge the QEMU."""
+    if pytest_exit not in (0, 1):
+        meaning = PYTEST_EXIT_MEANINGS.get(pytest_exit, "killed by a signal" if pytest_exit < 0 else "unknown")
+        return f"pytest exited {pytest_exit} ({meaning})"
+    if cases is None:
+        return f"pytest's JUnit XML {junit} is unreadable"
+    if not junit.exists():
+        return f"pytest wrote no JUnit XML ({junit})"
+    if not cases:
+        return "no test ran"
+    return None
+
+
+def read_run(pytest_exit: int, junit: Path) -> tuple[dict[str, Case], str | None]:
+    """(cases, why the run does not count or None) of a finished pytest run."""
+    try:
+        cases: dict[str, Case] | None = junit_cases(junit)
+    except JUnitUnreadable:
+        cases = None
+    return cases or {}, could_not_run(pytest_exit, junit, cases)
 
 
 def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pytest_args: list[str]) -> VariantRun:
     junit = artefacts / f"{variant}.junit.xml"
+    # A JUnit file left by an earlier run must never be read as this run's result.
+    junit.unlink(missing_ok=True)
     args = [sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(binary), "--accel", "tcg",
             "--artefacts", str(artefacts / variant), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
             *pytest_args]
     print(f"[validate] {variant}: running {len(tests)} test(s)", flush=True)
     start = time.monotonic()
     proc = subprocess.run(args, cwd=ROOT)
-    run = VariantRun(variant, junit_outcomes(junit), time.monotonic() - start, proc.returncode)
-    return run
+    cases, why = read_run(proc.returncode, junit)
+    return VariantRun(variant, {t: c.outcome for t, c in cases.items()}, time.monotonic() - start, proc.returncode,
+                      {t: c.message for t, c in cases.items() if c.message}, why)
 
 
 def matches(test_id: str, selector: str) -> bool:
@@ -118,12 +188,23 @@ def matches(test_id: str, selector: str) -> bool:
 
 
 def verdict_for(run: VariantRun, selector: str) -> str:
+    """passed | failed | skipped | xfailed | not-run for one selector (all its parametrisations).
+
+    "passed" only when every matching case passed: a parametrisation that skipped or xfailed left part of the
+    selector unproven, so the selector is reported by its weakest outcome."""
     outcomes = [o for t, o in run.outcomes.items() if matches(t, selector)]
     if not outcomes:
         return "not-run"
     if any(o in ("failed", "error") for o in outcomes):
         return "failed"
-    return "skipped" if all(o == "skipped" for o in outcomes) else "passed"
+    if all(o == "passed" for o in outcomes):
+        return "passed"
+    return "xfailed" if "xfailed" in outcomes else "skipped"
+
+
+def _reason(run: VariantRun, selector: str) -> str:
+    reasons = sorted({m for t, m in run.messages.items() if matches(t, selector)})
+    return f" ({reasons[0].splitlines()[0][:120]})" if reasons else ""
 
 
 def render(regressions: list[Regression], runs: dict[str, VariantRun], pristine_tests: list[str]) -> tuple[str, bool]:
@@ -131,9 +212,11 @@ def render(regressions: list[Regression], runs: dict[str, VariantRun], pristine_
     width = max(len(r.variant) for r in regressions) if regressions else 10
     pristine = runs[PRISTINE]
     lines.append(f"{'variant':<{width}}  {'verdict':<8}  test → outcome")
-    bad = [t for t in pristine_tests if verdict_for(pristine, t) not in ("passed", "skipped")]
-    ok &= not bad
-    lines.append(f"{PRISTINE:<{width}}  {'PASS' if not bad else 'FAIL':<8}  "
+    # Only a pass on the unmodified build makes the same test's failure on a variant mean anything: a pristine
+    # skip, xfail or absence proves nothing, so it fails the validation instead of counting as a pass.
+    unproven = {t: verdict_for(pristine, t) for t in pristine_tests if verdict_for(pristine, t) != "passed"}
+    ok &= not unproven
+    lines.append(f"{PRISTINE:<{width}}  {'PASS' if not unproven else 'FAIL':<8}  "
                  + ", ".join(f"{t.split('::')[-1]}={verdict_for(pristine, t)}" for t in pristine_tests))
     for regression in regressions:
         run = runs.get(regression.variant)
@@ -142,12 +225,28 @@ def render(regressions: list[Regression], runs: dict[str, VariantRun], pristine_
             ok = False
             continue
         cells = {t: verdict_for(run, t) for t in regression.tests}
-        caught = any(v == "failed" for v in cells.values())
+        caught = any(v == "failed" and t not in unproven for t, v in cells.items())
         ok &= caught or regression.exploratory
         label = "caught" if caught else "escaped" if regression.exploratory else "MISSED"
         lines.append(f"{regression.variant:<{width}}  {label:<8}  "
-                     + ", ".join(f"{t.split('::')[-1]}={'caught' if v == 'failed' else v}" for t, v in cells.items()))
+                     + ", ".join(f"{t.split('::')[-1]}={_cell(v, t in unproven)}" for t, v in cells.items()))
+    for test, verdict in unproven.items():
+        relying = [r.variant for r in regressions if test in r.tests]
+        lines.append(f"[validate] pristine {verdict}: {test}{_reason(pristine, test)} — proves nothing for "
+                     f"{', '.join(relying) or 'any patch'}")
     return "\n".join(lines), ok
+
+
+def _cell(verdict: str, pristine_unproven: bool) -> str:
+    if verdict != "failed":
+        return verdict
+    return "failed-also-pristine-unproven" if pristine_unproven else "caught"
+
+
+def stop_line(run: VariantRun) -> str:
+    """The one line that says a variant's run did not happen and why."""
+    return (f"[validate] could not run {run.variant}: {run.could_not_run}; nothing judged (its output is above, "
+            f"exit {COULD_NOT_RUN})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,16 +267,26 @@ def main(argv: list[str] | None = None) -> int:
     if not options.no_build:
         build_variants(regressions, options.variants)
     options.artefacts.mkdir(parents=True, exist_ok=True)
+    reaped = workdirs.reap_stale()
+    if reaped:
+        print(f"[validate] reaped {len(reaped)} temp dir(s) left by dead runs: {' '.join(map(str, reaped))}",
+              flush=True)
     started = time.monotonic()
     pristine_tests = sorted({t for r in regressions for t in r.tests})
+    out = options.json or options.artefacts / "validate.json"
     runs: dict[str, VariantRun] = {}
-    runs[PRISTINE] = run_tests(PRISTINE, options.variants / PRISTINE / "qemu-system-x86_64", pristine_tests,
-                               options.artefacts, options.pytest_args)
-    for regression in regressions:
-        if regression.tests:
-            runs[regression.variant] = run_tests(regression.variant,
-                                                 options.variants / regression.variant / "qemu-system-x86_64",
-                                                 list(regression.tests), options.artefacts, options.pytest_args)
+    plan = [(PRISTINE, pristine_tests)] + [(r.variant, list(r.tests)) for r in regressions if r.tests]
+    for variant, tests in plan:
+        run = runs[variant] = run_tests(variant, options.variants / variant / "qemu-system-x86_64", tests,
+                                        options.artefacts, options.pytest_args)
+        if run.could_not_run:
+            # A run that did not happen is neither a catch nor a pristine pass, and the next ones would most
+            # likely fail the same way (bad option, broken image): stop and say so.
+            out.write_text(json.dumps({"ok": False, "could_not_run": {"variant": variant,
+                                                                      "why": run.could_not_run},
+                                       "runs": {name: r.__dict__ for name, r in runs.items()}}, indent=1) + "\n")
+            print(stop_line(run), flush=True)
+            return COULD_NOT_RUN
     table, ok = render(regressions, runs, pristine_tests)
     print("\n" + table)
     result: dict[str, Any] = {
@@ -188,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
                         for r in regressions],
         "runs": {name: run.__dict__ for name, run in runs.items()},
     }
-    out = options.json or options.artefacts / "validate.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n[validate] {'every patch caught, pristine passes' if ok else 'NOT OK'}; matrix in {out}")
     return 0 if ok else 1

@@ -153,7 +153,7 @@ def test_analysis_windows_increments_and_gaps() -> None:
 
 # -- bisect voting and validate's patch headers -----------------------------------------------------------------
 from harness.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
-from harness.validate import parse_header  # noqa: E402
+from harness.validate import Case, parse_header  # noqa: E402
 
 
 def vote(outcomes: list[str], repeats: int = 3, budget: int = 2) -> tuple[int | None, int]:
@@ -181,11 +181,12 @@ def test_commits_whose_tests_all_skip_are_skipped() -> None:
 
 
 def test_classify_reads_junit_outcomes_and_refuses_a_broken_run() -> None:
-    assert classify({"a": "passed", "b": "skipped"}, 0) == "good"
-    assert classify({"a": "passed", "b": "failed"}, 1) == "bad"
-    assert classify({"a": "skipped"}, 0) == "inconclusive"
+    lacks = Case("skipped", "QEMU lacks capability 'x'")
+    assert classify({"a": Case("passed"), "b": lacks}, 0) == "good"
+    assert classify({"a": Case("passed"), "b": Case("failed")}, 1) == "bad"
+    assert classify({"a": lacks}, 0) == "inconclusive"
     assert classify({}, 4) == "broken"
-    assert classify({"a": "passed"}, 3) == "broken"
+    assert classify({"a": Case("passed")}, 3) == "broken"
 
 
 def test_patch_header_names_its_guarding_tests(tmp_path) -> None:

@@ -1,0 +1,191 @@
+"""`make validate` and `qmh-bisect-step` must only judge pytest runs that happened: a stale JUnit file, a pytest
+that could not run, a pristine skip or a host-caused skip must never read as "caught", "pristine passes", "good",
+"bad" or "skip this commit"."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness import bisect, validate
+from harness.validate import Case, junit_cases
+
+REPO = Path(__file__).resolve().parents[2]
+TEST = "tests/x.py::test_a"
+
+
+def junit(path: Path, **cases: str) -> Path:
+    """A pytest-style JUnit file; each keyword is a test name in tests/x.py, its value the body of its testcase."""
+    body = "".join(f'<testcase classname="tests.x" name="{name}" time="1">{inner}</testcase>'
+                   for name, inner in cases.items())
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{body}</testsuite></testsuites>')
+    return path
+
+
+PASSED = ""
+FAILED = '<failure message="verdict failed">x</failure>'
+SKIPPED_LACKS = '<skipped type="pytest.skip" message="QEMU lacks capability \'x\'">s</skipped>'
+SKIPPED_HOST = '<skipped type="pytest.skip" message="postcopy needs userfaultfd">s</skipped>'
+XFAILED = '<skipped type="pytest.xfail" message="QEMU without the feature">x</skipped>'
+SETUP_ERROR = '<error message="failed on setup with boom">e</error>'
+
+
+def fake_subprocess(behaviour: Any) -> SimpleNamespace:
+    """A stand-in for the `subprocess` module of validate/bisect: `behaviour(args)` → (exit code, junit writer)."""
+    def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if "pytest" not in args:
+            return subprocess.CompletedProcess(args, 0, stdout="abc1234\n", stderr="")
+        junit_path = Path(next(a for a in args if a.startswith("--junitxml=")).split("=", 1)[1])
+        code, write = behaviour(args, junit_path)
+        if write is not None:
+            write(junit_path)
+        return subprocess.CompletedProcess(args, code)
+    return SimpleNamespace(run=run, CompletedProcess=subprocess.CompletedProcess)
+
+
+@pytest.fixture
+def regressions(tmp_path: Path) -> Path:
+    directory = tmp_path / "regressions"
+    directory.mkdir()
+    (directory / "X.patch").write_text(f"Description: breaks x\nGuards: B0\nTests: {TEST}\n\ndiff --git a/x b/x\n")
+    return directory
+
+
+def run_validate(tmp_path: Path, regressions: Path) -> int:
+    return validate.main(["--regressions", str(regressions), "--variants", str(tmp_path / "variants"),
+                          "--artefacts", str(tmp_path / "art"), "--no-build"])
+
+
+def test_validate_ignores_a_stale_junit_and_stops_when_pytest_could_not_run(tmp_path, regressions, monkeypatch,
+                                                                             capsys) -> None:
+    art = tmp_path / "art"
+    art.mkdir()
+    # What an earlier, successful validation left behind.
+    junit(art / "pristine.junit.xml", test_a=PASSED)
+    junit(art / "X.junit.xml", test_a=FAILED)
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(lambda args, path: (4, None)))
+    assert run_validate(tmp_path, regressions) == validate.COULD_NOT_RUN
+    out = capsys.readouterr().out
+    assert "every patch caught" not in out
+    assert "could not run pristine: pytest exited 4 (usage error" in out
+
+
+@pytest.mark.parametrize("code, cases, why", [
+    (5, None, "pytest exited 5 (no tests collected)"),
+    (3, {"test_a": PASSED}, "pytest exited 3 (internal error)"),
+    (2, {"test_a": FAILED}, "pytest exited 2 (interrupted)"),
+    (0, None, "pytest wrote no JUnit XML"),
+    (0, {}, "no test ran"),
+])
+def test_validate_counts_no_run_that_did_not_happen(tmp_path, regressions, monkeypatch, capsys, code, cases,
+                                                    why) -> None:
+    writer = None if cases is None else (lambda path: junit(path, **cases))
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(lambda args, path: (code, writer)))
+    assert run_validate(tmp_path, regressions) == validate.COULD_NOT_RUN
+    out = capsys.readouterr().out
+    assert f"could not run pristine: {why}" in out
+    assert "caught" not in out and "pristine passes" not in out
+
+
+def test_a_pristine_skip_proves_nothing_and_fails_the_validation(tmp_path, regressions, monkeypatch,
+                                                                 capsys) -> None:
+    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
+        if "pristine" in path.name:
+            return 0, lambda p: junit(p, test_a=SKIPPED_HOST)
+        return 1, lambda p: junit(p, test_a=FAILED)
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
+    assert run_validate(tmp_path, regressions) == 1
+    out = capsys.readouterr().out
+    assert "pristine skipped: tests/x.py::test_a (postcopy needs userfaultfd) — proves nothing for X" in out
+    assert "MISSED" in out and "every patch caught" not in out
+
+
+def test_validate_passes_only_when_pristine_passes_and_the_variant_fails(tmp_path, regressions, monkeypatch,
+                                                                        capsys) -> None:
+    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
+        if "pristine" in path.name:
+            return 0, lambda p: junit(p, test_a=PASSED)
+        return 1, lambda p: junit(p, test_a=FAILED)
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
+    assert run_validate(tmp_path, regressions) == 0
+    assert "every patch caught, pristine passes" in capsys.readouterr().out
+
+
+def test_junit_tells_xfail_and_setup_errors_apart_from_skips_and_passes(tmp_path) -> None:
+    cases = junit_cases(junit(tmp_path / "j.xml", a=PASSED, b=SKIPPED_LACKS, c=XFAILED, d=SETUP_ERROR, e=FAILED))
+    assert {k.split("::")[1]: c.outcome for k, c in cases.items()} == {
+        "a": "passed", "b": "skipped", "c": "xfailed", "d": "error", "e": "failed"}
+    assert cases["tests/x.py::b"].message == "QEMU lacks capability 'x'"
+
+
+def test_an_unparsable_junit_is_a_run_that_did_not_happen(tmp_path) -> None:
+    path = tmp_path / "j.xml"
+    path.write_text("<testsuites><testsuite><testcase name=")   # killed while writing
+    cases, why = validate.read_run(0, path)
+    assert cases == {} and why is not None and "unreadable" in why
+
+
+def test_a_pristine_xfail_or_partial_skip_is_not_a_pristine_pass() -> None:
+    run = validate.VariantRun("pristine", {"t.py::a[1]": "passed", "t.py::a[2]": "skipped", "t.py::b": "xfailed"})
+    assert validate.verdict_for(run, "t.py::a") == "skipped"
+    assert validate.verdict_for(run, "t.py::b") == "xfailed"
+
+
+# -- bisect ------------------------------------------------------------------------------------------------------
+def test_bisect_never_skips_a_commit_for_a_host_reason() -> None:
+    assert bisect.classify({"a": Case("skipped", "postcopy needs userfaultfd")}, 0) == "broken"
+    assert bisect.classify({"a": Case("skipped", "QEMU lacks command 'x'")}, 0) == "inconclusive"
+    assert bisect.classify({"a": Case("xfailed", "QEMU without the feature")}, 0) == "inconclusive"
+    assert bisect.classify({"a": Case("passed"), "b": Case("skipped", "needs hugepages")}, 0) == "broken"
+
+
+def bisect_main(tmp_path: Path, monkeypatch, behaviour: Any) -> int:
+    monkeypatch.setattr(bisect, "subprocess", fake_subprocess(behaviour))
+    monkeypatch.setattr(bisect, "build", lambda source, build_dir: 0)
+    return bisect.main(["--build-dir", str(tmp_path / "b"), "--artefacts", str(tmp_path / "art"),
+                        "--source", str(tmp_path), TEST])
+
+
+def test_bisect_aborts_when_every_test_skips_for_a_host_reason(tmp_path, monkeypatch, capsys) -> None:
+    code = bisect_main(tmp_path, monkeypatch, lambda args, path: (0, lambda p: junit(p, test_a=SKIPPED_HOST)))
+    assert code == bisect.ABORT
+    assert "test_a skipped: postcopy needs userfaultfd" in capsys.readouterr().out
+
+
+def test_bisect_aborts_when_pytest_could_not_run(tmp_path, monkeypatch) -> None:
+    assert bisect_main(tmp_path, monkeypatch, lambda args, path: (4, None)) == bisect.ABORT
+    assert bisect_main(tmp_path, monkeypatch, lambda args, path: (0, lambda p: junit(p))) == bisect.ABORT
+
+
+def test_a_build_whose_binary_is_not_qemu_aborts_the_bisect(tmp_path) -> None:
+    """Real pytest, real plugin: a 'build' whose qemu-system-x86_64 is not QEMU (here: true) must give 128 — before
+    the session check it became a boot error ("bad") or, for `needs` tests, a skip (125) on every commit."""
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    fake = build_dir / "qemu-system-x86_64"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    outcome, _, why = bisect.run_once(
+        build_dir, ["tests/behaviour/test_basics.py::test_precopy_completes_with_identical_ram_and_intact_guest"],
+        tmp_path / "art", ["--accel", "tcg"])
+    assert outcome == "broken"
+    assert "pytest exited 4" in why
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0", "--build-dir", "/x", "t"], ["--no-such-option"], []])
+def test_a_bad_bisect_step_command_line_aborts_instead_of_marking_the_commit_bad(argv) -> None:
+    """git bisect run reads any exit 1..127 except 125 as "bad": argparse's exit 2 would blame every commit."""
+    proc = subprocess.run([sys.executable, "-m", "harness.bisect", *argv], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == bisect.ABORT, proc.stderr
+
+
+def test_an_unexpected_error_in_the_bisect_step_aborts(tmp_path, monkeypatch, capsys) -> None:
+    def boom(args: list[str], path: Path) -> tuple[int, Any]:
+        raise OSError("disk full")
+    assert bisect_main(tmp_path, monkeypatch, boom) == bisect.ABORT
+    assert "disk full" in capsys.readouterr().out
