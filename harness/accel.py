@@ -17,6 +17,7 @@ from .arch import arch_spec, host_arch
 from .image import GuestImage
 from .machine import Machine, MachineConfig
 from .qemu import QemuBinary
+from .report import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,16 @@ def choose_accel(requested: str, binary: QemuBinary, image: GuestImage, artefact
         return AccelChoice("tcg", "/dev/kvm missing or not accessible")
     cache = (cache_dir / f"accel-{_cache_key(binary, image)}.json") if cache_dir else None
     if cache is not None and cache.exists():
-        cached = json.loads(cache.read_text())
-        return AccelChoice(cached["name"], cached["reason"] + " (cached for this host boot)")
+        try:
+            cached = json.loads(cache.read_text())
+            return AccelChoice(cached["name"], cached["reason"] + " (cached for this host boot)")
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable accelerator cache %s; probing again", cache)
     failure = probe_kvm(binary, image, artefacts)
     choice = (AccelChoice("kvm", "a probe guest booted to SSH under KVM") if failure is None
               else AccelChoice("tcg", failure))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(choice.__dict__))
+        # Concurrent sessions probe and write the same cache file: rename, so none reads half of it.
+        atomic_write_text(cache, json.dumps(choice.__dict__))
     return choice

@@ -7,29 +7,37 @@ Markers
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
 
+Session check: once collection is done (so a run of unit tests alone never needs QEMU), the arch, the source and
+destination binaries (each must be a QEMU system emulator of that arch: `-version` and QMP query-target), the guest
+image (complete, private keys not readable by others) and the artefacts directory are resolved once for the whole
+session. Anything wrong stops the session before any test runs, with one line and exit status 4 (pytest's usage
+error): a test can then never be skipped, failed or passed because of a bad input. `-n` (parallel runs) is refused
+the same way.
+
 Reports: every test's artefacts directory gets its plots at teardown (harness.report); at session end the run
-directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A migration running longer than
---progress-interval seconds prints one line per interval (status, transferred, remaining, syncs) to the terminal.
+directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A test still running when the
+session is interrupted (Ctrl-C, SIGTERM) is recorded as "interrupted", and the run header says so. A migration
+running longer than --progress-interval seconds prints one line per interval to the terminal.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import logging
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from . import host
+from . import host, workdirs
 from .accel import choose_accel
-from .arch import arch_spec, host_arch
+from .arch import ARCHES, ArchSpec, arch_spec, host_arch
 from .guest import GuestShell
 from .image import GuestImage, ImageMissing
 from .machine import Machine
@@ -48,6 +56,16 @@ RESULTS_KEY = pytest.StashKey[dict[str, TestResult]]()
 TEST_DIRS_KEY = pytest.StashKey[dict[str, Path]]()
 PROGRESS_FD_KEY = pytest.StashKey[int]()
 INDEX_KEY = pytest.StashKey[Path]()
+SETUP_KEY = pytest.StashKey["SessionSetup"]()
+PHASES_KEY = pytest.StashKey[dict[str, set[str]]]()     # nodeid → the phases that reported
+INTERRUPT_KEY = pytest.StashKey[str]()                  # why the session was interrupted, if it was
+
+# Fixtures through which a test boots or probes QEMU: a selected test that uses one of them (directly or through
+# testbed, guest, pair, …) makes the session resolve and check binaries, arch and image before anything runs.
+QEMU_FIXTURES = frozenset({"environment", "guest_image"})
+ARTEFACT_FIXTURES = frozenset({"artefacts_root"})
+# pytest-xdist's option, registered by this plugin when xdist is absent so that `-n` gets the same refusal.
+XDIST_INSTALLED = importlib.util.find_spec("xdist") is not None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +82,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where each run writes its per-test artefacts (a run-* subdir, 'latest' links to it)")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
+    if not XDIST_INSTALLED:
+        # pytest reserves lowercase short options for itself; _addoption is how xdist registers this same -n.
+        group._addoption("-n", "--numprocesses", dest="numprocesses", default=None, metavar="N",
+                         help="refused: parallel runs are not supported by the harness yet")
+
+
+class SessionUnusable(pytest.UsageError):
+    """A bad input found by the session check: pytest prints `ERROR: <line>` and exits 4."""
+
+
+def _refuse_parallel(config: pytest.Config) -> None:
+    workers = config.getoption("numprocesses", None)
+    if hasattr(config, "workerinput") or workers not in (None, 0, "0"):
+        # QEMU pairs, forwarded ports, the `latest` link and the per-run index all assume one process per run.
+        raise SessionUnusable(f"harness: -n {workers}: parallel runs are not supported yet; run without -n")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,10 +107,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: long matrix; run by `make test`, not by `make check`",
     ]:
         config.addinivalue_line("markers", line)
+    _refuse_parallel(config)
+    global _interrupt
+    _interrupt = None
     # SIGTERM (CI timeout, kill) must unwind like Ctrl-C so every fixture cleans up its QEMU.
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     config.stash[RESULTS_KEY] = {}
+    config.stash[PHASES_KEY] = {}
     config.stash[TEST_DIRS_KEY] = {}
     config.stash[RUN_HEADER_KEY] = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                     "command": " ".join(["pytest", *config.invocation_params.args])}
@@ -98,7 +135,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Private temp dirs of runs that died (SIGKILL, power loss) are removed before this run makes its own.
+    reaped = workdirs.reap_stale()
+    if reaped:
+        _say(session.config, f"harness: reaped {len(reaped)} temp dir(s) left by dead runs: "
+                             + " ".join(str(p) for p in reaped))
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        log.warning("%s", line)
 
 
 @dataclass(frozen=True)
@@ -107,35 +160,113 @@ class Binaries:
     destination: QemuBinary
 
 
-@cache
-def _binaries(src: str | None, dst: str | None, default: str | None, arch: str) -> Binaries:
-    name = arch_spec(arch).qemu_binary
-    return Binaries(QemuBinary.locate(src or default, name), QemuBinary.locate(dst or default, name))
+@dataclass(frozen=True)
+class SessionSetup:
+    """What the whole session runs with, resolved and checked once before the first test."""
+    arch: ArchSpec
+    binaries: Binaries
+    image: GuestImage
+
+
+def _arch(config: pytest.Config) -> ArchSpec:
+    name = config.getoption("--arch")
+    if name not in ARCHES:
+        raise SessionUnusable(f"harness: --arch {name}: unsupported guest arch; known: {', '.join(sorted(ARCHES))} "
+                              f"(the default is this host's arch, {host_arch()})")
+    return arch_spec(name)
+
+
+def _binary(option: str, spec: str | None, arch: ArchSpec) -> QemuBinary:
+    try:
+        binary = QemuBinary.locate(spec, arch.qemu_binary)
+        binary.identify(arch.name)
+    except QemuNotFound as exc:
+        raise SessionUnusable(f"harness: {option}: {exc}" if spec else f"harness: {exc}") from None
+    return binary
+
+
+def resolve_session(config: pytest.Config, probe_features: bool = False) -> SessionSetup:
+    """Arch, both binaries and the image, each checked; SessionUnusable (one line) on the first problem."""
+    arch = _arch(config)
+    default = config.getoption("--qemu-binary")
+    src, dst = config.getoption("--qemu-src"), config.getoption("--qemu-dst")
+    source = _binary("--qemu-src" if src else "--qemu-binary", src or default, arch)
+    destination = source if (dst or default) == (src or default) else _binary(
+        "--qemu-dst" if dst else "--qemu-binary", dst or default, arch)
+    if probe_features:
+        # `needs` reads the schema of both binaries; a probe that fails must stop the session here, not turn
+        # into a skip or an error of each marked test.
+        for binary in {source, destination}:
+            try:
+                binary.features
+            except Exception as exc:
+                detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                raise SessionUnusable(f"harness: QMP schema probe of {binary.path} failed: {detail[:200]}") from None
+    directory = Path(config.getoption("--image-dir") or Path(config.rootpath) / "build" / "images" / arch.name)
+    try:
+        image = GuestImage.load(directory)
+    except ImageMissing as exc:
+        raise SessionUnusable(f"harness: {exc}") from None
+    if image.arch != arch.name:
+        raise SessionUnusable(f"harness: guest image {directory} is for {image.arch}, not {arch.name} (--arch)")
+    return SessionSetup(arch, Binaries(source, destination), image)
+
+
+def _check_artefacts_dir(config: pytest.Config) -> None:
+    base = Path(config.getoption("--artefacts")).expanduser()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        probe = base / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SessionUnusable(f"harness: --artefacts {base}: cannot create or write it "
+                              f"({exc.strerror or exc})") from None
+
+
+def _uses(item: pytest.Item, fixtures: frozenset[str]) -> bool:
+    return bool(fixtures.intersection(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The session check, on the final selection (after -k/-m): only what the selected tests use is required."""
+    config = session.config
+    if config.option.collectonly or not session.items:
+        return
+    if any(_uses(item, ARTEFACT_FIXTURES) for item in session.items):
+        _check_artefacts_dir(config)
+    needs = any(item.get_closest_marker("needs") for item in session.items)
+    if needs or any(_uses(item, QEMU_FIXTURES) for item in session.items):
+        setup = config.stash[SETUP_KEY] = resolve_session(config, probe_features=needs)
+        if config.get_verbosity() >= 0:
+            b = setup.binaries
+            _say(config, f"harness: arch {setup.arch.name}, source QEMU {b.source}")
+            if b.destination != b.source:
+                _say(config, f"harness: destination QEMU {b.destination}")
+            _say(config, f"harness: guest image {setup.image.directory}")
+
+
+def session_setup(config: pytest.Config) -> SessionSetup:
+    """The checked setup; resolved now if the session check did not (a fixture asked for dynamically)."""
+    setup = config.stash.get(SETUP_KEY, None)
+    if setup is None:
+        setup = config.stash[SETUP_KEY] = resolve_session(config, probe_features=True)
+    return setup
 
 
 def binaries(config: pytest.Config) -> Binaries:
-    return _binaries(config.getoption("--qemu-src"), config.getoption("--qemu-dst"),
-                     config.getoption("--qemu-binary"), config.getoption("--arch"))
+    return session_setup(config).binaries
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    try:
-        b = binaries(config)
-    except QemuNotFound as exc:
-        return [f"harness: {exc}"]
-    lines = [f"harness: arch {config.getoption('--arch')}, source QEMU {b.source}"]
-    if b.destination != b.source:
-        lines.append(f"harness: destination QEMU {b.destination}")
-    lines.append(f"harness: {host.userfaultfd().reason}")
-    return lines
+    # Nothing is probed here: the binaries are checked (and named) once the selection is known.
+    return [f"harness: {host.userfaultfd().reason}"]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("needs"):
-        try:
-            b = binaries(item.config)
-        except QemuNotFound as exc:
-            pytest.skip(str(exc))
+        b = binaries(item.config)
         missing = sorted({m for binary in {b.source, b.destination}
                           for m in binary.features.missing(**marker.kwargs)})
         if missing:
@@ -160,12 +291,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _record_result(config: pytest.Config, report: pytest.TestReport) -> None:
-    """Fold setup/call/teardown reports into one TestResult per test, for the index."""
+    """Fold setup/call/teardown reports into one TestResult per test, for the index.
+
+    A test is "running" until a report decides it: only a passed call makes it "passed". One that never reports
+    its call or teardown (Ctrl-C or SIGTERM mid-test unwinds without them) is "interrupted" at session end."""
     results = config.stash.get(RESULTS_KEY, None)
     if results is None:
         return
-    result = results.setdefault(report.nodeid, TestResult(report.nodeid, "passed"))
+    config.stash[PHASES_KEY].setdefault(report.nodeid, set()).add(report.when)
+    result = results.setdefault(report.nodeid, TestResult(report.nodeid, "running"))
     result.duration += report.duration
+    if report.when == "call" and report.passed and not hasattr(report, "wasxfail") and result.outcome == "running":
+        result.outcome = "passed"
     if hasattr(report, "wasxfail"):
         result.outcome = "xfailed" if report.skipped else "xpassed"
         result.message = str(report.wasxfail)
@@ -185,9 +322,42 @@ def _crash_message(report: pytest.TestReport) -> str:
     return report.longreprtext.strip().splitlines()[-1] if report.longreprtext.strip() else "failed"
 
 
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    global _interrupt
+    # SIGTERM arrives as KeyboardInterrupt("signal 15 (SIGTERM)") from the handler above; Python's own SIGINT
+    # handler gives a bare KeyboardInterrupt; pytest.exit() an Exit with its reason.
+    plain = "Ctrl-C (SIGINT)" if excinfo.typename == "KeyboardInterrupt" else excinfo.typename
+    _interrupt = str(excinfo.value) or plain
+
+
+_interrupt: str | None = None   # pytest_keyboard_interrupt gets no config; one session per process
+
+
+def _mark_interrupted(config: pytest.Config) -> str | None:
+    """Results a test never finished get "interrupted"; returns what interrupted the session, if anything did."""
+    phases = config.stash.get(PHASES_KEY, {})
+    unfinished = []
+    why = _interrupt or "session stopped"
+    for result in config.stash.get(RESULTS_KEY, {}).values():
+        done = sorted(phases.get(result.nodeid, ()), key=["setup", "call", "teardown"].index)
+        if "teardown" in done and result.outcome != "running":
+            continue
+        if result.outcome in ("running", "passed", "xpassed"):
+            # A pass whose cleanup never ran is not a pass anyone checked to the end.
+            result.message = f"interrupted ({why}) after {', '.join(done) or 'nothing'}"
+            result.outcome = "interrupted"
+        else:  # a failure or skip already decided stays; say that the teardown did not finish
+            result.message = f"{result.message} (then interrupted during teardown: {why})".strip()
+        unfinished.append(result.nodeid)
+    if _interrupt is None and not unfinished:
+        return None
+    return f"{_interrupt or 'session stopped'}" + (f" during {', '.join(unfinished)}" if unfinished else "")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the run's index.html (and ARTEFACTS/index.html) — only if a harness test made a run directory."""
     config = session.config
+    interrupted = _mark_interrupted(config)
     root = config.stash.get(RUN_ROOT_KEY, None)
     if root is None:
         return
@@ -196,6 +366,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for result in results:
         result.directory = dirs.get(result.nodeid)
     header = dict(config.stash.get(RUN_HEADER_KEY, {}))
+    if interrupted:
+        header["interrupted"] = interrupted
     started = header.get("started")
     if started:
         elapsed = datetime.datetime.now() - datetime.datetime.fromisoformat(started)
@@ -219,35 +391,37 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 # -- session fixtures ------------------------------------------------------------------------------------------
+def make_run_dir(base: Path) -> Path:
+    """A new run-* directory under `base`, unique across concurrent runs (the pid is in its name), with
+    base/latest pointing at it. The link is made under a private name and renamed over `latest`: rename is
+    atomic, so a concurrent run never sees `latest` missing and never fails on a link another run just made."""
+    base.mkdir(parents=True, exist_ok=True)
+    run = base / (datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f") + f"-p{os.getpid()}")
+    run.mkdir()
+    latest = base / "latest"
+    if latest.is_symlink() or not latest.exists():   # never replace a real file or directory named latest
+        link = base / f".latest-{os.getpid()}.tmp"
+        link.unlink(missing_ok=True)
+        link.symlink_to(run.name)
+        os.replace(link, latest)
+    return run
+
+
 @pytest.fixture(scope="session")
 def artefacts_root(pytestconfig: pytest.Config) -> Path:
-    base = Path(pytestconfig.getoption("--artefacts")).resolve()
-    run = base / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f")
-    run.mkdir(parents=True)
-    latest = base / "latest"
-    if latest.is_symlink() or not latest.exists():
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(run.name)
+    run = make_run_dir(Path(pytestconfig.getoption("--artefacts")).resolve())
     pytestconfig.stash[RUN_ROOT_KEY] = run
     return run
 
 
 @pytest.fixture(scope="session")
 def guest_image(pytestconfig: pytest.Config) -> GuestImage:
-    arch = pytestconfig.getoption("--arch")
-    directory = pytestconfig.getoption("--image-dir") or Path(pytestconfig.rootpath) / "build" / "images" / arch
-    try:
-        return GuestImage.load(Path(directory))
-    except ImageMissing as exc:
-        pytest.exit(str(exc), returncode=3)
+    return session_setup(pytestconfig).image
 
 
 @pytest.fixture(scope="session")
 def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_root: Path) -> Environment:
-    try:
-        b = binaries(pytestconfig)
-    except QemuNotFound as exc:
-        pytest.exit(str(exc), returncode=3)
+    b = session_setup(pytestconfig).binaries
     accel = choose_accel(pytestconfig.getoption("--accel"), b.source, guest_image, artefacts_root / "accel-probe",
                          cache_dir=Path(pytestconfig.rootpath) / "build" / "cache")
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
@@ -260,7 +434,7 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         header["destination QEMU"] = str(b.destination)
     header["accelerator"] = accel.describe().removeprefix("accelerator: ")
     header["guest image"] = f"{guest_image.directory} (inputs {guest_image.inputs_hash[:12]})"
-    return Environment(b.source, b.destination, guest_image, arch_spec(pytestconfig.getoption("--arch")), accel)
+    return Environment(b.source, b.destination, guest_image, session_setup(pytestconfig).arch, accel)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------
@@ -272,8 +446,10 @@ def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[
     yield record
     reports = request.node.stash.get(REPORTS_KEY, {})
     failed = [r for r in reports.values() if r.failed]
-    outcome = "FAILED" if failed else "passed"
-    record.finalize(outcome, failure=_crash_message(failed[0]) if failed else None)
+    # No call report: the test was interrupted (or its setup failed); its plots must not say "passed".
+    outcome = "FAILED" if failed else "passed" if "call" in reports else "INTERRUPTED"
+    record.finalize(outcome, failure=_crash_message(failed[0]) if failed else
+                    None if "call" in reports else "interrupted before the test body finished")
 
 
 @pytest.fixture

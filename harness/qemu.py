@@ -38,13 +38,43 @@ class QemuBinary:
             return cls(Path(found).resolve())
         path = Path(spec).expanduser().resolve()
         if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise QemuNotFound(f"{path} is not executable")
             return cls(path, cls._firmware_dirs_for(path.parent))
         if path.is_dir():
             for candidate in (path / binary_name, path / "build" / binary_name):
                 if candidate.is_file() and os.access(candidate, os.X_OK):
                     return cls(candidate, cls._firmware_dirs_for(candidate.parent))
             raise QemuNotFound(f"no {binary_name} in build tree {path} (looked in . and build/)")
+        if not path.exists():
+            raise QemuNotFound(f"{path}: no such file or directory")
         raise QemuNotFound(f"{path} is neither a QEMU binary nor a build tree")
+
+    def identify(self, arch: str, timeout: float = 30) -> str:
+        """Check that this is a working QEMU system emulator for `arch` and return its version.
+
+        `-version` must say "QEMU emulator version" (true, echo, qemu-img or a user-mode qemu-ARCH do not), and
+        a machine-less QEMU must answer QMP's query-target with `arch`: a binary for another target would run
+        every test against the wrong guest. Raises QemuNotFound with one line saying what is wrong."""
+        try:
+            out = subprocess.run(self.base_args() + ["-version"], capture_output=True, text=True, timeout=timeout,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise QemuNotFound(f"{self.path} cannot be run ({exc})") from None
+        first = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+        if not first.startswith("QEMU emulator version "):
+            printed = f"printed {first[:60]!r}" if first else "printed nothing"
+            raise QemuNotFound(f"{self.path} is not a QEMU system emulator (`-version` {printed}, "
+                               f"exit {out.returncode})")
+        try:
+            [target] = _qmp_stdio(self, [{"execute": "query-target"}], timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired, RuntimeError, ValueError) as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise QemuNotFound(f"{self.path}: QMP probe (query-target) failed: {detail[:200]}") from None
+        emulated = target.get("arch") if isinstance(target, dict) else None
+        if emulated != arch:
+            raise QemuNotFound(f"{self.path} emulates {emulated} (QMP query-target), not {arch} (--arch)")
+        return first.removeprefix("QEMU emulator version ").strip()
 
     @staticmethod
     def _firmware_dirs_for(bindir: Path) -> tuple[Path, ...]:

@@ -652,7 +652,7 @@ class TestResult:
     __test__ = False  # not a pytest test class, despite the name
 
     nodeid: str
-    outcome: str                 # passed | failed | error | skipped | xfailed | xpassed
+    outcome: str                 # passed | failed | error | skipped | xfailed | xpassed | interrupted
     duration: float = 0.0
     message: str = ""            # crash line of a failure/error, reason of a skip
     directory: Path | None = None  # the test's artefacts directory, if it has one
@@ -673,7 +673,9 @@ class TestResult:
 
 
 OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#c62828", "skipped": "#9e9e9e",
-                   "xfailed": "#9e9e9e", "xpassed": "#ef6c00"}
+                   "xfailed": "#9e9e9e", "xpassed": "#ef6c00", "interrupted": "#6a1b9a"}
+# Outcomes listed under "Failures" at the top of the index: anything that is not a clean pass, skip or xfail.
+NOT_OK = ("failed", "error", "xpassed", "interrupted")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
@@ -736,16 +738,16 @@ def render_index(results: Sequence[TestResult], header: Mapping[str, str], root:
     page_dir = root.parent if prefix else root
     head = "".join(f"<tr><th>{html.escape(k)}</th><td>{_header_value(str(v), page_dir)}</td></tr>"
                    for k, v in header.items())
-    bad = [r for r in results if r.outcome in ("failed", "error", "xpassed")]
+    bad = [r for r in results if r.outcome in NOT_OK]
     failures = "".join(f"<li><a href='#{safe_name(r.nodeid)}'>{html.escape(r.nodeid)}</a>: "
                        f"<span class=fail>{html.escape(_first_reason(r))}</span></li>" for r in bad)
     rows, plain = [], []
     for r in results:
-        if r.directory is None and r.outcome not in ("failed", "error", "xpassed"):
+        if r.directory is None and r.outcome not in NOT_OK:
             plain.append(r)
             continue
         thumbs, links = _files_html(r.directory, root, prefix) if r.directory else ("", "")
-        message = (f"<div class={'fail' if r.outcome in ('failed', 'error') else 'muted'}><code>"
+        message = (f"<div class={'fail' if r.outcome in NOT_OK else 'muted'}><code>"
                    f"{html.escape(r.message[:600])}</code></div>" if r.message and not any(
                        not v.get("passed") for v in r.verdicts()) else "")
         rows.append(
@@ -792,15 +794,27 @@ def _first_reason(result: TestResult) -> str:
     return (result.message.strip().splitlines() or [result.outcome])[0][:300]
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `path` so that a reader (another run listing earlier runs, a browser) sees the old or the new
+    content, never a partial file: a private temporary name in the same directory, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_index(run_dir: Path, results: Sequence[TestResult], header: Mapping[str, str]) -> Path:
     """run_dir/index.html + results.json, and run_dir.parent/index.html: the same page for the latest run,
-    with links into run_dir and a list of the earlier runs' indexes."""
+    with links into run_dir and a list of the earlier runs' indexes. Each file is replaced atomically: runs
+    sharing an artefacts directory read each other's results.json and overwrite the shared index.html."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(
+    atomic_write_text(run_dir / "results.json", json.dumps(
         {"header": dict(header), "counts": counts(results), "tests": [r.to_json() for r in results]},
         indent=1, default=_json_default) + "\n")
     page = run_dir / "index.html"
-    page.write_text(render_index(results, header, run_dir))
+    atomic_write_text(page, render_index(results, header, run_dir))
     base = run_dir.parent
     others = []
     for other in sorted(base.glob("run-*/results.json"), reverse=True):
@@ -812,6 +826,6 @@ def write_index(run_dir: Path, results: Sequence[TestResult], header: Mapping[st
             continue
         others.append((quote(other.parent.name) + "/index.html",
                        f"{other.parent.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))))
-    (base / "index.html").write_text(render_index(results, header, run_dir, quote(run_dir.name) + "/",
-                                                  others[:50]))
+    atomic_write_text(base / "index.html", render_index(results, header, run_dir, quote(run_dir.name) + "/",
+                                                        others[:50]))
     return page

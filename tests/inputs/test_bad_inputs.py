@@ -1,0 +1,107 @@
+"""Every bad input in README's "Bad inputs" table stops the session with exit 4 and the one line shown there —
+no traceback, no INTERNALERROR, no skip, no test run. Each row runs the real command in a subprocess:
+
+    python -m pytest tests/behaviour/test_basics.py <bad option>
+
+Only the session check runs: at most a machine-less QEMU answers `-version` and one QMP query (no guest boots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+QEMU = shutil.which("qemu-system-x86_64")
+USAGE_ERROR = 4
+
+# (id, the bad arguments, the line the user sees). {dir}: an empty directory, {file}: a non-executable file,
+# {qemu}: the installed qemu-system-x86_64, {image}: a guest image whose initramfs is readable by everyone.
+ROWS = [
+    ("missing-binary", "--qemu-binary /nonexistent/qemu",
+     "ERROR: harness: --qemu-binary: /nonexistent/qemu: no such file or directory"),
+    ("directory-without-qemu", "--qemu-binary {dir}",
+     "ERROR: harness: --qemu-binary: no qemu-system-x86_64 in build tree {dir} (looked in . and build/)"),
+    ("non-executable-file", "--qemu-binary {file}",
+     "ERROR: harness: --qemu-binary: {file} is not executable"),
+    ("etc-passwd", "--qemu-binary /etc/passwd",
+     "ERROR: harness: --qemu-binary: /etc/passwd is not executable"),
+    ("bin-true", "--qemu-binary /bin/true",
+     "ERROR: harness: --qemu-binary: /usr/bin/true is not a QEMU system emulator (`-version` printed nothing, "
+     "exit 0)"),
+    ("bin-echo", "--qemu-binary /bin/echo",
+     "ERROR: harness: --qemu-binary: /usr/bin/echo is not a QEMU system emulator (`-version` printed '-version', "
+     "exit 0)"),
+    ("qemu-of-another-arch", "--arch s390x --qemu-binary {qemu}",
+     "ERROR: harness: --qemu-binary: {qemu} emulates x86_64 (QMP query-target), not s390x (--arch)"),
+    ("qemu-src-not-qemu", "--qemu-src /bin/true",
+     "ERROR: harness: --qemu-src: /usr/bin/true is not a QEMU system emulator (`-version` printed nothing, "
+     "exit 0)"),
+    ("unsupported-arch", "--arch sparc",
+     "ERROR: harness: --arch sparc: unsupported guest arch; known: s390x, x86_64 (the default is this host's "
+     "arch, x86_64)"),
+    ("image-dir-missing", "--image-dir /nonexistent/images",
+     "ERROR: harness: no guest image in /nonexistent/images (run `make image`, or pass --image-dir)"),
+    ("image-key-readable", "--image-dir {image}",
+     "ERROR: harness: guest image {image}: initramfs.cpio has mode 0644, but holds an SSH private key: rebuild "
+     "with `make image` (or chmod go= it)"),
+    ("artefacts-under-a-file", "--artefacts /etc/passwd/artefacts",
+     "ERROR: harness: --artefacts /etc/passwd/artefacts: cannot create or write it (Not a directory)"),
+    ("parallel", "-n 2",
+     "ERROR: harness: -n 2: parallel runs are not supported yet; run without -n"),
+    ("unknown-option", "--no-such-option",
+     "error: unrecognized arguments: --no-such-option"),
+]
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, str]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "qemu-system-x86_64.txt"
+    text.write_text("not a program\n")
+    image = tmp_path / "image"
+    (image / "ssh").mkdir(parents=True)
+    (image / "manifest.json").write_text(json.dumps({"arch": "x86_64", "kernel": "kernel",
+                                                     "initrd": "initramfs.cpio", "cmdline": ""}))
+    for name in ("kernel", "initramfs.cpio", "ssh/id_ed25519", "ssh/host_key.pub", "ssh/dropbear_ed25519_host_key"):
+        (image / name).write_text("x")
+        (image / name).chmod(0o600)
+    (image / "initramfs.cpio").chmod(0o644)   # what images/build.sh wrote under the default umask
+    return {"dir": str(empty), "file": str(text), "qemu": str(Path(QEMU).resolve()) if QEMU else "",
+            "image": str(image)}
+
+
+@pytest.mark.parametrize("args, line", [(a, l) for _, a, l in ROWS], ids=[r[0] for r in ROWS])
+def test_bad_input_stops_the_session_with_one_line(args: str, line: str, places: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    if "{qemu}" in args and not QEMU:
+        pytest.skip("no qemu-system-x86_64 installed to be the wrong-arch binary")
+    argv = args.format(**places).split()
+    env = {k: v for k, v in os.environ.items() if k not in ("QEMU_BINARY", "HARNESS_ARCH", "HARNESS_ARTEFACTS")}
+    if not any(a.startswith("--artefacts") for a in argv):
+        argv += ["--artefacts", str(tmp_path / "artefacts")]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/behaviour/test_basics.py", "-p", "no:cacheprovider",
+                           *argv], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == USAGE_ERROR, output
+    expected = line.format(**places)
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+    assert " passed" not in proc.stdout and " skipped" not in proc.stdout and " error" not in proc.stdout, output
+    if expected.startswith("ERROR: harness:"):
+        assert proc.stderr.strip().splitlines() == [expected], output   # the one line, nothing else
+    else:  # pytest's own usage error: its usage line, then this one
+        assert any(l.endswith(expected) for l in proc.stderr.splitlines()), output
+
+
+def test_readme_table_lists_every_row() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
+    for _, args, line in ROWS:
+        assert f"| `{args}` | `` {line} `` |" in table, args

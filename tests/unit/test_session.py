@@ -1,0 +1,111 @@
+"""Session bookkeeping of the pytest plugin, in real pytest subprocesses with dummy tests (no QEMU): a test cut
+short by SIGTERM or Ctrl-C is recorded as interrupted, never as passed; concurrent runs sharing one artefacts
+directory do not break each other's run directories, `latest` link or index."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from harness.pytest_plugin import make_run_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+DUMMY = '''
+import os, time
+from pathlib import Path
+
+def test_passes_first(artefacts):
+    pass
+
+def test_is_cut_short(artefacts):
+    Path(os.environ["STARTED_FILE"]).write_text("started")
+    time.sleep(60)
+
+def test_never_starts(artefacts):
+    pass
+'''
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--artefacts", "out",
+                             *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # The plugin of this checkout, not whichever one the venv has installed.
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def results(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_test_cut_short_by_a_signal_is_recorded_as_interrupted(tmp_path: Path, signum: int) -> None:
+    (tmp_path / "test_dummy.py").write_text(DUMMY)
+    started = tmp_path / "started"
+    proc = start(tmp_path, "test_dummy.py", env={"STARTED_FILE": str(started)})
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 2, output                       # pytest's "interrupted"
+    data = results(tmp_path)
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in data["tests"]}
+    assert outcomes == {"test_passes_first": "passed", "test_is_cut_short": "interrupted"}, data
+    cut = next(t for t in data["tests"] if t["nodeid"].endswith("test_is_cut_short"))
+    why = "signal 15 (SIGTERM)" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+    assert cut["message"] == f"interrupted ({why}) after setup", cut
+    assert data["header"]["exit status"] == "2"
+    assert data["header"]["interrupted"].endswith("during test_dummy.py::test_is_cut_short"), data["header"]
+    assert data["counts"] == {"passed": 1, "interrupted": 1}
+
+
+def _make_run_dirs(base: str, count: int) -> list[str]:
+    return [str(make_run_dir(Path(base))) for _ in range(count)]
+
+
+def test_run_dirs_and_the_latest_link_survive_two_processes_racing(tmp_path: Path) -> None:
+    """Before: `latest` was unlinked and re-made, and two processes failed ~25% of the time (FileExistsError)."""
+    with get_context("fork").Pool(2) as pool:
+        made = pool.starmap(_make_run_dirs, [(str(tmp_path), 150), (str(tmp_path), 150)])
+    all_dirs = [d for per_process in made for d in per_process]
+    assert len(set(all_dirs)) == 300                          # unique across processes, none reused
+    latest = tmp_path / "latest"
+    assert latest.is_symlink() and (tmp_path / os.readlink(latest)).is_dir()
+    assert not list(tmp_path.glob(".latest-*"))               # no temporary link left behind
+
+
+DUMMIES = '''
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_writes_artefacts(artefacts, n):
+    artefacts.write_json("data", {"n": n})
+'''
+
+
+def test_two_concurrent_sessions_keep_their_bookkeeping(tmp_path: Path) -> None:
+    (tmp_path / "test_dummies.py").write_text(DUMMIES)
+    for round_ in range(4):
+        procs = [start(tmp_path, "test_dummies.py") for _ in range(2)]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        for proc, output in zip(procs, outputs):
+            assert proc.returncode == 0, f"round {round_}: {output}"
+            assert "error" not in output.lower(), output
+    runs = sorted((tmp_path / "out").glob("run-*"))
+    assert len(runs) == 8
+    for run in runs:
+        data = json.loads((run / "results.json").read_text())
+        assert data["counts"] == {"passed": 4}, run
+        assert (run / "index.html").read_text().endswith("</html>\n")
+    assert (tmp_path / "out" / "index.html").read_text().endswith("</html>\n")
+    assert not list((tmp_path / "out").glob(".*.tmp")) and not list((tmp_path / "out").glob("run-*/.*.tmp"))
