@@ -10,7 +10,14 @@
 # when it matches and the outputs exist, nothing is done.  Downloaded .debs are
 # kept in $(dirname OUTDIR)/cache, scratch files in $(dirname OUTDIR)/work-ARCH.
 # Set FORCE=1 to rebuild anyway.  Runs as root on Debian 12.
+#
+# The SSH keys are generated afresh by every build (never reused, never
+# committed).  The initramfs carries the guest's host private key, so every host
+# file this script writes is private to its owner (umask 077: files 0600,
+# directories 0700); only the guest's own root filesystem keeps the usual modes.
+# Concurrent builds of the same OUTDIR queue on a lock file beside it.
 set -euo pipefail
+umask 077
 
 # Host tools (Debian package names), installed with apt-get when missing.
 # The arch table below may add a cross compiler.
@@ -119,6 +126,13 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 BASE=$(dirname "$OUTDIR")
 CACHE=$BASE/cache
 WORK=$BASE/work-$ARCH
+
+# One build of this arch at a time: two would share WORK and interleave the outputs and the stamp.
+exec {LOCK_FD}>"$BASE/.build-$ARCH.lock"
+if ! flock -n "$LOCK_FD"; then
+    echo "build.sh[$ARCH]: waiting for another image build (lock $BASE/.build-$ARCH.lock)" >&2
+    flock "$LOCK_FD"
+fi
 
 # ---------------------------------------------------------------------------
 # Host tools
@@ -375,6 +389,8 @@ copy_elf_with_libs() { # SYSROOT_PATH DEST_PATH: copy a dynamic ELF, its NEEDED 
 
 build_rootfs() {
     local d applet
+    # The guest's own files get the usual modes (the private WORK dir keeps them from other host users).
+    umask 022
     ROOTFS=$WORK/rootfs
     mkdir -p "$ROOTFS"
     for d in bin sbin usr/bin usr/sbin lib/modules etc/dropbear etc/harness proc sys dev run \
@@ -427,9 +443,10 @@ build_rootfs() {
     echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin' >"$ROOTFS/etc/profile"
     echo "$READY_MARKER" >"$ROOTFS/etc/harness/ready-marker"
     mkfifo "$ROOTFS/etc/harness/tick" # init's sleep: read -t on a FIFO nobody writes
-    install -m 0600 "$OUTDIR/ssh/dropbear_ed25519_host_key" "$ROOTFS/etc/dropbear/dropbear_ed25519_host_key"
-    install -m 0600 "$OUTDIR/ssh/id_ed25519.pub" "$ROOTFS/root/.ssh/authorized_keys"
+    install -m 0600 "$WORK/out/ssh/dropbear_ed25519_host_key" "$ROOTFS/etc/dropbear/dropbear_ed25519_host_key"
+    install -m 0600 "$WORK/out/ssh/id_ed25519.pub" "$ROOTFS/root/.ssh/authorized_keys"
     install -m 0755 "$HERE/init" "$ROOTFS/init"
+    umask 077
 }
 
 make_initramfs() {
@@ -443,25 +460,19 @@ make_initramfs() {
 }
 
 # ---------------------------------------------------------------------------
-# SSH keys: generated once per OUTDIR, never committed
+# SSH keys: generated afresh by every build (into WORK, moved into OUTDIR with
+# the initramfs that carries them), never committed, readable by the owner only
 # ---------------------------------------------------------------------------
 make_keys() {
-    local s=$OUTDIR/ssh
+    local s=$WORK/out/ssh
     mkdir -p "$s"
     chmod 0700 "$s"
-    if [ ! -s "$s/dropbear_ed25519_host_key" ] || [ ! -s "$s/host_key.pub" ]; then
-        log "generating the guest's dropbear host key"
-        rm -f "$s/dropbear_ed25519_host_key"
-        dropbearkey -t ed25519 -f "$s/dropbear_ed25519_host_key" >/dev/null 2>&1
-        dropbearkey -y -f "$s/dropbear_ed25519_host_key" 2>/dev/null |
-            awk '/^ssh-ed25519 / {print $1, $2, "harness-guest-host-key"}' >"$s/host_key.pub"
-        grep -q '^ssh-ed25519 AAAA' "$s/host_key.pub" || die "could not write host_key.pub"
-    fi
-    if [ ! -s "$s/id_ed25519" ] || [ ! -s "$s/id_ed25519.pub" ]; then
-        log "generating the harness client key"
-        rm -f "$s/id_ed25519" "$s/id_ed25519.pub"
-        ssh-keygen -q -t ed25519 -N '' -C harness-client -f "$s/id_ed25519"
-    fi
+    log "generating the guest's dropbear host key and the harness client key"
+    dropbearkey -t ed25519 -f "$s/dropbear_ed25519_host_key" >/dev/null 2>&1
+    dropbearkey -y -f "$s/dropbear_ed25519_host_key" 2>/dev/null |
+        awk '/^ssh-ed25519 / {print $1, $2, "harness-guest-host-key"}' >"$s/host_key.pub"
+    grep -q '^ssh-ed25519 AAAA' "$s/host_key.pub" || die "could not write host_key.pub"
+    ssh-keygen -q -t ed25519 -N '' -C harness-client -f "$s/id_ed25519"
     chmod 0600 "$s"/*
 }
 
@@ -520,9 +531,14 @@ main() {
     make_initramfs
     write_manifest "$hash"
 
+    # The keys and the initramfs that carries them are replaced together; the old ones go.
+    rm -rf "$OUTDIR/ssh.old"
+    [ ! -e "$OUTDIR/ssh" ] || mv "$OUTDIR/ssh" "$OUTDIR/ssh.old"
+    mv "$WORK/out/ssh" "$OUTDIR/ssh"
     for f in kernel "$INITRD_NAME" manifest.json; do
         mv -f "$WORK/out/$f" "$OUTDIR/$f"
     done
+    rm -rf "$OUTDIR/ssh.old"
     echo "$hash" >"$OUTDIR/.stamp"
     rm -rf "$WORK"
     log "done in $((SECONDS - start)) s: kernel $KVER, $INITRD_NAME $(du -k "$OUTDIR/$INITRD_NAME" | cut -f1) KiB, modules: ${MOD_ORDER[*]}"

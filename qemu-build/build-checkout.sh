@@ -21,6 +21,9 @@ QB_T0=$SECONDS
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 qb_init
 export CCACHE_BASEDIR=$QB_SRC CCACHE_NOHASHDIR=1
+# One build per BUILD at a time (two bisect runs pointed at the same build dir would interleave ninja runs).
+exec {QB_CHECKOUT_LOCK}>"$QB_BUILD_DIR.lock"
+flock "$QB_CHECKOUT_LOCK"
 
 qb_ensure_deps || exit 128
 [[ -x $QB_SRC/configure ]] || { qb_log "no QEMU source at $QB_SRC"; exit 128; }

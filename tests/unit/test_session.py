@@ -109,3 +109,14 @@ def test_two_concurrent_sessions_keep_their_bookkeeping(tmp_path: Path) -> None:
         assert (run / "index.html").read_text().endswith("</html>\n")
     assert (tmp_path / "out" / "index.html").read_text().endswith("</html>\n")
     assert not list((tmp_path / "out").glob(".*.tmp")) and not list((tmp_path / "out").glob("run-*/.*.tmp"))
+
+
+def test_the_built_guest_image_keeps_its_private_keys_private() -> None:
+    """images/build.sh writes the initramfs (which carries the guest's host key) and ssh/ under umask 077."""
+    from harness.image import GuestImage
+    directory = REPO / "build" / "images" / "x86_64"
+    if not (directory / "manifest.json").is_file():
+        pytest.skip(f"no guest image in {directory}: `make image` has not run")
+    image = GuestImage.load(directory)          # raises ImageInsecure on a group/world-readable secret
+    assert (directory / "ssh").stat().st_mode & 0o077 == 0
+    assert image.initrd.stat().st_mode & 0o077 == 0
