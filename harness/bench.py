@@ -12,7 +12,9 @@ Measures, on the guest image and QEMU the suite uses:
   workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
   suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
 Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
-measurement could not run at all (or, with --strict, a target was missed).
+measurement could not run at all: 2 (or, with --strict, 1 when a target was missed); 4 when bench could not start
+(a bad --qemu-binary/--arch/--image-dir, or OUT's directory holds a `bench` it did not make: only a directory
+carrying its marker file is ever deleted).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -37,13 +38,13 @@ from typing import Any, Callable
 
 from qemu.qmp import EventListener, QMPClient
 
-from . import oracles, workloads
+from . import oracles, workdirs, workloads
 from .accel import choose_accel
-from .arch import arch_spec, host_arch
-from .image import GuestImage
-from .machine import Machine, free_tcp_port
+from .arch import ARCHES, arch_spec, host_arch
+from .image import GuestImage, ImageMissing
+from .machine import Machine, _die_with_parent, free_tcp_port
 from .migration import Migration, MigrationConfig
-from .qemu import QemuBinary
+from .qemu import QemuBinary, QemuNotFound
 from .report import Artefacts
 from .testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from .workloads import Dirty
@@ -64,6 +65,15 @@ HOT_SET_MIB = 64                  # re-dirtied flat out during the sampler-cost 
 SAMPLER_BANDWIDTH = 32 * MiB      # ≪ the guest's dirty rate: the migration stays active and dirty-logging
 SAMPLER_WINDOW_S = 8.0
 SAMPLER_SETTLE_S = 1.0            # after `migrate`, before the window: setup and the first bitmap sync done
+
+
+# Written into the scratch directory bench makes: only a directory carrying it is ever deleted by a later bench.
+SCRATCH_MARKER = ".qmh-bench-scratch"
+COULD_NOT_RUN = 4
+
+
+class BenchUnusable(RuntimeError):
+    """A bad input: bench stops with this one line and exit 4 before measuring anything."""
 
 
 def log(message: str) -> None:
@@ -192,16 +202,19 @@ async def _bare_migrate(source_socket: Path, destination_socket: Path, uri: str,
 def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
     """The same boot + migration with nothing but subprocess, a console poll, ssh and qemu.qmp."""
     directory.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="qmh-bare-"))
+    # A private dir with an owner record: a concurrent run's reap_stale() leaves it alone while this one lives.
+    workdir = workdirs.private_dir("bare")
     processes: list[subprocess.Popen[bytes]] = []
     try:
         t0 = time.monotonic()
         port = free_tcp_port()
         source_socket, destination_socket = workdir / "source.qmp", workdir / "destination.qmp"
         console = directory / "source.console.log"
+        # The bare arm bypasses Machine, but its QEMUs must die with bench as Machine's do (even on SIGKILL).
         processes.append(subprocess.Popen(bare_argv(env, source_socket, console, port, incoming=False),
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, start_new_session=True))
+                                          stderr=subprocess.DEVNULL, start_new_session=True,
+                                          preexec_fn=_die_with_parent))
         marker = env.image.ready_marker
         _wait_for(lambda: console.exists() and marker in console.read_text(errors="replace"), 60, "ready marker")
         _bare_ssh(env, workdir, port, 30)
@@ -210,7 +223,7 @@ def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
             bare_argv(env, destination_socket, directory / "destination.console.log", free_tcp_port(),
                       incoming=True),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True))
+            start_new_session=True, preexec_fn=_die_with_parent))
         _wait_for(lambda: source_socket.exists() and destination_socket.exists(), 30, "QMP sockets")
         asyncio.run(_bare_migrate(source_socket, destination_socket, f"unix:{workdir / 'migration.sock'}", 120))
         t_migrated = time.monotonic()
@@ -411,10 +424,34 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join([rule, *lines, rule])
 
 
+def fresh_scratch(path: Path) -> Path:
+    """An empty scratch directory at `path`. Deletes only what an earlier bench made (it carries SCRATCH_MARKER);
+    a file, a symlink or a non-empty directory bench did not make is refused, never deleted."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BenchUnusable(f"{path} exists and is not a directory bench made: move it, or pass another --out")
+    if path.is_dir():
+        if (path / SCRATCH_MARKER).is_file():
+            shutil.rmtree(path)
+        elif any(path.iterdir()):
+            raise BenchUnusable(f"{path} is a non-empty directory bench did not make (no {SCRATCH_MARKER}): "
+                                f"move it, or pass another --out")
+        else:
+            path.rmdir()
+    path.mkdir(parents=True)
+    (path / SCRATCH_MARKER).write_text(f"made by harness.bench (pid {os.getpid()}); deleted by the next bench\n")
+    return path
+
+
 def environment(args: argparse.Namespace, scratch: Path) -> Environment:
+    if args.arch not in ARCHES:
+        raise BenchUnusable(f"--arch {args.arch}: unsupported guest arch; known: {', '.join(sorted(ARCHES))}")
     arch = arch_spec(args.arch)
-    image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch))
-    binary = QemuBinary.locate(args.qemu_binary, arch.qemu_binary)
+    try:
+        image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch))
+        binary = QemuBinary.locate(args.qemu_binary, arch.qemu_binary)
+        binary.identify(arch.name)
+    except (ImageMissing, QemuNotFound) as exc:
+        raise BenchUnusable(str(exc)) from None
     accel = choose_accel(args.accel, binary, image, scratch / "accel-probe", cache_dir=REPO / "build" / "cache")
     return Environment(binary, binary, image, arch, accel)
 
@@ -436,13 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = out.parent / "bench"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    reaped = workdirs.reap_stale()
+    if reaped:
+        log(f"reaped {len(reaped)} temp dir(s) left by dead runs: {' '.join(map(str, reaped))}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = fresh_scratch(out.parent / "bench")
+        env = environment(args, scratch)
+    except (BenchUnusable, OSError) as exc:
+        print(f"bench: could not run: {exc}", file=sys.stderr, flush=True)
+        return COULD_NOT_RUN
     parts = set(args.only or ["boot", "overhead", "workload", "sampler"])
     t0 = time.monotonic()
-    env = environment(args, scratch)
     results: dict[str, Any] = {"qemu": str(env.source_binary), "accel": env.accel.describe(), "arch": env.arch.name,
                                "image": env.image.inputs_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "errors": {}}

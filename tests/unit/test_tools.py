@@ -1,0 +1,152 @@
+"""bench and flake: bench never deletes a directory it did not make and its bare QEMUs die with it; flake's
+aggregation counts only runs that happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness import bench, flake, machine
+from harness.flake import RunRecord, aggregate
+from harness.validate import Case
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- bench -------------------------------------------------------------------------------------------------------
+def test_bench_refuses_to_delete_a_directory_it_did_not_make(tmp_path: Path, capsys) -> None:
+    precious = tmp_path / "bench" / "thesis.tex"
+    precious.parent.mkdir()
+    precious.write_text("years of work")
+    code = bench.main(["--out", str(tmp_path / "out.json"), "--image-dir", str(tmp_path / "no-image")])
+    assert code == bench.COULD_NOT_RUN
+    assert precious.read_text() == "years of work"
+    assert "is a non-empty directory bench did not make" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_file_or_symlink_named_bench(tmp_path: Path) -> None:
+    (tmp_path / "bench").write_text("not a dir")
+    with pytest.raises(bench.BenchUnusable):
+        bench.fresh_scratch(tmp_path / "bench")
+    (tmp_path / "bench").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "bench").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(bench.BenchUnusable):
+        bench.fresh_scratch(tmp_path / "bench")
+
+
+def test_bench_replaces_its_own_scratch_and_an_empty_dir(tmp_path: Path) -> None:
+    scratch = bench.fresh_scratch(tmp_path / "bench")
+    (scratch / "trial").mkdir()
+    again = bench.fresh_scratch(tmp_path / "bench")
+    assert not (again / "trial").exists() and (again / bench.SCRATCH_MARKER).is_file()
+    empty = tmp_path / "empty" / "bench"
+    empty.mkdir(parents=True)
+    assert (bench.fresh_scratch(empty) / bench.SCRATCH_MARKER).is_file()
+
+
+def test_bench_stops_with_one_line_on_a_bad_binary(tmp_path: Path, capsys) -> None:
+    code = bench.main(["--out", str(tmp_path / "out.json"), "--qemu-binary", "/bin/true"])
+    assert code == bench.COULD_NOT_RUN
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bench: could not run: ") and "Traceback" not in "".join(err)
+
+
+def test_bench_bare_qemus_die_with_the_harness(tmp_path: Path, monkeypatch) -> None:
+    """The bare arm starts QEMU itself: it must ask for the parent-death signal exactly as Machine does."""
+    seen: dict = {}
+
+    def popen(argv, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before anything runs")
+
+    monkeypatch.setattr(bench.subprocess, "Popen", popen)
+    image = SimpleNamespace(kernel="k", initrd="i", cmdline="", ready_marker="M")
+    env = SimpleNamespace(arch=SimpleNamespace(machine="q35", cpu_tcg="max", cpu_kvm="host", console_args=(),
+                                               nic="virtio-net-pci", nic_options=""),
+                          accel=SimpleNamespace(name="tcg"), image=image,
+                          source_binary=SimpleNamespace(base_args=lambda: ["qemu"]))
+    with pytest.raises(RuntimeError, match="stop before"):
+        bench.bare_trial(env, tmp_path / "bare")
+    assert seen["preexec_fn"] is machine._die_with_parent
+
+
+# -- flake -------------------------------------------------------------------------------------------------------
+def test_flake_aggregates_passes_failures_and_distinct_reasons() -> None:
+    records = [
+        RunRecord(1, 0, None, {"t::a": ("passed", ""), "t::b": ("passed", "")}),
+        RunRecord(2, 1, None, {"t::a": ("failed", "downtime: 400 ms > 300 ms"), "t::b": ("skipped", "")}),
+        RunRecord(3, 1, None, {"t::a": ("failed", "downtime: 400 ms > 300 ms"), "t::b": ("passed", "")}),
+        RunRecord(4, 1, None, {"t::a": ("error", "TimeoutError: no SSH"), "t::b": ("passed", "")}),
+        RunRecord(5, 3, "pytest exited 3 (internal error)", {"t::a": ("failed", "INTERNALERROR")}),
+    ]
+    tallies = aggregate(records)
+    a, b = tallies["t::a"], tallies["t::b"]
+    assert (a.passed, a.failed, a.judged) == (1, 3, 4)          # run 5 counts for nothing
+    assert a.reasons == {"downtime: 400 ms > 300 ms": 2, "error: TimeoutError: no SSH": 1}
+    assert (b.passed, b.skipped, b.failed) == (3, 1, 0)
+    text = flake.table(tallies, records)
+    assert "2× downtime: 400 ms > 300 ms" in text
+    assert "run 5: could not run: pytest exited 3 (internal error) (not counted)" in text
+
+
+def test_flake_reasons_prefer_failing_verdicts_over_the_crash_line(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps({"tests": [
+        {"nodeid": "t::a", "outcome": "failed", "message": "AssertionError: x",
+         "verdicts": [{"name": "completed", "passed": True, "why": "ok"},
+                      {"name": "downtime", "passed": False, "why": "412 ms > 300 ms\nmore"}]},
+        {"nodeid": "t::b", "outcome": "error", "message": "TimeoutError: guest\ntraceback", "verdicts": []}]}))
+    reasons = flake.failure_reasons(tmp_path)
+    assert reasons == {"t::a": "downtime: 412 ms > 300 ms", "t::b": "TimeoutError: guest"}
+    record = flake.record_run(1, 1, {"t::a": Case("failed", "assert 0"), "t::c": Case("failed", "boom\nx"),
+                                     "t::d": Case("passed")}, None, reasons)
+    assert record.tests == {"t::a": ("failed", "downtime: 412 ms > 300 ms"), "t::c": ("failed", "boom"),
+                            "t::d": ("passed", "")}
+
+
+DUMMY = '''
+import os
+from pathlib import Path
+
+def test_stable(artefacts):
+    pass
+
+def test_flaky(artefacts):
+    counter = Path(os.environ["FLAKE_COUNTER"])
+    n = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(n + 1))
+    assert n % 2 == 1, f"odd run {n + 1}"
+'''
+
+
+def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
+    (tmp_path / "test_dummy.py").write_text(DUMMY)
+    env = {**os.environ, "FLAKE_COUNTER": str(tmp_path / "counter"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "harness.flake", "--runs", "3", "--artefacts",
+                           str(tmp_path / "art" / "flake"), "--", str(tmp_path / "test_dummy.py")],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "art" / "flake.json").read_text())
+    flaky = next(v for k, v in data["tests"].items() if k.endswith("test_flaky"))
+    stable = next(v for k, v in data["tests"].items() if k.endswith("test_stable"))
+    assert (flaky["passed"], flaky["failed"], stable["passed"]) == (1, 2, 3)
+    assert sum(flaky["reasons"].values()) == 2 and all("odd run" in r for r in flaky["reasons"])
+    assert len(list((tmp_path / "art" / "flake").glob("run-*"))) == 3
+
+
+def test_flake_stops_and_counts_nothing_when_pytest_cannot_run(tmp_path: Path) -> None:
+    (tmp_path / "test_dummy.py").write_text(DUMMY)
+    proc = subprocess.run([sys.executable, "-m", "harness.flake", "--runs", "5", "--artefacts",
+                           str(tmp_path / "art" / "flake"), "--", str(tmp_path / "test_dummy.py"), "--bogus"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "art" / "flake.json").read_text())
+    assert len(data["runs"]) == 1 and data["runs"][0]["could_not_run"].startswith("pytest exited 4")
+    assert data["tests"] == {}
