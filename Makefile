@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
 
-.PHONY: all setup image workloads test check unit bench validate qemu-variants bisect-demo clean distclean
+.PHONY: all setup image workloads test check unit bench validate flake qemu-variants bisect-demo clean distclean
 
 all: check
 
@@ -45,6 +45,15 @@ bench: setup image
 VALIDATE_ARGS ?=
 validate: setup image
 	$(PY) -m harness.validate $(VALIDATE_ARGS)
+
+# Flakiness: run TESTS N times (separate pytest runs, artefacts/flake/run-K each) and print per test how often it
+# passed and the distinct failure reasons with counts (also artefacts/flake.json). A run pytest could not run is
+# reported as such and counts for nothing. make flake N=20 TESTS='tests/behaviour/test_basics.py -k multifd'
+N     ?= 20
+TESTS ?=
+flake: setup image
+	@test -n "$(TESTS)" || { echo "make flake: set TESTS='<pytest selection>' (and N=runs)" >&2; exit 2; }
+	$(PY) -m harness.flake --runs $(N) -- $(TESTS) --accel tcg $(PYTEST_ARGS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

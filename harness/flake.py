@@ -1,0 +1,192 @@
+"""`make flake N=20 TESTS=...`: run a pytest selection N times and count, per test, how often it passed and why
+it failed.
+
+    python -m harness.flake --runs 20 [--artefacts artefacts/flake] -- tests/behaviour/test_basics.py --accel tcg
+
+Each run is a separate pytest process with its own artefacts directory (ARTEFACTS/run-K/) and JUnit XML. Per test
+the table shows passed/failed/skipped counts over the runs that happened and, for failures, the first line of each
+distinct failing verdict (from the run's results.json) or crash (from the JUnit XML), with how often it was seen.
+The same goes to ARTEFACTS/flake.json.
+
+A run in which pytest could not run (exit other than 0/1, no JUnit XML, no test ran) is listed as such and counted
+neither as a pass nor as a failure of any test; a usage error or an empty selection (exit 4/5) would repeat
+identically, so the remaining runs are not started.
+
+Exit status: 0 every test passed in every run; 1 some test failed (or errored) in some run; 4 some run could not
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import workdirs
+from .validate import COULD_NOT_RUN, Case, read_run
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS, FAIL = "passed", "failed"
+# Exit codes after which another identical run cannot do better: pytest's usage error, nothing collected.
+DETERMINISTIC_EXITS = (4, 5)
+
+
+@dataclass
+class RunRecord:
+    """One pytest run: its exit code, why it does not count (or None), and each test's outcome and reason."""
+    index: int
+    exit_code: int
+    could_not_run: str | None = None
+    tests: dict[str, tuple[str, str]] = field(default_factory=dict)   # test id → (outcome, first-line reason)
+    seconds: float = 0.0
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    xfailed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def judged(self) -> int:
+        return self.passed + self.failed + self.skipped + self.xfailed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped, "xfailed": self.xfailed,
+                "runs": self.judged, "reasons": dict(self.reasons.most_common())}
+
+
+def first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def aggregate(records: list[RunRecord]) -> dict[str, Tally]:
+    """Per test over the runs that happened: outcome counts and the distinct failure reasons with counts."""
+    tallies: dict[str, Tally] = {}
+    for record in records:
+        if record.could_not_run:
+            continue   # neither a pass nor a failure of anything
+        for test, (outcome, reason) in record.tests.items():
+            tally = tallies.setdefault(test, Tally())
+            if outcome == "passed":
+                tally.passed += 1
+            elif outcome in ("failed", "error"):
+                tally.failed += 1
+                tally.reasons[f"{'error: ' if outcome == 'error' else ''}{reason or outcome}"] += 1
+            elif outcome == "xfailed":
+                tally.xfailed += 1
+            else:
+                tally.skipped += 1
+    return dict(sorted(tallies.items()))
+
+
+def failure_reasons(run_root: Path | None) -> dict[str, str]:
+    """test id → first line of its failing verdicts (or its crash) from the plugin's results.json, if any."""
+    if run_root is None or not (run_root / "results.json").is_file():
+        return {}
+    try:
+        tests = json.loads((run_root / "results.json").read_text()).get("tests", [])
+    except (OSError, ValueError):
+        return {}
+    reasons = {}
+    for test in tests:
+        failing = [v for v in test.get("verdicts") or [] if not v.get("passed")]
+        if failing:
+            reasons[test["nodeid"]] = "; ".join(first_line(f"{v.get('name')}: {v.get('why')}") for v in failing)
+        elif test.get("message"):
+            reasons[test["nodeid"]] = first_line(str(test["message"]))
+    return reasons
+
+
+def record_run(index: int, exit_code: int, cases: dict[str, Case], why: str | None,
+               reasons: dict[str, str], seconds: float = 0.0) -> RunRecord:
+    tests = {}
+    for test, case in cases.items():
+        reason = (reasons.get(test) or first_line(case.message)) if case.outcome in ("failed", "error") else ""
+        tests[test] = (case.outcome, reason)
+    return RunRecord(index, exit_code, why, tests, seconds)
+
+
+def run_once(index: int, directory: Path, pytest_args: list[str]) -> RunRecord:
+    if directory.exists():
+        shutil.rmtree(directory)        # our own ARTEFACTS/run-K from an earlier flake run
+    directory.mkdir(parents=True)
+    junit = directory / "junit.xml"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--artefacts",
+                           str(directory), f"--junitxml={junit}", *pytest_args], cwd=ROOT)
+    cases, why = read_run(proc.returncode, junit)
+    latest = directory / "latest"
+    return record_run(index, proc.returncode, cases, why, failure_reasons(latest if latest.is_dir() else None),
+                      time.monotonic() - started)
+
+
+def table(tallies: dict[str, Tally], records: list[RunRecord]) -> str:
+    ran = [r for r in records if not r.could_not_run]
+    width = max([len(t) for t in tallies] + [4])
+    lines = [f"{'test':<{width}}  passed  failed  skipped  (of {len(ran)} run(s) that happened)"]
+    for test, tally in tallies.items():
+        skipped = tally.skipped + tally.xfailed
+        lines.append(f"{test:<{width}}  {tally.passed:>3}/{tally.judged:<3} {tally.failed:>5}  {skipped:>7}")
+        for reason, count in tally.reasons.most_common():
+            lines.append(f"{'':<{width}}    {count}× {reason}")
+    for record in records:
+        if record.could_not_run:
+            lines.append(f"run {record.index}: could not run: {record.could_not_run} (not counted)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--runs", "-N", type=int, default=20, help="how many pytest runs (default 20)")
+    parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "flake",
+                        help="run-K/ per run, flake.json (default artefacts/flake)")
+    parser.add_argument("--json", type=Path, default=None, help="default: ARTEFACTS/../flake.json")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the selection and pytest options")
+    options = parser.parse_args(argv)
+    pytest_args = [a for a in options.pytest_args if a != "--"]
+    if options.runs < 1 or not pytest_args:
+        parser.error("need --runs ≥ 1 and a test selection after --")
+    reaped = workdirs.reap_stale()
+    if reaped:
+        print(f"[flake] reaped {len(reaped)} temp dir(s) left by dead runs: {' '.join(map(str, reaped))}")
+    records: list[RunRecord] = []
+    for index in range(1, options.runs + 1):
+        record = run_once(index, options.artefacts / f"run-{index}", pytest_args)
+        records.append(record)
+        state = f"could not run: {record.could_not_run}" if record.could_not_run else (
+            f"{sum(o == 'passed' for o, _ in record.tests.values())}/{len(record.tests)} passed")
+        print(f"[flake] run {index}/{options.runs}: {state} ({record.seconds:.0f} s)", flush=True)
+        if record.could_not_run and record.exit_code in DETERMINISTIC_EXITS:
+            print(f"[flake] stopping: pytest exit {record.exit_code} would repeat in every run", flush=True)
+            break
+    tallies = aggregate(records)
+    print("\n" + table(tallies, records))
+    out = options.json or options.artefacts.parent / "flake.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "runs_requested": options.runs, "pytest_args": pytest_args,
+        "runs": [{"index": r.index, "exit": r.exit_code, "could_not_run": r.could_not_run,
+                  "seconds": round(r.seconds, 1),
+                  "tests": {t: {"outcome": o, "reason": why} for t, (o, why) in r.tests.items()}} for r in records],
+        "tests": {t: tally.to_json() for t, tally in tallies.items()},
+    }, indent=1) + "\n")
+    print(f"[flake] JSON in {out}")
+    if any(r.could_not_run for r in records):
+        return COULD_NOT_RUN
+    return 1 if any(t.failed for t in tallies.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
