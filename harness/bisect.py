@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .validate import Case, read_run
+from .validate import Case, read_run, run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
@@ -111,11 +111,11 @@ def run_once(build_dir: Path, tests: list[str], artefacts: Path,
     junit = artefacts / "junit.xml"
     junit.unlink(missing_ok=True)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(build_dir),
-                           "--artefacts", str(artefacts), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
-                           *pytest_args], cwd=ROOT)
-    cases, why = read_run(proc.returncode, junit)
-    outcome = "broken" if why else classify(cases, proc.returncode)
+    code, error_line = run_pytest([sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(build_dir),
+                                   "--artefacts", str(artefacts), f"--junitxml={junit}", "-p", "no:cacheprovider",
+                                   "-q", *pytest_args])
+    cases, why = read_run(code, junit, error_line)
+    outcome = "broken" if why else classify(cases, code)
     if outcome == "broken" and not why:
         why = "; ".join(sorted({f"{t.split('::')[-1]} skipped: {c.message}" for t, c in cases.items()
                                 if _host_skip(c)}))[:300]

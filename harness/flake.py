@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workdirs
-from .validate import COULD_NOT_RUN, Case, read_run
+from .validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS, FAIL = "passed", "failed"
@@ -123,11 +122,11 @@ def run_once(index: int, directory: Path, pytest_args: list[str]) -> RunRecord:
     directory.mkdir(parents=True)
     junit = directory / "junit.xml"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--artefacts",
-                           str(directory), f"--junitxml={junit}", *pytest_args], cwd=ROOT)
-    cases, why = read_run(proc.returncode, junit)
+    code, error_line = run_pytest([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--artefacts",
+                                   str(directory), f"--junitxml={junit}", *pytest_args])
+    cases, why = read_run(code, junit, error_line)
     latest = directory / "latest"
-    return record_run(index, proc.returncode, cases, why, failure_reasons(latest if latest.is_dir() else None),
+    return record_run(index, code, cases, why, failure_reasons(latest if latest.is_dir() else None),
                       time.monotonic() - started)
 
 

@@ -188,6 +188,7 @@ def _binary(option: str, spec: str | None, arch: ArchSpec) -> QemuBinary:
 def resolve_session(config: pytest.Config, probe_features: bool = False) -> SessionSetup:
     """Arch, both binaries and the image, each checked; SessionUnusable (one line) on the first problem."""
     arch = _arch(config)
+    _check_accel(config)
     default = config.getoption("--qemu-binary")
     src, dst = config.getoption("--qemu-src"), config.getoption("--qemu-dst")
     source = _binary("--qemu-src" if src else "--qemu-binary", src or default, arch)
@@ -210,6 +211,12 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
     if image.arch != arch.name:
         raise SessionUnusable(f"harness: guest image {directory} is for {image.arch}, not {arch.name} (--arch)")
     return SessionSetup(arch, Binaries(source, destination), image)
+
+
+def _check_accel(config: pytest.Config) -> None:
+    # --accel kvm is taken as asked (no probe boot): without /dev/kvm every boot would fail, test by test.
+    if config.getoption("--accel") == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise SessionUnusable("harness: --accel kvm: /dev/kvm is missing or not accessible (use --accel auto or tcg)")
 
 
 def _check_artefacts_dir(config: pytest.Config) -> None:

@@ -157,13 +157,24 @@ def could_not_run(pytest_exit: int, junit: Path, cases: dict[str, Case] | None) 
     return None
 
 
-def read_run(pytest_exit: int, junit: Path) -> tuple[dict[str, Case], str | None]:
+def run_pytest(args: list[str]) -> tuple[int, str]:
+    """Run pytest from the harness checkout (its output streams through as usual) and return its exit status and
+    its usage-error line, if it printed one — the one line that says why a run could not happen."""
+    proc = subprocess.run(args, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr or ""
+    sys.stderr.write(stderr)
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ") or ": error: " in line]
+    return proc.returncode, errors[-1].removeprefix("ERROR: ").strip() if errors else ""
+
+
+def read_run(pytest_exit: int, junit: Path, error_line: str = "") -> tuple[dict[str, Case], str | None]:
     """(cases, why the run does not count or None) of a finished pytest run."""
     try:
         cases: dict[str, Case] | None = junit_cases(junit)
     except JUnitUnreadable:
         cases = None
-    return cases or {}, could_not_run(pytest_exit, junit, cases)
+    why = could_not_run(pytest_exit, junit, cases)
+    return cases or {}, f"{why}: {error_line}" if why and error_line else why
 
 
 def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pytest_args: list[str]) -> VariantRun:
@@ -175,9 +186,9 @@ def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pyt
             *pytest_args]
     print(f"[validate] {variant}: running {len(tests)} test(s)", flush=True)
     start = time.monotonic()
-    proc = subprocess.run(args, cwd=ROOT)
-    cases, why = read_run(proc.returncode, junit)
-    return VariantRun(variant, {t: c.outcome for t, c in cases.items()}, time.monotonic() - start, proc.returncode,
+    code, error_line = run_pytest(args)
+    cases, why = read_run(code, junit, error_line)
+    return VariantRun(variant, {t: c.outcome for t, c in cases.items()}, time.monotonic() - start, code,
                       {t: c.message for t, c in cases.items() if c.message}, why)
 
 

@@ -41,11 +41,11 @@ def fake_subprocess(behaviour: Any) -> SimpleNamespace:
         if "pytest" not in args:
             return subprocess.CompletedProcess(args, 0, stdout="abc1234\n", stderr="")
         junit_path = Path(next(a for a in args if a.startswith("--junitxml=")).split("=", 1)[1])
-        code, write = behaviour(args, junit_path)
+        code, write, *stderr = behaviour(args, junit_path)
         if write is not None:
             write(junit_path)
-        return subprocess.CompletedProcess(args, code)
-    return SimpleNamespace(run=run, CompletedProcess=subprocess.CompletedProcess)
+        return subprocess.CompletedProcess(args, code, stderr="".join(stderr))
+    return SimpleNamespace(run=run, CompletedProcess=subprocess.CompletedProcess, PIPE=subprocess.PIPE)
 
 
 @pytest.fixture
@@ -68,11 +68,13 @@ def test_validate_ignores_a_stale_junit_and_stops_when_pytest_could_not_run(tmp_
     # What an earlier, successful validation left behind.
     junit(art / "pristine.junit.xml", test_a=PASSED)
     junit(art / "X.junit.xml", test_a=FAILED)
-    monkeypatch.setattr(validate, "subprocess", fake_subprocess(lambda args, path: (4, None)))
+    line = "ERROR: harness: --qemu-binary: /v/pristine/qemu-system-x86_64: no such file or directory\n"
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(lambda args, path: (4, None, line)))
     assert run_validate(tmp_path, regressions) == validate.COULD_NOT_RUN
     out = capsys.readouterr().out
     assert "every patch caught" not in out
-    assert "could not run pristine: pytest exited 4 (usage error" in out
+    assert ("could not run pristine: pytest exited 4 (usage error (bad option or input)): harness: --qemu-binary: "
+            "/v/pristine/qemu-system-x86_64: no such file or directory; nothing judged") in out
 
 
 @pytest.mark.parametrize("code, cases, why", [
@@ -145,7 +147,9 @@ def test_bisect_never_skips_a_commit_for_a_host_reason() -> None:
 
 
 def bisect_main(tmp_path: Path, monkeypatch, behaviour: Any) -> int:
-    monkeypatch.setattr(bisect, "subprocess", fake_subprocess(behaviour))
+    fake = fake_subprocess(behaviour)
+    monkeypatch.setattr(bisect, "subprocess", fake)
+    monkeypatch.setattr(validate, "subprocess", fake)    # bisect runs pytest through validate.run_pytest
     monkeypatch.setattr(bisect, "build", lambda source, build_dir: 0)
     return bisect.main(["--build-dir", str(tmp_path / "b"), "--artefacts", str(tmp_path / "art"),
                         "--source", str(tmp_path), TEST])
