@@ -94,28 +94,23 @@ def test_validate_counts_no_run_that_did_not_happen(tmp_path, regressions, monke
     assert "caught" not in out and "pristine passes" not in out
 
 
-def test_a_pristine_skip_proves_nothing_and_fails_the_validation(tmp_path, regressions, monkeypatch,
-                                                                 capsys) -> None:
+@pytest.mark.parametrize("pristine, code, line", [
+    (SKIPPED_HOST, 1, "[validate] pristine skipped: tests/x.py::test_a (postcopy needs userfaultfd) — proves nothing "
+                      "for X"),
+    (XFAILED, 1, "[validate] pristine xfailed: tests/x.py::test_a (QEMU without the feature) — proves nothing for X"),
+    (PASSED, 0, "[validate] every patch caught, pristine passes"),
+], ids=["pristine-skip", "pristine-xfail", "pristine-pass"])
+def test_a_variant_failure_counts_only_against_a_pristine_pass(tmp_path, regressions, monkeypatch, capsys,
+                                                               pristine, code, line) -> None:
     def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
         if "pristine" in path.name:
-            return 0, lambda p: junit(p, test_a=SKIPPED_HOST)
+            return 0, lambda p: junit(p, test_a=pristine)
         return 1, lambda p: junit(p, test_a=FAILED)
     monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
-    assert run_validate(tmp_path, regressions) == 1
+    assert run_validate(tmp_path, regressions) == code
     out = capsys.readouterr().out
-    assert "pristine skipped: tests/x.py::test_a (postcopy needs userfaultfd) — proves nothing for X" in out
-    assert "MISSED" in out and "every patch caught" not in out
-
-
-def test_validate_passes_only_when_pristine_passes_and_the_variant_fails(tmp_path, regressions, monkeypatch,
-                                                                        capsys) -> None:
-    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
-        if "pristine" in path.name:
-            return 0, lambda p: junit(p, test_a=PASSED)
-        return 1, lambda p: junit(p, test_a=FAILED)
-    monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
-    assert run_validate(tmp_path, regressions) == 0
-    assert "every patch caught, pristine passes" in capsys.readouterr().out
+    assert line in out
+    assert ("MISSED" in out) == (code == 1)
 
 
 def test_junit_tells_xfail_and_setup_errors_apart_from_skips_and_passes(tmp_path) -> None:
