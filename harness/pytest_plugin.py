@@ -453,10 +453,24 @@ def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[
     yield record
     reports = request.node.stash.get(REPORTS_KEY, {})
     failed = [r for r in reports.values() if r.failed]
-    # No call report: the test was interrupted (or its setup failed); its plots must not say "passed".
-    outcome = "FAILED" if failed else "passed" if "call" in reports else "INTERRUPTED"
+    outcome = _plot_outcome(reports, failed)
     record.finalize(outcome, failure=_crash_message(failed[0]) if failed else
-                    None if "call" in reports else "interrupted before the test body finished")
+                    "interrupted before the test body finished" if outcome == "INTERRUPTED" else None)
+
+
+def _plot_outcome(reports: dict[str, pytest.TestReport], failed: list[pytest.TestReport]) -> str:
+    """What the plots' titles say. Only a call that ran and passed is "passed": an xfail, a skip or a call that
+    never reported (Ctrl-C, SIGTERM) must not be drawn as a pass."""
+    setup, call = reports.get("setup"), reports.get("call")
+    if failed:
+        return "FAILED"
+    if setup is not None and setup.skipped:
+        return "SKIPPED"
+    if call is None:
+        return "INTERRUPTED"
+    if hasattr(call, "wasxfail"):
+        return "XFAILED" if call.skipped else "XPASSED"
+    return "SKIPPED" if call.skipped else "passed"
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from harness.pytest_plugin import make_run_dir
+from harness.pytest_plugin import _plot_outcome, make_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +121,23 @@ def test_the_built_guest_image_keeps_its_private_keys_private() -> None:
     image = GuestImage.load(directory)          # raises ImageInsecure on a group/world-readable secret
     assert (directory / "ssh").stat().st_mode & 0o077 == 0
     assert image.initrd.stat().st_mode & 0o077 == 0
+
+
+def _report(outcome: str, **extra: str) -> SimpleNamespace:
+    return SimpleNamespace(passed=outcome == "passed", failed=outcome == "failed", skipped=outcome == "skipped",
+                           **extra)
+
+
+@pytest.mark.parametrize("reports, title", [
+    ({"setup": "passed", "call": "passed"}, "passed"),
+    ({"setup": "passed", "call": "failed"}, "FAILED"),
+    ({"setup": "passed"}, "INTERRUPTED"),                          # Ctrl-C/SIGTERM: the call never reported
+    ({"setup": "skipped"}, "SKIPPED"),
+    ({"setup": "passed", "call": "skipped"}, "SKIPPED"),           # pytest.skip() in the body
+    ({"setup": "passed", "call": ("skipped", "xfail")}, "XFAILED"),
+    ({"setup": "passed", "call": ("passed", "xfail")}, "XPASSED"),
+])
+def test_plots_say_passed_only_for_a_call_that_passed(reports: dict, title: str) -> None:
+    made = {when: _report(o[0], wasxfail=o[1]) if isinstance(o, tuple) else _report(o)
+            for when, o in reports.items()}
+    assert _plot_outcome(made, [r for r in made.values() if r.failed]) == title
