@@ -275,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     regressions = load_regressions(options.regressions)
     if options.only:
         regressions = [r for r in regressions if any(o in r.patch.name for o in options.only)]
+    if not any(r.tests for r in regressions):
+        # Without a test id pytest would run its whole default selection: nothing here could judge a patch.
+        print(f"[validate] could not run: no patch {'matching --only ' if options.only else ''}names a test "
+              f"(Tests: header) in {options.regressions}; nothing judged", flush=True)
+        return COULD_NOT_RUN
     if not options.no_build:
         build_variants(regressions, options.variants)
     options.artefacts.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,15 @@ def test_a_variant_failure_counts_only_against_a_pristine_pass(tmp_path, regress
     assert ("MISSED" in out) == (code == 1)
 
 
+def test_validate_refuses_a_selection_without_tests(tmp_path, regressions, monkeypatch, capsys) -> None:
+    """With no test id, pytest would run the whole default selection against pristine: refuse instead."""
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(lambda args, path: pytest.fail("pytest ran")))
+    code = validate.main(["--regressions", str(regressions), "--only", "nothing-matches", "--no-build",
+                          "--artefacts", str(tmp_path / "art")])
+    assert code == validate.COULD_NOT_RUN
+    assert "no patch matching --only names a test" in capsys.readouterr().out
+
+
 def test_junit_tells_xfail_and_setup_errors_apart_from_skips_and_passes(tmp_path) -> None:
     cases = junit_cases(junit(tmp_path / "j.xml", a=PASSED, b=SKIPPED_LACKS, c=XFAILED, d=SETUP_ERROR, e=FAILED))
     assert {k.split("::")[1]: c.outcome for k, c in cases.items()} == {
