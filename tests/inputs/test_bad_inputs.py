@@ -105,3 +105,18 @@ def test_readme_table_lists_every_row() -> None:
     table = readme.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
     for _, args, line in ROWS:
         assert f"| `{args}` | `` {line} `` |" in table, args
+
+
+def test_a_run_that_selects_no_harness_test_checks_nothing(tmp_path: Path) -> None:
+    """Unit tests alone need no QEMU and no image: the session check only covers what the selected tests use."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/unit/test_harness_pure.py", "-p", "no:cacheprovider",
+                           "-q", "--qemu-binary", "/nonexistent", "--arch", "sparc", "--image-dir", "/nonexistent",
+                           "--artefacts", "/etc/passwd/x"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_deselecting_every_harness_test_checks_nothing() -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/behaviour/test_basics.py", "-p", "no:cacheprovider",
+                           "-q", "-k", "no_such_test", "--qemu-binary", "/nonexistent"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 5, proc.stdout + proc.stderr        # pytest's "no tests ran", not a usage error
