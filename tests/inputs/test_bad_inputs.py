@@ -60,6 +60,14 @@ ROWS = [
 ]
 
 
+def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("QEMU_BINARY", "HARNESS_ARCH", "HARNESS_ARTEFACTS")}
+    # The session reaps stale qmh-* temp dirs at start: a temp root of its own keeps it off other runs' dirs.
+    env["TMPDIR"] = str(tmp_path)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
 @pytest.fixture
 def places(tmp_path: Path) -> dict[str, str]:
     empty = tmp_path / "empty"
@@ -84,11 +92,9 @@ def test_bad_input_stops_the_session_with_one_line(args: str, line: str, places:
     if "{qemu}" in args and not QEMU:
         pytest.skip("no qemu-system-x86_64 installed to be the wrong-arch binary")
     argv = args.format(**places).split()
-    env = {k: v for k, v in os.environ.items() if k not in ("QEMU_BINARY", "HARNESS_ARCH", "HARNESS_ARTEFACTS")}
     if not any(a.startswith("--artefacts") for a in argv):
         argv += ["--artefacts", str(tmp_path / "artefacts")]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/behaviour/test_basics.py", "-p", "no:cacheprovider",
-                           *argv], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    proc = pytest_run(tmp_path, "tests/behaviour/test_basics.py", *argv)
     output = proc.stdout + proc.stderr
     assert proc.returncode == USAGE_ERROR, output
     expected = line.format(**places)
@@ -109,14 +115,12 @@ def test_readme_table_lists_every_row() -> None:
 
 def test_a_run_that_selects_no_harness_test_checks_nothing(tmp_path: Path) -> None:
     """Unit tests alone need no QEMU and no image: the session check only covers what the selected tests use."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/unit/test_harness_pure.py", "-p", "no:cacheprovider",
-                           "-q", "--qemu-binary", "/nonexistent", "--arch", "sparc", "--image-dir", "/nonexistent",
-                           "--artefacts", "/etc/passwd/x"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = pytest_run(tmp_path, "tests/unit/test_harness_pure.py", "-q", "--qemu-binary", "/nonexistent", "--arch",
+                      "sparc", "--image-dir", "/nonexistent", "--artefacts", "/etc/passwd/x")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_deselecting_every_harness_test_checks_nothing() -> None:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/behaviour/test_basics.py", "-p", "no:cacheprovider",
-                           "-q", "-k", "no_such_test", "--qemu-binary", "/nonexistent"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_deselecting_every_harness_test_checks_nothing(tmp_path: Path) -> None:
+    proc = pytest_run(tmp_path, "tests/behaviour/test_basics.py", "-q", "-k", "no_such_test", "--qemu-binary",
+                      "/nonexistent")
     assert proc.returncode == 5, proc.stdout + proc.stderr        # pytest's "no tests ran", not a usage error

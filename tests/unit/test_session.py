@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -19,6 +20,15 @@ import pytest
 from harness.pytest_plugin import _plot_outcome, make_run_dir
 
 REPO = Path(__file__).resolve().parents[2]
+
+@pytest.fixture(autouse=True)
+def private_tmpdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions started here reap stale /tmp/qmh-* dirs at start; give them their own temp root so they never
+    touch the directories of other runs on this host (some harness versions write no owner record)."""
+    root = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("TMPDIR", str(root))
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+
 
 DUMMY = '''
 import os, time

@@ -16,6 +16,9 @@ from harness import bench, flake, machine
 from harness.flake import RunRecord, aggregate
 from harness.validate import Case
 
+# Every session started here reaps stale qmh-* dirs: keep them in a temp root of their own.
+from test_session import private_tmpdir  # noqa: E402,F401  (autouse fixture)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

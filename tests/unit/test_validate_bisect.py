@@ -15,6 +15,9 @@ import pytest
 from harness import bisect, validate
 from harness.validate import Case, junit_cases
 
+# Every session started here reaps stale qmh-* dirs: keep them in a temp root of their own.
+from test_session import private_tmpdir  # noqa: E402,F401  (autouse fixture)
+
 REPO = Path(__file__).resolve().parents[2]
 TEST = "tests/x.py::test_a"
 
