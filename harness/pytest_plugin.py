@@ -58,7 +58,6 @@ PROGRESS_FD_KEY = pytest.StashKey[int]()
 INDEX_KEY = pytest.StashKey[Path]()
 SETUP_KEY = pytest.StashKey["SessionSetup"]()
 PHASES_KEY = pytest.StashKey[dict[str, set[str]]]()     # nodeid → the phases that reported
-INTERRUPT_KEY = pytest.StashKey[str]()                  # why the session was interrupted, if it was
 
 # Fixtures through which a test boots or probes QEMU: a selected test that uses one of them (directly or through
 # testbed, guest, pair, …) makes the session resolve and check binaries, arch and image before anything runs.
