@@ -64,11 +64,17 @@ git bisect start HEAD "$BASELINE"
 STEP=("$PY" -m harness.bisect --source "$DEMO/qemu" --build-dir "$DEMO/build" --repeats "$REPEATS"
       --artefacts "$DEMO/artefacts" --log "$DEMO/steps.jsonl" "${TESTS[@]}")
 # shellcheck disable=SC2086
-git bisect run ${BISECT_STEP_WRAPPER:-} "${STEP[@]}" | tee "$DEMO/bisect-run.log"
+git bisect run ${BISECT_STEP_WRAPPER:-} "${STEP[@]}" | tee "$DEMO/bisect-run.log" && run_status=0 || run_status=$?
 FOUND=$(git rev-parse refs/bisect/bad)
 git bisect log > "$DEMO/bisect.log"
 git bisect reset >/dev/null
 seconds=$((SECONDS - started))
+# An aborted bisect (a step exited 128: the harness could not run) leaves refs/bisect/bad at some commit that was
+# never found to be the first bad one: say so instead of comparing it with the planted commit.
+if ((run_status != 0)); then
+    log "git bisect run stopped (exit $run_status) before finding a first bad commit: see $DEMO/bisect-run.log"
+    exit 1
+fi
 
 ok=false; [[ $FOUND == "$PLANTED" ]] && ok=true
 "$PY" - "$DEMO" "$PLANTED" "$FOUND" "$ok" "$seconds" "$COMMITS" "$BAD_AT" "$(basename "$PATCH")" <<'PYEOF'
