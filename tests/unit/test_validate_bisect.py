@@ -200,3 +200,16 @@ def test_an_unexpected_error_in_the_bisect_step_aborts(tmp_path, monkeypatch, ca
         raise OSError("disk full")
     assert bisect_main(tmp_path, monkeypatch, boom) == bisect.ABORT
     assert "disk full" in capsys.readouterr().out
+
+
+def test_validate_against_variants_that_are_not_there_stops_with_the_reason(tmp_path: Path) -> None:
+    """Real validate, real pytest, real plugin: no variant built (a --variants dir that is empty) is 'could not run'
+    with the session check's line, exit 4 — never 'every patch caught', never a pristine pass by skipping."""
+    proc = subprocess.run([sys.executable, "-m", "harness.validate", "--no-build", "--only", "B0",
+                           "--variants", str(tmp_path / "variants"), "--artefacts", str(tmp_path / "art")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == validate.COULD_NOT_RUN, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("[validate] could not run pristine: pytest exited 4 (usage error (bad option or input)): "
+                           "harness: --qemu-binary: "), last
+    assert last.endswith("no such file or directory; nothing judged (its output is above, exit 4)"), last
