@@ -14,12 +14,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 PREFIX = "qmh-"
 OWNER_FILE = ".owner"
+# The owner file is written just after mkdtemp: a directory younger than this without one may be still being made.
+GRACE_S = 60.0
 
 
 def _start_time(pid: int) -> str | None:
@@ -43,12 +46,16 @@ def private_dir(what: str) -> Path:
 
 
 def owner_alive(path: Path) -> bool:
-    """The process that made `path` is still running (legacy directories without an owner file count as dead)."""
+    """The process that made `path` is still running. Without an owner record (a legacy directory, or one being
+    made right now) the directory counts as owned while it is younger than GRACE_S."""
     try:
         pid_text, start = (path / OWNER_FILE).read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
-        return False
+        try:
+            return time.time() - path.stat().st_mtime < GRACE_S
+        except OSError:
+            return False
     return _start_time(pid) == start
 
 
