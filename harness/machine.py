@@ -498,7 +498,12 @@ class Machine:
                     self.qmp.cmd("quit", timeout=min(timeout, 5.0))
                 except Exception:  # EOF after quit is expected; a dead monitor is handled below
                     pass
-                if not self._exited.wait(timeout):
+                if self.qmp.closed and self.exit_info is None:
+                    # The session was closed before (a test, a fault): quit never reached QEMU, so do not wait.
+                    log.warning("%s: QMP session already closed; killing QEMU", self.name)
+                    with self._exit_lock:
+                        self._harness_ended = "kill"
+                elif not self._exited.wait(timeout):
                     # Reported, not failed: the harness sends this SIGKILL itself (a hang on quit shows here).
                     log.warning("%s did not quit within %ss; killing it", self.name, timeout)
                     with self._exit_lock:
