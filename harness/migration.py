@@ -135,36 +135,49 @@ def summarize(info: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "(no sample)"
 
 
-def convergence_note(series: Series, window: float = 5.0, side: str = "source") -> str:
-    """Whether `side` was still converging over the last `window` seconds of samples (pure: for stall messages).
-    ram.remaining is a sawtooth (it falls during a pass, jumps at each dirty sync), so its lowest value is what
-    matters: converging means the lowest remaining of the last window is clearly (10 %) below that of the
-    window before it; otherwise QEMU is re-sending what the guest re-dirties (dirty rate ≥ bandwidth)."""
+def left_after_syncs(series: Series, side: str = "source") -> list[tuple[float, int, float]]:
+    """(t, dirty-sync-count, ram.remaining) at the first sample after each dirty sync: what each pass left."""
+    found: list[tuple[float, int, float]] = []
+    last_count = None
+    for sample in series.samples.get(side) or []:
+        count, remaining = lookup(sample["info"], "ram.dirty-sync-count"), lookup(sample["info"], "ram.remaining")
+        if count is None or remaining is None:
+            continue
+        if last_count is not None and count > last_count:
+            found.append((sample["t"], count, remaining))
+        last_count = count
+    return found
+
+
+def convergence_note(series: Series, side: str = "source") -> str:
+    """Whether `side`'s precopy was converging (pure: for stall messages). A pass over the dirty set ends with a
+    dirty sync, after which ram.remaining is what the guest re-dirtied meanwhile: converging means that set
+    shrinks pass after pass; if it does not (by 10 %), the guest dirties as fast as QEMU sends. The rates in
+    query-migrate are given for the reader, not judged: dirty-pages-rate is pages per sync period, which a hot
+    set smaller than one pass caps."""
     samples = series.samples.get(side) or []
     if not samples:
         return f"{side}: no query-migrate sample at all"
     last = samples[-1]
-    status = last["info"].get("status")
-    note = f"{side} still {status!r} at t={last['t']:.1f}s"
-
-    def remaining(lo: float, hi: float) -> list[float]:
-        return [v for s in samples if lo < s["t"] <= hi and (v := lookup(s["info"], "ram.remaining")) is not None]
-
-    recent = remaining(last["t"] - window, last["t"])
-    before = remaining(last["t"] - 2 * window, last["t"] - window)
-    if recent and before:
-        trend = "converging" if min(recent) < 0.9 * min(before) else "not converging"
-        note += (f"; lowest ram.remaining {min(before) / 2**20:.1f} MiB in the {window:g}s before, "
-                 f"{min(recent) / 2**20:.1f} MiB in the last {window:g}s ({trend})")
-    elif recent:
-        note += f"; ram.remaining {recent[0] / 2**20:.1f} → {recent[-1] / 2**20:.1f} MiB (under {window:g}s sampled)"
-    syncs = lookup(last["info"], "ram.dirty-sync-count")
-    rate = lookup(last["info"], "ram.dirty-pages-rate")
-    mbps = lookup(last["info"], "ram.mbps")
-    extras = [f"dirty-sync-count {syncs}" if syncs is not None else "",
-              f"dirty-pages-rate {rate}/s" if rate is not None else "",
-              f"throughput {mbps:.1f} Mbit/s" if isinstance(mbps, (int, float)) else ""]
-    return ", ".join([note, *[e for e in extras if e]])
+    info = last["info"]
+    note = f"{side} still {info.get('status')!r} at t={last['t']:.1f}s"
+    passes = left_after_syncs(series, side)
+    if len(passes) >= 2:
+        (_, _, before), (_, count, after) = passes[-2], passes[-1]
+        verdict = "converging" if after < 0.9 * before else "not converging: the re-dirtied set did not shrink"
+        note += (f"; left after the last two dirty syncs: {before / 2**20:.1f} → {after / 2**20:.1f} MiB "
+                 f"({verdict}), dirty-sync-count {count}")
+    else:
+        note += f"; {len(passes)} dirty sync(s) after the first sample: too early to tell whether it converges"
+    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
+    mbps, remaining = lookup(info, "ram.mbps"), lookup(info, "ram.remaining")
+    if remaining is not None:
+        note += f"; remaining now {remaining / 2**20:.1f} MiB"
+    if rate is not None:
+        note += f", dirty-pages-rate {rate * page / 2**20:.1f} MiB/s"
+    if isinstance(mbps, (int, float)):
+        note += f", throughput {mbps * 1e6 / 8 / 2**20:.1f} MiB/s"
+    return note
 
 
 class Migration:

@@ -90,20 +90,31 @@ def test_channel_error_markers() -> None:
 
 
 # -- stall message --------------------------------------------------------------------------------------------
-def test_convergence_note_says_not_converging() -> None:
+def sampled(left_per_pass: list[float]) -> Series:
+    """A precopy sampled at 10 Hz, one pass per second: remaining falls to 0, then each sync leaves the set
+    re-dirtied in that pass (`left_per_pass`, MiB)."""
     series = Series(t0=0.0, hz=10.0)
-    for i in range(100):
-        series.samples["source"].append({"t": i * 0.1, "info": {
-            "status": "active", "ram": {"remaining": (40 + (i % 3)) * MiB, "dirty-sync-count": 3, "mbps": 67.1}}})
-    note = convergence_note(series)
-    assert "still 'active'" in note and "not converging" in note and "dirty-sync-count 3" in note
+    t = 0.0
+    for count, left in enumerate(left_per_pass, start=1):
+        for i in range(10):
+            series.samples["source"].append({"t": t, "info": {"status": "active", "ram": {
+                "remaining": left * MiB * (10 - i) / 10, "dirty-sync-count": count, "page-size": 4096,
+                "dirty-pages-rate": 639, "mbps": 20.97}}})
+            t += 0.1
+    return series
+
+
+def test_convergence_note_says_not_converging() -> None:
+    note = convergence_note(sampled([256, 30, 29, 30]))
+    assert "still 'active'" in note, note
+    assert "left after the last two dirty syncs: 29.0 → 30.0 MiB (not converging: the re-dirtied set did not " \
+           "shrink), dirty-sync-count 4" in note, note
+    assert "dirty-pages-rate 2.5 MiB/s, throughput 2.5 MiB/s" in note, note
 
 
 def test_convergence_note_says_converging() -> None:
-    series = Series(t0=0.0, hz=10.0)
-    for i in range(20):
-        series.samples["source"].append({"t": i * 0.1, "info": {"status": "active", "ram": {"remaining": (40 - i) * MiB}}})
-    assert "(converging)" in convergence_note(series, window=0.9)
+    assert "(converging)" in convergence_note(sampled([256, 30, 12, 4]))
+    assert "too early to tell" in convergence_note(sampled([256, 30]))
     assert "no query-migrate sample" in convergence_note(Series(t0=0.0, hz=10.0))
 
 
