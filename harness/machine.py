@@ -418,8 +418,7 @@ class Machine:
             self._exited.wait(1.0)  # the watcher records it within moments
         if self.exit_info is None:
             return None
-        if self.unexpected_exit():
-            self.exit_reported = True
+        # Not marked exit_reported: the caller may swallow this (cleanup does), so teardown still judges the exit.
         return self.exit_error(when="(noticed by a QMP or SSH request)")
 
     def _guest_error(self) -> BaseException | None:

@@ -69,7 +69,7 @@ class QMPSession:
             return reason
         return exc
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, explain: bool = True) -> T:
         if self._closed:
             coro.close()
             raise self._explained(QMPClosed(f"QMP {self.name}: session closed"))
@@ -78,10 +78,13 @@ class QMPSession:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
-            raise self._explained(QMPTimeout(f"QMP {self.name}: no answer within {timeout}s")) from None
+            error = QMPTimeout(f"QMP {self.name}: no answer within {timeout}s")
+            raise (self._explained(error) if explain else error) from None
         except ExecuteError:
             raise  # QEMU answered: an error reply is not a dead QEMU
         except Exception as exc:
+            if not explain:
+                raise
             explained = self._explained(exc)
             if explained is exc:
                 raise
@@ -166,11 +169,11 @@ class QMPSession:
         if self._closed:
             return
         try:
-            self._run(self._client.disconnect(), timeout=5)
+            self._run(self._client.disconnect(), timeout=5, explain=False)
         except Exception as exc:  # the peer may be gone already (EOF after quit is expected)
             log.debug("QMP %s disconnect: %s", self.name, exc)
         try:
-            self._run(self._stop_pump(), timeout=5)
+            self._run(self._stop_pump(), timeout=5, explain=False)
         except Exception as exc:
             log.debug("QMP %s pump: %s", self.name, exc)
         self._closed = True  # after the last _run; from here on every command fails at once with QMPClosed
