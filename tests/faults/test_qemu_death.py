@@ -53,28 +53,22 @@ def test_source_killed_mid_precopy_is_reported_at_once(testbed: Testbed, pair: P
     assert "source QEMU" in str(exc) and "killed by SIGKILL" in str(exc)
 
 
-@pytest.mark.timeout(150)
-@pytest.mark.needs_userfaultfd
-@pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
-def test_source_killed_mid_postcopy_is_reported_at_once(testbed: Testbed, pair: Pair) -> None:
+def in_postcopy(testbed: Testbed, pair: Pair) -> Migration:
     migration = slow_precopy(testbed, pair, **{"postcopy-ram": True})
     migration.start_postcopy()
-    migration.wait_status({"postcopy-active"}, 30)
-    exc, took = killed_during_wait(testbed, migration, pair.source)
-    assert took < REPORTED_WITHIN_S, f"noticed after {took:.1f}s"
-    assert exc.side == "source" and exc.signal_name == "SIGKILL", str(exc)
+    migration.wait_status({"postcopy-active"}, 30, "destination")  # both sides are in postcopy from here
+    return migration
 
 
 @pytest.mark.timeout(150)
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
-def test_destination_killed_mid_postcopy_is_reported_at_once(testbed: Testbed, pair: Pair) -> None:
-    migration = slow_precopy(testbed, pair, **{"postcopy-ram": True})
-    migration.start_postcopy()
-    migration.wait_status({"postcopy-active"}, 30, "destination")
-    exc, took = killed_during_wait(testbed, migration, pair.destination)
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_side_killed_mid_postcopy_is_reported_at_once(testbed: Testbed, pair: Pair, side: str) -> None:
+    migration = in_postcopy(testbed, pair)
+    exc, took = killed_during_wait(testbed, migration, getattr(pair, side))
     assert took < REPORTED_WITHIN_S, f"noticed after {took:.1f}s"
-    assert exc.side == "destination" and exc.signal_name == "SIGKILL", str(exc)
+    assert exc.side == side and exc.signal_name == "SIGKILL", str(exc)
 
 
 @pytest.mark.timeout(150)
@@ -83,9 +77,7 @@ def test_destination_killed_mid_postcopy_is_reported_at_once(testbed: Testbed, p
 def test_declared_kill_of_destination_is_not_a_fault(testbed: Testbed, pair: Pair) -> None:
     """A scenario that kills the destination on purpose sees the source's reaction (postcopy-paused), not a
     QemuExited for the kill it asked for."""
-    migration = slow_precopy(testbed, pair, **{"postcopy-ram": True})
-    migration.start_postcopy()
-    migration.wait_status({"postcopy-active"}, 30, "destination")
+    migration = in_postcopy(testbed, pair)
     pair.destination.expect_exit("the scenario kills the destination")
     pair.destination.send_signal(signal.SIGKILL)
     migration.wait_status({"postcopy-paused"}, 30, "source")
