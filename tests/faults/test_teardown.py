@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.machine import Machine
+from harness.machine import Machine, QemuExited
+from harness.migration import wait_runstate
 from harness.report import Artefacts
 from harness.testbed import AbnormalExits, Testbed
 
@@ -29,15 +30,26 @@ def assert_cleaned_up(bed: Testbed, machines: list[Machine]) -> None:
 @pytest.mark.timeout(60)
 def test_qemu_killed_by_a_signal_not_from_the_harness_fails_teardown(testbed: Testbed, tmp_path: Path) -> None:
     bed = own_testbed(testbed, tmp_path)
-    machine = bed.launch("crashing", bed.config(memory_mib=128))
-    tmpdir = machine.tmpdir
-    machine.send_signal(signal.SIGABRT)  # what an assertion failure in QEMU looks like from outside
-    machine.wait_exit(10)
+    seen = bed.launch("crashing-seen", bed.config(memory_mib=128))
+    unseen = bed.launch("crashing-unseen", bed.config(memory_mib=128))
+    tmpdirs = [seen.tmpdir, unseen.tmpdir]
+    for machine in (seen, unseen):
+        machine.send_signal(signal.SIGABRT)  # what an assertion failure in QEMU looks like from outside
+    # Every wait on it ends at once with the exit, not at its deadline...
+    for wait in (lambda: seen.wait_booted(60), lambda: wait_runstate(seen, {"running"}, 60),
+                 lambda: seen.shell.run("true", retry_for=60, idempotent=True)):
+        start = time.monotonic()
+        with pytest.raises(QemuExited) as exited:
+            wait()
+        assert time.monotonic() - start < 2.0 and exited.value.signal_name == "SIGABRT", str(exited.value)
+    unseen.wait_exit(10)
+    # ...and teardown fails on the one no wait reported to the test (the other already failed it, once).
     with pytest.raises(AbnormalExits) as caught:
         bed.close()
-    assert "crashing QEMU killed by SIGABRT" in str(caught.value), str(caught.value)
-    assert_cleaned_up(bed, [machine])
-    assert tmpdir is not None and not tmpdir.exists()
+    message = str(caught.value)
+    assert "crashing-unseen QEMU killed by SIGABRT" in message and "1 QEMU process(es)" in message, message
+    assert_cleaned_up(bed, [seen, unseen])
+    assert not [d for d in tmpdirs if d is None or d.exists()]
 
 
 @pytest.mark.timeout(60)
