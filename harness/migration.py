@@ -2,18 +2,23 @@
 
 Capabilities and parameters go on the destination before `migrate-incoming` (it was started with
 `-incoming defer`), then on the source before `migrate`. Every wait has a deadline and, on expiry, says which phase
-stalled and what the last samples of both sides showed.
+stalled and what the last samples of both sides showed. Every wait also ends within about a second when a side's
+QEMU exits unexpectedly (QemuExited, naming the side) or its monitor connection is lost (MonitorLost).
+
+A deliberate cancel has a declared outcome: `cancel_and_wait()` accepts 'cancelled' and also 'failed' with a
+channel error (QEMU 10.0 sometimes fails the stream it is tearing down a few ms after migrate_cancel), records
+which one it was, and fails only on anything else.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .machine import Machine, free_tcp_port
+from .machine import Machine, QemuExited
 from .sampler import Sampler, Series, lookup
 
 log = logging.getLogger(__name__)
@@ -23,12 +28,84 @@ POSTCOPY_STATUSES = frozenset({"postcopy-active", "postcopy-paused", "postcopy-r
                                "postcopy-recover-setup"})
 
 
-class MigrationFailed(AssertionError):
+class MigrationError(AssertionError):
+    """Base of the migration verdicts below (AssertionError: pytest reports them as test failures)."""
+
+
+class MigrationFailed(MigrationError):
     pass
 
 
-class MigrationStalled(AssertionError):
+class MigrationStalled(MigrationError):
     pass
+
+
+class MonitorLost(MigrationError):
+    """A side's QMP connection broke while its QEMU kept running: the harness can no longer observe it."""
+
+
+class CancelNotHonoured(MigrationError):
+    """After migrate_cancel the migration ended some other way than the cancel (completed, or a non-channel
+    failure)."""
+
+
+# How QEMU describes the stream it is tearing down breaking under it (migration/qemu-file.c, channel errors):
+# after migrate_cancel these mean the cancel did its work, not that the migration failed on its own.
+CHANNEL_ERROR_MARKERS = ("Channel error", "Input/output error", "Broken pipe", "Unable to write to socket",
+                         "Unable to read from socket", "Connection reset by peer")
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """How a deliberate cancel ended, from the recorded series (see classify_cancel)."""
+    kind: str                   # cancelled | failed-channel-error | failed-other | completed | not-ended
+    status: str | None          # the source's final status
+    error_desc: str | None
+    t_cancel: float             # series time of the migrate_cancel mark
+    t_end: float | None         # series time the terminal status was first seen
+    accepted: bool              # the cancel did what the test asked
+
+    @property
+    def seconds_after_cancel(self) -> float | None:
+        return None if self.t_end is None else self.t_end - self.t_cancel
+
+    @property
+    def channel_error_race(self) -> bool:
+        return self.kind == "failed-channel-error"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds_after_cancel": self.seconds_after_cancel}
+
+
+def is_channel_error(error_desc: str | None) -> bool:
+    return bool(error_desc) and any(m in str(error_desc) for m in CHANNEL_ERROR_MARKERS)
+
+
+def classify_cancel(series: Series, side: str = "source") -> CancelOutcome:
+    """Classify the end of a migration the harness cancelled. Pure: works on a recorded Series.
+
+    'cancelled' is the clean outcome. 'failed' whose error-desc is a channel/socket error is also the cancel's
+    doing (migrate_cancel shuts the channel down; on 10.0.2 the migration thread sometimes reports that as
+    'failed' ~3 ms later instead of 'cancelled') — accepted, but recorded as such. Any other failure, or
+    'completed' (the cancel came too late), is not what the test asked for."""
+    cancels = [m["t"] for m in series.marks if m.get("what") == "migrate_cancel"]
+    if not cancels:
+        raise ValueError("no migrate_cancel mark in the series: this migration was not cancelled by the harness")
+    t_cancel = cancels[-1]
+    status = series.status(side)
+    error = series.latest(side).get("error-desc")
+    t_end = next((t for t, s in series.status_changes(side) if t >= t_cancel and s == status), None)
+    if status == "cancelled":
+        kind, accepted = "cancelled", True
+    elif status == "failed" and is_channel_error(error):
+        kind, accepted = "failed-channel-error", True
+    elif status == "failed":
+        kind, accepted = "failed-other", False
+    elif status == "completed":
+        kind, accepted = "completed", False
+    else:
+        kind, accepted, t_end = "not-ended", False, None
+    return CancelOutcome(kind, status, error, t_cancel, t_end, accepted)
 
 
 @dataclass(frozen=True)
@@ -58,27 +135,92 @@ def summarize(info: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "(no sample)"
 
 
+def left_after_syncs(series: Series, side: str = "source") -> list[tuple[float, int, float]]:
+    """(t, dirty-sync-count, ram.remaining) at the first sample after each dirty sync: what each pass left."""
+    found: list[tuple[float, int, float]] = []
+    last_count = None
+    for sample in series.samples.get(side) or []:
+        count, remaining = lookup(sample["info"], "ram.dirty-sync-count"), lookup(sample["info"], "ram.remaining")
+        if count is None or remaining is None:
+            continue
+        if last_count is not None and count > last_count:
+            found.append((sample["t"], count, remaining))
+        last_count = count
+    return found
+
+
+def convergence_note(series: Series, side: str = "source") -> str:
+    """Whether `side`'s precopy was converging (pure: for stall messages). A pass over the dirty set ends with a
+    dirty sync, after which ram.remaining is what the guest re-dirtied meanwhile: converging means that set
+    shrinks pass after pass; if it does not (by 10 %), the guest dirties as fast as QEMU sends. The rates in
+    query-migrate are given for the reader, not judged: dirty-pages-rate is pages per sync period, which a hot
+    set smaller than one pass caps."""
+    samples = series.samples.get(side) or []
+    if not samples:
+        return f"{side}: no query-migrate sample at all"
+    last = samples[-1]
+    info = last["info"]
+    note = f"{side} still {info.get('status')!r} at t={last['t']:.1f}s"
+    passes = left_after_syncs(series, side)
+    if len(passes) >= 2:
+        (_, _, before), (_, count, after) = passes[-2], passes[-1]
+        verdict = "converging" if after < 0.9 * before else "not converging: the re-dirtied set did not shrink"
+        note += (f"; left after the last two dirty syncs: {before / 2**20:.1f} → {after / 2**20:.1f} MiB "
+                 f"({verdict}), dirty-sync-count {count}")
+    else:
+        note += f"; {len(passes)} dirty sync(s) after the first sample: too early to tell whether it converges"
+    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
+    mbps, remaining = lookup(info, "ram.mbps"), lookup(info, "ram.remaining")
+    if remaining is not None:
+        note += f"; remaining now {remaining / 2**20:.1f} MiB"
+    if rate is not None:
+        note += f", dirty-pages-rate {rate * page / 2**20:.1f} MiB/s"
+    if isinstance(mbps, (int, float)):
+        note += f", throughput {mbps * 1e6 / 8 / 2**20:.1f} MiB/s"
+    return note
+
+
 class Migration:
     def __init__(self, source: Machine, destination: Machine | None, config: MigrationConfig, workdir: Path,
                  name: str = "migration", hz: float = 50.0,
-                 on_finish: Callable[["Migration"], None] | None = None) -> None:
+                 on_finish: Callable[["Migration"], None] | None = None,
+                 on_note: Callable[[str, Any], None] | None = None) -> None:
         self.source, self.destination, self.config, self.workdir, self.name = (
             source, destination, config, workdir, name)
         self.hz = hz
+        # For tcp this is the listen address (port 0) until the destination has bound and reported its port.
         self.uri = self._make_uri(config.transport)
         self.sampler: Sampler | None = None
         self._series: Series | None = None
         self._on_finish = on_finish
+        self._on_note = on_note      # records a JSON note among the test's artefacts (Testbed passes one)
         self._cancel_requested = False
+        self.cancel_outcome: CancelOutcome | None = None
+        self._unlisten: list[Callable[[], None]] = []
 
     def _make_uri(self, transport: str, suffix: str = "") -> str:
         if transport == "unix":
             return f"unix:{self.workdir / f'{self.name}{suffix}.sock'}"
         if transport == "tcp":
-            return f"tcp:127.0.0.1:{free_tcp_port()}"
+            # Bound by the destination itself (port 0), never probed here and bound later: no race with another
+            # run taking the port in between. The real port is read back from query-migrate (see _bound_uri).
+            return "tcp:127.0.0.1:0"
         if transport == "file":
             return f"file:{self.workdir / f'{self.name}{suffix}.img'}"
         raise ValueError(f"unknown migration transport {transport!r}")
+
+    def _bound_uri(self, destination: Machine, listen_uri: str, previous: str | None = None) -> str:
+        """The URI the source must use: for tcp port 0, the port the destination bound, from its query-migrate
+        `socket-address` (as QEMU's migration-test does)."""
+        if not (listen_uri.startswith("tcp:") and listen_uri.endswith(":0")):
+            return listen_uri
+        addresses = destination.qmp.cmd("query-migrate").get("socket-address", [])
+        bound = [f"tcp:{a['host']}:{a['port']}" for a in addresses if a.get("type") == "inet"]
+        fresh = [uri for uri in bound if uri != previous]  # after migrate-recover the old listener may be listed
+        if not fresh:
+            raise MigrationError(f"{self.name}: {destination.name} listens on {listen_uri} but query-migrate reports "
+                                 f"no new inet socket-address ({addresses!r})")
+        return fresh[0]
 
     @property
     def file_path(self) -> Path:
@@ -107,11 +249,29 @@ class Migration:
             sides["destination"] = self.destination.qmp
             self.configure(self.destination, "destination")
             self.destination.qmp.cmd("migrate-incoming", uri=self.uri)
+            self.uri = self._bound_uri(self.destination, self.uri)
+            self._adopt_console_history(self.destination)
+        elif self.uri.startswith("tcp:"):
+            raise ValueError(f"{self.name}: a tcp migration needs a destination")
         self.configure(self.source, "source")
         self.sampler = Sampler(sides, hz=self.hz).start()
+        self._watch(self.source)
+        if self.destination is not None:
+            self._watch(self.destination)
         self.sampler.series.mark("migrate", uri=self.uri)
         self.source.qmp.cmd("migrate", uri=self.uri)
         return self
+
+    def _watch(self, machine: Machine) -> None:
+        """Wake this migration's waits the moment `machine`'s QEMU exits."""
+        sampler = self.sampler
+        assert sampler is not None
+        self._unlisten.append(machine.on_exit(lambda _m: sampler.notify()))
+
+    def _adopt_console_history(self, destination: Machine) -> None:
+        # The guest arriving on `destination` printed its earlier life on the source's console (e.g. a panic).
+        if self.source.files.console not in destination.console_history:
+            destination.console_history[:] = [*self.source.console_history, self.source.files.console]
 
     def restore_into(self, destination: Machine) -> "Migration":
         """Second half of a file migration: load the saved file into a fresh `-incoming defer` machine."""
@@ -119,6 +279,8 @@ class Migration:
         self.configure(destination, "destination")
         assert self.sampler is not None
         self.sampler.add_side("destination", destination.qmp)
+        self._watch(destination)
+        self._adopt_console_history(destination)
         self.sampler.series.mark("migrate-incoming", uri=self.uri)
         destination.qmp.cmd("migrate-incoming", uri=self.uri)
         return self
@@ -139,30 +301,112 @@ class Migration:
     def status(self, side: str = "source") -> str | None:
         return self.series.status(side)
 
+    # How often a wait looks at the sides' processes and monitors besides being woken by them.
+    FAULT_CHECK_INTERVAL = 0.25
+
+    def machines(self) -> dict[str, Machine]:
+        sides = {"source": self.source}
+        if self.destination is not None:
+            sides["destination"] = self.destination
+        return sides
+
+    def fault(self) -> BaseException | None:
+        """Why this migration can no longer be observed or go on, if so: a side's QEMU exited unexpectedly
+        (QemuExited naming the side), or a side's monitor connection broke while its QEMU runs (MonitorLost).
+        A side whose exit was expected (expect_exit, or after migrate_cancel) is not a fault."""
+        assert self.sampler is not None
+        for side, machine in self.machines().items():
+            if machine.unexpected_exit():
+                return self._exit_fault(side, machine)
+        for side, error in self.sampler.errors().items():
+            machine = self.machines().get(side)
+            if machine is None:
+                continue
+            # The monitor's EOF usually beats the process's reaping by a moment: give the exit watcher a second
+            # to say whether QEMU is gone before calling it a lost monitor.
+            machine.wait_exit(1.0)
+            if machine.exited:
+                if machine.unexpected_exit():
+                    return self._exit_fault(side, machine)
+                continue  # an expected exit: that side's series simply ends
+            pid = machine.process.pid if machine.process else "?"
+            return MonitorLost(f"{self.name}: lost the {side} QMP connection ({error}) while its QEMU "
+                               f"({machine.name}, pid {pid}) still runs: the migration can no longer be observed; "
+                               + self._state_report())
+        return None
+
+    def _exit_fault(self, side: str, machine: Machine) -> QemuExited:
+        machine.exit_reported = True
+        for other_side, other in self.machines().items():
+            if other is not machine:
+                # Its peer gone, the other side's migration fails and a destination then exits 1: a consequence
+                # of this exit, not a second fault (a crash signal still counts: expect_exit never allows it).
+                other.expect_exit(f"its migration peer ({side}) exited", codes=(1,), signals=())
+        return machine.exit_error(side, f"during migration {self.name!r}").with_report(self._state_report())
+
     def wait(self, predicate: Callable[[Series], bool], timeout: float, what: str) -> Series:
-        assert self.sampler is not None, "migration not started"
-        failed = {}
+        return self._wait(predicate, timeout, what)
+
+    def _wait(self, predicate: Callable[[Series], bool], timeout: float, what: str,
+              failure_is_outcome: frozenset[str] = frozenset()) -> Series:
+        """Wait for `predicate`; a side reporting 'failed' raises MigrationFailed (unless that side is in
+        `failure_is_outcome`), a QEMU exit or a lost monitor raises at once, the deadline raises MigrationStalled."""
+        sampler = self.sampler
+        assert sampler is not None, "migration not started"
+        failed: dict[str, dict[str, Any]] = {}
+        machines = self.machines()
 
         def done(series: Series) -> bool:
             for side in series.samples:
                 if side == "destination" and self._cancel_requested:
                     continue  # a cancelled stream ends mid-load: the destination failing is the expected outcome
+                if side in failure_is_outcome:
+                    continue
                 if series.status(side) == "failed":
                     failed[side] = series.latest(side)
                     return True
-            return predicate(series)
+            if predicate(series):
+                return True
+            # Wake up to look at a fault, judged outside the sampler's lock in fault(): an unexpected exit, or
+            # sampling lost on a side not known to have ended (an expected exit is no reason to wake).
+            return (any(m.unexpected_exit() for m in machines.values())
+                    or any(side in machines and not machines[side].exited for side in sampler._errors))
 
-        if not self.sampler.wait_until(done, timeout):
-            raise MigrationStalled(f"{self.name}: {what} did not happen within {timeout}s; "
-                                   + self._state_report())
-        if failed:
-            side, info = next(iter(failed.items()))
-            raise MigrationFailed(f"{self.name}: {side} reports failure: {info.get('error-desc', '?')}; "
-                                  + self._state_report())
-        return self.series
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            ended = sampler.wait_until(done, max(0.0, min(remaining, self.FAULT_CHECK_INTERVAL)))
+            if failed:
+                side, info = next(iter(failed.items()))
+                # A side fails when its peer dies under it: then the peer's exit is the verdict. The failing
+                # side sees the broken channel a moment before the dead peer is reaped, so give that a moment.
+                for other_side, other in machines.items():
+                    if other_side != side:
+                        other.wait_exit(0.5)
+                        if other.unexpected_exit():
+                            raise self._exit_fault(other_side, other)
+                machine = machines.get(side)
+                if side == "destination" and machine is not None:
+                    # A destination whose incoming migration failed exits 1: that exit is this failure, not another.
+                    machine.expect_exit(f"its incoming migration failed ({self.name})", codes=(1,))
+                raise MigrationFailed(f"{self.name}: {side} reports failure: {info.get('error-desc', '?')}; "
+                                      + self._state_report())
+            if ended and predicate(self.series):
+                return self.series
+            if (fault := self.fault()) is not None:
+                raise fault
+            if remaining <= 0:
+                raise MigrationStalled(f"{self.name}: {what} did not happen within {timeout}s; "
+                                       f"{convergence_note(self.series)}; " + self._state_report())
 
     def wait_status(self, statuses: Iterable[str], timeout: float, side: str = "source") -> dict[str, Any]:
+        """Wait for `side`'s status to be one of `statuses`; returns a query-migrate reply asked after it.
+        After cancel(), waiting for the source's 'cancelled' goes through cancel_and_wait: a channel-error
+        'failed' is the cancel completing too."""
         wanted = frozenset(statuses)
+        if self._cancel_requested and side == "source" and "cancelled" in wanted:
+            self.cancel_and_wait(timeout)
+            return self.series.latest(side)
         self.wait(lambda s: s.status(side) in wanted, timeout,
                   f"{side} status in {sorted(wanted)}")
         # The status may have come from an event that overtook the last reply: return a reply asked after it
@@ -195,10 +439,17 @@ class Migration:
             if announced:
                 lines.append(f"; last MIGRATION event: {announced[-1]['data'].get('status')} "
                              f"at t={announced[-1]['t']:.2f}s")
+            if machine.exit_info is not None:
+                lines.append(f"; QEMU {machine.exit_info.describe()}")
+                continue
             try:
                 lines.append(f"; runstate {machine.qmp.cmd('query-status', timeout=2)['status']}")
             except Exception as exc:
-                lines.append(f"; QMP unavailable ({exc!r}); QEMU output tail:\n{machine.output_tail(5)}")
+                lines.append(f"; QMP unavailable ({type(exc).__name__}); QEMU output tail:\n"
+                             f"{machine.output_tail(5)}")
+        panic = (self.destination.guest_panic() if self.destination is not None else None) or self.source.guest_panic()
+        if panic is not None:
+            lines.append(f"\n  {panic}")
         return "".join(lines)
 
     # -- actions -----------------------------------------------------------------------------------------------
@@ -209,7 +460,39 @@ class Migration:
     def cancel(self) -> None:
         self.series.mark("migrate_cancel")
         self._cancel_requested = True
+        if self.destination is not None:
+            # The destination's incoming stream ends mid-load: QEMU then exits (status 1). That is the cancel.
+            self.destination.expect_exit(f"migrate_cancel of {self.name!r} ends its incoming stream")
         self.source.qmp.cmd("migrate_cancel")
+
+    def cancel_and_wait(self, timeout: float) -> CancelOutcome:
+        """Cancel (unless cancel() was called already) and wait for the source to end; returns how it ended.
+        'cancelled' and a channel-error 'failed' are both the cancel's outcome; the latter is recorded (a mark
+        in the series and a JSON note `NAME.cancel-outcome`) as a possible QEMU race worth reporting.
+        Anything else raises CancelNotHonoured."""
+        if not self._cancel_requested:
+            self.cancel()
+        self._wait(lambda s: s.status("source") in TERMINAL_STATUSES, timeout,
+                   "the source ending after migrate_cancel", failure_is_outcome=frozenset({"source"}))
+        assert self.sampler is not None
+        # error-desc is only in a query-migrate reply: wait for one asked after the terminal MIGRATION event.
+        self.sampler.wait_until(lambda s: s.reply_is_current("source"), min(timeout, 5.0))
+        outcome = classify_cancel(self.series)
+        self.cancel_outcome = outcome
+        self.series.mark("cancel-outcome", kind=outcome.kind, error=outcome.error_desc)
+        if outcome.channel_error_race:
+            log.warning("%s: migrate_cancel ended in 'failed' (%s) %.3fs later, not 'cancelled'", self.name,
+                        outcome.error_desc, outcome.seconds_after_cancel or 0.0)
+        if self._on_note is not None and outcome.kind != "cancelled":
+            self._on_note(f"{self.name}.cancel-outcome", {
+                **outcome.to_json(),
+                "note": "after migrate_cancel the source reported 'failed' with a channel error instead of "
+                        "'cancelled': accepted as the cancel's outcome; possibly a QEMU race (see the series)"
+                        if outcome.channel_error_race else "the cancel was not honoured"})
+        if not outcome.accepted:
+            raise CancelNotHonoured(f"{self.name}: after migrate_cancel the source ended {outcome.status!r} "
+                                    f"({outcome.error_desc or 'no error'}), not cancelled; " + self._state_report())
+        return outcome
 
     def pause(self, timeout: float = 30.0) -> None:
         """Break a postcopy migration's channel on purpose; both sides must enter postcopy-paused."""
@@ -223,16 +506,20 @@ class Migration:
         # As QEMU's own postcopy recovery test: the destination listens, then the source resumes at once.
         """Resume a paused postcopy over a fresh channel (migrate-recover, then migrate resume=true)."""
         assert self.destination is not None
+        previous = self.uri
         self.uri = self._make_uri(self.config.transport, suffix="-recover")
         self.series.mark("migrate-recover", uri=self.uri)
         # exec-oob: the destination's main loop may be blocked on a missing page until recovery.
         self.destination.qmp.cmd("migrate-recover", oob=True, uri=self.uri, timeout=timeout)
+        self.uri = self._bound_uri(self.destination, self.uri, previous)
         self.source.qmp.cmd("migrate", uri=self.uri, resume=True)
 
     def finish(self) -> Series:
         """Stop sampling (idempotent) and hand the series to whoever records it."""
         if self._series is None and self.sampler is not None:
             self._series = self.sampler.stop()
+            for unlisten in self._unlisten:
+                unlisten()
             if self._on_finish is not None:
                 self._on_finish(self)
         return self.series
@@ -245,6 +532,8 @@ class Migration:
 
 
 def wait_runstate(machine: Machine, states: Iterable[str], timeout: float) -> str:
+    """Poll query-status until one of `states`; a QEMU that exits meanwhile raises QemuExited at once (the
+    query fails and the session explains why)."""
     wanted = frozenset(states)
     deadline = time.monotonic() + timeout
     while True:

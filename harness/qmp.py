@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.qmp_client import ExecuteError
 
-__all__ = ["QMPSession", "QMPEvent", "ExecuteError", "QMPTimeout"]
+__all__ = ["QMPSession", "QMPEvent", "ExecuteError", "QMPTimeout", "QMPClosed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 class QMPTimeout(TimeoutError):
     pass
+
+
+class QMPClosed(ConnectionError):
+    """The session was closed (by the harness or a test); nothing more can be sent on it."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,40 @@ class QMPSession:
         self._events_changed = threading.Condition()
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
+        # Set by the owning Machine: returns the real reason (QEMU exited) when a command fails or times out.
+        self.explain_failure: Callable[[], BaseException | None] | None = None
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _explained(self, exc: BaseException) -> BaseException:
+        reason = self.explain_failure() if self.explain_failure is not None else None
+        if reason is not None:
+            reason.__cause__ = exc
+            return reason
+        return exc
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, explain: bool = True) -> T:
+        if self._closed:
+            coro.close()
+            raise self._explained(QMPClosed(f"QMP {self.name}: session closed"))
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
-            raise QMPTimeout(f"QMP {self.name}: no answer within {timeout}s") from None
+            error = QMPTimeout(f"QMP {self.name}: no answer within {timeout}s")
+            raise (self._explained(error) if explain else error) from None
+        except ExecuteError:
+            raise  # QEMU answered: an error reply is not a dead QEMU
+        except Exception as exc:
+            if not explain:
+                raise
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def connect(self, socket_path: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -99,6 +129,10 @@ class QMPSession:
         """Send an in-band command without waiting; the caller decides how long to wait for the answer.
         A timed-out `cmd` leaves its command queued in QEMU; submitting again on timeout would pile up commands
         until QEMU suspends the monitor (8 queued), which also blocks exec-oob."""
+        if self._closed:  # the loop is stopped: a future scheduled on it would never complete
+            failed: "Future[Any]" = Future()
+            failed.set_exception(QMPClosed(f"QMP {self.name}: session closed"))
+            return failed
         return asyncio.run_coroutine_threadsafe(self._client.execute(command, arguments or None), self._loop)
 
     def hmp(self, command_line: str, timeout: float | None = 60.0) -> str:
@@ -119,20 +153,31 @@ class QMPSession:
                     if predicate(event):
                         return event
                 remaining = deadline - time.monotonic()
+                if self.explain_failure is not None and (reason := self.explain_failure()) is not None:
+                    raise reason  # no event will ever come from a QEMU that has exited
                 if remaining <= 0:
                     seen = [e.name for e in self._events[since:]][-10:]
                     raise QMPTimeout(f"QMP {self.name}: no {what} within {timeout}s; last events: {seen}")
                 self._events_changed.wait(min(remaining, 0.5))
 
+    def notify(self) -> None:
+        """Wake wait_event callers (e.g. QEMU exited) so they look again."""
+        with self._events_changed:
+            self._events_changed.notify_all()
+
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         try:
-            self._run(self._client.disconnect(), timeout=5)
+            self._run(self._client.disconnect(), timeout=5, explain=False)
         except Exception as exc:  # the peer may be gone already (EOF after quit is expected)
             log.debug("QMP %s disconnect: %s", self.name, exc)
-        self._run(self._stop_pump(), timeout=5)
+        try:
+            self._run(self._stop_pump(), timeout=5, explain=False)
+        except Exception as exc:
+            log.debug("QMP %s pump: %s", self.name, exc)
+        self._closed = True  # after the last _run; from here on every command fails at once with QMPClosed
+        self.notify()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():

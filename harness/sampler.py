@@ -134,11 +134,13 @@ class Sampler:
                 try:
                     info = pending.result(timeout=0.25)
                 except FutureTimeout:
+                    if qmp.closed:  # closed under us: no reply will ever come
+                        self._fail(side, "QMP session closed while query-migrate was pending")
+                        return
                     self._publish(side, qmp)  # events keep flowing while the monitor's main loop is stuck
-                except Exception as exc:  # QEMU gone (quit, crash): the series ends here for this side
-                    with self._changed:
-                        self._errors[side] = repr(exc)
-                        self._changed.notify_all()
+                except Exception as exc:  # QEMU gone (quit, crash) or monitor lost: the series ends here
+                    self._publish(side, qmp)
+                    self._fail(side, repr(exc))
                     return
             if info is None:
                 pending.cancel()
@@ -151,6 +153,23 @@ class Sampler:
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
             if next_tick < time.monotonic() - period:  # fell behind (slow QMP): don't burst to catch up
                 next_tick = time.monotonic()
+
+    def _fail(self, side: str, error: str) -> None:
+        with self._changed:
+            self._errors[side] = error
+            self.series.marks.append({"t": time.monotonic() - self.series.t0, "what": "sampling-ended",
+                                      "side": side, "error": error})
+            self._changed.notify_all()
+
+    def notify(self) -> None:
+        """Wake wait_until callers to re-evaluate (e.g. a side's QEMU exited)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def errors(self) -> dict[str, str]:
+        """Sides whose sampling ended on an error (QMP connection lost), with that error."""
+        with self._changed:
+            return dict(self._errors)
 
     def _publish(self, side: str, qmp: QMPSession, sample: dict[str, Any] | None = None) -> None:
         events = self._events_since_start(side, qmp)

@@ -4,20 +4,22 @@ cleanup and recording happen whatever the test body does."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
+import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import workdirs
 from .accel import AccelChoice
 from .arch import ArchSpec
 from .image import GuestImage
-from .machine import Machine, MachineConfig
+from .machine import Machine, MachineConfig, MachineError, QemuExited
 from .migration import Migration, MigrationConfig
 from .qemu import QemuBinary
 from .report import Artefacts
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT = 60.0
@@ -35,15 +37,26 @@ class Environment:
     accel: AccelChoice
 
 
+class AbnormalExits(MachineError):
+    """Teardown found QEMUs that ended abnormally (crashed, exited non-zero, aborted on quit) without the test
+    having been told. Everything was cleaned up before this was raised."""
+
+    def __init__(self, exits: list[QemuExited]) -> None:
+        self.exits = exits
+        super().__init__(f"{len(exits)} QEMU process(es) ended abnormally:\n" + "\n---\n".join(map(str, exits)))
+
+
 class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts) -> None:
         self.env = env
         self.artefacts = artefacts
-        self.workdir = Path(tempfile.mkdtemp(prefix="qmh-test-"))  # private (0700): sockets, RAM dumps, files
+        # Private (0700): sockets, RAM dumps, files. Removed at close; reaped by a later run after a SIGKILL.
+        self.workdir = workdirs.private_dir("test")
         self._stack = ExitStack()
         self.migrations: list[Migration] = []
+        self.machines: list[Machine] = []
 
     def config(self, **overrides: Any) -> MachineConfig:
         base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB)
@@ -52,6 +65,7 @@ class Testbed:
     def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:
         machine = Machine(binary or self.env.source_binary, self.env.image, config, name, self.artefacts.directory)
         self._stack.enter_context(machine)  # registered before launch: a failed launch is cleaned up too
+        self.machines.append(machine)
         machine.launch()
         return machine
 
@@ -69,7 +83,8 @@ class Testbed:
     def migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
                   name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
         migration = Migration(source, destination, config, self.workdir, name=name, hz=hz,
-                              on_finish=lambda m: self.artefacts.add_series(m.name, m.series))
+                              on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
+                              on_note=self.artefacts.write_json)
         self.migrations.append(migration)
         return migration
 
@@ -78,6 +93,9 @@ class Testbed:
         return self.migration(source, destination, config, name, hz).start()
 
     def close(self) -> None:
+        """Finish every migration, shut every QEMU down, remove the work dir (unmounting anything inside) —
+        always all of it — then raise AbnormalExits if a QEMU ended abnormally and the test was not already
+        failed by that same exit (QemuExited raised during the test)."""
         try:
             for migration in self.migrations:
                 if migration.started:
@@ -86,4 +104,10 @@ class Testbed:
             try:
                 self._stack.close()
             finally:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+                workdirs.remove(self.workdir)
+        abnormal = [exit for machine in self.machines
+                    if not machine.exit_reported and (exit := machine.abnormal_exit()) is not None]
+        if abnormal:
+            for machine in self.machines:
+                machine.exit_reported = True  # close() may be called again; say it once
+            raise AbnormalExits(abnormal)

@@ -81,7 +81,7 @@ class RunningWorkload:
 
     def status(self, on: HasShell) -> dict[str, Any]:
         """The workload's periodic status file (dirty writes one about every second)."""
-        text = on.shell.run(f"cat {self._path('status.json')} 2>/dev/null || echo '{{}}'").stdout
+        text = on.shell.run(f"cat {self._path('status.json')} 2>/dev/null || echo '{{}}'", idempotent=True).stdout
         return json.loads(text or "{}")
 
     def wait_progress(self, on: HasShell, key: str = "pages_dirtied", timeout: float = 15.0) -> tuple[float, float]:
@@ -95,9 +95,10 @@ class RunningWorkload:
         return first, last
 
     def is_alive(self, on: HasShell) -> bool:
-        return on.shell.run(f"kill -0 {self.pid}", check=False).ok
+        return on.shell.run(f"kill -0 {self.pid}", check=False, idempotent=True).ok
 
     def signal(self, on: HasShell, sig: str) -> None:
+        # Not idempotent (a second USR1 would start a second probe round): a lost connection is raised.
         on.shell.run(f"kill -{sig} {self.pid}")
 
     def stop(self, on: HasShell, timeout: float = 30.0) -> dict[str, Any]:
@@ -113,12 +114,13 @@ class RunningWorkload:
                   f"if kill -0 {self.pid} 2>/dev/null; then echo '{self.name} still running after {timeout}s' >&2; "
                   f"exit 1; fi; cat {self._path('json')}")
         try:
-            return json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
+            # Idempotent: SIGTERM to a workload already terminating changes nothing, and waiting again is harmless.
+            return json.loads(on.shell.run(script, timeout=timeout + 10, idempotent=True).stdout)
         except GuestCommandError as exc:
             raise GuestCommandError(exc.result) from RuntimeError(f"{self.name} log:\n{self.log(on)}")
 
     def log(self, on: HasShell) -> str:
-        return str(on.shell.run(f"cat {self._path('log')} 2>/dev/null", check=False).stdout)
+        return str(on.shell.run(f"cat {self._path('log')} 2>/dev/null", check=False, idempotent=True).stdout)
 
 
 def start(on: HasShell, spec: WorkloadSpec, name: str | None = None, timeout: float = 30.0) -> RunningWorkload:
@@ -128,7 +130,9 @@ def start(on: HasShell, spec: WorkloadSpec, name: str | None = None, timeout: fl
     command = shlex.join([spec.program, *spec.argv(), "--pidfile", f"{base}.pid", "--out", f"{base}.json",
                           *(["--status", f"{base}.status.json"] if isinstance(spec, Dirty) else [])])
     loops = int(timeout * 10)
-    # Idempotent, so it may be re-run on a fresh SSH connection: a live pidfile means "already started".
+    # Never re-run (GuestShell.run's default): if the session breaks after the script was sent, the workload may
+    # already be starting without its pidfile written yet, and a second run would start a second one. The
+    # pidfile check still keeps a caller's deliberate second start() from doubling a running workload.
     script = (f"mkdir -p {RUN_DIR}; "
               f"if ! {{ [ -s {base}.pid ] && kill -0 $(cat {base}.pid) 2>/dev/null; }}; then "
               f"rm -f {base}.pid {base}.json; setsid {command} </dev/null >{base}.log 2>&1 & fi; "
@@ -154,6 +158,6 @@ def seqcheck(on: HasShell, workload: RunningWorkload | None = None, file: str = 
     result = on.shell.run(shlex.join(args), check=False, timeout=120)
     if result.exit_status not in (0, 1):
         raise GuestCommandError(result)
-    details = json.loads(on.shell.run(f"cat {out}").stdout)
+    details = json.loads(on.shell.run(f"cat {out}", idempotent=True).stdout)
     line = (result.stdout.strip().splitlines() or [""])[-1]
     return SeqCheck(result.exit_status == 0, line, details)

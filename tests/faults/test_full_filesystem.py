@@ -1,0 +1,49 @@
+"""A file migration to a filesystem that fills up fails with QEMU's "No space left" error in the verdict, and the
+filesystem (a small tmpfs in a private dir) is unmounted afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness import workdirs, workloads
+from harness.migration import Migration, MigrationConfig, MigrationFailed
+from harness.testbed import Testbed
+from harness.workloads import Dirty
+
+TMPFS_MIB = 16
+
+
+@pytest.fixture
+def small_filesystem() -> Iterator[Path]:
+    directory = workdirs.private_dir("tmpfs")
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m,mode=0700", "tmpfs",
+                                  str(directory)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+        yield directory
+    finally:
+        workdirs.remove(directory)
+        assert not workdirs.mounts_under(directory), f"{directory} still mounted"
+        assert not directory.exists()
+
+
+@pytest.mark.timeout(120)
+def test_file_migration_to_a_full_filesystem_fails_with_no_space(testbed: Testbed, small_filesystem: Path) -> None:
+    source = testbed.boot("source", memory_mib=512)
+    # 64 MiB of non-zero pages (and the guest's own) cannot fit in 16 MiB, whatever zero pages compress to.
+    workloads.start(source, Dirty(size_mib=64, rate_mibps=1, prefill=True))
+    migration = Migration(source, None, MigrationConfig(transport="file"), small_filesystem, name="to-full-fs",
+                          on_finish=lambda m: testbed.artefacts.add_series(m.name, m.series))
+    testbed.migrations.append(migration)
+    migration.start()
+    with pytest.raises(MigrationFailed) as caught:
+        migration.wait_completed(60)
+    message = str(caught.value)
+    assert "source reports failure" in message and "No space left on device" in message, message
+    assert migration.file_path.parent == small_filesystem
+    assert source.runstate() == "running", "a failed save must leave the guest running"
