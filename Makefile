@@ -49,11 +49,12 @@ validate: setup image
 # Flakiness: run TESTS N times (separate pytest runs, artefacts/flake/run-K each) and print per test how often it
 # passed and the distinct failure reasons with counts (also artefacts/flake.json). A run pytest could not run is
 # reported as such and counts for nothing. make flake N=20 TESTS='tests/behaviour/test_basics.py -k multifd'
+# FLAKE_ARGS=--lock FILE: hold a flock on FILE during each run (interleave with other jobs on a shared host).
 N     ?= 20
 TESTS ?=
 flake: setup image
 	@test -n "$(TESTS)" || { echo "make flake: set TESTS='<pytest selection>' (and N=runs)" >&2; exit 2; }
-	$(PY) -m harness.flake --runs $(N) -- $(TESTS) --accel tcg $(PYTEST_ARGS)
+	$(PY) -m harness.flake --runs $(N) $(FLAKE_ARGS) -- $(TESTS) --accel tcg $(PYTEST_ARGS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

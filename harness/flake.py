@@ -19,6 +19,8 @@ run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shutil
 import sys
@@ -26,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import workdirs
 from .validate import COULD_NOT_RUN, Case, read_run, run_pytest
@@ -145,6 +147,20 @@ def table(tallies: dict[str, Tally], records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path | None) -> Iterator[None]:
+    """flock(LOCK_EX) on `lock` for the duration (nothing without one)."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -152,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "flake",
                         help="run-K/ per run, flake.json (default artefacts/flake)")
     parser.add_argument("--json", type=Path, default=None, help="default: ARTEFACTS/../flake.json")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="hold an exclusive flock on this file during each run: on a host shared with other "
+                             "timing-sensitive jobs that take the same lock, runs interleave instead of overlapping")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the selection and pytest options")
     options = parser.parse_args(argv)
     pytest_args = [a for a in options.pytest_args if a != "--"]
@@ -162,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[flake] reaped {len(reaped)} temp dir(s) left by dead runs: {' '.join(map(str, reaped))}")
     records: list[RunRecord] = []
     for index in range(1, options.runs + 1):
-        record = run_once(index, options.artefacts / f"run-{index}", pytest_args)
+        with exclusive(options.lock):
+            record = run_once(index, options.artefacts / f"run-{index}", pytest_args)
         records.append(record)
         state = f"could not run: {record.could_not_run}" if record.could_not_run else (
             f"{sum(o == 'passed' for o, _ in record.tests.values())}/{len(record.tests)} passed")

@@ -153,3 +153,19 @@ def test_flake_stops_and_counts_nothing_when_pytest_cannot_run(tmp_path: Path) -
     data = json.loads((tmp_path / "art" / "flake.json").read_text())
     assert len(data["runs"]) == 1 and data["runs"][0]["could_not_run"].startswith("pytest exited 4")
     assert data["tests"] == {}
+
+
+def test_flake_lock_is_held_during_a_run_and_released_after(tmp_path: Path) -> None:
+    import fcntl
+
+    from harness.flake import exclusive
+
+    lock = tmp_path / "cpu.lock"
+    with exclusive(lock):
+        with open(lock) as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock) as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free again
+    with exclusive(None):
+        pass
