@@ -49,7 +49,7 @@ validate: setup image
 # Flakiness: run TESTS N times (separate pytest runs, artefacts/flake/run-K each) and print per test how often it
 # passed and the distinct failure reasons with counts (also artefacts/flake.json). A run pytest could not run is
 # reported as such and counts for nothing. make flake N=20 TESTS='tests/behaviour/test_basics.py -k multifd'
-# FLAKE_ARGS=--lock FILE: hold a flock on FILE during each run (interleave with other jobs on a shared host).
+# FLAKE_ARGS='--lock FILE': each run holds a flock on FILE (runs interleave with other jobs on a shared host).
 N     ?= 20
 TESTS ?=
 flake: setup image
