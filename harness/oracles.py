@@ -145,3 +145,13 @@ def within_band(name: str, value: float | None, low: float, high: float, anchor:
     ok = low <= value <= high
     text = f"{value:.3g} {'within' if ok else 'outside'} [{low:g}, {high:g}]"
     return Verdict(name, ok, round(value, 4), [low, high], f"{text} ({anchor})" if anchor else text)
+
+
+def record_all(artefacts: Any, verdicts: Iterable[Verdict]) -> None:
+    """Record every verdict before asserting any, so a failing run documents which oracles passed and which did
+    not (self-validation reads the old oracles' verdicts next to the new anchors' in one run)."""
+    verdicts = list(verdicts)
+    for verdict in verdicts:
+        artefacts.verdict(verdict, check=False)
+    for verdict in verdicts:
+        verdict.check()

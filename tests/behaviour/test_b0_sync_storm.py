@@ -117,6 +117,7 @@ def dirtying_source(testbed: Testbed, label: str) -> Machine:
 
 
 def compare_sync_rates(testbed: Testbed, extra_caps: dict[str, bool]) -> None:
+    verdicts: list[oracles.Verdict] = []
     windows = []
     for label, caps in (("postcopy-ram-off", extra_caps), ("postcopy-ram-on", {**extra_caps, "postcopy-ram": True})):
         source = dirtying_source(testbed, label)
@@ -126,25 +127,26 @@ def compare_sync_rates(testbed: Testbed, extra_caps: dict[str, bool]) -> None:
     testbed.artefacts.write_json("sync-rates", {"baseline": baseline, "postcopy_ram_on": enabled,
                                                 "hot_set_mib": HOT_SET_MIB, "bandwidth": BANDWIDTH})
     # (1) The baseline must itself show a few pass-end syncs, or the scenario measured nothing.
-    testbed.artefacts.verdict(oracles.progressed("baseline syncs in the window", 0, baseline.counters.syncs, 2))
+    verdicts.append(oracles.progressed("baseline syncs in the window", 0, baseline.counters.syncs, 2))
     # (2), (3) Absolute, per arm: about one sync per pass over the dirty set (a storm in both arms is still a storm).
     for window in (baseline, enabled):
-        testbed.artefacts.verdict(oracles.at_most(
+        verdicts.append(oracles.at_most(
             f"{window.label}: dirty syncs per hot-set pass", window.syncs_per_hot_set_pass(), MAX_SYNCS_PER_PASS,
             anchor=f"mechanism: ~1 sync per pass; {window.counters.syncs} syncs over "
                    f"{window.hot_set_passes:.2f} passes of {HOT_SET_MIB} MiB"))
-        testbed.artefacts.verdict(oracles.at_most(
+        verdicts.append(oracles.at_most(
             f"{window.label}: exact pending computations per hot-set pass", window.exact_per_hot_set_pass(),
             MAX_EXACT_PER_PASS,
             anchor=f"mechanism: ~1 per pass; {window.exact_pending_computations} over {window.hot_set_passes:.2f} "
                    "passes"))
     # (4) Same-run control: postcopy-ram on must not multiply what it does off.
-    testbed.artefacts.verdict(oracles.ratio_at_most(
+    verdicts.append(oracles.ratio_at_most(
         "dirty syncs/s with postcopy-ram on vs off", enabled.counters.syncs_per_second,
         baseline.counters.syncs_per_second, MAX_RATIO, floor=1 / WINDOW_S))
-    testbed.artefacts.verdict(oracles.ratio_at_most(
+    verdicts.append(oracles.ratio_at_most(
         "exact pending computations/s with postcopy-ram on vs off", enabled.exact_per_second,
         baseline.exact_per_second, MAX_RATIO, floor=1 / WINDOW_S))
+    oracles.record_all(testbed.artefacts, verdicts)
 
 
 @pytest.mark.needs_userfaultfd

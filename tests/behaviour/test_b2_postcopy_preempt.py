@@ -265,24 +265,27 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
     return run
 
 
-def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> None:
+def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> list[oracles.Verdict]:
     """(e) and the scenario itself: completed through postcopy, probe finished on the destination with enough
     remote faults to measure, guest pattern intact."""
-    testbed.artefacts.verdict(oracles.completed(run.source_final))
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: went through postcopy-active",
-                                              "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
-                                              "source status sequence"))
+    verdicts: list[oracles.Verdict] = []
+    verdicts.append(oracles.completed(run.source_final))
+    verdicts.append(oracles.Verdict(f"{run.label}: went through postcopy-active",
+                                    "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
+                                    "source status sequence"))
     rounds = run.probe_result.get("rounds_completed")
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
-                                              rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
-    testbed.artefacts.verdict(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
-                                                 0, run.stalls.count, scenario.min_stalls))
-    testbed.artefacts.verdict(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
+    verdicts.append(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
+                                    rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
+    verdicts.append(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
+                                       0, run.stalls.count, scenario.min_stalls))
+    verdicts.append(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
+    return verdicts
 
 
-def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> None:
+def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> list[oracles.Verdict]:
     """(a) p50/p99/max with preempt in link RTTs; (a') tail shape in the run's own median; (b) clearly below the
     tail without preempt."""
+    verdicts: list[oracles.Verdict] = []
     link_us = on.link_rtt.p50_us
     median_us = on.stalls.p50_us
     testbed.artefacts.write_json("latency-verdict-inputs", {
@@ -308,17 +311,19 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
     for name, value, multiple in (("p50", median_us, scenario.p50_link_multiple),
                                   ("p99", on.stalls.p99_us, scenario.p99_link_multiple),
                                   ("max", on.stalls.max_us, scenario.max_link_multiple)):
-        testbed.artefacts.verdict(oracles.at_most(f"preempt {name} stall in link RTTs",
-                                                  value / link_us if link_us else None, multiple, "×", anchor))
-    testbed.artefacts.verdict(oracles.ratio_at_most("preempt p99 stall in the run's own median stalls (tail shape)",
-                                                    on.stalls.p99_us, median_us, P99_RTT_MULTIPLE))
-    testbed.artefacts.verdict(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
-                                                    off.stalls.p99_us, P99_RATIO))
+        verdicts.append(oracles.at_most(f"preempt {name} stall in link RTTs",
+                                        value / link_us if link_us else None, multiple, "×", anchor))
+    verdicts.append(oracles.ratio_at_most("preempt p99 stall in the run's own median stalls (tail shape)",
+                                          on.stalls.p99_us, median_us, P99_RTT_MULTIPLE))
+    verdicts.append(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
+                                          off.stalls.p99_us, P99_RATIO))
+    return verdicts
 
 
-def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> None:
+def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> list[oracles.Verdict]:
     """(c) the destination's per-vCPU blocktime agrees with the guest's summed stalls; the overlapped total
     (time all vCPUs were blocked at once) cannot exceed any vCPU's own."""
+    verdicts: list[oracles.Verdict] = []
     guest_ms, vcpu_ms, total_ms = run.guest_stall_ms_per_vcpu, run.vcpu_blocktime_ms_per_vcpu, run.blocktime_ms
     testbed.artefacts.write_json(f"blocktime-{run.label}", {
         "guest_stall_ms_per_vcpu": guest_ms, "postcopy_vcpu_blocktime_ms_per_vcpu": vcpu_ms,
@@ -327,18 +332,20 @@ def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> None:
         "vcpu_ratio": vcpu_ms / guest_ms if vcpu_ms is not None and guest_ms else None,
         "total_ratio": total_ms / guest_ms if total_ms is not None and guest_ms else None,
         "band": [BLOCKTIME_BELOW, BLOCKTIME_ABOVE]})
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
-                                              {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",
-                                              "destination query-migrate after completion"))
-    assert vcpu_ms is not None and total_ms is not None
-    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: postcopy-vcpu-blocktime vs guest stalls per vCPU",
-                                                    vcpu_ms, guest_ms, BLOCKTIME_ABOVE, floor=1.0))
-    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
-                                                    guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
+    verdicts.append(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
+                                    {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",
+                                    "destination query-migrate after completion"))
+    if vcpu_ms is None or total_ms is None:
+        return verdicts
+    verdicts.append(oracles.ratio_at_most(f"{run.label}: postcopy-vcpu-blocktime vs guest stalls per vCPU",
+                                          vcpu_ms, guest_ms, BLOCKTIME_ABOVE, floor=1.0))
+    verdicts.append(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
+                                          guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
     shortest_vcpu_ms = min(run.destination_final.get("postcopy-vcpu-blocktime") or [0])
-    testbed.artefacts.verdict(oracles.Verdict(
+    verdicts.append(oracles.Verdict(
         f"{run.label}: postcopy-blocktime ≤ every vCPU's blocktime", total_ms <= shortest_vcpu_ms + 1, total_ms,
         shortest_vcpu_ms + 1, "all vCPUs blocked at once is no longer than any one vCPU blocked (+1 ms rounding)"))
+    return verdicts
 
 
 def compare_preempt(testbed: Testbed, scenario: Scenario) -> tuple[PostcopyRun, PostcopyRun]:
@@ -366,11 +373,10 @@ POSTCOPY_NEEDS = dict(capabilities=["postcopy-ram", "postcopy-preempt", "postcop
                          ids=lambda s: s.name)
 def test_preempt_serves_page_requests_promptly(testbed: Testbed, scenario: Scenario) -> None:
     on, off = compare_preempt(testbed, scenario)
-    for run in (on, off):
-        check_run(testbed, run, scenario)
-    judge_latency(testbed, scenario, on, off)
-    for run in (on, off):
-        judge_blocktime(testbed, run)
+    verdicts = [*check_run(testbed, on, scenario), *check_run(testbed, off, scenario)]
+    verdicts += judge_latency(testbed, scenario, on, off)
+    verdicts += [*judge_blocktime(testbed, on), *judge_blocktime(testbed, off)]
+    oracles.record_all(testbed.artefacts, verdicts)
 
 
 def qemu_latency(run: PostcopyRun) -> dict[str, Any]:
@@ -389,14 +395,13 @@ def test_destination_latency_metrics_agree_with_guest(testbed: Testbed) -> None:
     """(d) QEMU's own remote-fault latency: bounded in round trips with preempt, the same preempt/no-preempt
     contrast as the guest sees, and its mean close to the guest's mean stall."""
     on, off = compare_preempt(testbed, ANONYMOUS)
-    for run in (on, off):
-        check_run(testbed, run, ANONYMOUS)
+    oracles.record_all(testbed.artefacts, [*check_run(testbed, on, ANONYMOUS), *check_run(testbed, off, ANONYMOUS)])
     figures = {run.label: qemu_latency(run) for run in (on, off)}
     link_us = on.link_rtt.p50_us
     testbed.artefacts.write_json("qemu-latency", {"link_rtt_us": link_us, **figures})
     mine = figures[on.label]
     for run in (on, off):
-        judge_blocktime(testbed, run)
+        oracles.record_all(testbed.artefacts, judge_blocktime(testbed, run))
         # With the reworked accounting the overlapped total must agree with the guest too (one vCPU: it equals
         # the per-vCPU figure).
         total_ms = run.blocktime_ms or 0
