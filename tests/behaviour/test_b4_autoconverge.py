@@ -63,13 +63,14 @@ SETTLE_S = 0.5
 MIN_LEVEL_S = 2.0
 BASELINE_S = 8.0
 # Slope of achieved slowdown vs throttle fraction (1 = exactly the share the throttle takes; 0 = no effect).
-# Calibration, pristine 10.0.2, TCG, 2 shared cores (2 runs so far, levels 20/30/40 % of ~10/10/3 s each):
-# 1.25–1.28 — the guest loses somewhat more than the throttle's share (each tick also kicks the vCPU out of its
-# translated code, and a sleep overshoots its deadline). The variant that never sleeps the vCPUs: −0.05.
-# The band: 0.5 (≥ 2× below every pristine run, 10× above the variant) to 2.0 (a throttle sleeping about twice
-# what it should).
+# Calibration, pristine 10.0.2, TCG, 2 shared cores (4 runs so far, levels 20/30/40 % of ~10/10/3 s each):
+# 1.25–1.58 — the guest loses more than the throttle's share (as if ~20–35 % of its unthrottled time went to work
+# that does not shrink with the throttle: each tick also kicks the vCPU out of its translated code, a sleep
+# overshoots its deadline, guest timer work). The variant that never sleeps the vCPUs: −0.05.
+# The band: 0.5 (2.5× below every pristine run, far above the variant) to 2.5 (only a throttle that sleeps
+# grossly more than it should; the upper side is not what #16 asks for and must not flake on a busy host).
 SLOPE_LOW = 0.5
-SLOPE_HIGH = 2.0
+SLOPE_HIGH = 2.5
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s
 OBSERVE_S = 30.0             # after the first pass: several timer periods, about one natural pass
