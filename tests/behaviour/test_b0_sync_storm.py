@@ -41,8 +41,10 @@ DOWNTIME_LIMIT_MS = 100     # threshold = 3.2 MiB ≪ hot set: no switchover dur
 WINDOW_S = 10.0             # measured after the first full pass (dirty-sync-count ≥ 2)
 MAX_RATIO = 1.5             # BEHAVIOURS.md B0: within 1.5× of the postcopy-ram=off rate
 # (2)/(3) Mechanism: one sync (and one exact-pending computation) per pass over the dirty set, the hot set here.
-# Measured on pristine 10.0.2 (TCG, 2 shared cores): see CALIBRATION below; a storm syncs every iteration
-# (~10/s at a 100 ms rate-limit window, i.e. ~20 per 2 s pass).
+# Measured on pristine 10.0.2 (TCG, 2 shared cores), 6 runs: syncs per hot-set pass 0.98–0.99 in both arms,
+# exact-pending computations per pass 0.98–1.18 (bound 3: margin 2.5). A storm syncs every iteration (~10/s at a
+# 100 ms rate-limit window): 19.7 per pass with the pre-fix condition (postcopy-ram on only) and in both arms with
+# regressions/B0-pending-exact-every-iteration.patch (bound 3: 6.5× below).
 MAX_SYNCS_PER_PASS = 3.0
 MAX_EXACT_PER_PASS = 3.0
 TRACE_EVENTS = ("migrate_pending_exact", "migrate_pending_estimate")

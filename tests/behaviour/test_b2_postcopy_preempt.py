@@ -63,15 +63,15 @@ SEQINC_PASSES_PER_S = 1
 # Precopy lasts only until the immediate switch (~40 ms), so its bandwidth hardly matters.
 PRECOPY_BANDWIDTH = 32 * MiB
 # (a') Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; own median 38–59 µs): p99 = 5–11 × it in 20
-# runs before #16, 12–17 × in the #16 calibration runs (host busier: three engineers share it), so 40 × the
+# runs before #16, 9.5–18.4 × in the 7 #16 calibration runs (host busier: three engineers share it), so 40 × the
 # median (was 20) keeps a margin of > 2 and still fails as soon as ~1 % of requests wait for anything but their
 # own round trip (without preempt, or with the skip-preempt-channel variant, ~25 % wait ~100 ms ≈ 2500 × the
 # median for the next rate-limit window).
 # The max is a different animal: the longest stalls are accesses in which the guest ran other code (a timer
 # interrupt, then another task) that itself faulted — QEMU's fault trace shows a 5.4 ms stall holding 70 remote
-# faults of 30–40 µs, none slow. Measured max over 20 runs: 4.7–162 ms, i.e. ~235–8100 link RTTs of ~20 µs; the
-# max bound (a) is 20 000 link RTTs (~0.4 s), which still catches a request left waiting for a large part of the
-# ~3.5 s postcopy phase, as in seeds/002.
+# faults of 30–40 µs, none slow. Measured max over 20 runs before #16: 4.7–162 ms; in the 7 #16 calibration runs
+# 502–13 308 link RTTs (up to 387 ms on the busier host). The max bound (a) is 40 000 link RTTs (~1.2 s at 30 µs),
+# which still catches a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
 P99_RTT_MULTIPLE = 40.0
 # (a) In units of the link RTT (median host unix-socket round trip with a one-page answer, ~20 µs here); the
 # multiples and their calibration are per scenario (Scenario.*_link_multiple). The variant that holds each urgent
@@ -118,15 +118,17 @@ class Scenario:
 # 64 MiB of 4 KiB pages: ~16 400 stalls with preempt; 140–430 without (most pages then arrive by the throttled
 # stream while the guest waits up to ~0.1 s per fault).
 ANONYMOUS = Scenario("anonymous", guest_mib=256, probe_mib=64, postcopy_bandwidth=16 * MiB, stall_floor_us=20.0,
-                     min_stalls=30, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=20000.0)
-# (a) calibration, pristine 10.0.2, TCG, 2 shared cores (3 runs so far): link RTT 23.8–46.2 µs; p50 1.34–2.49,
-# p99 20.6–40.7, max 502–3361 link RTTs. The 2 ms-per-urgent-page variant: p50 ≈ 100, p99 ≈ 515 link RTTs.
+                     min_stalls=30, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0)
+# (a) calibration, pristine 10.0.2, TCG, 2 shared cores, 7 runs: link RTT 15.4–46.2 µs; p50 1.34–2.89 (bound 10:
+# margin 3.5), p99 20.6–40.7 (bound 100: margin 2.5), max 502–13 308 link RTTs (bound 40 000: margin 3). The
+# 2 ms-per-urgent-page variant (2 runs): p50 50–100, p99 275–515 link RTTs; urgent pages off the preempt channel:
+# p99 6716. (a') p99 / own median in the same 7 runs: 9.5–18.4 (bound 40).
 # 2 MiB host pages: one fault brings 512 guest pages, so the region is larger (128 huge pages) and the stream
 # faster, to keep the run short. A remote fault moves 2 MiB (≳ 1 ms); timer interrupts (≤ 45 µs) are no stalls.
 # Its link RTT answers with 2 MiB (~2.3 ms here). Not calibrated on this host (no free 2 MiB pages): the
 # multiples are the anonymous scenario's, for a fault that moves the same bytes as the reference.
 HUGETLBFS = Scenario("hugetlbfs", guest_mib=512, probe_mib=256, postcopy_bandwidth=32 * MiB, stall_floor_us=200.0,
-                     min_stalls=40, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=20000.0,
+                     min_stalls=40, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0,
                      host_page_bytes=2 * MiB,
                      memory_backend="memory-backend-file,mem-path={mount},share=on")
 

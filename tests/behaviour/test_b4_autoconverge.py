@@ -63,10 +63,10 @@ SETTLE_S = 0.5
 MIN_LEVEL_S = 2.0
 BASELINE_S = 8.0
 # Slope of achieved slowdown vs throttle fraction (1 = exactly the share the throttle takes; 0 = no effect).
-# Calibration, pristine 10.0.2, TCG, 2 shared cores (4 runs so far, levels 20/30/40 % of ~10/10/3 s each):
+# Calibration, pristine 10.0.2, TCG, 2 shared cores, 6 runs (levels 20/30/40 % of ~10/10/3 s each):
 # 1.25–1.58 — the guest loses more than the throttle's share (as if ~20–35 % of its unthrottled time went to work
 # that does not shrink with the throttle: each tick also kicks the vCPU out of its translated code, a sleep
-# overshoots its deadline, guest timer work). The variant that never sleeps the vCPUs: −0.05.
+# overshoots its deadline, guest timer work). The variant that never sleeps the vCPUs (2 runs): −0.19, −0.05.
 # The band: 0.5 (2.5× below every pristine run, far above the variant) to 2.5 (only a throttle that sleeps
 # grossly more than it should; the upper side is not what #16 asks for and must not flake on a busy host).
 SLOPE_LOW = 0.5
