@@ -18,7 +18,7 @@
 
 static const char usage[] =
     "usage: dirty [--size-mib N] [--rate-mibps R|max] [--order seq|random] [--full-page] [--prefill]\n"
-    "             [--duration SEC] [--seed S] [--status FILE] [--pidfile FILE] [--out FILE]\n"
+    "             [--duration SEC] [--seed S] [--status FILE] [--rate-log FILE] [--pidfile FILE] [--out FILE]\n"
     "  --size-mib N      memory region to dirty (default 64)\n"
     "  --rate-mibps R    dirty rate in MiB/s; 0 or max = as fast as possible (default max)\n"
     "  --order O         seq (page order) or random (seeded permutation per pass; default seq)\n"
@@ -28,10 +28,14 @@ static const char usage[] =
     "  --duration SEC    stop after SEC seconds (default 0 = until SIGTERM/SIGINT)\n"
     "  --seed S          seed of the random order and of the data (default: from the time)\n"
     "  --status FILE     JSON status rewritten about once a second\n"
+    "  --rate-log FILE   append one line \"<CLOCK_MONOTONIC ns> <pages dirtied so far>\" every 100 ms\n"
+    "                    (the workload's own achieved rate over time, e.g. under a CPU throttle)\n"
     "  --pidfile FILE    written once the region is allocated and dirtying starts\n"
     "  --out FILE        final JSON result, written on exit (also on SIGTERM/SIGINT)\n";
 
-enum { OPT_RATE = WL_OPT_FIRST_EXTRA, OPT_ORDER, OPT_FULL_PAGE, OPT_STATUS, OPT_PREFILL };
+enum { OPT_RATE = WL_OPT_FIRST_EXTRA, OPT_ORDER, OPT_FULL_PAGE, OPT_STATUS, OPT_PREFILL, OPT_RATE_LOG };
+
+#define RATE_LOG_INTERVAL_NS 100000000ULL
 
 #define WORDS_PER_PAGE_SPARSE 8
 #define FIRST_PAGES 8
@@ -42,6 +46,7 @@ struct opts {
     int full_page;
     int prefill;
     const char *status;
+    const char *rate_log;
 };
 
 static void handle(int code, const char *arg, void *ctx)
@@ -69,6 +74,11 @@ static void handle(int code, const char *arg, void *ctx)
         if (*arg == '\0')
             wl_usage_error("invalid value '' for --status: empty path");
         o->status = arg;
+        break;
+    case OPT_RATE_LOG:
+        if (*arg == '\0')
+            wl_usage_error("invalid value '' for --rate-log: empty path");
+        o->rate_log = arg;
         break;
     }
 }
@@ -123,6 +133,7 @@ int main(int argc, char **argv)
         {"full-page", no_argument, NULL, OPT_FULL_PAGE},
         {"status", required_argument, NULL, OPT_STATUS},
         {"prefill", no_argument, NULL, OPT_PREFILL},
+        {"rate-log", required_argument, NULL, OPT_RATE_LOG},
         {NULL, 0, NULL, 0},
     };
     struct wl_common c = {.size_mib = 64};
@@ -133,7 +144,8 @@ int main(int argc, char **argv)
     unsigned char *mem;
     uint32_t *perm = NULL, first_pages[FIRST_PAGES];
     size_t bytes, npages, pos = 0, chunk, nfirst = 0, i;
-    uint64_t deadline, now, last_refill, next_status;
+    uint64_t deadline, now, last_refill, next_status, next_log;
+    FILE *rate_log = NULL;
     double rate_bps, tokens = 0, cap;
     int locked;
 
@@ -169,6 +181,12 @@ int main(int argc, char **argv)
     if (cap < (double)(chunk * s.page_size))
         cap = (double)(chunk * s.page_size);
 
+    if (o.rate_log) {
+        rate_log = fopen(o.rate_log, "w");
+        if (!rate_log)
+            wl_die(1, "cannot open --rate-log file %s", o.rate_log);
+    }
+
     if (o.prefill)
         for (i = 0; i < npages; i++)
             dirty_page(mem + i * s.page_size, s.page_size, UINT64_MAX, i, o.full_page);
@@ -182,10 +200,19 @@ int main(int argc, char **argv)
     s.start_ns = last_refill = now = wl_now_ns();
     deadline = c.duration_s > 0 ? s.start_ns + (uint64_t)(c.duration_s * 1e9) : UINT64_MAX;
     next_status = s.start_ns + 1000000000ULL;
+    next_log = s.start_ns;
     while (!wl_stop_requested) {
         now = wl_now_ns();
         if (now >= deadline)
             break;
+        if (rate_log && now >= next_log) {
+            fprintf(rate_log, "%llu %llu\n", (unsigned long long)now,
+                    (unsigned long long)s.pages_dirtied);
+            fflush(rate_log);
+            next_log += RATE_LOG_INTERVAL_NS;
+            if (next_log <= now)
+                next_log = now + RATE_LOG_INTERVAL_NS;
+        }
         if (o.status && now >= next_status) {
             write_status(&s, o.status, now);
             next_status += 1000000000ULL;
@@ -204,6 +231,8 @@ int main(int argc, char **argv)
                     wake = deadline;
                 if (o.status && wake > next_status)
                     wake = next_status;
+                if (rate_log && wake > next_log)
+                    wake = next_log;
                 wl_sleep_until_ns(wake);
                 continue;
             }
@@ -233,6 +262,10 @@ int main(int argc, char **argv)
     now = wl_now_ns();
     if (o.status)
         write_status(&s, o.status, now);
+    if (rate_log) {
+        fprintf(rate_log, "%llu %llu\n", (unsigned long long)now, (unsigned long long)s.pages_dirtied);
+        fclose(rate_log);
+    }
 
     if (c.out) {
         wl_json_begin(&j, NULL, '{');

@@ -67,3 +67,95 @@ def counter_window(series: Series, t_start: float, t_end: float, side: str = "so
 
 def count_between(times: list[float], t_start: float, t_end: float) -> int:
     return sum(1 for t in times if t_start <= t <= t_end)
+
+
+def parse_rate_log(text: str) -> list[tuple[float, int]]:
+    """`dirty --rate-log` lines "<CLOCK_MONOTONIC ns> <pages so far>" → [(guest seconds, pages)]; a torn last line
+    (the file read while being appended) is dropped."""
+    rows: list[tuple[float, int]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and all(f.isdigit() for f in fields):
+            rows.append((int(fields[0]) / 1e9, int(fields[1])))
+    return rows
+
+
+@dataclass(frozen=True)
+class ClockMap:
+    """host = offset + scale × guest (seconds): a guest clock mapped onto the host's, from paired readings
+    (guest reading, host time at the middle of the command that took it). Two readings also correct the rate
+    (a TCG guest's calibrated clock may run a fraction of a percent off)."""
+    offset: float
+    scale: float = 1.0
+
+    @classmethod
+    def fit(cls, pairs: list[tuple[float, float]]) -> "ClockMap":
+        if not pairs:
+            raise ValueError("no clock readings")
+        (g0, h0), (g1, h1) = pairs[0], pairs[-1]
+        scale = (h1 - h0) / (g1 - g0) if g1 - g0 > 1.0 else 1.0
+        return cls(h0 - scale * g0, scale)
+
+    def host(self, guest_s: float) -> float:
+        return self.offset + self.scale * guest_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "scale": self.scale}
+
+
+def interpolate(points: list[tuple[float, float]], t: float) -> float | None:
+    """Linear interpolation of a sorted (t, cumulative value) track at t; None outside it."""
+    if not points or t < points[0][0] or t > points[-1][0]:
+        return None
+    for (ta, va), (tb, vb) in zip(points, points[1:]):
+        if ta <= t <= tb:
+            return va if tb == ta else va + (vb - va) * (t - ta) / (tb - ta)
+    return points[-1][1]
+
+
+def rate_between(points: list[tuple[float, float]], t_start: float, t_end: float) -> float | None:
+    """Average rate of a cumulative track over [t_start, t_end] (units per second), None if not covered."""
+    a, b = interpolate(points, t_start), interpolate(points, t_end)
+    if a is None or b is None or t_end <= t_start:
+        return None
+    return (b - a) / (t_end - t_start)
+
+
+@dataclass(frozen=True)
+class ThrottleLevel:
+    percent: int
+    t_start: float          # the judged window (settling margins already taken off)
+    t_end: float
+    rate: float             # the guest's own achieved rate in it
+    ratio: float            # rate / unthrottled rate
+    expected_ratio: float   # 1 − percent/100: the vCPU runs that fraction of the time
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def throttle_levels(points: list[tuple[float, float]], first_seen: dict[int, float], t_end: float,
+                    baseline_rate: float, settle_s: float, min_s: float) -> list[ThrottleLevel]:
+    """The guest's rate while each throttle value held: from when the value was first seen to when the next one
+    was (or t_end), minus `settle_s` at both ends; windows shorter than `min_s` are left out."""
+    starts = sorted(first_seen.items(), key=lambda item: item[1])
+    levels = []
+    for i, (percent, since) in enumerate(starts):
+        until = starts[i + 1][1] if i + 1 < len(starts) else t_end
+        a, b = since + settle_s, until - settle_s
+        if b - a < min_s or baseline_rate <= 0:
+            continue
+        rate = rate_between(points, a, b)
+        if rate is None:
+            continue
+        levels.append(ThrottleLevel(percent, a, b, rate, rate / baseline_rate, 1 - percent / 100))
+    return levels
+
+
+def slowdown_slope(levels: list[ThrottleLevel]) -> float | None:
+    """Least-squares slope through the origin of the achieved slowdown (1 − ratio) against the throttle fraction,
+    each level weighted by its window length: 1.0 when the guest loses exactly the share the throttle takes,
+    0 when the throttle has no effect."""
+    sxx = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) ** 2 for lv in levels)
+    sxy = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) * (1 - lv.ratio) for lv in levels)
+    return sxy / sxx if sxx > 0 else None

@@ -126,3 +126,32 @@ def ratio_at_most(name: str, value: float, baseline: float, factor: float, floor
     ratio = value / base if base else float("inf") if value else 1.0
     return Verdict(name, ratio <= factor, round(ratio, 3), factor,
                    f"{value:g} vs baseline {baseline:g}: ratio {ratio:.2f} {'≤' if ratio <= factor else '>'} {factor}")
+
+
+def at_most(name: str, value: float | None, bound: float, unit: str = "", anchor: str = "") -> Verdict:
+    """value ≤ bound, for a bound that does not come from the judged run: a mechanism-derived absolute (syncs per
+    pass) or a multiple of a reference measured outside the judged arm. `anchor` says which, for the report."""
+    if value is None:
+        return Verdict(name, False, None, bound, f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = value <= bound
+    text = f"{value:.3g}{unit} {'≤' if ok else '>'} {bound:g}{unit}"
+    return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:
+    """low ≤ value ≤ high (e.g. measured/expected for an effect whose size follows from the mechanism)."""
+    if value is None:
+        return Verdict(name, False, None, [low, high], f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = low <= value <= high
+    text = f"{value:.3g} {'within' if ok else 'outside'} [{low:g}, {high:g}]"
+    return Verdict(name, ok, round(value, 4), [low, high], f"{text} ({anchor})" if anchor else text)
+
+
+def record_all(artefacts: Any, verdicts: Iterable[Verdict]) -> None:
+    """Record every verdict before asserting any, so a failing run documents which oracles passed and which did
+    not (self-validation reads the old oracles' verdicts next to the new anchors' in one run)."""
+    verdicts = list(verdicts)
+    for verdict in verdicts:
+        artefacts.verdict(verdict, check=False)
+    for verdict in verdicts:
+        verdict.check()

@@ -16,6 +16,16 @@ host at 16 MiB/s, a correct QEMU iterated the bitmap in 0 of 81 RAM rounds, beca
 budget itself — such a run cannot tell the builds apart. Unlimited, RAM rounds end on ram_save_iterate()'s 50 ms
 time slice with the bitmap's turn still due, and 512 MiB of non-zero guest RAM takes 15–20 of them. The oracle
 (harness.iteration.coverage) still sets aside rounds that ended in a rate-limit wait, should there be any.
+
+Oracles and what anchors each (#16 audit: no control arm is involved, so nothing can move a yardstick with them):
+  - the dirty bitmap was iterated in ≥ MIN_FRACTION of the unfinished RAM rounds where it was due a turn — a
+    mechanism-derived absolute (every active iterative device is called every round: 1.0 by construction, 1.0
+    measured; a serialized build 0), counted from QEMU's trace events per round;
+  - ≥ MIN_ELIGIBLE_ROUNDS such rounds — a floor: the run provoked overlap at all;
+  - the source bitmap marks WRITES × GRANULARITY bytes — the test's own writes (what was put in), and the bitmap
+    arrives with the same name, granularity, count (and bits' sha256 where QEMU offers it) — the destination
+    compared with what the source held, read from the block layer rather than from the migration stream;
+  - the migration completed through postcopy-active — the run tested what it claims.
 """
 
 from __future__ import annotations

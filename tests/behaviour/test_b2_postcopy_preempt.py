@@ -7,15 +7,23 @@ stream throttled by max-postcopy-bandwidth (so the main channel always has a que
 a faulting access costs about one request round trip (~40 µs here), while without it a request waits behind the
 throttled stream: a quarter of them ~100 ms, until the next 100 ms rate-limit window.
 
-The same QEMU binary and probe seed run twice, preempt on and off, each on a freshly booted guest. The oracles
-compare only numbers from the same test run:
-  (a) with preempt, p99 and max stall ≤ fixed multiples of the round trip RTT = the median stall with preempt
-      (half of all remote faults are served within it, so it is the guest-measured cost of a promptly served
-      request; independent of how long the postcopy phase lasts);
-  (b) with preempt, p99 stall ≤ P99_RATIO × the p99 stall without;
+The same QEMU binary and probe seed run twice, preempt on and off, each on a freshly booted guest. Oracles, and what
+anchors each (BEHAVIOURS.md: a regression must not be able to move the yardstick with the measurement):
+  (a) with preempt, p50, p99 and max stall ≤ fixed multiples of the LINK RTT: the median host round trip of an
+      8-byte request answered with one page over a unix stream socket between two processes (the migration
+      transport here), measured on the same host just before the run's migration starts (harness.latency.
+      transport_round_trips_us). Anchor: a measurement outside the judged path — no QEMU code can move it, and it
+      scales with host speed as the fault round trip does (two socket hops, two thread wake-ups). Until #16 the
+      yardstick was the run's own median stall, which a preempt path that serves every request uniformly slower
+      moves along with p99 (regressions/B2-preempt-urgent-page-delayed.patch);
+  (a') with preempt, p99 ≤ P99_RTT_MULTIPLE × the run's own median stall — a tail-shape check anchored to the
+      judged arm itself (catches a minority of requests waiting behind the stream; not a round-trip bound);
+  (b) with preempt, p99 stall ≤ P99_RATIO × the p99 stall without — anchored to the same-run control arm;
   (c) the destination's per-vCPU postcopy blocktime agrees with the guest's summed stalls, and the overlapped
-      postcopy-blocktime is no longer than any vCPU's (see BLOCKTIME_* for why not more on 10.0);
-  (e) both migrations complete and the guest's seqinc pattern is intact afterwards.
+      postcopy-blocktime is no longer than any vCPU's (see BLOCKTIME_* for why not more on 10.0) — anchored to the
+      guest's own view (QEMU's figure vs the probe's);
+  (e) both migrations complete and the guest's seqinc pattern is intact afterwards — anchored to the guest's own
+      invariant; the probe met ≥ min_stalls remote pages (the run provoked what it measures).
 On QEMU with postcopy-latency / postcopy-vcpu-latency / postcopy-latency-dist (10.1+), a separate test checks
 that the destination's own latency figures (and its reworked overlapped blocktime) agree with the guest and show
 the same preempt/no-preempt contrast.
@@ -37,7 +45,7 @@ import pytest
 
 from harness import host, oracles, workloads
 from harness.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
-                             parse_probe_raw, plot_latency_distributions)
+                             parse_probe_raw, plot_latency_distributions, transport_round_trips_us)
 from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.testbed import Testbed
@@ -54,15 +62,21 @@ SEQINC_MIB = 4
 SEQINC_PASSES_PER_S = 1
 # Precopy lasts only until the immediate switch (~40 ms), so its bandwidth hardly matters.
 PRECOPY_BANDWIDTH = 32 * MiB
-# (a) Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; RTT 38–59 µs): p99 = 5–11 × RTT, so a bound
-# of 20 × RTT fails as soon as ~1 % of requests wait for anything but their own round trip (without preempt, or
-# with the variant build, ~25 % wait ~100 ms ≈ 2500 × RTT for the next rate-limit window).
+# (a') Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; own median 38–59 µs): p99 = 5–11 × it in 20
+# runs before #16, 9.5–18.4 × in the 7 #16 calibration runs (host busier: three engineers share it), so 40 × the
+# median (was 20) keeps a margin of > 2 and still fails as soon as ~1 % of requests wait for anything but their
+# own round trip (without preempt, or with the skip-preempt-channel variant, ~25 % wait ~100 ms ≈ 2500 × the
+# median for the next rate-limit window).
 # The max is a different animal: the longest stalls are accesses in which the guest ran other code (a timer
 # interrupt, then another task) that itself faulted — QEMU's fault trace shows a 5.4 ms stall holding 70 remote
-# faults of 30–40 µs, none slow. Measured max over 20 runs: 94–3870 × RTT (4.7–162 ms). 10 000 × RTT (~0.4 s)
-# still catches a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
-P99_RTT_MULTIPLE = 20.0
-MAX_RTT_MULTIPLE = 10000.0
+# faults of 30–40 µs, none slow. Measured max over 20 runs before #16: 4.7–162 ms; in the 7 #16 calibration runs
+# 502–13 308 link RTTs (up to 387 ms on the busier host). The max bound (a) is 40 000 link RTTs (~1.2 s at 30 µs),
+# which still catches a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
+P99_RTT_MULTIPLE = 40.0
+# (a) In units of the link RTT (median host unix-socket round trip with a one-page answer, ~20 µs here); the
+# multiples and their calibration are per scenario (Scenario.*_link_multiple). The variant that holds each urgent
+# page 2 ms before flushing the preempt channel puts p50 at ≥ 2 ms ≈ 100 link RTTs.
+LINK_RTT_SAMPLES = 2000
 # (b) Measured p99 ratio preempt/no-preempt: 0.0009–0.0044; with the build whose urgent pages skip the preempt
 # channel (regressions/B2-urgent-pages-skip-preempt-channel.patch): ~1.1.
 P99_RATIO = 0.5
@@ -93,17 +107,29 @@ class Scenario:
     # that a guest timer interrupt lands in 20–45 µs, a remote 4 KiB fault ≥ ~30 µs (median ~45 µs with preempt).
     stall_floor_us: float
     min_stalls: int               # per run: fewer means the probe met no remote pages, i.e. measured nothing
+    # (a) bounds in link RTTs (the link RTT's answer is one host page of this scenario)
+    p50_link_multiple: float
+    p99_link_multiple: float
+    max_link_multiple: float
+    host_page_bytes: int = 4096
     memory_backend: str | None = None
 
 
 # 64 MiB of 4 KiB pages: ~16 400 stalls with preempt; 140–430 without (most pages then arrive by the throttled
 # stream while the guest waits up to ~0.1 s per fault).
 ANONYMOUS = Scenario("anonymous", guest_mib=256, probe_mib=64, postcopy_bandwidth=16 * MiB, stall_floor_us=20.0,
-                     min_stalls=30)
+                     min_stalls=30, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0)
+# (a) calibration, pristine 10.0.2, TCG, 2 shared cores, 7 runs: link RTT 15.4–46.2 µs; p50 1.34–2.89 (bound 10:
+# margin 3.5), p99 20.6–40.7 (bound 100: margin 2.5), max 502–13 308 link RTTs (bound 40 000: margin 3). The
+# 2 ms-per-urgent-page variant (2 runs): p50 50–100, p99 275–515 link RTTs; urgent pages off the preempt channel:
+# p99 6716. (a') p99 / own median in the same 7 runs: 9.5–18.4 (bound 40).
 # 2 MiB host pages: one fault brings 512 guest pages, so the region is larger (128 huge pages) and the stream
 # faster, to keep the run short. A remote fault moves 2 MiB (≳ 1 ms); timer interrupts (≤ 45 µs) are no stalls.
+# Its link RTT answers with 2 MiB (~2.3 ms here). Not calibrated on this host (no free 2 MiB pages): the
+# multiples are the anonymous scenario's, for a fault that moves the same bytes as the reference.
 HUGETLBFS = Scenario("hugetlbfs", guest_mib=512, probe_mib=256, postcopy_bandwidth=32 * MiB, stall_floor_us=200.0,
-                     min_stalls=40,
+                     min_stalls=40, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0,
+                     host_page_bytes=2 * MiB,
                      memory_backend="memory-backend-file,mem-path={mount},share=on")
 
 
@@ -120,6 +146,7 @@ class PostcopyRun:
     timeline: dict[str, float]
     seqcheck: workloads.SeqCheck
     statuses: list[str]
+    link_rtt: LatencySummary      # host transport round trips, measured just before this run's migration
 
     @cached_property
     def stalls_us(self) -> list[float]:
@@ -161,7 +188,7 @@ class PostcopyRun:
                 "postcopy_requests": self.source_final.get("ram", {}).get("postcopy-requests"),
                 "probe_result": self.probe_result, "source_final": self.source_final,
                 "destination_final": self.destination_final, "timeline": self.timeline,
-                "seqcheck": self.seqcheck.line, "source_statuses": self.statuses}
+                "seqcheck": self.seqcheck.line, "source_statuses": self.statuses, "link_rtt": self.link_rtt}
 
     def stall_records(self) -> dict[str, Any]:
         """Every stalled access: [guest monotonic ns, page index, latency ns]."""
@@ -204,6 +231,10 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
                                            "postcopy-blocktime": True},
                              parameters={"max-bandwidth": PRECOPY_BANDWIDTH,
                                          "max-postcopy-bandwidth": scenario.postcopy_bandwidth})
+    # The link RTT: both QEMUs up and the guest armed, so the host is as loaded as during the run; nothing of the
+    # migration (and so of the preempt path) exists yet.
+    samples = LINK_RTT_SAMPLES if scenario.host_page_bytes <= 64 * 1024 else LINK_RTT_SAMPLES // 10  # ≤ ~0.5 s
+    link_rtt = LatencySummary.of(transport_round_trips_us(samples, reply_bytes=scenario.host_page_bytes))
     t_ready = time.monotonic()
     # seqinc pauses while the probe measures: on the single vCPU, whatever the guest scheduler runs in the middle
     # of a probe access brings its own remote faults into that access's time. It resumes (and is checked) after
@@ -234,33 +265,46 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
                 "switch_s": t_switched - t_signalled, "postcopy_s": t_completed - t_switched,
                 "collect_s": t_end - t_completed, "wall_s": time.monotonic() - t0}
     run = PostcopyRun(label, preempt, scenario.stall_floor_us, source.config.cpus, accesses, result, source_final,
-                      destination_final, timeline, check, [status for _, status in series.status_changes()])
+                      destination_final, timeline, check, [status for _, status in series.status_changes()],
+                      link_rtt)
     testbed.artefacts.write_json(f"run-{label}", run)
     testbed.artefacts.write_json(f"stalls-{label}", run.stall_records())
     return run
 
 
-def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> None:
+def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> list[oracles.Verdict]:
     """(e) and the scenario itself: completed through postcopy, probe finished on the destination with enough
     remote faults to measure, guest pattern intact."""
-    testbed.artefacts.verdict(oracles.completed(run.source_final))
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: went through postcopy-active",
-                                              "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
-                                              "source status sequence"))
+    verdicts: list[oracles.Verdict] = []
+    verdicts.append(oracles.completed(run.source_final))
+    verdicts.append(oracles.Verdict(f"{run.label}: went through postcopy-active",
+                                    "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
+                                    "source status sequence"))
     rounds = run.probe_result.get("rounds_completed")
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
-                                              rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
-    testbed.artefacts.verdict(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
-                                                 0, run.stalls.count, scenario.min_stalls))
-    testbed.artefacts.verdict(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
+    verdicts.append(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
+                                    rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
+    verdicts.append(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
+                                       0, run.stalls.count, scenario.min_stalls))
+    verdicts.append(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
+    return verdicts
 
 
-def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> None:
-    """(a) bounded tail with preempt, in round trips; (b) clearly below the tail without preempt."""
-    rtt_us = on.stalls.p50_us
+def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> list[oracles.Verdict]:
+    """(a) p50/p99/max with preempt in link RTTs; (a') tail shape in the run's own median; (b) clearly below the
+    tail without preempt."""
+    verdicts: list[oracles.Verdict] = []
+    link_us = on.link_rtt.p50_us
+    median_us = on.stalls.p50_us
     testbed.artefacts.write_json("latency-verdict-inputs", {
-        "rtt_us": rtt_us, "rtt_definition": "median stall with preempt",
-        "p99_bound_us": P99_RTT_MULTIPLE * rtt_us, "max_bound_us": MAX_RTT_MULTIPLE * rtt_us,
+        "link_rtt_us": link_us, "link_rtt_definition": "median host unix-socket round trip, 8-byte request, "
+        f"{scenario.host_page_bytes}-byte answer, measured before the preempt-on migration",
+        "link_rtt_on": on.link_rtt, "link_rtt_off": off.link_rtt,
+        "p50_in_link_rtts": median_us / link_us if link_us else None,
+        "p99_in_link_rtts": on.stalls.p99_us / link_us if link_us else None,
+        "max_in_link_rtts": on.stalls.max_us / link_us if link_us else None,
+        "link_multiples": {"p50": scenario.p50_link_multiple, "p99": scenario.p99_link_multiple,
+                           "max": scenario.max_link_multiple},
+        "own_median_us": median_us, "p99_own_median_bound_us": P99_RTT_MULTIPLE * median_us,
         "p99_ratio_bound": P99_RATIO, "preempt_on": on.stalls, "preempt_off": off.stalls,
         "p99_ratio": on.stalls.p99_us / off.stalls.p99_us if off.stalls.p99_us else None})
     plot_latency_distributions(
@@ -268,18 +312,25 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
         f"B2 {scenario.name}: per-access stalls ≥ {scenario.stall_floor_us:g} µs in postcopy, "
         f"max-postcopy-bandwidth {scenario.postcopy_bandwidth // MiB} MiB/s",
         {"preempt on": on.stalls_us, "preempt off": off.stalls_us},
-        {"RTT (median with preempt)": rtt_us, f"p99 bound {P99_RTT_MULTIPLE:g}×RTT": P99_RTT_MULTIPLE * rtt_us})
-    testbed.artefacts.verdict(oracles.ratio_at_most("preempt p99 stall in round trips", on.stalls.p99_us, rtt_us,
-                                                    P99_RTT_MULTIPLE))
-    testbed.artefacts.verdict(oracles.ratio_at_most("preempt max stall in round trips", on.stalls.max_us, rtt_us,
-                                                    MAX_RTT_MULTIPLE))
-    testbed.artefacts.verdict(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
-                                                    off.stalls.p99_us, P99_RATIO))
+        {"link RTT": link_us, f"p50 bound {scenario.p50_link_multiple:g}×link": scenario.p50_link_multiple * link_us,
+         f"p99 bound {scenario.p99_link_multiple:g}×link": scenario.p99_link_multiple * link_us})
+    anchor = f"link RTT {link_us:.1f} µs, host transport measured outside postcopy"
+    for name, value, multiple in (("p50", median_us, scenario.p50_link_multiple),
+                                  ("p99", on.stalls.p99_us, scenario.p99_link_multiple),
+                                  ("max", on.stalls.max_us, scenario.max_link_multiple)):
+        verdicts.append(oracles.at_most(f"preempt {name} stall in link RTTs",
+                                        value / link_us if link_us else None, multiple, "×", anchor))
+    verdicts.append(oracles.ratio_at_most("preempt p99 stall in the run's own median stalls (tail shape)",
+                                          on.stalls.p99_us, median_us, P99_RTT_MULTIPLE))
+    verdicts.append(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
+                                          off.stalls.p99_us, P99_RATIO))
+    return verdicts
 
 
-def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> None:
+def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> list[oracles.Verdict]:
     """(c) the destination's per-vCPU blocktime agrees with the guest's summed stalls; the overlapped total
     (time all vCPUs were blocked at once) cannot exceed any vCPU's own."""
+    verdicts: list[oracles.Verdict] = []
     guest_ms, vcpu_ms, total_ms = run.guest_stall_ms_per_vcpu, run.vcpu_blocktime_ms_per_vcpu, run.blocktime_ms
     testbed.artefacts.write_json(f"blocktime-{run.label}", {
         "guest_stall_ms_per_vcpu": guest_ms, "postcopy_vcpu_blocktime_ms_per_vcpu": vcpu_ms,
@@ -288,18 +339,20 @@ def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> None:
         "vcpu_ratio": vcpu_ms / guest_ms if vcpu_ms is not None and guest_ms else None,
         "total_ratio": total_ms / guest_ms if total_ms is not None and guest_ms else None,
         "band": [BLOCKTIME_BELOW, BLOCKTIME_ABOVE]})
-    testbed.artefacts.verdict(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
-                                              {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",
-                                              "destination query-migrate after completion"))
-    assert vcpu_ms is not None and total_ms is not None
-    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: postcopy-vcpu-blocktime vs guest stalls per vCPU",
-                                                    vcpu_ms, guest_ms, BLOCKTIME_ABOVE, floor=1.0))
-    testbed.artefacts.verdict(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
-                                                    guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
+    verdicts.append(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
+                                    {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",
+                                    "destination query-migrate after completion"))
+    if vcpu_ms is None or total_ms is None:
+        return verdicts
+    verdicts.append(oracles.ratio_at_most(f"{run.label}: postcopy-vcpu-blocktime vs guest stalls per vCPU",
+                                          vcpu_ms, guest_ms, BLOCKTIME_ABOVE, floor=1.0))
+    verdicts.append(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
+                                          guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
     shortest_vcpu_ms = min(run.destination_final.get("postcopy-vcpu-blocktime") or [0])
-    testbed.artefacts.verdict(oracles.Verdict(
+    verdicts.append(oracles.Verdict(
         f"{run.label}: postcopy-blocktime ≤ every vCPU's blocktime", total_ms <= shortest_vcpu_ms + 1, total_ms,
         shortest_vcpu_ms + 1, "all vCPUs blocked at once is no longer than any one vCPU blocked (+1 ms rounding)"))
+    return verdicts
 
 
 def compare_preempt(testbed: Testbed, scenario: Scenario) -> tuple[PostcopyRun, PostcopyRun]:
@@ -327,11 +380,10 @@ POSTCOPY_NEEDS = dict(capabilities=["postcopy-ram", "postcopy-preempt", "postcop
                          ids=lambda s: s.name)
 def test_preempt_serves_page_requests_promptly(testbed: Testbed, scenario: Scenario) -> None:
     on, off = compare_preempt(testbed, scenario)
-    for run in (on, off):
-        check_run(testbed, run, scenario)
-    judge_latency(testbed, scenario, on, off)
-    for run in (on, off):
-        judge_blocktime(testbed, run)
+    verdicts = [*check_run(testbed, on, scenario), *check_run(testbed, off, scenario)]
+    verdicts += judge_latency(testbed, scenario, on, off)
+    verdicts += [*judge_blocktime(testbed, on), *judge_blocktime(testbed, off)]
+    oracles.record_all(testbed.artefacts, verdicts)
 
 
 def qemu_latency(run: PostcopyRun) -> dict[str, Any]:
@@ -347,17 +399,18 @@ def qemu_latency(run: PostcopyRun) -> dict[str, Any]:
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(**{**POSTCOPY_NEEDS, "fields": POSTCOPY_NEEDS["fields"] + LATENCY_FIELDS})
 def test_destination_latency_metrics_agree_with_guest(testbed: Testbed) -> None:
-    """(d) QEMU's own remote-fault latency: bounded in round trips with preempt, the same preempt/no-preempt
-    contrast as the guest sees, and its mean close to the guest's mean stall."""
+    """(d) QEMU's own remote-fault latency: its p99 bucket edge bounded in link RTTs with preempt (anchor: the host
+    transport, outside the judged path, as in (a)); the same preempt/no-preempt contrast as the guest sees (anchor:
+    the same-run control); its mean and per-vCPU means close to the guest's mean stall, and its overlapped
+    blocktime close to the guest's stall sum (anchor: the guest's own view)."""
     on, off = compare_preempt(testbed, ANONYMOUS)
-    for run in (on, off):
-        check_run(testbed, run, ANONYMOUS)
+    oracles.record_all(testbed.artefacts, [*check_run(testbed, on, ANONYMOUS), *check_run(testbed, off, ANONYMOUS)])
     figures = {run.label: qemu_latency(run) for run in (on, off)}
-    rtt_us = on.stalls.p50_us
-    testbed.artefacts.write_json("qemu-latency", {"rtt_us": rtt_us, **figures})
+    link_us = on.link_rtt.p50_us
+    testbed.artefacts.write_json("qemu-latency", {"link_rtt_us": link_us, **figures})
     mine = figures[on.label]
     for run in (on, off):
-        judge_blocktime(testbed, run)
+        oracles.record_all(testbed.artefacts, judge_blocktime(testbed, run))
         # With the reworked accounting the overlapped total must agree with the guest too (one vCPU: it equals
         # the per-vCPU figure).
         total_ms = run.blocktime_ms or 0
@@ -382,10 +435,11 @@ def test_destination_latency_metrics_agree_with_guest(testbed: Testbed) -> None:
     for cpu, vcpu_us in enumerate(mine["vcpu_mean_us"]):
         testbed.artefacts.verdict(oracles.ratio_at_most(f"preempt: vCPU {cpu} mean fault latency vs guest mean",
                                                         vcpu_us, on.stalls.mean_us, BLOCKTIME_ABOVE))
-    # The histogram's buckets are a factor 2 wide: its p99 is known only up to the bucket's upper edge.
-    testbed.artefacts.verdict(oracles.ratio_at_most("preempt: QEMU p99 fault latency (bucket edge) in round trips",
-                                                    figures["preempt-on"]["p99_upper_us"] or 0, rtt_us,
-                                                    2 * P99_RTT_MULTIPLE))
+    # The histogram's buckets are a factor 2 wide: its p99 is known only up to the bucket's upper edge. Anchored
+    # to the link RTT (outside the judged path), as the guest's p99 in (a).
+    testbed.artefacts.verdict(oracles.ratio_at_most("preempt: QEMU p99 fault latency (bucket edge) in link RTTs",
+                                                    figures["preempt-on"]["p99_upper_us"] or 0, link_us,
+                                                    2 * ANONYMOUS.p99_link_multiple))
     testbed.artefacts.verdict(oracles.ratio_at_most("QEMU mean fault latency with preempt vs without",
                                                     figures["preempt-on"]["mean_us"],
                                                     figures["preempt-off"]["mean_us"], P99_RATIO))

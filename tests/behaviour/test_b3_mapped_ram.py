@@ -11,6 +11,20 @@ query-migrate, and teardown kills it); the restored RAM equals the saved RAM (ho
 a completed file save, the destination starts with -S) and the seqinc invariant holds after resume; the file's
 allocated size stays within guest RAM plus a small overhead, where a plain (non-mapped-ram) save of the same
 dirtying guest grows past guest RAM. mapped-ram with a socket URI is refused by QEMU, in one line, on both sides.
+
+Oracles and what anchors each (#16 audit: none compares a treatment with a control only):
+  - save and restore finish within SAVE_DEADLINE_S / RESTORE_DEADLINE_S — absolute deadlines, > 20× the measured
+    times: only a hang or a collapse trips them (a uniformly slower build does not, by design);
+  - restored RAM equals the saved RAM — an independent measurement outside the migration: host-side pmemsave
+    hashes of both paused sides (harness.integrity), nothing QEMU's file format reports;
+  - the seqinc invariant holds after resume — the guest's own view;
+  - the file's allocation ≤ guest RAM (QEMU's ram.total) + FILE_OVERHEAD — a mechanism-derived absolute (one
+    slot per page, plus headers and a bitmap, sized in FILE_OVERHEAD's comment); the plain-save control in
+    test_mapped_ram_file_stays_bounded_while_plain_file_grows only proves the bound can fail;
+  - a live save rewrote ≥ MIN_REWRITTEN bytes in place (bytes transferred beyond the allocation) — a floor that
+    proves "live" provoked re-dirtied pages;
+  - mapped-ram on a socket is refused with QEMU's own message (SEEKABLE_ERROR, from migration/migration.c), in
+    one line, and the source keeps running.
 """
 
 from __future__ import annotations

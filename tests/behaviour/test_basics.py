@@ -2,6 +2,18 @@
 
 Each test: given a guest running real workloads, when migrating in some mode, then QMP and the guest agree that
 it worked — RAM identical on both paused sides (host hash) and the sequential-increment invariant intact.
+
+Oracles and what anchors each (#16 audit: none of these compares two arms of one run):
+  - RAM identical — host-side pmemsave hashes of both paused sides, a measurement outside the migration stream;
+  - seqcheck invariant — the guest's own view (adjacent pages differ by ≤ 1, ≤ 1 break);
+  - downtime ≤ downtime-limit + DOWNTIME_SLACK_MS — the parameter the test set plus measured slack;
+  - bytes sent while stopped ≤ max-bandwidth × downtime-limit × (1 + STOP_COPY_TOLERANCE) — a mechanism-derived
+    absolute from the two parameters the test set (QEMU may switch over only when the rest fits), not from the
+    measured downtime a fast link would flatter;
+  - completed / went through postcopy-active, postcopy-paused, postcopy-recover — QEMU's status sequence;
+  - postcopy-requests ≥ 1 — a floor (the destination really faulted pages in);
+  - after cancel: source runstate running, the guest's own workload counter still advancing, and a second
+    migration of the same source completing with the invariant intact — the guest's view plus a fresh migration.
 """
 
 from __future__ import annotations

@@ -151,6 +151,61 @@ def test_analysis_windows_increments_and_gaps() -> None:
     assert count_between([0.1, 0.6, 1.4, 2.0], 0.5, 1.5) == 2
 
 
+def test_absolute_and_band_oracles_name_their_anchor() -> None:
+    ok = oracles.at_most("syncs per pass", 1.2, 3.0, anchor="mechanism")
+    assert ok.passed and ok.bound == 3.0 and "mechanism" in ok.why
+    storm = oracles.at_most("syncs per pass", 19.6, 3.0)
+    assert not storm.passed and storm.measured == 19.6
+    assert not oracles.at_most("nothing", None, 3.0).passed
+    assert oracles.within_band("slope", 0.9, 0.5, 1.5).passed
+    assert not oracles.within_band("slope", 0.02, 0.5, 1.5).passed
+    assert not oracles.within_band("slope", None, 0.5, 1.5).passed
+
+
+def test_record_all_records_every_verdict_before_failing() -> None:
+    recorded = []
+
+    class Recorder:
+        def verdict(self, verdict: oracles.Verdict, check: bool = True) -> oracles.Verdict:
+            assert check is False
+            recorded.append(verdict)
+            return verdict
+
+    with pytest.raises(AssertionError, match="first"):
+        oracles.record_all(Recorder(), [oracles.at_most("first", 2, 1), oracles.at_most("second", 0, 1),
+                                        oracles.at_most("third", 5, 1)])
+    assert [v.name for v in recorded] == ["first", "second", "third"]
+
+
+def test_rate_log_clock_map_and_throttle_effect() -> None:
+    from harness.analysis import (ClockMap, interpolate, parse_rate_log, rate_between, slowdown_slope,
+                                  throttle_levels)
+    text = "1000000000 0\n1100000000 50\n1200000000 100\n12000"   # torn last line
+    assert parse_rate_log(text) == [(1.0, 0), (1.1, 50), (1.2, 100)]
+    clock = ClockMap.fit([(100.0, 5000.0), (200.0, 5100.1)])      # guest clock 0.1 % slow
+    assert clock.scale == pytest.approx(1.001) and clock.host(100.0) == pytest.approx(5000.0)
+    assert ClockMap.fit([(10.0, 25.0)]).host(11.0) == pytest.approx(26.0)
+    assert interpolate([(0, 0), (2, 10)], 1) == 5 and interpolate([(0, 0)], 1) is None
+    # 100 units/s unthrottled; 20 % throttle from t=10, 40 % from t=20, window ends at 30: the guest really slowed
+    points, value = [], 0.0
+    for i in range(301):
+        t = i / 10
+        points.append((t, value))
+        value += 10 * (1.0 if t < 10 else 0.8 if t < 20 else 0.6)
+    assert rate_between(points, 2, 8) == pytest.approx(100)
+    levels = throttle_levels(points, {20: 10.0, 40: 20.0}, 30.0, 100.0, settle_s=0.5, min_s=2.0)
+    assert [lv.percent for lv in levels] == [20, 40]
+    assert [lv.ratio for lv in levels] == pytest.approx([0.8, 0.6], abs=0.01)
+    assert slowdown_slope(levels) == pytest.approx(1.0, abs=0.03)
+    # a build that reports the throttle but never sleeps the vCPUs: no slowdown at all
+    flat = [(i / 10, 10.0 * i) for i in range(301)]
+    assert slowdown_slope(throttle_levels(flat, {20: 10.0, 40: 20.0}, 30.0, 100.0, 0.5, 2.0)) == \
+        pytest.approx(0.0, abs=0.01)
+    # too short a level is left out
+    assert [lv.percent for lv in throttle_levels(points, {20: 10.0, 40: 28.5}, 30.0, 100.0, 0.5, 2.0)] == [20]
+    assert slowdown_slope([]) is None
+
+
 # -- bisect voting and validate's patch headers -----------------------------------------------------------------
 from harness.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
 from harness.validate import Case, parse_header  # noqa: E402

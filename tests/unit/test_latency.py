@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.latency import (RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
+from harness.latency import (RAW_RECORD, transport_round_trips_us, Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
                              nearest_rank, parse_probe_raw, plot_latency_distributions)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,3 +135,10 @@ def test_wait_exit_reports_a_workload_that_does_not_end() -> None:
     from harness.workloads import Probe, RunningWorkload
     with pytest.raises(GuestCommandError):
         RunningWorkload("probe", Probe(size_mib=1), 42).wait_exit(_FakeMachine(_FakeShell("", exit_status=1)), 1)
+
+
+def test_transport_round_trips_are_a_host_link_reference() -> None:
+    trips = transport_round_trips_us(count=200, reply_bytes=4096, warmup=20)
+    assert len(trips) == 200 and all(t > 0 for t in trips)
+    # a host unix-socket round trip is microseconds to a millisecond, never the ~100 ms of a queued page request
+    assert LatencySummary.of(trips).p50_us < 5000

@@ -343,6 +343,24 @@ def test_dirty_rate_within_5_percent(bins, tmp_path):
     assert set(st) >= {"elapsed_s", "pages_dirtied", "achieved_mibps"}
 
 
+def test_dirty_rate_log_records_its_own_progress_every_100ms(bins, tmp_path):
+    out, log = tmp_path / "d.json", tmp_path / "d.rate"
+    r = run(bins, "dirty", "--size-mib", "8", "--rate-mibps", "40", "--duration", "1",
+            "--seed", "3", "--out", out, "--rate-log", log)
+    assert r.returncode == 0, r.stderr
+    rows = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert 10 <= len(rows) <= 13, rows              # one at start, every 100 ms, one on exit
+    times, pages = zip(*rows)
+    assert list(times) == sorted(times) and list(pages) == sorted(pages)
+    steps = [(b - a) / 1e6 for a, b in zip(times, times[1:-1])]
+    assert all(90 <= step <= 140 for step in steps), steps
+    res = json.loads(out.read_text())
+    assert pages[-1] == res["pages_dirtied"] and pages[0] == 0
+    mibps = (pages[-1] - pages[1]) * 4096 / 2**20 / ((times[-1] - times[1]) / 1e9)
+    assert abs(mibps - 40) <= 4, mibps
+    assert run(bins, "dirty", "--rate-log", "").returncode == 2
+
+
 def dirty_first_pages(bins, tmp_path, *args):
     out = tmp_path / "fp.json"
     r = run(bins, "dirty", "--size-mib", "4", "--duration", "0.1", "--out", out, *args)
