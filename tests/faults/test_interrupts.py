@@ -28,7 +28,10 @@ def run_inner(tmp_path: Path, sig: int | None, extra_env: dict[str, str] | None 
     argv = [sys.executable, "-m", "pytest", str(INNER), "--accel", "tcg", "--artefacts", str(tmp_path / "artefacts"),
             "-p", "no:cacheprovider", "-q", "--progress-interval", "0"]
     started = time.monotonic()
-    inner = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A job started in the background by a non-interactive shell (CI) inherits SIGINT ignored, and Python then
+    # keeps ignoring it: give the child the default disposition a terminal's Ctrl-C meets.
+    inner = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while not ready.exists():
             if inner.poll() is not None:

@@ -50,7 +50,10 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--artefacts", "out",
                              *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             # The plugin of this checkout, not whichever one the venv has installed.
-                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                            # Under a background job of a non-interactive shell (CI) SIGINT arrives ignored and
+                            # Python keeps it so: the child gets the disposition a terminal's Ctrl-C meets.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def results(tmp_path: Path) -> dict:
