@@ -19,7 +19,9 @@ Oracles and what anchors each:
       1 − throttle of the time): the slope of the achieved slowdown against the throttle fraction is within
       [SLOPE_LOW, SLOPE_HIGH] of 1. Anchored to the guest's view and the mechanism, so a build that reports its
       decisions (3) but never sleeps the vCPUs fails (regressions/B4-throttle-never-sleeps-vcpus.patch). The
-      unthrottled rate it is compared with is the same guest's, just before the first throttle step.
+      unthrottled rate it is compared with is the same guest's, just before the first throttle step. And, inside the
+      throttled arm alone, the rate at the highest level over the rate at the lowest is at most what the throttle
+      implies (× LEVEL_RATIO_TOLERANCE), so a dip at the first level cannot pass for an effect.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ BASELINE_S = 8.0
 # grossly more than it should; the upper side is not what #16 asks for and must not flake on a busy host).
 SLOPE_LOW = 0.5
 SLOPE_HIGH = 2.5
+# Rate at the highest throttle level ÷ rate at the lowest, within the throttled arm (no unthrottled baseline in
+# it, so a noisy baseline or a dip at the first level cannot fake a slope): the mechanism says (1 − hi)/(1 − lo),
+# 0.60/0.80 = 0.75 for 20 → 40 %. Pristine, 8 runs: 0.58–0.71. The never-sleeps variant, 4 runs: 0.95–1.20 —
+# one of them (rates 0.76/0.80/0.91 of unthrottled: a first-level dip) passed the slope band at 0.67.
+# Bound: 1.15 × the mechanism's ratio = 0.86 (pristine margin 1.21×, variant ≥ 1.10× above it).
+LEVEL_RATIO_TOLERANCE = 1.15
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s
 OBSERVE_S = 30.0             # after the first pass: several timer periods, about one natural pass
@@ -224,7 +232,22 @@ def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
                             effect.slope, SLOPE_LOW, SLOPE_HIGH,
                             anchor=f"guest's own rate vs its unthrottled {effect.baseline_mibps or 0:.1f} MiB/s, "
                                    f"against 1 − throttle: {described}"),
+        level_ratio_verdict(effect.levels),
     ]
+
+
+def level_ratio_verdict(levels: list[ThrottleLevel]) -> Verdict:
+    """The guest's own rate at the highest throttle level over its rate at the lowest is at most what the
+    mechanism implies ((1 − hi)/(1 − lo)) × LEVEL_RATIO_TOLERANCE: anchored to the guest's view and the mechanism,
+    measured inside the throttled arm only."""
+    name = "guest's rate falls from the lowest to the highest throttle level"
+    if len(levels) < 2:
+        return Verdict(name, False, None, None, f"{len(levels)} throttle level(s) measured; need two")
+    low, high = min(levels, key=lambda lv: lv.percent), max(levels, key=lambda lv: lv.percent)
+    expected = (1 - high.percent / 100) / (1 - low.percent / 100)
+    return oracles.at_most(name, high.rate / low.rate if low.rate else None, round(expected * LEVEL_RATIO_TOLERANCE, 3),
+                           anchor=f"{low.percent}% → {high.percent}%: {low.rate:.0f} → {high.rate:.0f} MiB/s; the "
+                                  f"throttle implies ×{expected:.2f}")
 
 
 def has_periodic_sync(binary: QemuBinary) -> bool:
