@@ -43,7 +43,7 @@ from .accel import choose_accel
 from .arch import ARCHES, arch_spec, host_arch
 from .image import GuestImage, ImageMissing
 from .machine import Machine, _die_with_parent, free_tcp_port
-from .migration import Migration, MigrationConfig, is_channel_error
+from .migration import Migration, MigrationConfig, cancel_end
 from .qemu import QemuBinary, QemuNotFound
 from .report import Artefacts
 from .testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
@@ -294,13 +294,6 @@ def _dirty_rate_over(source: Machine, running: workloads.RunningWorkload, second
     return (float(last["bytes_dirtied"]) - float(first["bytes_dirtied"])) / MiB / elapsed
 
 
-def _cancel_done(info: dict[str, Any]) -> bool:
-    """The deliberate cancel has ended the migration: 'cancelled', or the channel error QEMU sometimes reports as
-    'failed' instead (harness.migration.classify_cancel accepts the same)."""
-    return info.get("status") == "cancelled" or (info.get("status") == "failed"
-                                                 and is_channel_error(info.get("error-desc")))
-
-
 def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWorkload, index: int,
                    sampled: bool) -> DirtyWindow:
     """One non-converging migration, measured for SAMPLER_WINDOW_S, then cancelled. Unsampled: the same
@@ -328,7 +321,8 @@ def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWork
         destination.expect_exit("migrate_cancel ends its incoming stream")
         source.qmp.cmd("migrate_cancel")
         deadline = time.monotonic() + 60
-        while not _cancel_done(source.qmp.cmd("query-migrate")):
+        # 'cancelled', or the channel error QEMU sometimes reports instead (the rule classify_cancel applies).
+        while not cancel_end((info := source.qmp.cmd("query-migrate")).get("status"), info.get("error-desc"))[1]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name}: not cancelled within 60 s")
             time.sleep(0.05)

@@ -95,17 +95,20 @@ def classify_cancel(series: Series, side: str = "source") -> CancelOutcome:
     status = series.status(side)
     error = series.latest(side).get("error-desc")
     t_end = next((t for t, s in series.status_changes(side) if t >= t_cancel and s == status), None)
+    kind, accepted = cancel_end(status, error)
+    return CancelOutcome(kind, status, error, t_cancel, None if kind == "not-ended" else t_end, accepted)
+
+
+def cancel_end(status: str | None, error_desc: str | None) -> tuple[str, bool]:
+    """(kind, accepted) of a cancelled migration's status: the one rule classify_cancel and bench's bare-QMP arms
+    share."""
     if status == "cancelled":
-        kind, accepted = "cancelled", True
-    elif status == "failed" and is_channel_error(error):
-        kind, accepted = "failed-channel-error", True
-    elif status == "failed":
-        kind, accepted = "failed-other", False
-    elif status == "completed":
-        kind, accepted = "completed", False
-    else:
-        kind, accepted, t_end = "not-ended", False, None
-    return CancelOutcome(kind, status, error, t_cancel, t_end, accepted)
+        return "cancelled", True
+    if status == "failed":
+        return ("failed-channel-error", True) if is_channel_error(error_desc) else ("failed-other", False)
+    if status == "completed":
+        return "completed", False
+    return "not-ended", False
 
 
 @dataclass(frozen=True)
