@@ -450,7 +450,8 @@ def environment(args: argparse.Namespace, scratch: Path) -> Environment:
         raise BenchUnusable(f"--arch {args.arch}: unsupported guest arch; known: {', '.join(sorted(ARCHES))}")
     arch = arch_spec(args.arch)
     try:
-        image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch))
+        image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch), hold=True,
+                                current=True)
         binary = QemuBinary.locate(args.qemu_binary, arch.qemu_binary)
         binary.identify(arch.name)
     except (ImageMissing, QemuNotFound) as exc:

@@ -204,7 +204,7 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
                 raise SessionUnusable(f"harness: QMP schema probe of {binary.path} failed: {detail[:200]}") from None
     directory = Path(config.getoption("--image-dir") or Path(config.rootpath) / "build" / "images" / arch.name)
     try:
-        image = GuestImage.load(directory)
+        image = GuestImage.load(directory, hold=True, current=True)
     except ImageMissing as exc:
         raise SessionUnusable(f"harness: {exc}") from None
     if image.arch != arch.name:

@@ -236,9 +236,16 @@ inputs_hash() {
         echo "arch=$ARCH cmdline=$CMDLINE modules=$MODULES compress=$INITRD_COMPRESS strip=$MODULE_STRIP_BTF"
         for p in "${PKGS[@]}"; do echo "pkg $p=${PKGVER[$p]}"; done
         "$CC" --version | head -1
-        (cd "$REPO" && sha256sum images/build.sh images/init images/extract-vmlinux \
-            guest-workloads/Makefile guest-workloads/*.c guest-workloads/*.h)
+        source_digests
     } | sha256sum | cut -d' ' -f1
+}
+
+# "SHA256  PATH" for every repository file images/SOURCES names (manifest.json keeps them: harness/image.py compares).
+source_digests() {
+    local pattern
+    (cd "$REPO" && grep -v -e '^#' -e '^[[:space:]]*$' images/SOURCES | while read -r pattern; do
+        compgen -G "$pattern" || die "images/SOURCES: nothing matches $pattern"
+    done | LC_ALL=C sort -u | xargs sha256sum)
 }
 
 INITRD_NAME=initramfs.cpio
@@ -481,7 +488,8 @@ write_manifest() {
     for p in "${PKGS[@]}"; do pkgs+="$p=${PKGVER[$p]}"$'\n'; done
     mods=$(printf '%s\n' "${MOD_ORDER[@]}")
     ARCH=$ARCH INITRD=$INITRD_NAME CMDLINE=$CMDLINE KVER=$KVER PKGS=$pkgs MARKER=$READY_MARKER \
-        WORKLOADS="${WORKLOADS[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE python3 - >"$WORK/out/manifest.json" <<'EOF'
+        WORKLOADS="${WORKLOADS[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE SOURCES=$(source_digests) \
+        python3 - >"$WORK/out/manifest.json" <<'EOF'
 import json, os
 e = os.environ
 pk = dict(l.split("=", 1) for l in e["PKGS"].splitlines() if l)
@@ -503,6 +511,7 @@ print(json.dumps({
     "workload_dir": "/usr/bin",
     "modules": e["MODS"].split(),
     "inputs_hash": e["HASH"],
+    "sources": {path: digest for digest, path in (l.split(None, 1) for l in e["SOURCES"].splitlines())},
 }, indent=2, sort_keys=False))
 EOF
 }
@@ -531,7 +540,14 @@ main() {
     make_initramfs
     write_manifest "$hash"
 
-    # The keys and the initramfs that carries them are replaced together; the old ones go.
+    # The keys and the initramfs that carries them are replaced together; the old ones go. Test sessions hold
+    # OUTDIR/.use.lock shared while they use the image (harness/image.py): the swap waits for them to end, so
+    # none ever sees the new keys beside the old initramfs.
+    exec {USE_FD}>>"$OUTDIR/.use.lock"
+    if ! flock -n -x "$USE_FD"; then
+        log "waiting for the test sessions using $OUTDIR to end (lock $OUTDIR/.use.lock)"
+        flock -x "$USE_FD"
+    fi
     rm -rf "$OUTDIR/ssh.old"
     [ ! -e "$OUTDIR/ssh" ] || mv "$OUTDIR/ssh" "$OUTDIR/ssh.old"
     mv "$WORK/out/ssh" "$OUTDIR/ssh"
@@ -540,6 +556,7 @@ main() {
     done
     rm -rf "$OUTDIR/ssh.old"
     echo "$hash" >"$OUTDIR/.stamp"
+    flock -u "$USE_FD"
     rm -rf "$WORK"
     log "done in $((SECONDS - start)) s: kernel $KVER, $INITRD_NAME $(du -k "$OUTDIR/$INITRD_NAME" | cut -f1) KiB, modules: ${MOD_ORDER[*]}"
 }

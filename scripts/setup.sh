@@ -16,6 +16,11 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Two `make check` at once on a fresh checkout would both install into one venv: the second waits for the first.
+mkdir -p build
+exec {SETUP_LOCK}>>build/.setup.lock
+flock "$SETUP_LOCK"
+
 . /etc/os-release
 export DEBIAN_FRONTEND=noninteractive
 apt_target=()

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.image import checkout_sources
+
 REPO = Path(__file__).resolve().parents[2]
 QEMU = shutil.which("qemu-system-x86_64")
 USAGE_ERROR = 4
 
 # (id, the bad arguments, the line the user sees). {dir}: an empty directory, {file}: a non-executable file,
-# {qemu}: the installed qemu-system-x86_64, {image}: a guest image whose initramfs is readable by everyone.
+# {qemu}: the installed qemu-system-x86_64, {image}: a guest image whose initramfs is readable by everyone,
+# {stale}: a guest image built before guest-workloads/dirty.c last changed.
 ROWS = [
     ("missing-binary", "--qemu-binary /nonexistent/qemu",
      "ERROR: harness: --qemu-binary: /nonexistent/qemu: no such file or directory"),
@@ -51,6 +54,9 @@ ROWS = [
     ("image-key-readable", "--image-dir {image}",
      "ERROR: harness: guest image {image}: initramfs.cpio has mode 0644, but holds an SSH private key: rebuild "
      "with `make image` (or chmod go= it)"),
+    ("image-of-older-sources", "--image-dir {stale}",
+     "ERROR: harness: guest image {stale} was built from other sources than this checkout "
+     "(guest-workloads/dirty.c): run `make image`"),
     ("artefacts-under-a-file", "--artefacts /etc/passwd/artefacts",
      "ERROR: harness: --artefacts /etc/passwd/artefacts: cannot create or write it (Not a directory)"),
     ("parallel", "-n 2",
@@ -74,16 +80,24 @@ def places(tmp_path: Path) -> dict[str, str]:
     empty.mkdir()
     text = tmp_path / "qemu-system-x86_64.txt"
     text.write_text("not a program\n")
-    image = tmp_path / "image"
+    image = fake_image(tmp_path / "image")
+    (image / "initramfs.cpio").chmod(0o644)   # what images/build.sh wrote under the default umask
+    sources = checkout_sources(REPO)
+    sources["guest-workloads/dirty.c"] = "0" * 64
+    stale = fake_image(tmp_path / "stale", sources=sources)
+    return {"dir": str(empty), "file": str(text), "qemu": str(Path(QEMU).resolve()) if QEMU else "",
+            "image": str(image), "stale": str(stale)}
+
+
+def fake_image(image: Path, **manifest: object) -> Path:
+    """A complete, private image directory whose files are placeholders: enough for the session check."""
     (image / "ssh").mkdir(parents=True)
     (image / "manifest.json").write_text(json.dumps({"arch": "x86_64", "kernel": "kernel",
-                                                     "initrd": "initramfs.cpio", "cmdline": ""}))
+                                                     "initrd": "initramfs.cpio", "cmdline": "", **manifest}))
     for name in ("kernel", "initramfs.cpio", "ssh/id_ed25519", "ssh/host_key.pub", "ssh/dropbear_ed25519_host_key"):
         (image / name).write_text("x")
         (image / name).chmod(0o600)
-    (image / "initramfs.cpio").chmod(0o644)   # what images/build.sh wrote under the default umask
-    return {"dir": str(empty), "file": str(text), "qemu": str(Path(QEMU).resolve()) if QEMU else "",
-            "image": str(image)}
+    return image
 
 
 @pytest.mark.parametrize("args, line", [(a, l) for _, a, l in ROWS], ids=[r[0] for r in ROWS])

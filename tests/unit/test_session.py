@@ -136,6 +136,58 @@ def test_the_built_guest_image_keeps_its_private_keys_private() -> None:
     assert image.initrd.stat().st_mode & 0o077 == 0
 
 
+def test_build_sh_and_the_harness_record_the_same_image_sources() -> None:
+    """The session's staleness check (harness/image.py) recomputes what images/build.sh recorded: same files, same
+    digests, or every session would refuse a fresh image (or accept a stale one)."""
+    from harness.image import checkout_sources
+    function = subprocess.run(["sed", "-n", "/^source_digests()/,/^}/p", "images/build.sh"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout
+    assert function, "images/build.sh has no source_digests()"
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", f'die() {{ exit 1; }}; {function}\nsource_digests'],
+                         env={**os.environ, "REPO": str(REPO)}, capture_output=True, text=True, check=True).stdout
+    recorded = {path: digest for digest, path in (line.split(None, 1) for line in out.splitlines())}
+    current = checkout_sources(REPO)
+    assert recorded == current
+    assert {"images/SOURCES", "images/build.sh", "guest-workloads/dirty.c"} <= current.keys()
+
+
+def test_an_image_from_other_sources_is_refused(tmp_path: Path) -> None:
+    """Changed, added and removed source files all make an image stale; one that recorded no sources (built before
+    the check existed) is stale too."""
+    from harness.image import GuestImage, ImageStale, checkout_sources
+    from tests.inputs.test_bad_inputs import fake_image
+    sources = checkout_sources(REPO)
+    assert GuestImage.load(fake_image(tmp_path / "same", sources=sources), current=True).sources == sources
+    changed = {**sources, "guest-workloads/dirty.c": "0" * 64, "guest-workloads/gone.c": "1" * 64}
+    del changed["images/init"]
+    image = GuestImage.load(fake_image(tmp_path / "changed", sources=changed))
+    assert image.stale_sources(REPO) == ["guest-workloads/dirty.c", "guest-workloads/gone.c", "images/init"]
+    with pytest.raises(ImageStale, match=r"other sources than this checkout \(guest-workloads/dirty.c, "):
+        GuestImage.load(tmp_path / "changed", current=True)
+    assert GuestImage.load(fake_image(tmp_path / "old")).stale_sources(REPO) == ["(unrecorded)"]
+
+
+def test_a_session_holds_the_image_so_a_rebuild_waits(tmp_path: Path) -> None:
+    """A process that loaded the image with hold=True keeps its use lock shared until it exits; images/build.sh
+    swaps an image's files only under that lock held exclusively (what `flock -x` does here)."""
+    from tests.inputs.test_bad_inputs import fake_image
+    image = fake_image(tmp_path / "image")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from harness.image import GuestImage; GuestImage.load(Path(sys.argv[1]), hold=True); "
+                               "print('held', flush=True); time.sleep(60)", str(image)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        swap = ["flock", "-x", "-w", "0.5", str(image / ".use.lock"), "true"]
+        assert subprocess.run(swap).returncode == 1           # the rebuild's swap has to wait for the session
+        holder.kill()
+        holder.wait()
+        assert subprocess.run(swap).returncode == 0           # and goes ahead once the session is gone
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _report(outcome: str, **extra: str) -> SimpleNamespace:
     return SimpleNamespace(passed=outcome == "passed", failed=outcome == "failed", skipped=outcome == "skipped",
                            **extra)
