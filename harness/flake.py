@@ -8,6 +8,10 @@ the table shows passed/failed/skipped counts over the runs that happened and, fo
 distinct failing verdict (from the run's results.json) or crash (from the JUnit XML), with how often it was seen.
 The same goes to ARTEFACTS/flake.json.
 
+Below the table, per test and numeric verdict: the measured values over the runs (min … median … max) beside the
+bound, and the worst run's measured/bound — how close the unmodified build came to a false alarm, the figure a
+bound's calibration comment needs. `--margins-only` prints that again from an existing ARTEFACTS without running.
+
 A run in which pytest could not run (exit other than 0/1, no JUnit XML, no test ran) is listed as such and counted
 neither as a pass nor as a failure of any test; a usage error or an empty selection (exit 4/5) would repeat
 identically, so the remaining runs are not started.
@@ -109,6 +113,94 @@ def failure_reasons(run_root: Path | None) -> dict[str, str]:
     return reasons
 
 
+@dataclass
+class Margin:
+    """One numeric verdict of one test over the runs: what was measured against which bound, and which side of
+    the bound passing is (inferred from the runs that passed: "<=" when they measured at most the bound)."""
+    test: str
+    verdict: str
+    pairs: list[tuple[float, float]] = field(default_factory=list)   # (measured, bound) per run
+    passed: list[bool] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        ok = [(m, b) for (m, b), good in zip(self.pairs, self.passed) if good]
+        if ok and all(m == b for m, b in ok):
+            return "=="
+        if ok and all(m <= b for m, b in ok):
+            return "<="
+        if ok and all(m >= b for m, b in ok):
+            return ">="
+        return "?"
+
+    def worst_ratio(self) -> float | None:
+        """measured/bound of the run closest to failing (or past it), for "<=" and ">=" verdicts."""
+        ratios = [m / b for m, b in self.pairs if b]
+        if not ratios or self.direction not in ("<=", ">="):
+            return None
+        return max(ratios) if self.direction == "<=" else min(ratios)
+
+    def to_json(self) -> dict[str, Any]:
+        measured = sorted(m for m, _ in self.pairs)
+        worst = self.worst_ratio()
+        return {"test": self.test, "verdict": self.verdict, "direction": self.direction, "runs": len(self.pairs),
+                "failed": self.passed.count(False), "min": measured[0], "median": measured[len(measured) // 2],
+                "max": measured[-1], "bounds": sorted({b for _, b in self.pairs}),
+                "worst_measured_over_bound": None if worst is None else round(worst, 3)}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verdict_margins(run_roots: list[Path]) -> list[Margin]:
+    """Every numeric verdict (measured and bound both numbers) of every test, over the given run directories'
+    results.json."""
+    margins: dict[tuple[str, str], Margin] = {}
+    for root in run_roots:
+        try:
+            tests = json.loads((root / "results.json").read_text()).get("tests", [])
+        except (OSError, ValueError):
+            continue
+        for test in tests:
+            for verdict in test.get("verdicts") or []:
+                measured, bound = _number(verdict.get("measured")), _number(verdict.get("bound"))
+                if measured is None or bound is None:
+                    continue
+                key = (test["nodeid"], str(verdict.get("name")))
+                margin = margins.setdefault(key, Margin(*key))
+                margin.pairs.append((measured, bound))
+                margin.passed.append(bool(verdict.get("passed")))
+    return [margins[key] for key in sorted(margins)]
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e12 else f"{value:.3g}"
+
+
+def margins_table(margins: list[Margin]) -> str:
+    lines = ["margins: measured min … median … max vs bound over the runs; worst = measured/bound of the run "
+             "closest to failing"]
+    test = None
+    for margin in margins:
+        if margin.test != test:
+            test = margin.test
+            lines.append(test)
+        j = margin.to_json()
+        bounds = "/".join(_fmt(b) for b in j["bounds"][:3]) + (" …" if len(j["bounds"]) > 3 else "")
+        worst = "" if j["worst_measured_over_bound"] is None else f", worst {j['worst_measured_over_bound']:g}"
+        failed = f", {j['failed']} failed" if j["failed"] else ""
+        lines.append(f"    {margin.verdict}: {_fmt(j['min'])} … {_fmt(j['median'])} … {_fmt(j['max'])} "
+                     f"{margin.direction} {bounds} ({j['runs']} runs{worst}{failed})")
+    return "\n".join(lines)
+
+
+def run_roots(artefacts: Path) -> list[Path]:
+    """The run directory (its `latest`) of each ARTEFACTS/run-K, in K order."""
+    runs = sorted(artefacts.glob("run-*"), key=lambda p: int(p.name.split("-")[1]) if p.name[4:].isdigit() else 0)
+    return [run / "latest" for run in runs if (run / "latest").is_dir()]
+
+
 def record_run(index: int, exit_code: int, cases: dict[str, Case], why: str | None,
                reasons: dict[str, str], seconds: float = 0.0) -> RunRecord:
     tests = {}
@@ -171,8 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", type=Path, default=None,
                         help="hold an exclusive flock on this file during each run: on a host shared with other "
                              "timing-sensitive jobs that take the same lock, runs interleave instead of overlapping")
+    parser.add_argument("--margins-only", action="store_true",
+                        help="run nothing: print the verdict margins of the runs already in ARTEFACTS")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the selection and pytest options")
     options = parser.parse_args(argv)
+    if options.margins_only:
+        print(margins_table(verdict_margins(run_roots(options.artefacts))))
+        return 0
     pytest_args = [a for a in options.pytest_args if a != "--"]
     if options.runs < 1 or not pytest_args:
         parser.error("need --runs ≥ 1 and a test selection after --")
@@ -191,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[flake] stopping: pytest exit {record.exit_code} would repeat in every run", flush=True)
             break
     tallies = aggregate(records)
-    print("\n" + table(tallies, records))
+    margins = verdict_margins(run_roots(options.artefacts))
+    print("\n" + table(tallies, records) + "\n\n" + margins_table(margins))
     out = options.json or options.artefacts.parent / "flake.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -200,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                   "seconds": round(r.seconds, 1),
                   "tests": {t: {"outcome": o, "reason": why} for t, (o, why) in r.tests.items()}} for r in records],
         "tests": {t: tally.to_json() for t, tally in tallies.items()},
+        "margins": [m.to_json() for m in margins],
     }, indent=1) + "\n")
     print(f"[flake] JSON in {out}")
     if any(r.could_not_run for r in records):

@@ -128,6 +128,30 @@ def test_flaky(artefacts):
 '''
 
 
+def test_flake_margins_say_how_close_each_bound_came(tmp_path: Path) -> None:
+    """Per numeric verdict: the measured spread, the side of the bound passing is on (from the passing runs),
+    and measured/bound of the run closest to failing; non-numeric verdicts and unreadable runs are left out."""
+    def run(k: int, verdicts: list[dict[str, object]]) -> Path:
+        root = tmp_path / f"run-{k}" / "latest"
+        root.mkdir(parents=True)
+        (root / "results.json").write_text(json.dumps({"tests": [{"nodeid": "t::a", "verdicts": verdicts}]}))
+        return root
+    def v(name: str, measured: object, bound: object, passed: bool = True) -> dict[str, object]:
+        return {"name": name, "measured": measured, "bound": bound, "passed": passed}
+    run(1, [v("p99 in RTTs", 12.0, 100), v("syncs/pass", 1.5, 1.0), v("status", "completed", "completed")])
+    run(2, [v("p99 in RTTs", 41.0, 100), v("syncs/pass", 0.9, 1.0, passed=False), v("flag", True, True)])
+    run(3, [v("p99 in RTTs", 20.0, 100), v("syncs/pass", 3.0, 1.0)])
+    (tmp_path / "run-4").mkdir()                                   # a run that wrote no results.json
+    margins = flake.verdict_margins(flake.run_roots(tmp_path))
+    assert [(m.verdict, m.direction) for m in margins] == [("p99 in RTTs", "<="), ("syncs/pass", ">=")]
+    p99, syncs = (m.to_json() for m in margins)
+    assert (p99["min"], p99["median"], p99["max"], p99["worst_measured_over_bound"]) == (12.0, 20.0, 41.0, 0.41)
+    assert (syncs["failed"], syncs["worst_measured_over_bound"]) == (1, 0.9)
+    table = flake.margins_table(margins)
+    assert "p99 in RTTs: 12 … 20 … 41 <= 100 (3 runs, worst 0.41)" in table
+    assert "syncs/pass: 0.9 … 1.5 … 3 >= 1 (3 runs, worst 0.9, 1 failed)" in table
+
+
 def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
     (tmp_path / "test_dummy.py").write_text(DUMMY)
     env = {**os.environ, "FLAKE_COUNTER": str(tmp_path / "counter"), "PYTHONPATH": str(REPO)}
