@@ -149,7 +149,7 @@ def _choose_cpu(arch: ArchSpec, accel: str, source: Platforms, destination: Plat
 def _check_override(what: str, value: str, ok: dict[str, bool]) -> None:
     for side, known in ok.items():
         if not known:
-            raise NoCommonPlatform(f"--{what} {value}: the {side} QEMU does not support it "
+            raise NoCommonPlatform(f"--{what} {value}: the {side + ' ' if side else ''}QEMU does not support it "
                                    f"(QMP {'query-machines' if what == 'machine' else 'query-cpu-definitions'})")
 
 
@@ -159,7 +159,7 @@ def choose_platform(arch: ArchSpec, accel: str, source: Platforms | None, destin
     """The machine type and CPU model for both sides, from both binaries' lists. One binary on both sides
     (`same_binary`) keeps the alias and the arch's default CPU for whatever is not overridden; its lists may then
     be None (nothing probed, nothing overridden). Raises NoCommonPlatform with one line naming the side."""
-    sides = {"source": source, "destination": destination}
+    sides = {"": source} if same_binary else {"source": source, "destination": destination}
     reasons = []
     if machine:
         _check_override("machine", machine, {s: p.resolve(machine) is not None for s, p in sides.items() if p})

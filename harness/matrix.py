@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="pytest selection and arguments after -- (default: the "
                                                        "basics, B0–B4 and the cross-version test, not slow)")
     options = parser.parse_args(argv)
+    if not options.old.strip():
+        # `make matrix` passes what scripts/fetch-debian-qemu.sh printed: nothing if it failed (its error is above).
+        print("[matrix] could not run: --old is empty (no older QEMU); nothing judged", flush=True)
+        return COULD_NOT_RUN
     try:
         versions = version_of(options.old), version_of(options.new)
     except QemuNotFound as exc:
