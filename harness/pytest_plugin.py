@@ -226,8 +226,11 @@ def _platform(config: pytest.Config, arch: ArchSpec, accel: str, source: QemuBin
     try:
         return platform_for(arch, accel, source, destination, Path(config.rootpath) / "build" / "cache",
                             config.getoption("--machine"), config.getoption("--cpu"))
-    except (NoCommonPlatform, OSError, RuntimeError, ValueError, KeyError) as exc:
+    except NoCommonPlatform as exc:
         raise SessionUnusable(f"harness: {exc}") from None
+    except Exception as exc:  # the probe itself failed (timeout, no QMP): as the schema probe's failure
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise SessionUnusable(f"harness: QMP machine/CPU probe failed: {detail[:200]}") from None
 
 
 def _check_accel(config: pytest.Config) -> None:
