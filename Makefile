@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
 
-.PHONY: all setup image workloads test check unit bench validate flake qemu-variants bisect-demo clean distclean
+.PHONY: all setup image workloads test check unit bench validate flake matrix qemu-variants bisect-demo clean distclean
 
 all: check
 
@@ -55,6 +55,15 @@ TESTS ?=
 flake: setup image
 	@test -n "$(TESTS)" || { echo "make flake: set TESTS='<pytest selection>' (and N=runs)" >&2; exit 2; }
 	$(PY) -m harness.flake --runs $(N) $(FLAKE_ARGS) -- $(TESTS) --accel tcg $(PYTEST_ARGS)
+
+# Cross-version: the basics, B0–B4 and the cross-version test (not slow) over 7.2→10.0, 10.0→7.2 and 10.0→10.0,
+# as a pair × test table (also artefacts/matrix/matrix.json and index.html). 7.2 is Debian 12's own package, unpacked
+# under build/qemu/ (scripts/fetch-debian-qemu.sh; the installed QEMU stays). MATRIX_OLD=/path/to/qemu-or-build-tree
+# replaces it; MATRIX_ARGS='--lock FILE -- tests/behaviour/test_basics.py' narrows. Exit 0 / 1 (a cell failed) / 4.
+MATRIX_OLD  ?=
+MATRIX_ARGS ?=
+matrix: setup image
+	$(PY) -m harness.matrix --old "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))" $(MATRIX_ARGS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

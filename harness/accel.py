@@ -6,7 +6,6 @@ virtualisation): only a probe boot with a deadline tells. The verdict is cached 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 from .arch import arch_spec, host_arch
 from .image import GuestImage
 from .machine import Machine, MachineConfig
-from .qemu import QemuBinary
+from .qemu import QemuBinary, binary_key
 from .report import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,7 @@ class AccelChoice:
 
 def _cache_key(binary: QemuBinary, image: GuestImage) -> str:
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    stat = binary.path.stat()
-    raw = f"{boot_id}|{binary.path}|{stat.st_mtime_ns}|{stat.st_size}|{image.inputs_hash}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+    return binary_key(binary, boot_id, image.inputs_hash)
 
 
 def probe_kvm(binary: QemuBinary, image: GuestImage, artefacts: Path, timeout: float = PROBE_TIMEOUT) -> str | None:

@@ -11,8 +11,11 @@ class ArchSpec:
     name: str
     qemu_binary: str
     machine: str
-    cpu_tcg: str
+    cpu_tcg: str                 # one binary on both sides (harness.compat)
     cpu_kvm: str
+    # Named models for two different binaries, preferred first: harness.compat takes the first both define
+    # and can run (TCG, or this host under KVM). Versioned (-v1) names mean the same CPU in every version.
+    cpu_models: tuple[str, ...]
     nic: str
     disk: str
     # How the serial console chardev is attached.
@@ -28,6 +31,7 @@ ARCHES: dict[str, ArchSpec] = {
         machine="q35",
         cpu_tcg="max",
         cpu_kvm="host",
+        cpu_models=("Westmere-v1", "Nehalem-v1", "qemu64-v1"),
         nic="virtio-net-pci",
         disk="virtio-blk-pci",
         console_args=("-serial", "chardev:console"),
@@ -39,6 +43,7 @@ ARCHES: dict[str, ArchSpec] = {
         machine="s390-ccw-virtio",
         cpu_tcg="max",
         cpu_kvm="host",
+        cpu_models=("qemu",),
         nic="virtio-net-ccw",
         disk="virtio-blk-ccw",
         console_args=("-device", "sclpconsole,chardev=console"),

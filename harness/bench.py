@@ -41,6 +41,7 @@ from qemu.qmp import EventListener, QMPClient
 from . import oracles, workdirs, workloads
 from .accel import choose_accel
 from .arch import ARCHES, arch_spec, host_arch
+from .compat import choose_platform
 from .image import GuestImage, ImageMissing
 from .machine import Machine, _die_with_parent, free_tcp_port
 from .migration import Migration, MigrationConfig, cancel_end
@@ -457,7 +458,8 @@ def environment(args: argparse.Namespace, scratch: Path) -> Environment:
     except (ImageMissing, QemuNotFound) as exc:
         raise BenchUnusable(str(exc)) from None
     accel = choose_accel(args.accel, binary, image, scratch / "accel-probe", cache_dir=REPO / "build" / "cache")
-    return Environment(binary, binary, image, arch, accel)
+    return Environment(binary, binary, image, arch, accel, choose_platform(arch, accel.name, None, None,
+                                                                          same_binary=True))
 
 
 def main(argv: list[str] | None = None) -> int:

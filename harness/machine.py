@@ -154,7 +154,8 @@ class MachineConfig:
     accel: str = "tcg"
     memory_mib: int = 512
     cpus: int = 1
-    machine_type: str | None = None
+    machine_type: str | None = None      # None: the arch's alias (q35)
+    cpu: str | None = None               # None: the arch's default for the accelerator (max / host)
     incoming: str | None = None          # e.g. "defer"
     start_paused: bool = False           # -S
     network: bool = True
@@ -212,7 +213,7 @@ class Machine:
             "-name", f"{self.name},debug-threads=on",
             "-machine", cfg.machine_type or arch.machine,
             "-accel", cfg.accel,
-            "-cpu", arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg,
+            "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
             "-smp", str(cfg.cpus),
             "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", f"unix:{qmp_socket},server=on,wait=off",

@@ -38,6 +38,7 @@ import pytest
 from . import host, workdirs
 from .accel import choose_accel
 from .arch import ARCHES, ArchSpec, arch_spec, host_arch
+from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, platform_for
 from .guest import GuestShell
 from .image import GuestImage, ImageMissing
 from .machine import Machine
@@ -73,6 +74,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU binary or build tree for both sides (default: qemu-system-ARCH on PATH)")
     group.addoption("--qemu-src", default=None, help="QEMU binary or build tree for the source (cross-version)")
     group.addoption("--qemu-dst", default=None, help="QEMU binary or build tree for the destination")
+    group.addoption("--machine", default=None,
+                    help="machine type for both sides (default: the newest versioned one both binaries support "
+                         "when they differ, else the arch's alias)")
+    group.addoption("--cpu", default=None, help="CPU model for both sides (default: see harness.compat)")
     group.addoption("--accel", default=os.environ.get("HARNESS_ACCEL", "auto"), choices=["auto", "kvm", "tcg"],
                     help="auto = KVM only if a probe guest boots under it, else TCG")
     group.addoption("--arch", default=os.environ.get("HARNESS_ARCH", host_arch()), help="guest architecture")
@@ -165,6 +170,7 @@ class SessionSetup:
     arch: ArchSpec
     binaries: Binaries
     image: GuestImage
+    platform: PlatformChoice     # for --accel kvm, else for tcg; `environment` redoes it if auto picks KVM
 
 
 def _arch(config: pytest.Config) -> ArchSpec:
@@ -209,7 +215,22 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
         raise SessionUnusable(f"harness: {exc}") from None
     if image.arch != arch.name:
         raise SessionUnusable(f"harness: guest image {directory} is for {image.arch}, not {arch.name} (--arch)")
-    return SessionSetup(arch, Binaries(source, destination), image)
+    accel = "kvm" if config.getoption("--accel") == "kvm" else "tcg"
+    return SessionSetup(arch, Binaries(source, destination), image, _platform(config, arch, accel, source,
+                                                                               destination))
+
+
+def _platform(config: pytest.Config, arch: ArchSpec, accel: str, source: QemuBinary,
+              destination: QemuBinary) -> PlatformChoice:
+    """Machine type and CPU both binaries support (harness.compat); SessionUnusable (one line) if there is none."""
+    try:
+        return platform_for(arch, accel, source, destination, Path(config.rootpath) / "build" / "cache",
+                            config.getoption("--machine"), config.getoption("--cpu"))
+    except NoCommonPlatform as exc:
+        raise SessionUnusable(f"harness: {exc}") from None
+    except Exception as exc:  # the probe itself failed (timeout, no QMP): as the schema probe's failure
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise SessionUnusable(f"harness: QMP machine/CPU probe failed: {detail[:200]}") from None
 
 
 def _check_accel(config: pytest.Config) -> None:
@@ -251,6 +272,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             if b.destination != b.source:
                 _say(config, f"harness: destination QEMU {b.destination}")
             _say(config, f"harness: guest image {setup.image.directory}")
+            _say(config, f"harness: {setup.platform.describe()}")
 
 
 def session_setup(config: pytest.Config) -> SessionSetup:
@@ -273,10 +295,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("needs"):
         b = binaries(item.config)
-        missing = sorted({m for binary in {b.source, b.destination}
-                          for m in binary.features.missing(**marker.kwargs)})
+        missing: dict[str, list[str]] = {}
+        for side, binary in (("source", b.source), ("destination", b.destination)):
+            for feature in binary.features.missing(**marker.kwargs):
+                missing.setdefault(feature, []).append(side)
         if missing:
-            pytest.skip("QEMU lacks " + ", ".join(missing))
+            pytest.skip(lacks_reason(missing, same_binary=b.source == b.destination))
     if item.get_closest_marker("needs_userfaultfd"):
         uffd = host.userfaultfd()
         if not uffd.available:
@@ -440,7 +464,16 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         header["destination QEMU"] = str(b.destination)
     header["accelerator"] = accel.describe().removeprefix("accelerator: ")
     header["guest image"] = f"{guest_image.directory} (inputs {guest_image.inputs_hash[:12]})"
-    return Environment(b.source, b.destination, guest_image, session_setup(pytestconfig).arch, accel)
+    setup = session_setup(pytestconfig)
+    platform = setup.platform
+    if accel.name == "kvm" and pytestconfig.getoption("--accel") != "kvm":
+        # --accel auto chose KVM after the session check: the CPU must be one this host can run.
+        try:
+            platform = _platform(pytestconfig, setup.arch, "kvm", b.source, b.destination)
+        except SessionUnusable as exc:
+            pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+    header["machine and CPU"] = platform.describe()
+    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Feature presence is read from the schema of the binary in use, never inferred fr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -107,11 +108,21 @@ class QemuBinary:
         return f"{self.path} ({self.version})"
 
 
-def _qmp_stdio(binary: QemuBinary, commands: list[dict[str, Any]], timeout: float = 60) -> list[Any]:
-    """Run QMP commands against a machine-less QEMU; returns each command's 'return' (or error dict)."""
+def binary_key(binary: QemuBinary, *extra: str) -> str:
+    """A cache key for what a probe learnt of this binary file: a rebuilt or replaced binary gets a new one."""
+    stat = binary.path.stat()
+    raw = "|".join([str(binary.path), str(stat.st_mtime_ns), str(stat.st_size), *extra])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _qmp_stdio(binary: QemuBinary, commands: list[dict[str, Any]], timeout: float = 60,
+               accel: str | None = None) -> list[Any]:
+    """Run QMP commands against a machine-less QEMU (under `accel`, else QEMU's default); returns each command's
+    'return' (or error dict)."""
     script = [{"execute": "qmp_capabilities"}, *commands, {"execute": "quit"}]
     proc = subprocess.run(
-        binary.base_args() + ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+        binary.base_args() + ["-machine", "none", *(["-accel", accel] if accel else []),
+                              "-nodefaults", "-display", "none", "-qmp", "stdio"],
         input="".join(json.dumps(c) + "\n" for c in script),
         capture_output=True, text=True, timeout=timeout,
     )

@@ -13,6 +13,7 @@ from typing import Any
 from . import workdirs
 from .accel import AccelChoice
 from .arch import ArchSpec
+from .compat import PlatformChoice
 from .image import GuestImage
 from .machine import Machine, MachineConfig, MachineError, QemuExited
 from .migration import Migration, MigrationConfig
@@ -35,6 +36,7 @@ class Environment:
     image: GuestImage
     arch: ArchSpec
     accel: AccelChoice
+    platform: PlatformChoice     # machine type + CPU model on both sides, and why (harness.compat)
 
 
 class AbnormalExits(MachineError):
@@ -57,9 +59,13 @@ class Testbed:
         self._stack = ExitStack()
         self.migrations: list[Migration] = []
         self.machines: list[Machine] = []
+        artefacts.write_json("platform", {**env.platform.to_json(), "accelerator": env.accel.describe(),
+                                          "source": str(env.source_binary),
+                                          "destination": str(env.destination_binary)})
 
     def config(self, **overrides: Any) -> MachineConfig:
-        base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB)
+        base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB,
+                             machine_type=self.env.platform.machine, cpu=self.env.platform.cpu)
         return dataclasses.replace(base, **overrides)
 
     def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:

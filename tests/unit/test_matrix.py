@@ -1,0 +1,70 @@
+"""harness.matrix: pairs, cells (refusals only on backward pairs), the table, its JSON and HTML (no QEMU)."""
+
+from __future__ import annotations
+
+from harness.matrix import Cell, Pair, PairRun, cell_for, main, pairs_for, refusal, render_text, to_json
+from harness.report import render_matrix
+from harness.validate import Case
+
+FORWARD = Pair("7.2", "10.0", "/old", "/new", backward=False)
+BACKWARD = Pair("10.0", "7.2", "/new", "/old", backward=True)
+LOAD_FAILED = ("destination QEMU (destination) exit status 1 while waiting for completed\nQEMU output tail:\n"
+               "qemu-system-x86_64: Unknown savevm section or instance 'foo' 0. Make sure that your current VM "
+               "setup matches your saved VM setup, including any hotplugged devices\n"
+               "qemu-system-x86_64: load of migration failed: Invalid argument\n")
+
+
+def test_pairs_are_upgrade_downgrade_and_new_to_new() -> None:
+    pairs = pairs_for("/old", "/new", (7, 2, 22), (10, 0, 2))
+    assert [(p.name, p.source_spec, p.destination_spec, p.backward) for p in pairs] == [
+        ("7.2→10.0", "/old", "/new", False), ("10.0→7.2", "/new", "/old", True), ("10.0→10.0", "/new", "/new", False)]
+    assert [p.name for p in pairs_for("/a", "/b", (10, 0, 1), (10, 0, 2))] == [
+        "old-10.0→new-10.0", "new-10.0→old-10.0", "new-10.0→new-10.0"]
+
+
+def test_a_refusal_is_qemus_own_words_and_only_on_a_backward_pair() -> None:
+    assert refusal(LOAD_FAILED) == ("Unknown savevm section or instance 'foo' 0. Make sure that your current VM setup "
+                                    "matches your saved VM setup, including any hotplugged devices; load of "
+                                    "migration failed: Invalid argument")
+    assert refusal("host RAM hashes equal: guest RAM differs in 3 pages") is None
+    back = cell_for(Case("failed", LOAD_FAILED), BACKWARD)
+    assert back.outcome == "refused" and back.reason.startswith("Unknown savevm section")
+    # Forward: loading an older stream is what QEMU promises, so the same text is a failure.
+    assert cell_for(Case("failed", LOAD_FAILED), FORWARD, "migration completed: status failed").outcome == "fail"
+
+
+def test_cells_keep_the_reason_of_skips_xfails_and_failures() -> None:
+    skip = cell_for(Case("skipped", "QEMU lacks capability 'mapped-ram' on the source"), FORWARD)
+    assert (skip.outcome, skip.reason) == ("skip", "QEMU lacks capability 'mapped-ram' on the source")
+    assert cell_for(Case("xfailed", "QEMU without the auto-converge periodic sync"), FORWARD).outcome == "xfail"
+    fail = cell_for(Case("failed", "AssertionError: long\ntraceback"), FORWARD, "host RAM hashes equal: differs")
+    assert (fail.outcome, fail.reason) == ("fail", "host RAM hashes equal: differs")
+    assert cell_for(Case("passed"), FORWARD) == Cell("pass")
+
+
+def test_table_json_and_page() -> None:
+    runs = [PairRun(FORWARD, {"tests/behaviour/test_basics.py::test_a": Cell("pass"),
+                              "tests/behaviour/test_b3.py::test_b": Cell("skip", "QEMU lacks x on the source")},
+                    platform="machine pc-q35-7.2, cpu Westmere-v1 (…)"),
+            PairRun(BACKWARD, {"tests/behaviour/test_basics.py::test_a": Cell("refused", "load of migration failed",
+                                                                             "10.0-to-7.2/latest/index.html#a")})]
+    table, ok = render_text(runs)
+    assert ok
+    lines = table.splitlines()
+    assert lines[0].split() == ["test", "7.2→10.0", "10.0→7.2"]
+    assert lines[1].split() == ["test_b3.py::test_b", "skip", "[1]", "-"]
+    assert lines[2].split() == ["test_basics.py::test_a", "pass", "refused", "[2]"]
+    assert "[1] skip: QEMU lacks x on the source" in lines and "[2] refused: load of migration failed" in lines
+    assert "7.2→10.0: machine pc-q35-7.2, cpu Westmere-v1 (…)" in lines
+    runs[0].cells["tests/behaviour/test_basics.py::test_a"] = Cell("fail", "RAM differs")
+    assert render_text(runs)[1] is False
+    page = render_matrix(to_json(runs, False))
+    assert "NOT OK" in page and "RAM differs" in page and "href='10.0-to-7.2/latest/index.html#a'" in page
+
+
+def test_a_missing_or_broken_old_qemu_is_could_not_run(capsys) -> None:
+    assert main(["--old", ""]) == 4
+    assert main(["--old", "/bin/true", "--new", "/bin/true"]) == 4
+    out = capsys.readouterr().out
+    assert "[matrix] could not run: --old is empty" in out
+    assert "[matrix] could not run: /usr/bin/true is not a QEMU system emulator" in out
