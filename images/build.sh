@@ -32,7 +32,7 @@ HOST_PACKAGES=(
 )
 
 usage() {
-    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64; s390x is sketched, untested)" >&2
+    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64 or s390x)" >&2
     exit 2
 }
 [ $# -eq 2 ] || usage
@@ -51,7 +51,7 @@ die() {
 #   KERNEL_META     metapackage whose dependency names the kernel image package
 #   KERNEL_SERIES   required kernel version prefix (the bookworm kernel, not backports)
 #   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot); image: use vmlinuz as is
-#   CC / CC_PACKAGE compiler for the static workloads and its Debian package
+#   CC / CC_PACKAGES compiler for the static workloads and its Debian packages (with the libc to link against)
 #   CONSOLE         kernel console device
 #   MODULES         modules the guest needs (dependencies are added automatically,
 #                   built-in ones skipped)
@@ -65,7 +65,7 @@ x86_64)
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=vmlinux
     CC=gcc
-    CC_PACKAGE=gcc
+    CC_PACKAGES="gcc"
     CONSOLE=ttyS0
     MODULES="virtio_pci virtio_net virtio_blk"
     # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
@@ -74,14 +74,16 @@ x86_64)
     INITRD_COMPRESS=none
     ;;
 s390x)
-    # Sketch, untested: s390x boots the image directly, virtio-ccw is built in.
+    # QEMU's s390 IPL loads the kernel image (vmlinuz) as it is. Only the .debs are downloaded and unpacked
+    # with the foreign architecture added: nothing s390x is installed on the host.
     DEB_ARCH=s390x
     KERNEL_META=linux-image-s390x
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=image
     CC=s390x-linux-gnu-gcc
-    CC_PACKAGE=gcc-s390x-linux-gnu
+    CC_PACKAGES="gcc-s390x-linux-gnu libc6-dev-s390x-cross"
     CONSOLE=ttysclp0
+    # virtio_ccw (the CCW transport) and the virtio core are built into Debian's s390x kernel.
     MODULES="virtio_net virtio_blk"
     ARCH_CMDLINE=""
     INITRD_COMPRESS=none
@@ -141,7 +143,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 
 host_setup() {
     local missing=() p
-    for p in "${HOST_PACKAGES[@]}" "$CC_PACKAGE"; do
+    for p in "${HOST_PACKAGES[@]}" $CC_PACKAGES; do
         installed "$p" || missing+=("$p")
     done
     if [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] &&
