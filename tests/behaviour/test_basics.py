@@ -34,11 +34,13 @@ DIRTY_MIB = 128
 BANDWIDTH = 128 * MiB
 COMPLETION_TIMEOUT = 120.0
 # Measured on TCG (QEMU 10.0.2, 512 MiB guest, unix socket): downtime exceeded downtime-limit by at most ~110 ms
-# (vCPU stop + device state). Twice that is the slack; an ignored limit shows seconds.
+# (vCPU stop + device state). Twice that is the slack; an ignored limit shows seconds. Holds on s390x (TCG, same
+# QEMU, 1 run): 13 ms of downtime.
 DOWNTIME_SLACK_MS = 250.0
 # Sent while stopped, against the 14.4 MiB budget (48 MiB/s × 300 ms), unmodified 10.0.2 on TCG, 6 runs:
 # 0.81–1.003× (QEMU's own bandwidth estimate, pages dirtied between the last sync and the stop, device state).
 # Half again is the tolerance. A limit read 1000× too large switches over after the first pass: 72.6 MiB, 5×.
+# s390x guest (TCG, 1 run): 0.96×, inside the x86 range, so one tolerance serves both arches.
 STOP_COPY_TOLERANCE = 0.5
 
 
