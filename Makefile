@@ -12,9 +12,10 @@ PY          := $(VENV)/bin/python
 IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
 # Guest arches whose smoke (boot, precopy and postcopy with integrity) `make check` runs after ARCH's suite, each
-# in its own pytest session with SMOKE_PYTEST_ARGS (PYTEST_ARGS less a --junitxml, which the first session writes).
+# in its own pytest session with SMOKE_PYTEST_ARGS, not PYTEST_ARGS: those may name ARCH's QEMU (--qemu-binary) or
+# the first session's --junitxml.
 SMOKE_ARCHES      ?= $(filter-out $(ARCH),x86_64 s390x)
-SMOKE_PYTEST_ARGS ?= $(filter-out --junitxml=%,$(PYTEST_ARGS))
+SMOKE_PYTEST_ARGS ?=
 
 .PHONY: all setup image smoke-images workloads test check unit bench validate flake qemu-variants bisect-demo clean distclean
 
