@@ -16,8 +16,10 @@ PYTEST_ARGS ?=
 # the first session's --junitxml.
 SMOKE_ARCHES      ?= $(filter-out $(ARCH),x86_64 s390x)
 SMOKE_PYTEST_ARGS ?=
+SMOKE_RUN = for arch in $(SMOKE_ARCHES); do \
+	$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done
 
-.PHONY: all setup image smoke-images workloads test check unit bench validate flake qemu-variants bisect-demo clean distclean
+.PHONY: all setup image smoke-images workloads test check smoke unit bench validate flake qemu-variants bisect-demo clean distclean
 
 all: check
 
@@ -40,8 +42,11 @@ test: setup image
 
 check: setup image smoke-images
 	$(PY) -m pytest tests -m "not slow" --accel tcg --arch $(ARCH) $(PYTEST_ARGS)
-	for arch in $(SMOKE_ARCHES); do \
-		$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done
+	$(SMOKE_RUN)
+
+# The other arches' smoke alone (the last step of `make check`).
+smoke: setup smoke-images
+	$(SMOKE_RUN)
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
