@@ -403,7 +403,8 @@ def table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     boot = results.get("boot")
     if boot:
-        rows.append((f"boot-to-SSH ({boot.get('arch', results['arch'])}, {boot['accel']})",
+        where = ", ".join(filter(None, [boot.get("arch", results.get("arch")), boot["accel"]]))
+        rows.append((f"boot-to-SSH ({where})",
                      f"median {boot['median']:.2f} s, p90 {boot['p90']:.2f} s", f"≤ {BOOT_TARGET_S:g} s",
                      verdict(boot["pass"])))
         base = boot.get("baseline")
