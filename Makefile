@@ -1,7 +1,7 @@
 # make test   — set up this host (root), build the guest image, run the whole behaviour suite (slow ones too)
 #               against the installed QEMU (KVM when a probe guest runs under it, else TCG).
 # make check  — the project's own tests: unit tests + the behaviour suite on TCG, without the `slow` matrices,
-#               then the `smoke` tests on the other guest arch (SMOKE_ARCHES: s390x on an x86_64 host).
+#               then the `smoke` tests on the s390x guest when ARCH is x86_64 (SMOKE_ARCHES).
 # Point at another QEMU: make test PYTEST_ARGS='--qemu-binary /path/to/qemu/build'
 # Another guest arch: make test ARCH=s390x (its image in build/images/s390x, its QEMU qemu-system-s390x).
 
@@ -13,8 +13,9 @@ IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
 # Guest arches whose smoke (boot, precopy and postcopy with integrity) `make check` runs after ARCH's suite, each
 # in its own pytest session with SMOKE_PYTEST_ARGS, not PYTEST_ARGS: those may name ARCH's QEMU (--qemu-binary) or
-# the first session's --junitxml.
-SMOKE_ARCHES      ?= $(filter-out $(ARCH),x86_64 s390x)
+# the first session's --junitxml. s390x only: with ARCH=s390x there is none (the x86_64 guest is what a plain
+# `make check` runs, and an s390x host cannot build it: Debian 12 has no x86_64 cross gcc there).
+SMOKE_ARCHES      ?= $(filter-out $(ARCH),s390x)
 SMOKE_PYTEST_ARGS ?=
 SMOKE_RUN = for arch in $(SMOKE_ARCHES); do \
 	$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done

@@ -51,7 +51,8 @@ die() {
 #   KERNEL_META     metapackage whose dependency names the kernel image package
 #   KERNEL_SERIES   required kernel version prefix (the bookworm kernel, not backports)
 #   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot); image: use vmlinuz as is
-#   CC / CC_PACKAGES compiler for the static workloads and its Debian packages (with the libc to link against)
+#   GNU_TRIPLET     the guest's GNU triplet: the static workloads are built with the native gcc on a host of
+#                   the same Debian architecture, else with Debian's cross gcc for it (see CC below)
 #   CONSOLE         kernel console device
 #   MODULES         modules the guest needs (dependencies are added automatically,
 #                   built-in ones skipped)
@@ -64,8 +65,7 @@ x86_64)
     KERNEL_META=linux-image-amd64
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=vmlinux
-    CC=gcc
-    CC_PACKAGES="gcc"
+    GNU_TRIPLET=x86_64-linux-gnu
     CONSOLE=ttyS0
     MODULES="virtio_pci virtio_net virtio_blk"
     # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
@@ -74,14 +74,13 @@ x86_64)
     INITRD_COMPRESS=none
     ;;
 s390x)
-    # QEMU's s390 IPL loads the kernel image (vmlinuz) as it is. Only the .debs are downloaded and unpacked
-    # with the foreign architecture added: nothing s390x is installed on the host.
+    # QEMU's s390 IPL loads the kernel image (vmlinuz) as it is. On another host arch the .debs are only
+    # downloaded (foreign architecture added) and unpacked: nothing s390x is installed on the host.
     DEB_ARCH=s390x
     KERNEL_META=linux-image-s390x
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=image
-    CC=s390x-linux-gnu-gcc
-    CC_PACKAGES="gcc-s390x-linux-gnu libc6-dev-s390x-cross"
+    GNU_TRIPLET=s390x-linux-gnu
     CONSOLE=ttysclp0
     # virtio_ccw (the CCW transport) and the virtio core are built into Debian's s390x kernel.
     MODULES="virtio_net virtio_blk"
@@ -92,6 +91,18 @@ s390x)
     die "unsupported ARCH '$ARCH' (supported: x86_64, s390x)"
     ;;
 esac
+
+# The workloads' compiler and its Debian packages: native, or the cross gcc plus the cross libc it links against
+# (gcc-TRIPLET only recommends libc6-dev-ARCH-cross, and host tools are installed without recommends). An s390x
+# host builds its own guest with its gcc; Debian 12 has no x86_64 cross gcc for s390x, so the x86_64 guest is
+# built on x86_64 hosts only (apt-get says it cannot find gcc-x86-64-linux-gnu).
+if [ "$DEB_ARCH" = "$(dpkg --print-architecture)" ]; then
+    CC=gcc
+    CC_PACKAGES="gcc"
+else
+    CC=$GNU_TRIPLET-gcc
+    CC_PACKAGES="gcc-${GNU_TRIPLET//_/-} libc6-dev-$DEB_ARCH-cross"
+fi
 
 # Options common to every arch, all for boot speed under TCG:
 #   quiet loglevel=1     printing to an emulated UART is slow
