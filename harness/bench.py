@@ -3,7 +3,9 @@
   python -m harness.bench [--qemu-binary PATH] [--accel auto|kvm|tcg] [--out artefacts/bench.json] [--quick]
 
 Measures, on the guest image and QEMU the suite uses:
-  boot        boot-to-SSH median/p90 (images/measure-boot.py's measure(): OpenSSH client, console marker first)
+  boot        boot-to-SSH median/p90 (images/measure-boot.py's measure(): OpenSSH client, console marker first);
+              for a guest arch other than the host's (--arch s390x), the host arch's guest is timed in the same run
+              too (--baseline-arch) and the ratio reported
   overhead    a harness-driven boot + precopy migration of an idle guest (Testbed, 100 Hz sampler, artefacts,
               plots) vs the same guest and migration driven bare (subprocess + plain qemu.qmp calls, MIGRATION
               events): median seconds of each, the ratio and the absolute overhead per test
@@ -92,16 +94,28 @@ def load_measure_boot() -> ModuleType:
 
 
 # -- boot ----------------------------------------------------------------------------------------------------------
-def bench_boot(env: Environment, boots: int) -> dict[str, Any]:
+def measure_boots(env: Environment, boots: int) -> dict[str, Any]:
     measure_boot = load_measure_boot()
     accel = env.accel.name
     options = measure_boot.BootOptions(
         qemu=str(env.source_binary.path), accel=accel, machine=env.arch.machine,
         cpu=env.arch.cpu_kvm if accel == "kvm" else env.arch.cpu_tcg, memory=DEFAULT_MEMORY_MIB,
         qemu_arg=env.source_binary.base_args()[1:])
-    result = measure_boot.measure(str(env.image.directory), boots, options,
-                                  progress=lambda i, r: log(f"boot {i + 1}/{boots}: {r['boot_to_ssh_s']} s"))
-    return {**result, "target_s": BOOT_TARGET_S, "pass": result["median"] <= BOOT_TARGET_S}
+    return measure_boot.measure(str(env.image.directory), boots, options, progress=lambda i, r: log(
+        f"{env.arch.name} boot {i + 1}/{boots}: {r['boot_to_ssh_s']} s"))
+
+
+def bench_boot(env: Environment, boots: int, baseline: Environment | None = None) -> dict[str, Any]:
+    """`env`'s boot-to-SSH; with a baseline (another arch's guest), that one's too, measured right after on the
+    same host load, and the ratios of the medians and p90s."""
+    result = measure_boots(env, boots)
+    result = {**result, "arch": env.arch.name, "target_s": BOOT_TARGET_S, "pass": result["median"] <= BOOT_TARGET_S}
+    if baseline is not None:
+        base = measure_boots(baseline, boots)
+        result["baseline"] = {"arch": baseline.arch.name, **{k: base[k] for k in ("median", "p90", "samples")}}
+        result["ratio_median"] = round(result["median"] / base["median"], 2)
+        result["ratio_p90"] = round(result["p90"] / base["p90"], 2)
+    return result
 
 
 # -- harness overhead ------------------------------------------------------------------------------------------
@@ -390,8 +404,15 @@ def table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     boot = results.get("boot")
     if boot:
-        rows.append((f"boot-to-SSH ({boot['accel']})", f"median {boot['median']:.2f} s, p90 {boot['p90']:.2f} s",
-                     f"≤ {BOOT_TARGET_S:g} s", verdict(boot["pass"])))
+        where = ", ".join(filter(None, [boot.get("arch", results.get("arch")), boot["accel"]]))
+        rows.append((f"boot-to-SSH ({where})",
+                     f"median {boot['median']:.2f} s, p90 {boot['p90']:.2f} s", f"≤ {BOOT_TARGET_S:g} s",
+                     verdict(boot["pass"])))
+        base = boot.get("baseline")
+        if base:
+            rows.append((f"  vs {base['arch']} in the same run", f"median {base['median']:.2f} s, p90 "
+                         f"{base['p90']:.2f} s: ×{boot['ratio_median']:.2f} (median), ×{boot['ratio_p90']:.2f} (p90)",
+                         "", ""))
     overhead = results.get("overhead")
     if overhead:
         h, b = overhead["harness_median"], overhead["bare_median"]
@@ -446,20 +467,30 @@ def fresh_scratch(path: Path) -> Path:
     return path
 
 
-def environment(args: argparse.Namespace, scratch: Path) -> Environment:
-    if args.arch not in ARCHES:
-        raise BenchUnusable(f"--arch {args.arch}: unsupported guest arch; known: {', '.join(sorted(ARCHES))}")
-    arch = arch_spec(args.arch)
+def environment(args: argparse.Namespace, scratch: Path, arch_name: str | None = None,
+                image_dir: str | None = None, accel: str | None = None) -> Environment:
+    """--arch's guest (or `arch_name`'s, e.g. the boot baseline's, from its default image directory and on the
+    accelerator `accel` instead of --accel's choice)."""
+    arch_name = arch_name or args.arch
+    if arch_name not in ARCHES:
+        raise BenchUnusable(f"--arch {arch_name}: unsupported guest arch; known: {', '.join(sorted(ARCHES))}")
+    arch = arch_spec(arch_name)
     try:
-        image = GuestImage.load(Path(args.image_dir or REPO / "build" / "images" / args.arch), hold=True,
-                                current=True)
-        binary = QemuBinary.locate(args.qemu_binary, arch.qemu_binary)
+        image = GuestImage.load(Path(image_dir or REPO / "build" / "images" / arch_name), hold=True, current=True)
+        binary = QemuBinary.locate(args.qemu_binary if arch_name == args.arch else None, arch.qemu_binary)
         binary.identify(arch.name)
     except (ImageMissing, QemuNotFound) as exc:
         raise BenchUnusable(str(exc)) from None
-    accel = choose_accel(args.accel, binary, image, scratch / "accel-probe", cache_dir=REPO / "build" / "cache")
-    return Environment(binary, binary, image, arch, accel, choose_platform(arch, accel.name, None, None,
-                                                                          same_binary=True))
+    choice = choose_accel(accel or args.accel, binary, image, scratch / "accel-probe",
+                          cache_dir=REPO / "build" / "cache")
+    return Environment(binary, binary, image, arch, choice, choose_platform(arch, choice.name, None, None,
+                                                                            same_binary=True))
+
+
+def baseline_arch(args: argparse.Namespace) -> str | None:
+    """The arch whose boot is timed beside --arch's: --baseline-arch, else the host's when --arch is another."""
+    name = args.baseline_arch if args.baseline_arch is not None else host_arch()
+    return None if name in ("", "none", args.arch) or "boot" not in (args.only or ["boot"]) else name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accel", default=os.environ.get("HARNESS_ACCEL", "auto"), choices=["auto", "kvm", "tcg"])
     parser.add_argument("--arch", default=os.environ.get("HARNESS_ARCH", host_arch()))
     parser.add_argument("--image-dir", default=None)
+    parser.add_argument("--baseline-arch", default=None,
+                        help="also time this arch's guest boot (its image in build/images/ARCH) and report the ratio; "
+                             "default: the host's arch when --arch is another; 'none': no baseline")
     parser.add_argument("--out", default="artefacts/bench.json", help="JSON results (default artefacts/bench.json)")
     parser.add_argument("--junit", default="artefacts/junit.xml", help="the last make check's JUnit XML")
     parser.add_argument("--boots", type=int, default=5)
@@ -486,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         scratch = fresh_scratch(out.parent / "bench")
         env = environment(args, scratch)
+        baseline = baseline_arch(args)
+        # The baseline boots on the same accelerator: a TCG s390x guest against a KVM x86 one would be no ratio.
+        baseline_env = environment(args, scratch, baseline, accel=env.accel.name) if baseline else None
     except (BenchUnusable, OSError) as exc:
         print(f"bench: could not run: {exc}", file=sys.stderr, flush=True)
         return COULD_NOT_RUN
@@ -507,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} failed: {exc!r}")
         log(f"{name}: {time.monotonic() - started:.0f} s")
 
-    run("boot", lambda: bench_boot(env, args.boots))
+    run("boot", lambda: bench_boot(env, args.boots, baseline_env))
     run("overhead", lambda: bench_overhead(env, scratch / "overhead", args.trials))
     if parts & {"workload", "sampler"}:
         bed = Testbed(env, Artefacts(scratch / "guest", "bench::guest"))

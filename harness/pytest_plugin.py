@@ -6,6 +6,7 @@ Markers
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
+  smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch
 
 Session check: once collection is done (so a run of unit tests alone never needs QEMU), the arch, the source and
 destination binaries (each must be a QEMU system emulator of that arch: `-version` and QMP query-target), the guest
@@ -109,6 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "needs_userfaultfd: skip unless postcopy can use userfaultfd here",
         "guest(**overrides): MachineConfig overrides for the guest and pair fixtures",
         "slow: long matrix; run by `make test`, not by `make check`",
+        "smoke: boot, precopy and postcopy with integrity; `make check` runs these on the other guest arch too",
     ]:
         config.addinivalue_line("markers", line)
     _refuse_parallel(config)

@@ -32,7 +32,7 @@ HOST_PACKAGES=(
 )
 
 usage() {
-    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64; s390x is sketched, untested)" >&2
+    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64 or s390x)" >&2
     exit 2
 }
 [ $# -eq 2 ] || usage
@@ -51,7 +51,8 @@ die() {
 #   KERNEL_META     metapackage whose dependency names the kernel image package
 #   KERNEL_SERIES   required kernel version prefix (the bookworm kernel, not backports)
 #   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot); image: use vmlinuz as is
-#   CC / CC_PACKAGE compiler for the static workloads and its Debian package
+#   GNU_TRIPLET     the guest's GNU triplet: the static workloads are built with the native gcc on a host of
+#                   the same Debian architecture, else with Debian's cross gcc for it (see CC below)
 #   CONSOLE         kernel console device
 #   MODULES         modules the guest needs (dependencies are added automatically,
 #                   built-in ones skipped)
@@ -64,8 +65,7 @@ x86_64)
     KERNEL_META=linux-image-amd64
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=vmlinux
-    CC=gcc
-    CC_PACKAGE=gcc
+    GNU_TRIPLET=x86_64-linux-gnu
     CONSOLE=ttyS0
     MODULES="virtio_pci virtio_net virtio_blk"
     # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
@@ -74,14 +74,15 @@ x86_64)
     INITRD_COMPRESS=none
     ;;
 s390x)
-    # Sketch, untested: s390x boots the image directly, virtio-ccw is built in.
+    # QEMU's s390 IPL loads the kernel image (vmlinuz) as it is. On another host arch the .debs are only
+    # downloaded (foreign architecture added) and unpacked: nothing s390x is installed on the host.
     DEB_ARCH=s390x
     KERNEL_META=linux-image-s390x
     KERNEL_SERIES=6.1.
     KERNEL_FORMAT=image
-    CC=s390x-linux-gnu-gcc
-    CC_PACKAGE=gcc-s390x-linux-gnu
+    GNU_TRIPLET=s390x-linux-gnu
     CONSOLE=ttysclp0
+    # virtio_ccw (the CCW transport) and the virtio core are built into Debian's s390x kernel.
     MODULES="virtio_net virtio_blk"
     ARCH_CMDLINE=""
     INITRD_COMPRESS=none
@@ -90,6 +91,18 @@ s390x)
     die "unsupported ARCH '$ARCH' (supported: x86_64, s390x)"
     ;;
 esac
+
+# The workloads' compiler and its Debian packages: native, or the cross gcc plus the cross libc it links against
+# (gcc-TRIPLET only recommends libc6-dev-ARCH-cross, and host tools are installed without recommends). An s390x
+# host builds its own guest with its gcc; Debian 12 has no x86_64 cross gcc for s390x, so the x86_64 guest is
+# built on x86_64 hosts only (apt-get says it cannot find gcc-x86-64-linux-gnu).
+if [ "$DEB_ARCH" = "$(dpkg --print-architecture)" ]; then
+    CC=gcc
+    CC_PACKAGES="gcc"
+else
+    CC=$GNU_TRIPLET-gcc
+    CC_PACKAGES="gcc-${GNU_TRIPLET//_/-} libc6-dev-$DEB_ARCH-cross"
+fi
 
 # Options common to every arch, all for boot speed under TCG:
 #   quiet loglevel=1     printing to an emulated UART is slow
@@ -141,7 +154,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 
 host_setup() {
     local missing=() p
-    for p in "${HOST_PACKAGES[@]}" "$CC_PACKAGE"; do
+    for p in "${HOST_PACKAGES[@]}" $CC_PACKAGES; do
         installed "$p" || missing+=("$p")
     done
     if [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] &&

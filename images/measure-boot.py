@@ -27,7 +27,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-QEMU_BY_ARCH = {"x86_64": "qemu-system-x86_64", "s390x": "qemu-system-s390x"}
+# The one table of what differs between guest arches (binary, machine, CPU, NIC, console); stdlib only.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness.arch import arch_spec  # noqa: E402
 
 
 def free_port():
@@ -38,11 +40,12 @@ def free_port():
 
 @dataclass
 class BootOptions:
-    """How to boot the guest; the defaults are the harness's (q35, -cpu max, 512 MiB, 1 vCPU, TCG)."""
+    """How to boot the guest; the defaults are the harness's (harness/arch.py's machine and CPU for the image's
+    arch, 512 MiB, 1 vCPU, TCG)."""
     qemu: str = None             # binary (default: qemu-system-ARCH on PATH)
     accel: str = "tcg"
-    machine: str = "q35"
-    cpu: str = "max"
+    machine: str = None          # default: the arch's
+    cpu: str = None              # default: the arch's for this accelerator
     memory: int = 512            # MiB
     smp: int = 1
     initrd: str = None           # file in the image dir (default: the manifest's)
@@ -51,23 +54,19 @@ class BootOptions:
 
 
 def qemu_command(args, manifest, image_dir, console, port, cmdline):
-    arch = manifest["arch"]
-    cmd = [args.qemu or QEMU_BY_ARCH[arch], "-accel", args.accel]
-    if arch == "x86_64":
-        cmd += ["-machine", args.machine, "-cpu", args.cpu]
-        nic = "virtio-net-pci,netdev=n0,romfile="
-    else:
-        cmd += ["-machine", "s390-ccw-virtio", "-cpu", "max"]
-        nic = "virtio-net-ccw,netdev=n0"
-    cmd += [
+    arch = arch_spec(manifest["arch"])
+    cmd = [
+        args.qemu or arch.qemu_binary, "-accel", args.accel,
+        "-machine", args.machine or arch.machine,
+        "-cpu", args.cpu or (arch.cpu_kvm if args.accel == "kvm" else arch.cpu_tcg),
         "-m", str(args.memory), "-smp", str(args.smp), "-nodefaults", "-display", "none",
         "-no-user-config",
         "-kernel", os.path.join(image_dir, manifest["kernel"]),
         "-initrd", os.path.join(image_dir, args.initrd or manifest["initrd"]),
         "-append", cmdline,
-        "-serial", "file:" + console,
+        "-chardev", "file,id=console,path=" + console, *arch.console_args,
         "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22" % port,
-        "-device", nic,
+        "-device", "%s,netdev=n0%s" % (arch.nic, arch.nic_options),
     ]
     return cmd + args.qemu_arg
 
@@ -176,7 +175,7 @@ def measure(image_dir, boots=10, options=None, cmdline=None, append_extra="", ke
         "marker_median": round(statistics.median(markers), 3),
         "marker_samples": markers,
         "accel": options.accel,
-        "machine": options.machine,
+        "machine": options.machine or arch_spec(manifest["arch"]).machine,
         "cmdline": cmdline,
         "initrd": options.initrd or manifest["initrd"],
     }
@@ -186,8 +185,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-dir", default="build/images/x86_64")
     p.add_argument("-n", "--boots", type=int, default=10)
-    p.add_argument("--machine", default="q35", help="x86 machine type (q35, pc, ...)")
-    p.add_argument("--cpu", default="max")
+    p.add_argument("--machine", help="machine type (default: the arch's, harness/arch.py)")
+    p.add_argument("--cpu", help="CPU model (default: the arch's for --accel)")
     p.add_argument("--accel", default="tcg", help="tcg or kvm")
     p.add_argument("--memory", type=int, default=512, help="MiB")
     p.add_argument("--smp", type=int, default=1)

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Host set-up for a fresh Debian 12 / Ubuntu machine, as root: QEMU (bookworm-backports on Debian 12, for the
-# reference 10.0.x), and a Python venv with the harness installed. Idempotent. The guest image's own build tools
+# Host set-up for a fresh Debian 12 / Ubuntu machine, as root: QEMU for both guest arches (x86_64 and s390x;
+# bookworm-backports on Debian 12, for the reference 10.0.x — qemu-system-s390x is ~3 MB more, so it is always
+# installed), and a Python venv with the harness installed. Idempotent. The guest image's own build tools
 # are installed by images/build.sh, the QEMU build's by qemu-build/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(qemu-system-x86 qemu-utils python3-venv ca-certificates)
+# Emulators (from the backports suite on Debian 12) and the binary each package provides.
+declare -A QEMU_PACKAGES=([qemu-system-x86]=qemu-system-x86_64 [qemu-system-s390x]=qemu-system-s390x)
+APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates)
 
 log() { printf '[setup %s] %s\n' "$(date +%T)" "$*"; }
 
@@ -44,16 +47,20 @@ for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 # On Debian 12 the reference QEMU is the backports one; a 7.2 from the main suite is replaced.
-if [ ${#apt_target[@]} -gt 0 ] && ! qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10\.'; then
-    missing+=(qemu-system-x86)
-fi
+for pkg in "${!QEMU_PACKAGES[@]}"; do
+    if [ ${#apt_target[@]} -gt 0 ] && ! "${QEMU_PACKAGES[$pkg]}" --version 2>/dev/null | grep -q 'version 10\.'; then
+        missing+=("$pkg")
+    fi
+done
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -q
-    apt-get install -y -q "${apt_target[@]}" qemu-system-x86 qemu-utils
+    apt-get install -y -q "${apt_target[@]}" "${!QEMU_PACKAGES[@]}" qemu-utils
     apt-get install -y -q python3-venv ca-certificates
 fi
-log "$(qemu-system-x86_64 --version | head -1)"
+for pkg in "${!QEMU_PACKAGES[@]}"; do
+    log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"
+done
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV with $($PYTHON --version)"

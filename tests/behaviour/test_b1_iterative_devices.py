@@ -17,6 +17,12 @@ budget itself — such a run cannot tell the builds apart. Unlimited, RAM rounds
 time slice with the bitmap's turn still due, and 512 MiB of non-zero guest RAM takes 15–20 of them. The oracle
 (harness.iteration.coverage) still sets aside rounds that ended in a rate-limit wait, should there be any.
 
+On an s390x guest the disk is virtio-blk-ccw (harness/arch.py) and the test runs unchanged. Where KVM runs the
+guest, s390x has a second iterative device of its own: the storage attributes (CMMA, "s390-storage_attributes"),
+active in precopy; test_storage_attributes_iterate_alongside_ram applies the same round oracle to RAM plus it.
+On TCG QEMU keeps no storage attributes (CMMA needs KVM), so that test is skipped with that reason there, as it is
+on other arches.
+
 Oracles and what anchors each (#16 audit: no control arm is involved, so nothing can move a yardstick with them):
   - the dirty bitmap was iterated in ≥ MIN_FRACTION of the unfinished RAM rounds where it was due a turn — a
     mechanism-derived absolute (every active iterative device is called every round: 1.0 by construction, 1.0
@@ -67,6 +73,8 @@ MIN_ELIGIBLE_ROUNDS = 5         # fewer unfinished RAM rounds with budget left: 
 COMPLETION_TIMEOUT = 180.0
 BITMAP_SETTLE_TIMEOUT = 30.0
 LEAD, OTHER = "ram", "dirty-bitmap"
+STORAGE_ATTRIBUTES = "s390-storage_attributes"   # s390x CMMA: the section id QEMU registers (hw/s390x/s390-stattrib.c)
+UNLIMITED = 1 << 40             # max-bandwidth in bytes/s that no 100 ms window reaches: rounds end on the time slice
 TRACE_EVENTS = iteration.TRACE_EVENTS
 SHA256_COMMAND = "x-debug-block-dirty-bitmap-sha256"
 
@@ -137,14 +145,23 @@ def source_rounds(source: Machine) -> tuple[IterationLog, float | None]:
 
 
 def coverage_verdicts(result: Coverage) -> list[Verdict]:
-    provoked = Verdict(f"{LEAD} rounds in which {OTHER} was due a turn", result.eligible >= MIN_ELIGIBLE_ROUNDS,
+    lead, other = result.lead, result.other
+    provoked = Verdict(f"{lead} rounds in which {other} was due a turn", result.eligible >= MIN_ELIGIBLE_ROUNDS,
                        result.eligible, MIN_ELIGIBLE_ROUNDS,
-                       f"{result.eligible} unfinished {LEAD} rounds with bandwidth budget left after the switch; "
-                       f"fewer than {MIN_ELIGIBLE_ROUNDS} and the run did not provoke overlap: {result.describe()}")
+                       f"{result.eligible} unfinished {lead} rounds with bandwidth budget left; fewer than "
+                       f"{MIN_ELIGIBLE_ROUNDS} and the run did not provoke overlap: {result.describe()}")
     fraction = result.fraction or 0.0
-    shared = Verdict(f"{OTHER} iterated alongside {LEAD}", fraction >= MIN_FRACTION, round(fraction, 3),
+    shared = Verdict(f"{other} iterated alongside {lead}", fraction >= MIN_FRACTION, round(fraction, 3),
                      MIN_FRACTION, result.describe())
     return [provoked, shared]
+
+
+def record_and_check(testbed: Testbed, verdicts: list[Verdict]) -> None:
+    """Record every verdict before asserting any, so a failing run still documents all of them."""
+    for verdict in verdicts:
+        testbed.artefacts.verdict(verdict, check=False)
+    for verdict in verdicts:
+        verdict.check()
 
 
 def bitmap_verdict(sent: BitmapState, received: BitmapState | None) -> Verdict:
@@ -190,10 +207,31 @@ def test_dirty_bitmap_iterates_alongside_ram_in_postcopy(testbed: Testbed) -> No
         "postcopy_start_t": switch, "migration_seconds": migration_seconds, "coverage": result,
         "section_counts": log.section_counts(), "log": log})
 
-    # Record every verdict before asserting any, so a failing run still documents all of them.
-    verdicts = [oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
-                *coverage_verdicts(result), bitmap_verdict(sent, received)]
-    for verdict in verdicts:
-        testbed.artefacts.verdict(verdict, check=False)
-    for verdict in verdicts:
-        verdict.check()
+    record_and_check(testbed, [oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
+                               *coverage_verdicts(result), bitmap_verdict(sent, received)])
+
+
+@pytest.mark.needs(trace_events=TRACE_EVENTS)
+def test_storage_attributes_iterate_alongside_ram(testbed: Testbed) -> None:
+    """s390x under KVM: RAM and the storage attributes (CMMA) both iterate in precopy; every unfinished RAM round
+    must give the storage attributes their turn too. Precopy with no bandwidth limit: RAM rounds end on the 50 ms
+    time slice (not on a spent budget, which would skip the later device by design), and 512 MiB of non-zero
+    guest RAM takes a dozen or more of them."""
+    if testbed.env.arch.name != "s390x":
+        pytest.skip(f"storage attributes (CMMA) are an s390x device; the guest is {testbed.env.arch.name}")
+    if testbed.env.accel.name != "kvm":
+        pytest.skip(f"storage attributes need CMMA, which only KVM provides: on {testbed.env.accel.name} QEMU "
+                    f"keeps none, so the device never iterates (run on an s390x KVM host, --accel kvm)")
+    source = testbed.boot(memory_mib=MEMORY_MIB, trace_events=TRACE_EVENTS)
+    workloads.start(source, Dirty(size_mib=DIRTY_MIB, rate_mibps=DIRTY_RATE_MIBPS, prefill=True))
+    destination = testbed.incoming(source)
+    migration = testbed.migrate(source, destination, MigrationConfig(parameters={"max-bandwidth": UNLIMITED}))
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+
+    log, _ = source_rounds(source)
+    result = iteration.coverage(log, LEAD, STORAGE_ATTRIBUTES)
+    testbed.artefacts.write_json("iteration-rounds", {"coverage": result, "section_counts": log.section_counts(),
+                                                      "log": log})
+    record_and_check(testbed, [oracles.completed(final), *coverage_verdicts(result)])

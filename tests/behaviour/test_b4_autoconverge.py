@@ -78,6 +78,11 @@ SLOPE_HIGH = 2.5
 # 0.60/0.80 = 0.75 for 20 → 40 %. Pristine, 8 runs: 0.58–0.71. The never-sleeps variant, 4 runs: 0.95–1.20 —
 # one of them (rates 0.76/0.80/0.91 of unthrottled: a first-level dip) passed the slope band at 0.67.
 # Bound: 1.15 × the mechanism's ratio = 0.86 (pristine margin 1.21×, variant ≥ 1.10× above it).
+# s390x guest (TCG, same QEMU, 1 run): slope 1.27 (20 %: 0.72, 30 %: 0.63 of unthrottled); only the 20 and 30 %
+# levels held MIN_LEVEL_S after settling (the run ended early in the 40 % level; x86: ~3 s of it), so the ratio's
+# mechanism value is 0.70/0.80 = 0.875 and the bound 1.006: measured 0.878.
+# With those two levels the ratio separates less than 20 → 40 % does (a never-sleeps variant would sit near 1.0,
+# close to the bound); the slope band still separates it by far. Not yet calibrated on s390x beyond this run.
 LEVEL_RATIO_TOLERANCE = 1.15
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s

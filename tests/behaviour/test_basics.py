@@ -34,11 +34,13 @@ DIRTY_MIB = 128
 BANDWIDTH = 128 * MiB
 COMPLETION_TIMEOUT = 120.0
 # Measured on TCG (QEMU 10.0.2, 512 MiB guest, unix socket): downtime exceeded downtime-limit by at most ~110 ms
-# (vCPU stop + device state). Twice that is the slack; an ignored limit shows seconds.
+# (vCPU stop + device state). Twice that is the slack; an ignored limit shows seconds. Holds on s390x (TCG, same
+# QEMU, 1 run): 13 ms of downtime.
 DOWNTIME_SLACK_MS = 250.0
 # Sent while stopped, against the 14.4 MiB budget (48 MiB/s × 300 ms), unmodified 10.0.2 on TCG, 6 runs:
 # 0.81–1.003× (QEMU's own bandwidth estimate, pages dirtied between the last sync and the stop, device state).
 # Half again is the tolerance. A limit read 1000× too large switches over after the first pass: 72.6 MiB, 5×.
+# s390x guest (TCG, 1 run): 0.96×, inside the x86 range, so one tolerance serves both arches.
 STOP_COPY_TOLERANCE = 0.5
 
 
@@ -63,7 +65,9 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
-@pytest.mark.parametrize("dirty_mibps", [0, 8, 32], ids=lambda r: f"dirty{r}MiBps")
+# The 8 MiB/s case is the precopy part of the smoke `make check` runs on the other guest arch (s390x on x86_64).
+@pytest.mark.parametrize("dirty_mibps", [0, pytest.param(8, marks=pytest.mark.smoke), 32],
+                         ids=lambda r: f"dirty{r}MiBps")
 def test_precopy_completes_with_identical_ram_and_intact_guest(testbed: Testbed, paused_pair: Pair,
                                                                dirty_mibps: float) -> None:
     precopy_with_integrity(testbed, paused_pair, MigrationConfig(parameters={"downtime-limit": 300, "max-bandwidth": BANDWIDTH}), dirty_mibps)
@@ -108,6 +112,7 @@ def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -
     return seq, migration
 
 
+@pytest.mark.smoke
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
 def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> None:

@@ -242,6 +242,11 @@ def test_bench_reads_the_suite_wall_time_from_junit_and_prints_targets(tmp_path:
                      "errors": {"sampler": "TimeoutError: x"}})
     assert "median 3.40 s, p90 3.90 s" in printed and "| MISS" in printed and "null (no artefacts/junit.xml)" in printed
     assert "ERROR: TimeoutError: x" in printed
+    printed = table({"arch": "s390x", "suite": None, "errors": {}, "boot": {
+        "arch": "s390x", "accel": "tcg", "median": 7.54, "p90": 7.82, "pass": False, "ratio_median": 1.61,
+        "ratio_p90": 1.63, "baseline": {"arch": "x86_64", "median": 4.68, "p90": 4.79, "samples": []}}})
+    assert "boot-to-SSH (s390x, tcg)" in printed and "vs x86_64 in the same run" in printed
+    assert "median 4.68 s, p90 4.79 s: ×1.61 (median), ×1.63 (p90)" in printed
 
 
 def test_measurement_records_are_written_as_json_without_their_own_to_json(tmp_path: Path) -> None:

@@ -80,6 +80,32 @@ def test_bench_bare_qemus_die_with_the_harness(tmp_path: Path, monkeypatch) -> N
     assert seen["preexec_fn"] is machine._die_with_parent
 
 
+@pytest.mark.parametrize("arch", ["x86_64", "s390x"])
+def test_measure_boot_boots_the_guest_the_harness_boots(arch: str) -> None:
+    """images/measure-boot.py takes binary, machine, CPU, NIC and console from harness/arch.py, as Machine does."""
+    spec = bench.arch_spec(arch)
+    options = bench.load_measure_boot().BootOptions()
+    cmd = bench.load_measure_boot().qemu_command(options, {"arch": arch, "kernel": "k", "initrd": "i"}, "/img",
+                                                 "/c.log", 2222, "quiet")
+    assert cmd[0] == spec.qemu_binary
+    assert cmd[cmd.index("-machine") + 1] == spec.machine and cmd[cmd.index("-cpu") + 1] == spec.cpu_tcg
+    assert [*spec.console_args] == cmd[cmd.index("file,id=console,path=/c.log") + 1:][:len(spec.console_args)]
+    assert f"{spec.nic},netdev=n0{spec.nic_options}" in cmd
+
+
+@pytest.mark.parametrize("arch, only, baseline, expected", [
+    ("s390x", None, None, "x86_64"),          # another arch's guest: the host's is timed beside it
+    ("s390x", ["boot"], "none", None),
+    ("s390x", ["sampler"], None, None),       # no boot measured, no baseline
+    ("x86_64", None, None, None),             # the host's own arch: nothing to compare with
+    ("x86_64", None, "s390x", "s390x"),
+])
+def test_bench_boot_baseline_is_the_host_arch_for_another_arch(monkeypatch, arch, only, baseline, expected) -> None:
+    monkeypatch.setattr(bench, "host_arch", lambda: "x86_64")
+    args = SimpleNamespace(arch=arch, only=only, baseline_arch=baseline)
+    assert bench.baseline_arch(args) == expected
+
+
 # -- flake -------------------------------------------------------------------------------------------------------
 def test_flake_aggregates_passes_failures_and_distinct_reasons() -> None:
     records = [

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.latency import parse_probe_raw
+
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "guest-workloads"
 
@@ -484,9 +486,9 @@ def test_probe_percentiles_beyond_the_fine_table(bins, tmp_path):
 
 
 def read_raw(path):
-    data = path.read_bytes()
-    assert len(data) % 16 == 0
-    return [struct.unpack_from("=QII", data, o) for o in range(0, len(data), 16)]
+    # Through the harness's own parser: the records must be in the format it reads (little-endian on every guest,
+    # s390x included), not merely in the building host's native order.
+    return [(a.t_ns, a.page, a.latency_ns) for a in parse_probe_raw(path.read_bytes())]
 
 
 def test_probe_rounds_raw_and_seed(bins, tmp_path):
