@@ -11,13 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from harness.pytest_plugin import _plot_outcome, make_run_dir
+from harness.pytest_plugin import _plot_outcome
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,19 +82,41 @@ def test_a_test_cut_short_by_a_signal_is_recorded_as_interrupted(tmp_path: Path,
     assert data["counts"] == {"passed": 1, "interrupted": 1}
 
 
-def _make_run_dirs(base: str, count: int) -> list[str]:
-    return [str(make_run_dir(Path(base))) for _ in range(count)]
+# Each racer waits for GO to appear, so both make their run dirs at the same time however long Python takes to start.
+RACER = """
+import sys, time
+from pathlib import Path
+from harness.pytest_plugin import make_run_dir
+base, go = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+print("\\n".join(str(make_run_dir(base)) for _ in range(150)))
+"""
 
 
 def test_run_dirs_and_the_latest_link_survive_two_processes_racing(tmp_path: Path) -> None:
-    """Before: `latest` was unlinked and re-made, and two processes failed ~25% of the time (FileExistsError)."""
-    with get_context("fork").Pool(2) as pool:
-        made = pool.starmap(_make_run_dirs, [(str(tmp_path), 150), (str(tmp_path), 150)])
+    """Before: `latest` was unlinked and re-made, and two processes failed ~25% of the time (FileExistsError).
+    The racers are fresh interpreters, not forks of this one: a fork of a pytest process that has run harness
+    tests can inherit a lock some thread held (it hung a make check here)."""
+    base, go = tmp_path / "runs", tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(base), str(go)], cwd=REPO, stdout=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    try:
+        for racer in racers:
+            assert racer.stdout is not None and racer.stdout.readline() == "ready\n"
+        go.touch()
+        made = [racer.communicate(timeout=120)[0].split() for racer in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.wait()
+    assert [racer.returncode for racer in racers] == [0, 0]
     all_dirs = [d for per_process in made for d in per_process]
-    assert len(set(all_dirs)) == 300                          # unique across processes, none reused
-    latest = tmp_path / "latest"
-    assert latest.is_symlink() and (tmp_path / os.readlink(latest)).is_dir()
-    assert not list(tmp_path.glob(".latest-*"))               # no temporary link left behind
+    assert len(all_dirs) == 300 and len(set(all_dirs)) == 300  # unique across processes, none reused
+    latest = base / "latest"
+    assert latest.is_symlink() and (base / os.readlink(latest)).is_dir()
+    assert not list(base.glob(".latest-*"))                    # no temporary link left behind
 
 
 DUMMIES = '''
