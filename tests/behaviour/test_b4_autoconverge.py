@@ -21,14 +21,14 @@ Oracles and what anchors each:
       decisions (3) but never sleeps the vCPUs fails (regressions/B4-throttle-never-sleeps-vcpus.patch). The
       unthrottled rate it is compared with is the same guest's, just before the first throttle step. The guest's
       rate also moves with host load (on 2 shared cores, other work can halve it), so the band is wide;
-  (5) the throttle's mechanism, seen from the host: the source's vCPU thread sleeps the share of its time each
-      level sets — its sleep fraction (wall time neither on a CPU nor waiting for one, from the kernel's
-      /proc/PID/task/TID/schedstat) over its baseline just before the first step, normalised as
-      (s − s0)/(1 − s0), has a slope against the throttle fraction within [SLEEP_LOW, SLEEP_HIGH] of 1. Anchored to
-      the host kernel's accounting and the mechanism (cpu_throttle_thread sleeps p of each wall-clock period);
-      host load goes into run-queue wait, not sleep, so it cannot fake or hide the effect. It replaced a ratio of
-      the guest's rates at the highest and lowest level, which failed the unmodified build under host load
-      (0.91 and 1.01 against 0.86) while the never-sleeps variant measured 0.95–1.20: no separation.
+  (5) RECORDED, NOT YET JUDGED (vcpu-sleep.json): the throttle's mechanism seen from the host — the source's
+      vCPU thread's sleep fraction (wall time neither on a CPU nor waiting for one, from the kernel's
+      /proc/PID/task/TID/schedstat) per level over its baseline just before the first step, as (s − s0)/(1 − s0),
+      and its slope against the throttle fraction (≈ 1 by the mechanism: cpu_throttle_thread sleeps p of each
+      wall-clock period; host load goes into run-queue wait, not sleep; the never-sleeps variant ≈ 0). It becomes
+      a verdict once calibrated over ≥ 10 runs. It is to replace a ratio of the guest's rates at the highest and
+      lowest level, dropped because it failed the unmodified build under host load (0.91 and 1.01 against 0.86;
+      quiet runs 0.58–0.84) while the never-sleeps variant measured 0.95–1.20: no separation.
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ SLOPE_HIGH = 2.5
 # s390x guest (TCG, same QEMU, 1 run): slope 1.27 (20 %: 0.72, 30 %: 0.63 of unthrottled); only the 20 and 30 %
 # levels held MIN_LEVEL_S after settling (the run ended early in the 40 % level; x86: ~3 s of it).
 # (5) Slope of the vCPU thread's sleep share against the throttle fraction (1 = it sleeps exactly what the
-# throttle sets; the never-sleeps variant ≈ 0). SLEEP_CALIBRATION below the bounds.
-SLEEP_LOW = 0.5
-SLEEP_HIGH = 2.0
+# throttle sets; the never-sleeps variant ≈ 0): recorded only, until calibrated.
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s
 OBSERVE_S = 30.0             # after the first pass: several timer periods, about one natural pass
@@ -230,20 +228,13 @@ def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeR
                           rate_between(track(off), off.t_first_pass, off.t_end), clock)
 
 
-def vcpu_sleep_verdict(samples: list[ThreadTimes], effect: ThrottleEffect,
-                       series_t0: float) -> tuple[Verdict, dict[str, Any]]:
+def vcpu_sleep(samples: list[ThreadTimes], effect: ThrottleEffect, series_t0: float) -> dict[str, Any]:
     """(5): the source vCPU thread's sleep share per throttle level, in the same windows as the guest's rates."""
     windows = [(lv.percent, lv.t_start + series_t0, lv.t_end + series_t0) for lv in effect.levels]
     baseline = (effect.baseline_window[0] + series_t0, effect.baseline_window[1] + series_t0)
     base, levels = throttle_sleeps(samples, windows, baseline)
-    slope = sleep_slope(levels)
-    described = ", ".join(f"{lv.percent}%: {lv.share:.2f}" for lv in levels)
-    verdict = oracles.within_band("vCPU thread sleeps the share the throttle sets (host scheduler accounting)",
-                                  slope, SLEEP_LOW, SLEEP_HIGH,
-                                  anchor=f"sleep share of its awake time per level {described}; baseline sleep "
-                                         f"{base if base is None else round(base, 3)}")
-    return verdict, {"baseline_window": baseline, "baseline_sleep": base, "levels": levels, "slope": slope,
-                     "band": [SLEEP_LOW, SLEEP_HIGH], "samples": samples}
+    return {"baseline_window": baseline, "baseline_sleep": base, "levels": levels, "slope": sleep_slope(levels),
+            "samples": samples}
 
 
 def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
@@ -290,9 +281,7 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     verdicts += periodic_sync_verdicts(on, off)                                       # (1), (2)
     verdicts.append(throttle_verdict(on.throttle_steps, initial, increment, maximum))  # (3)
     verdicts += throttle_effect_verdicts(effect)                                      # (4)
-    sleep_verdict, sleep_record = vcpu_sleep_verdict(vcpu_times.samples, effect, on.series_t0)
-    testbed.artefacts.write_json("vcpu-sleep", sleep_record)
-    verdicts.append(sleep_verdict)                                                     # (5)
+    testbed.artefacts.write_json("vcpu-sleep", vcpu_sleep(vcpu_times.samples, effect, on.series_t0))  # (5)
     if maximum < 99:
         # The cap must have been exercised: a decision made at the cap that still left the throttle there.
         held = on.syncs_after_reaching(maximum)
