@@ -159,3 +159,57 @@ def slowdown_slope(levels: list[ThrottleLevel]) -> float | None:
     sxx = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) ** 2 for lv in levels)
     sxy = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) * (1 - lv.ratio) for lv in levels)
     return sxy / sxx if sxx > 0 else None
+
+
+@dataclass(frozen=True)
+class ThreadTimes:
+    """One reading of a host thread's scheduler accounting (/proc/PID/task/TID/schedstat): cumulative seconds it
+    ran and cumulative seconds it was runnable but waited for a CPU, at host time.monotonic() t."""
+    t: float
+    on_cpu_s: float
+    runqueue_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def sleep_fraction(samples: list[ThreadTimes], t_start: float, t_end: float) -> float | None:
+    """Share of [t_start, t_end] (host monotonic) in which the thread neither ran nor waited for a CPU — it slept
+    or blocked. Host load shows up as run-queue wait, not here; None when the samples do not cover the window."""
+    busy = rate_between([(s.t, s.on_cpu_s + s.runqueue_s) for s in samples], t_start, t_end)
+    return None if busy is None else 1.0 - busy
+
+
+@dataclass(frozen=True)
+class ThrottleSleep:
+    percent: int
+    t_start: float          # the judged window, host monotonic
+    t_end: float
+    sleep: float            # the vCPU thread's sleep fraction in it
+    share: float            # of the time the thread would otherwise have been awake, the share this level took
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def throttle_sleeps(samples: list[ThreadTimes], windows: list[tuple[int, float, float]],
+                    baseline: tuple[float, float]) -> tuple[float | None, list[ThrottleSleep]]:
+    """(baseline sleep fraction, per throttle level (percent, start, end) its sleep and share).
+
+    With throttle p the vCPU sleeps p of each wall-clock period and keeps its baseline sleep s0 (BQL waits, …) in
+    the rest: s = p + (1 − p)·s0, so share = (s − s0)/(1 − s0) is p whatever the host load."""
+    base = sleep_fraction(samples, *baseline)
+    levels = []
+    for percent, a, b in windows:
+        sleep = sleep_fraction(samples, a, b)
+        if sleep is not None and base is not None and base < 1.0:
+            levels.append(ThrottleSleep(percent, a, b, sleep, (sleep - base) / (1.0 - base)))
+    return base, levels
+
+
+def sleep_slope(levels: list[ThrottleSleep]) -> float | None:
+    """Least-squares slope through the origin of each level's sleep share against its throttle fraction, weighted
+    by window length: 1.0 when the vCPU sleeps exactly the share the throttle sets, 0 when it never sleeps."""
+    sxx = sum((lv.t_end - lv.t_start) * (lv.percent / 100) ** 2 for lv in levels)
+    sxy = sum((lv.t_end - lv.t_start) * (lv.percent / 100) * lv.share for lv in levels)
+    return sxy / sxx if sxx > 0 else None

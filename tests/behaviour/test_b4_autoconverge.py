@@ -19,9 +19,16 @@ Oracles and what anchors each:
       1 − throttle of the time): the slope of the achieved slowdown against the throttle fraction is within
       [SLOPE_LOW, SLOPE_HIGH] of 1. Anchored to the guest's view and the mechanism, so a build that reports its
       decisions (3) but never sleeps the vCPUs fails (regressions/B4-throttle-never-sleeps-vcpus.patch). The
-      unthrottled rate it is compared with is the same guest's, just before the first throttle step. And, inside the
-      throttled arm alone, the rate at the highest level over the rate at the lowest is at most what the throttle
-      implies (× LEVEL_RATIO_TOLERANCE), so a dip at the first level cannot pass for an effect.
+      unthrottled rate it is compared with is the same guest's, just before the first throttle step. The guest's
+      rate also moves with host load (on 2 shared cores, other work can halve it), so the band is wide;
+  (5) RECORDED, NOT YET JUDGED (vcpu-sleep.json): the throttle's mechanism seen from the host — the source's
+      vCPU thread's sleep fraction (wall time neither on a CPU nor waiting for one, from the kernel's
+      /proc/PID/task/TID/schedstat) per level over its baseline just before the first step, as (s − s0)/(1 − s0),
+      and its slope against the throttle fraction (≈ 1 by the mechanism: cpu_throttle_thread sleeps p of each
+      wall-clock period; host load goes into run-queue wait, not sleep; the never-sleeps variant ≈ 0). It becomes
+      a verdict once calibrated over ≥ 10 runs. It is to replace a ratio of the guest's rates at the highest and
+      lowest level, dropped because it failed the unmodified build under host load (0.91 and 1.01 against 0.86;
+      quiet runs 0.58–0.84) while the never-sleeps variant measured 0.95–1.20: no separation.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from typing import Any
 import pytest
 
 from harness import oracles, workloads
-from harness.analysis import (ClockMap, ThrottleLevel, gaps, increment_times, parse_rate_log, rate_between,
-                              slowdown_slope, throttle_levels)
+from harness.analysis import (ClockMap, ThreadTimes, ThrottleLevel, gaps, increment_times,
+                              parse_rate_log, rate_between, sleep_slope, slowdown_slope, throttle_levels,
+                              throttle_sleeps)
+from harness.host import ThreadTimesSampler
 from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.oracles import Verdict
@@ -73,17 +82,10 @@ BASELINE_S = 8.0
 # grossly more than it should; the upper side is not what #16 asks for and must not flake on a busy host).
 SLOPE_LOW = 0.5
 SLOPE_HIGH = 2.5
-# Rate at the highest throttle level ÷ rate at the lowest, within the throttled arm (no unthrottled baseline in
-# it, so a noisy baseline or a dip at the first level cannot fake a slope): the mechanism says (1 − hi)/(1 − lo),
-# 0.60/0.80 = 0.75 for 20 → 40 %. Pristine, 8 runs: 0.58–0.71. The never-sleeps variant, 4 runs: 0.95–1.20 —
-# one of them (rates 0.76/0.80/0.91 of unthrottled: a first-level dip) passed the slope band at 0.67.
-# Bound: 1.15 × the mechanism's ratio = 0.86 (pristine margin 1.21×, variant ≥ 1.10× above it).
 # s390x guest (TCG, same QEMU, 1 run): slope 1.27 (20 %: 0.72, 30 %: 0.63 of unthrottled); only the 20 and 30 %
-# levels held MIN_LEVEL_S after settling (the run ended early in the 40 % level; x86: ~3 s of it), so the ratio's
-# mechanism value is 0.70/0.80 = 0.875 and the bound 1.006: measured 0.878.
-# With those two levels the ratio separates less than 20 → 40 % does (a never-sleeps variant would sit near 1.0,
-# close to the bound); the slope band still separates it by far. Not yet calibrated on s390x beyond this run.
-LEVEL_RATIO_TOLERANCE = 1.15
+# levels held MIN_LEVEL_S after settling (the run ended early in the 40 % level; x86: ~3 s of it).
+# (5) Slope of the vCPU thread's sleep share against the throttle fraction (1 = it sleeps exactly what the
+# throttle sets; the never-sleeps variant ≈ 0): recorded only, until calibrated.
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s
 OBSERVE_S = 30.0             # after the first pass: several timer periods, about one natural pass
@@ -226,6 +228,15 @@ def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeR
                           rate_between(track(off), off.t_first_pass, off.t_end), clock)
 
 
+def vcpu_sleep(samples: list[ThreadTimes], effect: ThrottleEffect, series_t0: float) -> dict[str, Any]:
+    """(5): the source vCPU thread's sleep share per throttle level, in the same windows as the guest's rates."""
+    windows = [(lv.percent, lv.t_start + series_t0, lv.t_end + series_t0) for lv in effect.levels]
+    baseline = (effect.baseline_window[0] + series_t0, effect.baseline_window[1] + series_t0)
+    base, levels = throttle_sleeps(samples, windows, baseline)
+    return {"baseline_window": baseline, "baseline_sleep": base, "levels": levels, "slope": sleep_slope(levels),
+            "samples": samples}
+
+
 def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
     described = ", ".join(f"{lv.percent}%: {lv.ratio:.2f} (expect {lv.expected_ratio:.2f})" for lv in effect.levels)
     return [
@@ -237,22 +248,7 @@ def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
                             effect.slope, SLOPE_LOW, SLOPE_HIGH,
                             anchor=f"guest's own rate vs its unthrottled {effect.baseline_mibps or 0:.1f} MiB/s, "
                                    f"against 1 − throttle: {described}"),
-        level_ratio_verdict(effect.levels),
     ]
-
-
-def level_ratio_verdict(levels: list[ThrottleLevel]) -> Verdict:
-    """The guest's own rate at the highest throttle level over its rate at the lowest is at most what the
-    mechanism implies ((1 − hi)/(1 − lo)) × LEVEL_RATIO_TOLERANCE: anchored to the guest's view and the mechanism,
-    measured inside the throttled arm only."""
-    name = "guest's rate falls from the lowest to the highest throttle level"
-    if len(levels) < 2:
-        return Verdict(name, False, None, None, f"{len(levels)} throttle level(s) measured; need two")
-    low, high = min(levels, key=lambda lv: lv.percent), max(levels, key=lambda lv: lv.percent)
-    expected = (1 - high.percent / 100) / (1 - low.percent / 100)
-    return oracles.at_most(name, high.rate / low.rate if low.rate else None, round(expected * LEVEL_RATIO_TOLERANCE, 3),
-                           anchor=f"{low.percent}% → {high.percent}%: {low.rate:.0f} → {high.rate:.0f} MiB/s; the "
-                                  f"throttle implies ×{expected:.2f}")
 
 
 def has_periodic_sync(binary: QemuBinary) -> bool:
@@ -271,7 +267,10 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     dirty = workloads.start(source, LoggedDirty(size_mib=DIRTY_MIB, rate_mibps=DIRTY_RATE_MIBPS, order="random",
                                                 prefill=True))
     readings = [guest_clock_reading(source)]
-    on = observe(testbed, source, "auto-converge-on", parameters, auto_converge=True)
+    assert source.process is not None
+    vcpu_thread = int(source.qmp.cmd("query-cpus-fast")[0]["thread-id"])
+    with ThreadTimesSampler(source.process.pid, vcpu_thread) as vcpu_times:
+        on = observe(testbed, source, "auto-converge-on", parameters, auto_converge=True)
     off = observe(testbed, source, "auto-converge-off", parameters, auto_converge=False)
     readings.append(guest_clock_reading(source))
     testbed.artefacts.write_json("workload", dirty.status(source))
@@ -282,6 +281,7 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     verdicts += periodic_sync_verdicts(on, off)                                       # (1), (2)
     verdicts.append(throttle_verdict(on.throttle_steps, initial, increment, maximum))  # (3)
     verdicts += throttle_effect_verdicts(effect)                                      # (4)
+    testbed.artefacts.write_json("vcpu-sleep", vcpu_sleep(vcpu_times.samples, effect, on.series_t0))  # (5)
     if maximum < 99:
         # The cap must have been exercised: a decision made at the cap that still left the throttle there.
         held = on.syncs_after_reaching(maximum)

@@ -207,6 +207,34 @@ def test_rate_log_clock_map_and_throttle_effect() -> None:
 
 
 # -- bisect voting and validate's patch headers -----------------------------------------------------------------
+def test_vcpu_sleep_share_follows_the_throttle_whatever_the_host_load() -> None:
+    """B4 (5): a thread that sleeps p of the time on top of a baseline sleep s0 gives share (s − s0)/(1 − s0) = p,
+    also when host load turns part of its awake time into run-queue wait; one that never sleeps gives 0."""
+    from harness.analysis import ThreadTimes, sleep_fraction, sleep_slope, throttle_sleeps
+
+    def thread(phases: list[tuple[float, float, float]]) -> list[ThreadTimes]:
+        """phases of (seconds, share on a CPU, share waiting for one), sampled every 0.1 s."""
+        samples, t, cpu, wait = [ThreadTimes(0.0, 0.0, 0.0)], 0.0, 0.0, 0.0
+        for seconds, on, queued in phases:
+            for _ in range(round(seconds * 10)):
+                t, cpu, wait = t + 0.1, cpu + 0.1 * on, wait + 0.1 * queued
+                samples.append(ThreadTimes(round(t, 6), cpu, wait))
+        return samples
+    s0 = 0.1
+    # baseline 10 s; 20 % for 10 s; 40 % for 10 s — busy (on CPU or queued) = (1 − p)(1 − s0), split 1:1 by load
+    busy = [(1 - p) * (1 - s0) for p in (0.0, 0.2, 0.4)]
+    loaded = thread([(10, b / 2, b / 2) for b in busy])
+    windows = [(20, 10.5, 19.5), (40, 20.5, 29.5)]
+    base, levels = throttle_sleeps(loaded, windows, (0.5, 9.5))
+    assert base == pytest.approx(s0)
+    assert [lv.share for lv in levels] == [pytest.approx(0.2), pytest.approx(0.4)]
+    assert sleep_slope(levels) == pytest.approx(1.0)
+    never = thread([(30, 1 - s0, 0.0)])
+    assert sleep_slope(throttle_sleeps(never, windows, (0.5, 9.5))[1]) == pytest.approx(0.0, abs=1e-9)
+    assert sleep_fraction(loaded, 25.0, 40.0) is None          # a window the samples do not cover
+    assert sleep_slope([]) is None
+
+
 from harness.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
 from harness.validate import Case, parse_header  # noqa: E402
 
