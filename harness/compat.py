@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .arch import ArchSpec
-from .qemu import QemuBinary, _qmp_stdio, binary_key
+from .qemu import Features, QemuBinary, _qmp_stdio, binary_key
 from .report import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,21 @@ def choose_platform(arch: ArchSpec, accel: str, source: Platforms | None, destin
         cpu, why = _choose_cpu(arch, accel, source, destination)
         reasons.append(f"cpu: {why}")
     return PlatformChoice(machine, cpu, "; ".join(reasons))
+
+
+# Needs only the source must meet: tests read the source's trace, and Testbed.incoming has the destination trace
+# only the events its binary has, so an older destination is not a reason to skip.
+SOURCE_SIDE_NEEDS = frozenset({"trace_events"})
+
+
+def missing_by_side(needs: dict[str, Any], source: Features, destination: Features) -> dict[str, list[str]]:
+    """What a `needs(**needs)` marker asks for and a side lacks: feature → the sides ("source", "destination")."""
+    missing: dict[str, list[str]] = {}
+    for side, features in (("source", source), ("destination", destination)):
+        wanted = {key: value for key, value in needs.items() if side == "source" or key not in SOURCE_SIDE_NEEDS}
+        for feature in features.missing(**wanted):
+            missing.setdefault(feature, []).append(side)
+    return missing
 
 
 def lacks_reason(missing: dict[str, list[str]], same_binary: bool) -> str:

@@ -2,7 +2,8 @@
 
 Markers
   needs(capabilities=[…], parameters=[…], fields=[…], commands=[…], migration_properties=[…], trace_events=[…])
-      skip (with the reason) unless both the source and destination binaries have all of these
+      skip (with the reason) unless both the source and destination binaries have all of these (trace events:
+      the source only, harness.compat.SOURCE_SIDE_NEEDS)
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
@@ -39,7 +40,7 @@ import pytest
 from . import host, workdirs
 from .accel import choose_accel
 from .arch import ARCHES, ArchSpec, arch_spec, host_arch
-from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, platform_for
+from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, missing_by_side, platform_for
 from .guest import GuestShell
 from .image import GuestImage, ImageMissing
 from .machine import Machine
@@ -297,10 +298,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("needs"):
         b = binaries(item.config)
-        missing: dict[str, list[str]] = {}
-        for side, binary in (("source", b.source), ("destination", b.destination)):
-            for feature in binary.features.missing(**marker.kwargs):
-                missing.setdefault(feature, []).append(side)
+        missing = missing_by_side(marker.kwargs, b.source.features, b.destination.features)
         if missing:
             pytest.skip(lacks_reason(missing, same_binary=b.source == b.destination))
     if item.get_closest_marker("needs_userfaultfd"):

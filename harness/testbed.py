@@ -82,9 +82,15 @@ class Testbed:
 
     def incoming(self, like: Machine, name: str = "destination", paused: bool = False,
                  binary: QemuBinary | None = None, **overrides: Any) -> Machine:
-        """A destination for `like`: same devices and memory, `-incoming defer`, optionally `-S`."""
-        config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **overrides)
-        return self.launch(name, config, binary or self.env.destination_binary)
+        """A destination for `like`: same devices and memory, `-incoming defer`, optionally `-S`.
+
+        Trace events are the source's (the tests read the source's trace); the destination traces those of them its
+        binary has, so an older destination without one still starts (`needs(trace_events=…)` asks the source only)."""
+        binary = binary or self.env.destination_binary
+        traced = tuple(event for event in like.config.trace_events if event in binary.features.trace_events)
+        settings: dict[str, Any] = {"trace_events": traced, **overrides}
+        config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **settings)
+        return self.launch(name, config, binary)
 
     def migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
                   name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:

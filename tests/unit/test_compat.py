@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from harness.arch import arch_spec
-from harness.compat import NoCommonPlatform, Platforms, choose_platform, lacks_reason
+from harness.compat import NoCommonPlatform, Platforms, choose_platform, lacks_reason, missing_by_side
+from harness.qemu import Features
 
 X86, S390 = arch_spec("x86_64"), arch_spec("s390x")
 TCG_CPUS = [{"name": n, "unavailable-features": []} for n in
@@ -102,3 +103,15 @@ def test_the_lacks_skip_names_the_side_and_keeps_the_prefix_bisect_reads() -> No
                    "destination")
     assert lacks_reason({"capability 'mapped-ram'": ["source", "destination"]}, same_binary=True) == \
         "QEMU lacks capability 'mapped-ram'"
+
+
+def test_a_destination_without_the_source_trace_events_is_no_reason_to_skip() -> None:
+    # The tests read the source's trace; Testbed.incoming has the destination trace only what its binary has.
+    none: frozenset[str] = frozenset()
+    new = Features(none, none, frozenset({"postcopy-ram"}), none, none, none, frozenset({"migrate_pending_exact"}))
+    old = Features(none, none, frozenset({"postcopy-ram"}), none, none, none)
+    needs = {"capabilities": ["postcopy-ram"], "trace_events": ["migrate_pending_exact"]}
+    assert missing_by_side(needs, new, old) == {}
+    assert missing_by_side(needs, old, new) == {"trace event 'migrate_pending_exact'": ["source"]}
+    assert missing_by_side({"capabilities": ["mapped-ram"]}, new, old) == {
+        "capability 'mapped-ram'": ["source", "destination"]}
