@@ -8,7 +8,6 @@ Only the session check runs: at most a machine-less QEMU answers `-version` and 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.image import checkout_sources
+from tests.fakes import fake_image
 
 REPO = Path(__file__).resolve().parents[2]
 QEMU = shutil.which("qemu-system-x86_64")
@@ -91,17 +91,6 @@ def places(tmp_path: Path) -> dict[str, str]:
     stale = fake_image(tmp_path / "stale", sources=sources)
     return {"dir": str(empty), "file": str(text), "qemu": str(Path(QEMU).resolve()) if QEMU else "",
             "image": str(image), "stale": str(stale)}
-
-
-def fake_image(image: Path, **manifest: object) -> Path:
-    """A complete, private image directory whose files are placeholders: enough for the session check."""
-    (image / "ssh").mkdir(parents=True)
-    (image / "manifest.json").write_text(json.dumps({"arch": "x86_64", "kernel": "kernel",
-                                                     "initrd": "initramfs.cpio", "cmdline": "", **manifest}))
-    for name in ("kernel", "initramfs.cpio", "ssh/id_ed25519", "ssh/host_key.pub", "ssh/dropbear_ed25519_host_key"):
-        (image / name).write_text("x")
-        (image / name).chmod(0o600)
-    return image
 
 
 @pytest.mark.parametrize("args, line", [(a, l) for _, a, l in ROWS], ids=[r[0] for r in ROWS])

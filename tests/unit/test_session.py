@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.pytest_plugin import _plot_outcome
+from tests.fakes import fake_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,7 +177,6 @@ def test_an_image_from_other_sources_is_refused(tmp_path: Path) -> None:
     """Changed, added and removed source files all make an image stale; one that recorded no sources (built before
     the check existed) is stale too."""
     from harness.image import GuestImage, ImageStale, checkout_sources
-    from tests.inputs.test_bad_inputs import fake_image
     sources = checkout_sources(REPO)
     assert GuestImage.load(fake_image(tmp_path / "same", sources=sources), current=True).sources == sources
     changed = {**sources, "guest-workloads/dirty.c": "0" * 64, "guest-workloads/gone.c": "1" * 64}
@@ -191,7 +191,6 @@ def test_an_image_from_other_sources_is_refused(tmp_path: Path) -> None:
 def test_a_session_holds_the_image_so_a_rebuild_waits(tmp_path: Path) -> None:
     """A process that loaded the image with hold=True keeps its use lock shared until it exits; images/build.sh
     swaps an image's files only under that lock held exclusively (what `flock -x` does here)."""
-    from tests.inputs.test_bad_inputs import fake_image
     image = fake_image(tmp_path / "image")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from harness.image import GuestImage; GuestImage.load(Path(sys.argv[1]), hold=True); "
