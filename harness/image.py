@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES_LIST = "images/SOURCES"    # the repository files an image is built from (shared with images/build.sh)
+UNRECORDED = "(unrecorded)"         # stale_sources() of an image built before SOURCES_LIST existed
 
 
 class ImageMissing(RuntimeError):
@@ -76,6 +77,9 @@ class GuestImage:
         )
         image.check()
         stale = image.stale_sources() if current else []
+        if stale == [UNRECORDED]:
+            raise ImageStale(f"guest image {directory} does not record the sources it was built from (built before "
+                             f"images/SOURCES existed): run `make image`")
         if stale:
             raise ImageStale(f"guest image {directory} was built from other sources than this checkout "
                              f"({', '.join(stale[:4])}{' …' if len(stale) > 4 else ''}): run `make image`")
@@ -97,13 +101,13 @@ class GuestImage:
 
     def stale_sources(self, repo: Path = REPO) -> list[str]:
         """The repository files (per images/SOURCES) whose content differs from what this image was built from:
-        changed, added or removed since the build. Empty when the image matches the checkout; ["(unrecorded)"]
+        changed, added or removed since the build. Empty when the image matches the checkout; [UNRECORDED]
         for an image built before sources were recorded. A checkout without images/SOURCES (the harness installed
         apart from its repository) cannot say, and reports nothing."""
         if not (repo / SOURCES_LIST).is_file():
             return []
         if not self.sources:
-            return ["(unrecorded)"]
+            return [UNRECORDED]
         current = checkout_sources(repo)
         return sorted(path for path in current.keys() | self.sources.keys()
                       if current.get(path) != self.sources.get(path))

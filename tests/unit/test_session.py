@@ -186,6 +186,8 @@ def test_an_image_from_other_sources_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageStale, match=r"other sources than this checkout \(guest-workloads/dirty.c, "):
         GuestImage.load(tmp_path / "changed", current=True)
     assert GuestImage.load(fake_image(tmp_path / "old")).stale_sources(REPO) == ["(unrecorded)"]
+    with pytest.raises(ImageStale, match=r"does not record the sources it was built from .*: run `make image`$"):
+        GuestImage.load(tmp_path / "old", current=True)
 
 
 def test_a_session_holds_the_image_so_a_rebuild_waits(tmp_path: Path) -> None:
