@@ -125,7 +125,12 @@ qb_ensure_deps() {
     if [[ -z $py ]]; then
         if [[ -x /usr/bin/python3 ]]; then py=/usr/bin/python3; else py=$(command -v python3); fi
     fi
-    if [[ ! -x $QB_VENV/bin/python3 ]] || ! "$QB_VENV/bin/python3" -c 'import sys' 2>/dev/null; then
+    # A venv is not relocatable: its scripts (pip, meson) name the interpreter by the path it was created at, so a
+    # build dir that was moved or renamed (a checkout renamed) keeps a working python3 but dead scripts.
+    local shebang
+    shebang=$(head -n1 "$QB_VENV/bin/pip" 2>/dev/null || true)
+    shebang=${shebang#\#!}
+    if [[ ! -x $QB_VENV/bin/python3 ]] || ! "$QB_VENV/bin/python3" -c 'import sys' 2>/dev/null || [[ ! -x $shebang ]]; then
         qb_log "phase deps: creating tools venv $QB_VENV (python $py)"
         rm -rf "$QB_VENV"
         "$py" -m venv "$QB_VENV"
