@@ -63,10 +63,11 @@ bench: setup image
 
 # Self-validation: build QEMU 10.0.2 (Debian source package) and one variant per regressions/*.patch, run each
 # patch's guarding tests (its `Tests:` header) against its variant and all of them against the unmodified build.
-# VALIDATE_ARGS='--only B0 --no-build -- -x' narrows it.
+# VALIDATE_ARGS='--only B0 --no-build -- -x' narrows it. ARCH=s390x builds qemu-system-s390x (build/qemu/variants-s390x)
+# and boots the s390x guest: make validate ARCH=s390x VALIDATE_ARGS='--only B0,B4'.
 VALIDATE_ARGS ?=
 validate: setup image
-	$(PY) -m harness.validate $(VALIDATE_ARGS)
+	$(PY) -m harness.validate --arch $(ARCH) $(VALIDATE_ARGS)
 
 # Flakiness: run TESTS N times (separate pytest runs, artefacts/flake/run-K each) and print per test how often it
 # passed and the distinct failure reasons with counts (also artefacts/flake.json). A run pytest could not run is
@@ -88,7 +89,7 @@ matrix: setup image
 	$(PY) -m harness.matrix --old "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))" $(MATRIX_ARGS)
 
 qemu-variants: setup
-	bash qemu-build/build.sh --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))
+	bash qemu-build/build.sh --arch $(ARCH) --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))
 
 # `git bisect run` over a synthetic QEMU history with one planted regression (see scripts/bisect-demo.sh).
 bisect-demo: setup image

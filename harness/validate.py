@@ -7,6 +7,8 @@ Every regressions/*.patch names, in its header, what it breaks and which tests m
     Tests: tests/behaviour/test_x.py::test_y [more node ids, space separated; may continue on `Tests:` lines]
 
 For every patch the variant QEMU is built by qemu-build/build.sh, then the guarding tests run against it; the pristine build runs the union of all tests.
+Everything is for one target arch (--arch: the QEMU built, and the guest pytest boots), x86_64 by default;
+`--only B0,B4` selects the patches that guard B0 or B4 (or whose name contains a word).
 A patch is caught when at least one of its tests fails (or errors) on the variant and passed on the pristine build;
 it is missed when all pass, skip or xfail. Prints the patch × test matrix and writes it as JSON.
 
@@ -29,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from . import workdirs
+from .arch import ARCHES
 
 ROOT = Path(__file__).resolve().parent.parent
 PRISTINE = "pristine"
+DEFAULT_ARCH = "x86_64"   # the arch of the layout from before there were arches (qemu-build/lib.sh: qb_arch_path)
 COULD_NOT_RUN = 4     # exit status of `make validate` (and qmh-flake) when a pytest run did not happen
 
 # pytest's exit codes (_pytest.main.ExitCode), for the one line that says why a run did not count.
@@ -98,11 +102,25 @@ def load_regressions(directory: Path) -> list[Regression]:
     return [parse_header(patch) for patch in sorted(directory.glob("*.patch"))]
 
 
-def build_variants(regressions: list[Regression], out: Path) -> None:
-    args = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--pristine", "--out", str(out)]
+def per_arch(base: Path, arch: str) -> Path:
+    """BASE for x86_64, BASE-ARCH for another arch: as qemu-build/lib.sh's qb_arch_path, so that the x86_64
+    variants and artefacts stay where they were."""
+    return base if arch == DEFAULT_ARCH else base.with_name(f"{base.name}-{arch}")
+
+
+def selected(regression: Regression, only: list[str]) -> bool:
+    """--only WORD[,WORD...] (repeatable): the behaviour the patch guards (the first word of `Guards:`, e.g. B0
+    or basics), or a part of its file name."""
+    words = [w.strip() for o in only for w in o.split(",") if w.strip()]
+    guards = regression.guards.split()[0] if regression.guards.split() else ""
+    return any(w.lower() == guards.lower() or w in regression.patch.name for w in words)
+
+
+def build_variants(regressions: list[Regression], out: Path, arch: str = DEFAULT_ARCH) -> None:
+    args = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--pristine", "--out", str(out)]
     for regression in regressions:
         args += ["--patch", str(regression.patch)]
-    print(f"[validate] building pristine + {len(regressions)} variants into {out}", flush=True)
+    print(f"[validate] building {arch}: pristine + {len(regressions)} variants into {out}", flush=True)
     subprocess.run(args, check=True)
 
 
@@ -177,14 +195,20 @@ def read_run(pytest_exit: int, junit: Path, error_line: str = "") -> tuple[dict[
     return cases or {}, f"{why}: {error_line}" if why and error_line else why
 
 
-def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pytest_args: list[str]) -> VariantRun:
+def pytest_argv(binary: Path, tests: list[str], artefacts: Path, junit: Path, pytest_args: list[str],
+                arch: str = DEFAULT_ARCH) -> list[str]:
+    """One variant's pytest run: its binary, on TCG, with the guest of `arch`."""
+    return [sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(binary), "--accel", "tcg", "--arch", arch,
+            "--artefacts", str(artefacts), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", *pytest_args]
+
+
+def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pytest_args: list[str],
+              arch: str = DEFAULT_ARCH) -> VariantRun:
     junit = artefacts / f"{variant}.junit.xml"
     # A JUnit file left by an earlier run must never be read as this run's result.
     junit.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(binary), "--accel", "tcg",
-            "--artefacts", str(artefacts / variant), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
-            *pytest_args]
-    print(f"[validate] {variant}: running {len(tests)} test(s)", flush=True)
+    args = pytest_argv(binary, tests, artefacts / variant, junit, pytest_args, arch)
+    print(f"[validate] {variant} ({arch}): running {len(tests)} test(s)", flush=True)
     start = time.monotonic()
     code, error_line = run_pytest(args)
     cases, why = read_run(code, junit, error_line)
@@ -264,24 +288,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regressions", type=Path, default=ROOT / "regressions",
                         help="directory of regression patches (headers name the guarding tests)")
-    parser.add_argument("--variants", type=Path, default=ROOT / "build" / "qemu" / "variants")
-    parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "validate")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default=DEFAULT_ARCH,
+                        help="target arch: the QEMU built and the guest booted (default: %(default)s)")
+    parser.add_argument("--variants", type=Path, default=None,
+                        help="built variants (default: build/qemu/variants, variants-ARCH for another arch)")
+    parser.add_argument("--artefacts", type=Path, default=None,
+                        help="default: artefacts/validate, validate-ARCH for another arch")
     parser.add_argument("--json", type=Path, default=None, help="write the matrix here (default: ARTEFACTS/validate.json)")
-    parser.add_argument("--only", action="append", default=[], help="only patches whose name contains this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="only patches guarding one of these behaviours or whose name contains one "
+                             "(comma-separated, repeatable: --only B0,B4)")
     parser.add_argument("--no-build", action="store_true", help="use the variants already built")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     options = parser.parse_args(argv)
+    arch = options.arch
+    options.variants = options.variants or per_arch(ROOT / "build" / "qemu" / "variants", arch)
+    options.artefacts = options.artefacts or per_arch(ROOT / "artefacts" / "validate", arch)
 
     regressions = load_regressions(options.regressions)
     if options.only:
-        regressions = [r for r in regressions if any(o in r.patch.name for o in options.only)]
+        regressions = [r for r in regressions if selected(r, options.only)]
     if not any(r.tests for r in regressions):
         # Without a test id pytest would run its whole default selection: nothing here could judge a patch.
         print(f"[validate] could not run: no patch {'matching --only ' if options.only else ''}names a test "
               f"(Tests: header) in {options.regressions}; nothing judged", flush=True)
         return COULD_NOT_RUN
     if not options.no_build:
-        build_variants(regressions, options.variants)
+        build_variants(regressions, options.variants, arch)
     options.artefacts.mkdir(parents=True, exist_ok=True)
     reaped = workdirs.reap_stale()
     if reaped:
@@ -293,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, VariantRun] = {}
     plan = [(PRISTINE, pristine_tests)] + [(r.variant, list(r.tests)) for r in regressions if r.tests]
     for variant, tests in plan:
-        run = runs[variant] = run_tests(variant, options.variants / variant / "qemu-system-x86_64", tests,
-                                        options.artefacts, options.pytest_args)
+        run = runs[variant] = run_tests(variant, options.variants / variant / ARCHES[arch].qemu_binary, tests,
+                                        options.artefacts, options.pytest_args, arch)
         if run.could_not_run:
             # A run that did not happen is neither a catch nor a pristine pass, and the next ones would most
             # likely fail the same way (bad option, broken image): stop and say so.
-            out.write_text(json.dumps({"ok": False, "could_not_run": {"variant": variant,
+            out.write_text(json.dumps({"ok": False, "arch": arch, "could_not_run": {"variant": variant,
                                                                       "why": run.could_not_run},
                                        "runs": {name: r.__dict__ for name, r in runs.items()}}, indent=1) + "\n")
             print(stop_line(run), flush=True)
@@ -306,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     table, ok = render(regressions, runs, pristine_tests)
     print("\n" + table)
     result: dict[str, Any] = {
-        "ok": ok, "seconds": time.monotonic() - started,
+        "ok": ok, "arch": arch, "seconds": time.monotonic() - started,
         "regressions": [{"patch": r.patch.name, "description": r.description, "guards": r.guards,
                          "exploratory": r.exploratory,
                          "tests": {t: verdict_for(runs[r.variant], t) for t in r.tests} if r.variant in runs else {}}
@@ -314,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": {name: run.__dict__ for name, run in runs.items()},
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n[validate] {'every patch caught, pristine passes' if ok else 'NOT OK'}; matrix in {out}")
+    print(f"\n[validate] {'every patch caught, pristine passes' if ok else 'NOT OK'} ({arch}); matrix in {out}")
     return 0 if ok else 1
 
 

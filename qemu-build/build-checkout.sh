@@ -3,9 +3,10 @@
 #
 #   qemu-build/build-checkout.sh SRC BUILD
 #
-# Configures BUILD once (same minimal x86_64 configuration as build.sh) and afterwards only runs ninja, so a
-# bisect step recompiles just the files the checkout changed (ccache, with paths made relative to SRC, covers
-# the rest). Leaves BUILD/qemu-system-x86_64 and BUILD/firmware-dirs.txt, which --qemu-binary BUILD understands.
+# Configures BUILD once (same minimal configuration as build.sh, for QB_ARCH: x86_64 by default) and afterwards
+# only runs ninja, so a bisect step recompiles just the files the checkout changed (ccache, with paths made
+# relative to SRC, covers the rest). Leaves BUILD/qemu-system-ARCH and BUILD/firmware-dirs.txt, which
+# --qemu-binary BUILD understands.
 #
 # Exit: 0 built; 125 the commit does not configure or compile ("skip" for git bisect); 128 the build host is
 # not usable (missing tools: abort the bisect rather than mark commits).
@@ -36,4 +37,4 @@ qb_log "building $(git -C "$QB_SRC" log -1 --format='%h %s' 2>/dev/null || echo 
 qb_configure || exit 125
 qb_ninja bisect || exit 125
 printf '%s\n' "${QB_FIRMWARE_DIRS[@]}" > "$QB_BUILD_DIR/firmware-dirs.txt"
-qb_log "built $QB_BUILD_DIR/qemu-system-x86_64"
+qb_log "built $QB_BUILD_DIR/$QB_BINARY"

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Build the reference QEMU 10.0.2 (x86_64-softmmu, minimal) and regression variants.
+# Build the reference QEMU 10.0.2 (ARCH-softmmu, minimal) and regression variants.
 #
-#   qemu-build/build.sh [--pristine] [--patch FILE]... [--out DIR] [options]
+#   qemu-build/build.sh [--arch ARCH] [--pristine] [--patch FILE]... [--out DIR] [options]
 #
 # Each --patch FILE is one variant, built as pristine 10.0.2 + that patch and installed
-# to DIR/<patch-stem>/qemu-system-x86_64. --pristine (implied when no --patch is given)
+# to DIR/<patch-stem>/qemu-system-ARCH. --pristine (implied when no --patch is given)
 # installs the unpatched build to DIR/pristine/. Next to each binary:
 #   firmware-dirs.txt   one directory per line, pass each as -L (the binary is also
 #                       configured with --firmwarepath set to the same directories)
-#   build-info.json     variant, patch (+ sha256), qemu version, build seconds, ...
+#   build-info.json     variant, arch, patch (+ sha256), qemu version, build seconds, ...
 #
-# How: ONE pristine extracted source tree and ONE build tree. Per variant the patch is
+# How: ONE pristine extracted source tree and ONE build tree per arch. Per variant the patch is
 # applied, ninja rebuilds incrementally (ccache makes the compile after restore a cache
 # hit), the binary is copied out, and the source is restored to the pristine baseline
 # (git checkout from an external git dir) -- also when the build fails or the script is
@@ -18,7 +18,9 @@
 # The build tree is brought back to pristine lazily, by the next build.
 #
 # Options:
-#   --out DIR        where variants go (default: <repo>/build/qemu/variants)
+#   --arch ARCH      target: x86_64 (default, or $QB_ARCH) or s390x; s390x builds in
+#                    build/qemu/build-s390x with the firmware of Debian's qemu-system-s390x
+#   --out DIR        where variants go (default: <repo>/build/qemu/variants, variants-s390x for s390x)
 #   --pristine       also build the unpatched variant
 #   --patch FILE     add a variant (repeatable)
 #   --name NAME      with exactly one --patch: install under NAME instead of the stem
@@ -42,6 +44,8 @@ OUT="" PRISTINE=0 FORCE=0 BISECT=0 NAME=""
 PATCHES=()
 while (($#)); do
     case $1 in
+        --arch) QB_ARCH=$2; shift 2 ;;
+        --arch=*) QB_ARCH=${1#*=}; shift ;;
         --out) OUT=$2; shift 2 ;;
         --out=*) OUT=${1#*=}; shift ;;
         --patch) PATCHES+=("$2"); shift 2 ;;
@@ -58,9 +62,12 @@ while (($#)); do
 done
 ((${#PATCHES[@]})) || PRISTINE=1
 if [[ -n $NAME && ${#PATCHES[@]} -ne 1 ]]; then echo "--name needs exactly one --patch" >&2; exit 2; fi
+if [[ " ${QB_ARCHES[*]} " != *" $QB_ARCH "* ]]; then
+    echo "unknown --arch: $QB_ARCH (one of: ${QB_ARCHES[*]})" >&2; exit 2
+fi
 
 qb_init
-OUT=${OUT:-$QB_ROOT/variants}
+OUT=${OUT:-$QB_VARIANTS_DIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -128,5 +135,5 @@ for v in "${VARIANTS[@]}"; do
     fi
 done
 
-qb_log "done: built=${BUILT[*]:-none} cached=${CACHED[*]:-none} failed=${FAILED[*]:-none} out=$OUT"
+qb_log "done ($QB_ARCH): built=${BUILT[*]:-none} cached=${CACHED[*]:-none} failed=${FAILED[*]:-none} out=$OUT"
 ((${#FAILED[@]} == 0)) || exit "$fail_code"

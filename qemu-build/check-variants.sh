@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Smoke-check built QEMU variants: each DIR/<variant>/qemu-system-x86_64 must print its
+# Smoke-check built QEMU variants: each DIR/<variant>/qemu-system-* must print its
 # version and answer QMP (qmp_capabilities + quit) with -machine none.
 #
-#   qemu-build/check-variants.sh [DIR]      (default: <repo>/build/qemu/variants)
+#   qemu-build/check-variants.sh [DIR]      (default: <repo>/build/qemu/variants; variants-s390x for s390x)
 #
 # Prints one line per variant and 'N passed, N failed'; exit 1 if any failed.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${1:-$REPO/build/qemu/variants}
 pass=0 fail=0
-for bin in "$DIR"/*/qemu-system-x86_64; do
+for bin in "$DIR"/*/qemu-system-*; do
     [[ -x $bin ]] || continue
     v=$(basename "$(dirname "$bin")")
     ver=$("$bin" -version 2>&1 | head -n1)

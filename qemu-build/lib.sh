@@ -19,34 +19,37 @@
 #                                            variant builds; restored by trap)
 #   build/qemu/src.git                       git dir holding the pristine baseline (external
 #                                            so QEMU's version script does not see a .git)
-#   build/qemu/build                         ONE build tree (incremental ninja)
+#   build/qemu/build                         ONE build tree per target arch (incremental ninja;
+#                                            build-s390x for s390x)
 #   build/qemu/tools-venv                    python venv with meson + pycotap from PyPI
 #   build/qemu/ccache                        ccache dir (cheap re-compiles after restore)
-#   build/qemu/logs/                         configure / ninja logs
-#   build/qemu/variants/<variant>/           installed binaries (default --out)
+#   build/qemu/logs/                         configure / ninja logs (logs-s390x for s390x)
+#   build/qemu/variants/<variant>/           installed binaries (default --out; variants-s390x for s390x)
+# The source tree, its baseline, the tools venv, ccache and the lock are shared by the arches.
 #
 # Variables (set before qb_init to override):
-#   QB_ROOT QB_SRC_PARENT QB_BUILD_DIR QB_VENV QB_CCACHE_DIR QB_LOG_DIR QB_JOBS QB_PYTHON
+#   QB_ARCH       target arch: x86_64 (default) or s390x (QB_ARCHES); picks the target list, the binary
+#                 qemu-system-$QB_ARCH, the firmware and the per-arch dirs above
+#   QB_ROOT QB_SRC_PARENT QB_BUILD_DIR QB_VENV QB_CCACHE_DIR QB_LOG_DIR QB_VARIANTS_DIR QB_JOBS QB_PYTHON
 #   QB_NO_APT=1   never call apt-get (fail if something is missing)
 
 QB_QEMU_VERSION=${QB_QEMU_VERSION:-10.0.2}
 QB_MESON_VERSION=${QB_MESON_VERSION:-1.5.0}     # = QEMU 10.0's bundled python/wheels meson
 QB_PYCOTAP_VERSION=${QB_PYCOTAP_VERSION:-1.3.1}
+QB_ARCHES=(x86_64 s390x)
+QB_ARCH=${QB_ARCH:-x86_64}
 # Minimal apt set for the configure line below (checked on Debian 12):
 #   build-essential: cc/ld/make; ninja-build; pkg-config; python3-venv (tools venv);
 #   libglib2.0-dev (mandatory); libpixman-1-dev (VGA/display devices of the pc machine);
 #   libslirp-dev (-netdev user); libfdt-dev (--enable-fdt=system); libzstd-dev (multifd
 #   zstd); libaio-dev (linux-aio); ccache (fast re-compiles). No flex/bison: dtc is not
-#   built from subprojects when fdt=system.
+#   built from subprojects when fdt=system. s390x-softmmu needs nothing more (QEMU 10.0.2's
+#   meson: no TARGET_NEED_FDT, hw/ and target/s390x link no further library; KVM only on an
+#   s390x host, TCG elsewhere).
 QB_APT_DEPS=(build-essential ninja-build pkg-config python3-venv libglib2.0-dev
              libpixman-1-dev libslirp-dev libfdt-dev libzstd-dev libaio-dev ccache)
-# Firmware used by the installed Debian QEMU; our binary gets them via -L / --firmwarepath.
-QB_FIRMWARE_DIRS=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
-QB_FIRMWARE_FILES=(/usr/share/qemu/pvh.bin /usr/share/qemu/linuxboot_dma.bin
-                   /usr/share/qemu/kvmvapic.bin /usr/share/seabios/bios-256k.bin
-                   /usr/lib/ipxe/qemu/efi-virtio.rom)
-QB_CONFIGURE_ARGS=(
-    --target-list=x86_64-softmmu
+# Everything but the target list (qb_arch_config puts --target-list=$QB_ARCH-softmmu first).
+QB_COMMON_CONFIGURE_ARGS=(
     --without-default-features
     --enable-kvm --enable-tcg
     --enable-slirp
@@ -60,6 +63,31 @@ QB_CONFIGURE_ARGS=(
     --disable-werror
 )
 
+# Per target arch: the configure line, the binary, and the firmware the installed Debian QEMU of that arch
+# uses (our binary gets the dirs via -L / --firmwarepath) with the packages holding it.
+qb_arch_config() {
+    case $QB_ARCH in
+        x86_64)
+            QB_FIRMWARE_DIRS=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
+            QB_FIRMWARE_FILES=(/usr/share/qemu/pvh.bin /usr/share/qemu/linuxboot_dma.bin
+                               /usr/share/qemu/kvmvapic.bin /usr/share/seabios/bios-256k.bin
+                               /usr/lib/ipxe/qemu/efi-virtio.rom)
+            QB_FIRMWARE_PACKAGES=(qemu-system-data seabios ipxe-qemu) ;;
+        s390x)
+            # s390-ccw.img: the IPL BIOS (network boot included since QEMU 9.1), from qemu-system-data;
+            # nothing s390x is in seabios or ipxe-qemu.
+            QB_FIRMWARE_DIRS=(/usr/share/qemu)
+            QB_FIRMWARE_FILES=(/usr/share/qemu/s390-ccw.img)
+            QB_FIRMWARE_PACKAGES=(qemu-system-data) ;;
+        *) qb_die "unsupported target arch '$QB_ARCH' (one of: ${QB_ARCHES[*]})"; return 1 ;;
+    esac
+    QB_BINARY=qemu-system-$QB_ARCH
+    QB_CONFIGURE_ARGS=(--target-list="$QB_ARCH-softmmu" "${QB_COMMON_CONFIGURE_ARGS[@]}")
+}
+
+# BASE for x86_64 (the layout from before there were arches), BASE-ARCH for any other arch.
+qb_arch_path() { if [[ $QB_ARCH == x86_64 ]]; then echo "$1"; else echo "$1-$QB_ARCH"; fi; }
+
 qb_log() { printf '[qemu-build %s +%ss] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - ${QB_T0:-0}))" "$*" >&2; }
 qb_die() { qb_log "ERROR: $*"; return 1; }
 
@@ -69,14 +97,16 @@ qb_init() {
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     QB_REPO=${QB_REPO:-$(cd "$here/.." && pwd)}
     QB_LIBDIR=$here
+    qb_arch_config || return 1
     QB_ROOT=${QB_ROOT:-$QB_REPO/build/qemu}
     QB_SRC_PARENT=${QB_SRC_PARENT:-$QB_ROOT/src}
     QB_SRC=${QB_SRC:-$QB_SRC_PARENT/qemu-$QB_QEMU_VERSION}
     QB_GIT_DIR=${QB_GIT_DIR:-$QB_ROOT/src.git}
-    QB_BUILD_DIR=${QB_BUILD_DIR:-$QB_ROOT/build}
+    QB_BUILD_DIR=${QB_BUILD_DIR:-$(qb_arch_path "$QB_ROOT/build")}
     QB_VENV=${QB_VENV:-$QB_ROOT/tools-venv}
     QB_CCACHE_DIR=${QB_CCACHE_DIR:-$QB_ROOT/ccache}
-    QB_LOG_DIR=${QB_LOG_DIR:-$QB_ROOT/logs}
+    QB_LOG_DIR=${QB_LOG_DIR:-$(qb_arch_path "$QB_ROOT/logs")}
+    QB_VARIANTS_DIR=${QB_VARIANTS_DIR:-$(qb_arch_path "$QB_ROOT/variants")}
     QB_JOBS=${QB_JOBS:-$(nproc)}
     mkdir -p "$QB_ROOT" "$QB_LOG_DIR"
     export CCACHE_DIR=$QB_CCACHE_DIR CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
@@ -112,12 +142,13 @@ qb_ensure_deps() {
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
         }
         if ((fw_missing)); then
-            # firmware blobs (pvh.bin, linuxboot_dma.bin, kvmvapic.bin, bios, option ROMs)
-            qb_log "phase deps: installing firmware packages (qemu-system-data seabios ipxe-qemu)"
+            # firmware blobs (x86_64: pvh.bin, linuxboot_dma.bin, kvmvapic.bin, bios, option ROMs;
+            # s390x: s390-ccw.img)
+            qb_log "phase deps: installing firmware packages (${QB_FIRMWARE_PACKAGES[*]})"
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                -t bookworm-backports qemu-system-data seabios ipxe-qemu >&2 || \
+                -t bookworm-backports "${QB_FIRMWARE_PACKAGES[@]}" >&2 || \
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                qemu-system-data seabios ipxe-qemu >&2
+                "${QB_FIRMWARE_PACKAGES[@]}" >&2
         fi
     fi
     # tools venv: meson (+ pycotap, which QEMU's configure wants in the same group) from PyPI.
@@ -228,7 +259,7 @@ qb_apply_patch() {
 # Incremental ninja build of the system emulator, printing a progress line every
 # QB_PROGRESS_SECS seconds (and the step counter) so a human sees it is alive.
 qb_ninja() {
-    local log=$QB_LOG_DIR/ninja-${1:-build}.log target=qemu-system-x86_64
+    local log=$QB_LOG_DIR/ninja-${1:-build}.log target=$QB_BINARY
     local every=${QB_PROGRESS_SECS:-20} last=$SECONDS start=$SECONDS line step="" rc
     qb_log "phase build: ninja -j$QB_JOBS $target (log $log)"
     : > "$log"
@@ -263,15 +294,15 @@ qb_patch_sha() { sed -n '/^diff /,$p' "$1" | sha256sum | cut -d' ' -f1; }
 # qb_install_variant NAME OUTDIR BUILD_SECONDS [PATCH...]
 qb_install_variant() {
     local name=$1 out=$2 secs=$3; shift 3
-    local dir=$out/$name bin=$QB_BUILD_DIR/qemu-system-x86_64
+    local dir=$out/$name bin=$QB_BUILD_DIR/$QB_BINARY
     [[ -x $bin ]] || qb_die "no binary at $bin"
     mkdir -p "$dir"
     # copy to a temp name then rename: a running test never sees a half-written binary
-    cp -f "$bin" "$dir/.qemu-system-x86_64.tmp"
-    mv -f "$dir/.qemu-system-x86_64.tmp" "$dir/qemu-system-x86_64"
+    cp -f "$bin" "$dir/.$QB_BINARY.tmp"
+    mv -f "$dir/.$QB_BINARY.tmp" "$dir/$QB_BINARY"
     printf '%s\n' "${QB_FIRMWARE_DIRS[@]}" > "$dir/firmware-dirs.txt"
     local version patches_json="" p sha first=1
-    version=$("$dir/qemu-system-x86_64" -version | head -n1 | sed 's/.*version //')
+    version=$("$dir/$QB_BINARY" -version | head -n1 | sed 's/.*version //')
     for p in "$@"; do
         sha=$(qb_patch_sha "$p")
         ((first)) || patches_json+=", "
@@ -283,6 +314,7 @@ qb_install_variant() {
     cat > "$dir/build-info.json" <<JSON
 {
   "variant": "$name",
+  "arch": "$QB_ARCH",
   "patch": $( (($# == 1)) && echo "\"$(basename "$1")\"" || echo null ),
   "patch_sha256": $psha,
   "patches": [$patches_json],
@@ -291,22 +323,27 @@ qb_install_variant() {
   "source_baseline": "$(qb_git rev-parse HEAD)",
   "configure_stamp": "$(qb_configure_stamp)",
   "configure_args": "$(echo "${QB_CONFIGURE_ARGS[*]}")",
-  "binary_sha256": "$(sha256sum "$dir/qemu-system-x86_64" | cut -d' ' -f1)",
+  "binary_sha256": "$(sha256sum "$dir/$QB_BINARY" | cut -d' ' -f1)",
   "build_seconds": $secs,
   "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 JSON
-    qb_log "installed $dir/qemu-system-x86_64 ($version)"
+    qb_log "installed $dir/$QB_BINARY ($version)"
 }
 
-# Is OUTDIR/NAME already built from these inputs? (binary present, same patch + config)
+# Is OUTDIR/NAME already built from these inputs? (binary present, same arch, patch + config)
 qb_variant_uptodate() {
     local name=$1 out=$2; shift 2
     local info=$out/$name/build-info.json p
-    [[ -x $out/$name/qemu-system-x86_64 && -f $info ]] || return 1
+    [[ -x $out/$name/$QB_BINARY && -f $info ]] || return 1
+    if grep -q '"arch": ' "$info"; then
+        grep -q "\"arch\": \"$QB_ARCH\"" "$info" || return 1
+    else
+        [[ $QB_ARCH == x86_64 ]] || return 1     # recorded before there were arches: an x86_64 build
+    fi
     grep -q "\"configure_stamp\": \"$(qb_configure_stamp)\"" "$info" || return 1
     grep -q "\"source_baseline\": \"$(qb_git rev-parse HEAD)\"" "$info" || return 1
-    grep -q "\"binary_sha256\": \"$(sha256sum "$out/$name/qemu-system-x86_64" | cut -d' ' -f1)\"" "$info" || return 1
+    grep -q "\"binary_sha256\": \"$(sha256sum "$out/$name/$QB_BINARY" | cut -d' ' -f1)\"" "$info" || return 1
     local n=0
     for p in "$@"; do
         n=$((n + 1))

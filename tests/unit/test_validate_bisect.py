@@ -4,6 +4,7 @@ that could not run, a pristine skip or a host-caused skip must never read as "ca
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,84 @@ def test_validate_against_variants_that_are_not_there_stops_with_the_reason(tmp_
     assert last.startswith("[validate] could not run pristine: pytest exited 4 (usage error (bad option or input)): "
                            "harness: --qemu-binary: "), last
     assert last.endswith("no such file or directory; nothing judged (its output is above, exit 4)"), last
+
+
+# -- validate per target arch, --only by behaviour ------------------------------------------------------------------
+def test_only_selects_by_the_guarded_behaviour_or_a_part_of_the_name() -> None:
+    regressions = validate.load_regressions(REPO / "regressions")
+    def chosen(*only: str) -> set[str]:
+        return {r.variant for r in regressions if validate.selected(r, list(only))}
+    b0_b4 = chosen("B0,B4")
+    assert b0_b4 and b0_b4 == chosen("B0", "B4") == chosen("b0, b4")
+    assert all(r.guards.split()[0] in ("B0", "B4") for r in regressions if r.variant in b0_b4)
+    assert b0_b4 == {r.variant for r in regressions if r.guards.split()[0] in ("B0", "B4")}
+    assert chosen("basics") == {r.variant for r in regressions if r.variant.startswith("basic-")}
+    assert chosen("mapped-ram-no-final") == {"B3-mapped-ram-no-final-wait"}     # a part of the name, as before
+    assert chosen("B9") == set() and chosen(",") == set()
+
+
+@pytest.fixture
+def two_behaviours(tmp_path: Path) -> Path:
+    directory = tmp_path / "regressions"
+    directory.mkdir()
+    for name, guards, test in (("P0", "B0 (x)", "tests/x.py::test_a"), ("P4", "B4", "tests/x.py::test_b"),
+                               ("P2", "B2", "tests/x.py::test_c")):
+        (directory / f"{name}.patch").write_text(f"Description: d\nGuards: {guards}\nTests: {test}\n\ndiff --git a/x b/x\n")
+    return directory
+
+
+@pytest.mark.parametrize("arch, variants", [("x86_64", "variants"), ("s390x", "variants-s390x")])
+def test_validate_builds_and_runs_every_variant_for_its_arch(tmp_path, two_behaviours, monkeypatch, capsys, arch,
+                                                             variants) -> None:
+    calls: list[list[str]] = []
+    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
+        calls.append(args)
+        pristine = "pristine" in path.name
+        return (0 if pristine else 1), lambda p: junit(p, test_a=PASSED if pristine else FAILED,
+                                                       test_b=PASSED if pristine else FAILED)
+    fake = fake_subprocess(behaviour)
+    builds: list[list[str]] = []
+    run_pytest_or_build = fake.run
+    def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if "pytest" not in args:
+            builds.append(args)
+        return run_pytest_or_build(args, **kwargs)
+    fake.run = run
+    monkeypatch.setattr(validate, "subprocess", fake)
+    art = tmp_path / "art"
+    argv = ["--regressions", str(two_behaviours), "--artefacts", str(art), "--only", "B0,B4"]
+    assert validate.main(argv + (["--arch", arch] if arch != "x86_64" else [])) == 0
+    out_dir = REPO / "build" / "qemu" / variants
+    [build] = builds
+    assert build[1:] == [str(REPO / "qemu-build" / "build.sh"), "--arch", arch, "--pristine", "--out", str(out_dir),
+                         "--patch", str(two_behaviours / "P0.patch"), "--patch", str(two_behaviours / "P4.patch")]
+    binary = f"qemu-system-{arch}"
+    assert [(c[c.index("--qemu-binary") + 1], c[c.index("--arch") + 1], [a for a in c if a.startswith("tests/")])
+            for c in calls] == [
+        (str(out_dir / "pristine" / binary), arch, ["tests/x.py::test_a", "tests/x.py::test_b"]),   # only B0 + B4
+        (str(out_dir / "P0" / binary), arch, ["tests/x.py::test_a"]),
+        (str(out_dir / "P4" / binary), arch, ["tests/x.py::test_b"])]
+    result = json.loads((art / "validate.json").read_text())
+    assert result["arch"] == arch and [r["patch"] for r in result["regressions"]] == ["P0.patch", "P4.patch"]
+    assert f"every patch caught, pristine passes ({arch})" in capsys.readouterr().out
+
+
+def test_validate_artefacts_of_another_arch_go_beside_the_x86_64_ones() -> None:
+    base = REPO / "artefacts" / "validate"
+    assert validate.per_arch(base, "x86_64") == base
+    assert validate.per_arch(base, "s390x") == REPO / "artefacts" / "validate-s390x"
+
+
+def test_pytest_argv_names_the_arch_and_ends_with_the_extra_arguments(tmp_path) -> None:
+    argv = validate.pytest_argv(Path("/v/pristine/qemu-system-s390x"), ["t.py::a"], tmp_path / "pristine",
+                                tmp_path / "pristine.junit.xml", ["-x"], "s390x")
+    assert argv[1:] == ["-m", "pytest", "t.py::a", "--qemu-binary", "/v/pristine/qemu-system-s390x", "--accel", "tcg",
+                        "--arch", "s390x", "--artefacts", str(tmp_path / "pristine"),
+                        f"--junitxml={tmp_path / 'pristine.junit.xml'}", "-p", "no:cacheprovider", "-q", "-x"]
+
+
+def test_validate_refuses_an_arch_it_cannot_build(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        validate.main(["--arch", "sparc", "--no-build"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'sparc'" in capsys.readouterr().err
