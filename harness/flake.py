@@ -113,17 +113,23 @@ def failure_reasons(run_root: Path | None) -> dict[str, str]:
     return reasons
 
 
+Bound = float | tuple[float, float]    # a limit, or a band [low, high] (oracles.within_band)
+
+
 @dataclass
 class Margin:
     """One numeric verdict of one test over the runs: what was measured against which bound, and which side of
-    the bound passing is (inferred from the runs that passed: "<=" when they measured at most the bound)."""
+    the bound passing is (inferred from the runs that passed: "<=" when they measured at most the bound; "in" for
+    a band)."""
     test: str
     verdict: str
-    pairs: list[tuple[float, float]] = field(default_factory=list)   # (measured, bound) per run
+    pairs: list[tuple[float, Bound]] = field(default_factory=list)   # (measured, bound) per run
     passed: list[bool] = field(default_factory=list)
 
     @property
     def direction(self) -> str:
+        if any(isinstance(b, tuple) for _, b in self.pairs):
+            return "in"
         ok = [(m, b) for (m, b), good in zip(self.pairs, self.passed) if good]
         if ok and all(m == b for m, b in ok):
             return "=="
@@ -134,8 +140,14 @@ class Margin:
         return "?"
 
     def worst_ratio(self) -> float | None:
-        """measured/bound of the run closest to failing (or past it), for "<=" and ">=" verdicts."""
-        ratios = [m / b for m, b in self.pairs if b]
+        """measured/bound of the run closest to failing (or past it), for "<=" and ">=" verdicts; for a band, the
+        run's distance from its nearer edge as a factor, min(measured/low, high/measured): 1 on the edge, < 1
+        outside."""
+        if self.direction == "in":
+            factors = [min(m / b[0], b[1] / m) for m, b in self.pairs
+                       if isinstance(b, tuple) and b[0] > 0 and m > 0]
+            return min(factors) if len(factors) == len(self.pairs) else None
+        ratios = [m / b for m, b in self.pairs if isinstance(b, float) and b]
         if not ratios or self.direction not in ("<=", ">="):
             return None
         return max(ratios) if self.direction == "<=" else min(ratios)
@@ -145,8 +157,16 @@ class Margin:
         worst = self.worst_ratio()
         return {"test": self.test, "verdict": self.verdict, "direction": self.direction, "runs": len(self.pairs),
                 "failed": self.passed.count(False), "min": measured[0], "median": measured[len(measured) // 2],
-                "max": measured[-1], "bounds": sorted({b for _, b in self.pairs}),
+                "max": measured[-1], "bounds": sorted({b for _, b in self.pairs}, key=str),
                 "worst_measured_over_bound": None if worst is None else round(worst, 3)}
+
+
+def _bound(value: Any) -> Bound | None:
+    """A number, or a [low, high] band of two."""
+    if isinstance(value, list) and len(value) == 2:
+        low, high = _number(value[0]), _number(value[1])
+        return None if low is None or high is None else (low, high)
+    return _number(value)
 
 
 def _number(value: Any) -> float | None:
@@ -154,8 +174,8 @@ def _number(value: Any) -> float | None:
 
 
 def verdict_margins(run_roots: list[Path]) -> list[Margin]:
-    """Every numeric verdict (measured and bound both numbers) of every test, over the given run directories'
-    results.json."""
+    """Every numeric verdict (measured a number; bound a number or a [low, high] band) of every test, over the
+    given run directories' results.json."""
     margins: dict[tuple[str, str], Margin] = {}
     for root in run_roots:
         try:
@@ -164,7 +184,7 @@ def verdict_margins(run_roots: list[Path]) -> list[Margin]:
             continue
         for test in tests:
             for verdict in test.get("verdicts") or []:
-                measured, bound = _number(verdict.get("measured")), _number(verdict.get("bound"))
+                measured, bound = _number(verdict.get("measured")), _bound(verdict.get("bound"))
                 if measured is None or bound is None:
                     continue
                 key = (test["nodeid"], str(verdict.get("name")))
@@ -178,16 +198,20 @@ def _fmt(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e12 else f"{value:.3g}"
 
 
+def _fmt_bound(bound: Bound) -> str:
+    return f"[{_fmt(bound[0])}, {_fmt(bound[1])}]" if isinstance(bound, tuple) else _fmt(bound)
+
+
 def margins_table(margins: list[Margin]) -> str:
     lines = ["margins: measured min … median … max vs bound over the runs; worst = measured/bound of the run "
-             "closest to failing"]
+             "closest to failing (for a band: min(measured/low, high/measured), < 1 outside)"]
     test = None
     for margin in margins:
         if margin.test != test:
             test = margin.test
             lines.append(test)
         j = margin.to_json()
-        bounds = "/".join(_fmt(b) for b in j["bounds"][:3]) + (" …" if len(j["bounds"]) > 3 else "")
+        bounds = "/".join(_fmt_bound(b) for b in j["bounds"][:3]) + (" …" if len(j["bounds"]) > 3 else "")
         worst = "" if j["worst_measured_over_bound"] is None else f", worst {j['worst_measured_over_bound']:g}"
         failed = f", {j['failed']} failed" if j["failed"] else ""
         lines.append(f"    {margin.verdict}: {_fmt(j['min'])} … {_fmt(j['median'])} … {_fmt(j['max'])} "

@@ -178,6 +178,18 @@ def test_flake_margins_say_how_close_each_bound_came(tmp_path: Path) -> None:
     assert "syncs/pass: 0.9 … 1.5 … 3 >= 1 (3 runs, worst 0.9, 1 failed)" in table
 
 
+def test_flake_margins_of_a_band_say_how_near_the_nearer_edge_came(tmp_path: Path) -> None:
+    for k, slope in enumerate((0.92, 1.07, 0.98), start=1):
+        root = tmp_path / f"run-{k}" / "latest"
+        root.mkdir(parents=True)
+        verdict = {"name": "sleep slope", "measured": slope, "bound": [0.8, 1.2], "passed": True}
+        (root / "results.json").write_text(json.dumps({"tests": [{"nodeid": "t::b", "verdicts": [verdict]}]}))
+    (margin,) = flake.verdict_margins(flake.run_roots(tmp_path))
+    assert margin.direction == "in"
+    assert margin.to_json()["worst_measured_over_bound"] == round(min(0.92 / 0.8, 1.2 / 1.07), 3)
+    assert "sleep slope: 0.92 … 0.98 … 1.07 in [0.8, 1.2] (3 runs, worst 1.121)" in flake.margins_table([margin])
+
+
 def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
     (tmp_path / "test_dummy.py").write_text(DUMMY)
     env = {**os.environ, "FLAKE_COUNTER": str(tmp_path / "counter"), "PYTHONPATH": str(REPO)}
