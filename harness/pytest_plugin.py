@@ -5,6 +5,8 @@ Markers
       skip (with the reason) unless both the source and destination binaries have all of these (trace events:
       the source only, harness.compat.SOURCE_SIDE_NEEDS)
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
+  known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.known_bugs): a non-strict
+                      xfail naming the bug when a binary of this run predates the fix (--assume-fixed KEY: it has it)
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
   smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch
@@ -43,6 +45,7 @@ from .arch import ARCHES, ArchSpec, arch_spec, host_arch
 from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, missing_by_side, platform_for
 from .guest import GuestShell
 from .image import GuestImage, ImageMissing
+from .known_bugs import KNOWN_BUGS, affecting
 from .machine import Machine
 from .qemu import QemuBinary, QemuNotFound
 from .migration import TERMINAL_STATUSES
@@ -84,6 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="auto = KVM only if a probe guest boots under it, else TCG")
     group.addoption("--arch", default=os.environ.get("HARNESS_ARCH", host_arch()), help="guest architecture")
     group.addoption("--image-dir", default=None, help="guest image directory (default: build/images/ARCH)")
+    group.addoption("--assume-fixed", action="append", default=[], metavar="KEY",
+                    help=f"this build carries the fix of a known QEMU bug (harness.known_bugs: "
+                         f"{', '.join(sorted(KNOWN_BUGS))}): its tests are not expected to fail")
     group.addoption("--artefacts", default=os.environ.get("HARNESS_ARTEFACTS", "artefacts"),
                     help="where each run writes its per-test artefacts (a run-* subdir, 'latest' links to it)")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
@@ -109,6 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in [
         "needs(**requirements): skip unless the QEMU binaries have these capabilities/parameters/fields/…",
         "needs_userfaultfd: skip unless postcopy can use userfaultfd here",
+        "known_bug(key, ...): exposed to a known, fixed QEMU bug (harness.known_bugs): xfail where a binary has it",
         "guest(**overrides): MachineConfig overrides for the guest and pair fixtures",
         "slow: long matrix; run by `make test`, not by `make check`",
         "smoke: boot, precopy and postcopy with integrity; `make check` runs these on the other guest arch too",
@@ -197,6 +204,10 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
     """Arch, both binaries and the image, each checked; SessionUnusable (one line) on the first problem."""
     arch = _arch(config)
     _check_accel(config)
+    unknown = sorted(set(config.getoption("--assume-fixed")) - KNOWN_BUGS.keys())
+    if unknown:
+        raise SessionUnusable(f"harness: --assume-fixed {unknown[0]}: no such known QEMU bug; known: "
+                              f"{', '.join(sorted(KNOWN_BUGS))} (harness/known_bugs.py)")
     default = config.getoption("--qemu-binary")
     src, dst = config.getoption("--qemu-src"), config.getoption("--qemu-dst")
     source = _binary("--qemu-src" if src else "--qemu-binary", src or default, arch)
@@ -507,6 +518,10 @@ def _plot_outcome(reports: dict[str, pytest.TestReport], failed: list[pytest.Tes
 
 @pytest.fixture
 def testbed(environment: Environment, artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU; every
+    QEMU it started is stopped and its exit checked at teardown. A `known_bug` the run's binaries have turns the
+    test into a non-strict expected failure here, where the accelerator is known."""
+    _expect_known_bugs(request, environment)
     bed = Testbed(environment, artefacts)
     progress = _start_progress(request, bed)
     try:
@@ -517,6 +532,13 @@ def testbed(environment: Environment, artefacts: Artefacts, request: pytest.Fixt
         finally:
             if progress is not None:
                 progress.stop()
+
+
+def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> None:
+    keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
+    versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
+    for reason in affecting(keys, versions, env.accel.name, frozenset(request.config.getoption("--assume-fixed"))):
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
 
 
 class MigrationProgress:

@@ -65,7 +65,13 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
+# Every test here that checks RAM or the guest after a live migration is exposed to a source that loses dirty
+# writes (a QEMU before 9.0 on TCG: harness.known_bugs) and is an expected failure there, not a false alarm.
+DIRTY_TLB_BUG = pytest.mark.known_bug("tcg-dirty-tlb")
+
+
 # The 8 MiB/s case is the precopy part of the smoke `make check` runs on the other guest arch (s390x on x86_64).
+@DIRTY_TLB_BUG
 @pytest.mark.parametrize("dirty_mibps", [0, pytest.param(8, marks=pytest.mark.smoke), 32],
                          ids=lambda r: f"dirty{r}MiBps")
 def test_precopy_completes_with_identical_ram_and_intact_guest(testbed: Testbed, paused_pair: Pair,
@@ -73,6 +79,7 @@ def test_precopy_completes_with_identical_ram_and_intact_guest(testbed: Testbed,
     precopy_with_integrity(testbed, paused_pair, MigrationConfig(parameters={"downtime-limit": 300, "max-bandwidth": BANDWIDTH}), dirty_mibps)
 
 
+@DIRTY_TLB_BUG
 @pytest.mark.needs(capabilities=["multifd"], parameters=["multifd-channels"])
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 @pytest.mark.parametrize("channels", [2, 4])
@@ -112,6 +119,7 @@ def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -
     return seq, migration
 
 
+@DIRTY_TLB_BUG
 @pytest.mark.smoke
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
@@ -128,6 +136,7 @@ def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> N
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
+@DIRTY_TLB_BUG
 def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pair) -> None:
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     dirty = workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=8))
@@ -155,6 +164,7 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
+@DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
 def test_postcopy_recovers_after_pause(testbed: Testbed, pair: Pair) -> None:

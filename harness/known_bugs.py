@@ -1,0 +1,69 @@
+"""QEMU bugs, fixed upstream, that an older binary under test still has: the one place a verdict depends on a version.
+
+Features are read from the QMP schema (harness.qemu.Features), never from the version. A bug fix leaves no such
+footprint, so a test that an old binary fails because of a *known, fixed* QEMU bug would otherwise be a plain
+failure in every cross-version run with that binary. A test names the bugs it is exposed to with
+`@pytest.mark.known_bug("key")`; when the side the bug lives on runs a version below the fix, under the accelerator
+the bug needs, the test becomes a non-strict expected failure whose reason names the bug, the side and the fix. It
+stays non-strict because such bugs are races: a run that happens to pass is not news. `--assume-fixed KEY` turns an
+entry off for a build that carries the fix as a backport (a distribution's stable branch).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    key: str
+    side: str                     # "source" or "destination": where the bug acts
+    fixed_in: tuple[int, int]     # first QEMU release (major, minor) with the fix
+    accel: str | None             # the accelerator the bug needs ("tcg"), None for any
+    fix: str                      # upstream commit and subject
+    effect: str                   # what a test sees
+
+    def reason(self, version: str) -> str:
+        accel = f", {self.accel.upper()}" if self.accel else ""
+        return (f"known QEMU bug on the {self.side} ({version.split()[0]} < {self.fixed_in[0]}.{self.fixed_in[1]}"
+                f"{accel}): {self.effect}; fixed by {self.fix} (--assume-fixed {self.key} if this build has it)")
+
+
+KNOWN_BUGS = {bug.key: bug for bug in [
+    KnownBug(
+        key="tcg-dirty-tlb",
+        side="source", fixed_in=(9, 0), accel="tcg",
+        fix="03bfc2188f06 (physmem: Fix migration dirty bitmap coherency with TCG memory access)",
+        # Found with the 7.2 → 10.0 matrix: the pages that differ hold older jiffies, timekeeper and hrtimer data
+        # and kernel stacks; with guest RAM not a multiple of 256 KiB (the slow path, which does reset the TLB)
+        # the same runs keep RAM identical.
+        effect="the dirty-bitmap sync's 64-page fast path clears dirty bits without resetting TCG's TLB "
+               "write-notdirty state, so later guest stores to those pages are never logged or re-sent: RAM "
+               "differs after a live migration and the guest may crash on the destination"),
+]}
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)")
+
+
+def release(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a QemuBinary.version string ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"), None if unknown.
+    A development build (10.0.50 …) counts as its major.minor, which already has every fix of the release before."""
+    match = _VERSION.match(version.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def affecting(keys: list[str], versions: dict[str, str], accel: str, assume_fixed: frozenset[str]) -> list[str]:
+    """The xfail reasons of the named bugs that this run has: the bug's side runs a release below the fix
+    (versions: side → QemuBinary.version), under the accelerator it needs. An unknown key is a programming error."""
+    reasons = []
+    for key in keys:
+        bug = KNOWN_BUGS[key]
+        version = versions[bug.side]
+        have = release(version)
+        if key in assume_fixed or have is None or have >= bug.fixed_in:
+            continue
+        if bug.accel is not None and bug.accel != accel:
+            continue
+        reasons.append(bug.reason(version))
+    return reasons
