@@ -16,8 +16,10 @@ anchors each (BEHAVIOURS.md: a regression must not be able to move the yardstick
       scales with host speed as the fault round trip does (two socket hops, two thread wake-ups). Until #16 the
       yardstick was the run's own median stall, which a preempt path that serves every request uniformly slower
       moves along with p99 (regressions/B2-preempt-urgent-page-delayed.patch);
-  (a') with preempt, p99 ≤ P99_RTT_MULTIPLE × the run's own median stall — a tail-shape check anchored to the
-      judged arm itself (catches a minority of requests waiting behind the stream; not a round-trip bound);
+  (a') dropped: p99 ≤ 40 × the run's own median stall (tail shape). Its yardstick is the judged arm itself; it
+      failed the unmodified build once (45.1, validate of 2026-12-02, a busy host: the same run's p99 was 96 link
+      RTTs) and caught nothing the anchored bounds miss (skip-preempt-channel fails (a) p99 and (b) by far; the
+      2 ms-delay variant passes it). p99 / own median is still recorded (latency-verdict-inputs.json);
   (b) with preempt, p99 stall ≤ P99_RATIO × the p99 stall without — anchored to the same-run control arm;
   (c) the destination's per-vCPU postcopy blocktime agrees with the guest's summed stalls, and the overlapped
       postcopy-blocktime is no longer than any vCPU's (see BLOCKTIME_* for why not more on 10.0) — anchored to the
@@ -62,17 +64,11 @@ SEQINC_MIB = 4
 SEQINC_PASSES_PER_S = 1
 # Precopy lasts only until the immediate switch (~40 ms), so its bandwidth hardly matters.
 PRECOPY_BANDWIDTH = 32 * MiB
-# (a') Measured with preempt (pristine 10.0.2, TCG, 2 shared cores; own median 38–59 µs): p99 = 5–11 × it in 20
-# runs before #16, 9.5–18.4 × in the 7 #16 calibration runs (host busier: three engineers share it), so 40 × the
-# median (was 20) keeps a margin of > 2 and still fails as soon as ~1 % of requests wait for anything but their
-# own round trip (without preempt, or with the skip-preempt-channel variant, ~25 % wait ~100 ms ≈ 2500 × the
-# median for the next rate-limit window).
 # The max is a different animal: the longest stalls are accesses in which the guest ran other code (a timer
 # interrupt, then another task) that itself faulted — QEMU's fault trace shows a 5.4 ms stall holding 70 remote
 # faults of 30–40 µs, none slow. Measured max over 20 runs before #16: 4.7–162 ms; in the 7 #16 calibration runs
 # 502–13 308 link RTTs (up to 387 ms on the busier host). The max bound (a) is 40 000 link RTTs (~1.2 s at 30 µs),
 # which still catches a request left waiting for a large part of the ~3.5 s postcopy phase, as in seeds/002.
-P99_RTT_MULTIPLE = 40.0
 # (a) In units of the link RTT (median host unix-socket round trip with a one-page answer, ~20 µs here); the
 # multiples and their calibration are per scenario (Scenario.*_link_multiple). The variant that holds each urgent
 # page 2 ms before flushing the preempt channel puts p50 at ≥ 2 ms ≈ 100 link RTTs.
@@ -118,19 +114,21 @@ class Scenario:
 # 64 MiB of 4 KiB pages: ~16 400 stalls with preempt; 140–430 without (most pages then arrive by the throttled
 # stream while the guest waits up to ~0.1 s per fault).
 ANONYMOUS = Scenario("anonymous", guest_mib=256, probe_mib=64, postcopy_bandwidth=16 * MiB, stall_floor_us=20.0,
-                     min_stalls=30, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0)
+                     min_stalls=30, p50_link_multiple=10.0, p99_link_multiple=160.0, max_link_multiple=40000.0)
 # (a) calibration, pristine 10.0.2, TCG, 2 shared cores, 7 runs: link RTT 15.4–46.2 µs; p50 1.34–2.89 (bound 10:
-# margin 3.5), p99 20.6–40.7 (bound 100: margin 2.5), max 502–13 308 link RTTs (bound 40 000: margin 3). The
-# 2 ms-per-urgent-page variant (2 runs): p50 50–100, p99 275–515 link RTTs; urgent pages off the preempt channel:
-# p99 6716. (a') p99 / own median in the same 7 runs: 9.5–18.4 (bound 40). s390x guest (TCG, same QEMU, 1 run):
-# p50 2.18, p99 39.4, max 4508 link RTTs, p99 / own median 18.1, p99 ratio preempt/no-preempt 0.006, blocktime /
-# guest stalls 0.67 (preempt) and 1.04 — inside every x86 range, so the scenario serves both arches.
+# margin 3.5), p99 20.6–40.7, max 502–13 308 link RTTs (bound 40 000: margin 3); 10 more runs (qmh-flake, session
+# 5): p50 1.86–2.88, p99 11.4–78.4; one validate pristine run on a busy host: p99 96.4. The 2 ms-per-urgent-page
+# variant: p50 50–100, p99 275–515 link RTTs (4 runs); urgent pages off the preempt channel: p99 3096–6716. The p99
+# bound, 100 until that busy run came within 4 % of it, is now 160: about the geometric middle between the worst
+# pristine run (96.4) and the nearest variant (275), a factor of ~1.7 on each side. s390x guest (TCG, same QEMU,
+# 1 run): p50 2.18, p99 39.4, max 4508 link RTTs, p99 / own median 18.1, p99 ratio preempt/no-preempt 0.006,
+# blocktime / guest stalls 0.67 (preempt) and 1.04 — inside every x86 range, so the scenario serves both arches.
 # 2 MiB host pages: one fault brings 512 guest pages, so the region is larger (128 huge pages) and the stream
 # faster, to keep the run short. A remote fault moves 2 MiB (≳ 1 ms); timer interrupts (≤ 45 µs) are no stalls.
 # Its link RTT answers with 2 MiB (~2.3 ms here). Not calibrated on this host (no free 2 MiB pages): the
 # multiples are the anonymous scenario's, for a fault that moves the same bytes as the reference.
 HUGETLBFS = Scenario("hugetlbfs", guest_mib=512, probe_mib=256, postcopy_bandwidth=32 * MiB, stall_floor_us=200.0,
-                     min_stalls=40, p50_link_multiple=10.0, p99_link_multiple=100.0, max_link_multiple=40000.0,
+                     min_stalls=40, p50_link_multiple=10.0, p99_link_multiple=160.0, max_link_multiple=40000.0,
                      host_page_bytes=2 * MiB,
                      memory_backend="memory-backend-file,mem-path={mount},share=on")
 
@@ -292,8 +290,7 @@ def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> list[or
 
 
 def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: PostcopyRun) -> list[oracles.Verdict]:
-    """(a) p50/p99/max with preempt in link RTTs; (a') tail shape in the run's own median; (b) clearly below the
-    tail without preempt."""
+    """(a) p50/p99/max with preempt in link RTTs; (b) clearly below the tail without preempt."""
     verdicts: list[oracles.Verdict] = []
     link_us = on.link_rtt.p50_us
     median_us = on.stalls.p50_us
@@ -306,7 +303,7 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
         "max_in_link_rtts": on.stalls.max_us / link_us if link_us else None,
         "link_multiples": {"p50": scenario.p50_link_multiple, "p99": scenario.p99_link_multiple,
                            "max": scenario.max_link_multiple},
-        "own_median_us": median_us, "p99_own_median_bound_us": P99_RTT_MULTIPLE * median_us,
+        "own_median_us": median_us, "p99_over_own_median": on.stalls.p99_us / median_us if median_us else None,
         "p99_ratio_bound": P99_RATIO, "preempt_on": on.stalls, "preempt_off": off.stalls,
         "p99_ratio": on.stalls.p99_us / off.stalls.p99_us if off.stalls.p99_us else None})
     plot_latency_distributions(
@@ -322,8 +319,6 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
                                   ("max", on.stalls.max_us, scenario.max_link_multiple)):
         verdicts.append(oracles.at_most(f"preempt {name} stall in link RTTs",
                                         value / link_us if link_us else None, multiple, "×", anchor))
-    verdicts.append(oracles.ratio_at_most("preempt p99 stall in the run's own median stalls (tail shape)",
-                                          on.stalls.p99_us, median_us, P99_RTT_MULTIPLE))
     verdicts.append(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
                                           off.stalls.p99_us, P99_RATIO))
     return verdicts
