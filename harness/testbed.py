@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT = 60.0
-# Asked for more than the 50 Hz BEHAVIOURS.md requires: a busy host delays some polls and the scheduler drops them.
+# Asked for more than the 50 Hz the project's brief asks for: a busy host delays some polls and the scheduler drops them.
 DEFAULT_SAMPLING_HZ = 100.0
 
 

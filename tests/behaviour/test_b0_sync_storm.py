@@ -5,7 +5,7 @@ synced about once per pass over the dirty pages. Enabling postcopy-ram — witho
 not change that: before the fix, QEMU compared only must_precopy (0 for RAM with postcopy-ram) with the threshold,
 and so synced after every iteration (~10×/s).
 
-Oracles and what anchors each (BEHAVIOURS.md: a baseline arm alone is not enough):
+Oracles and what anchors each (docs/BEHAVIOURS.md: a baseline arm alone is not enough):
   (1) the baseline made ≥ 2 syncs in the window — the scenario provoked pass ends at all (a floor, so a run that
       measured nothing cannot pass the ratios below);
   (2) syncs per pass over the hot set ≤ MAX_SYNCS_PER_PASS in EACH arm — anchored to the mechanism: QEMU syncs when
@@ -39,7 +39,7 @@ HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SE
 BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges
 DOWNTIME_LIMIT_MS = 100     # threshold = 3.2 MiB ≪ hot set: no switchover during the window
 WINDOW_S = 10.0             # measured after the first full pass (dirty-sync-count ≥ 2)
-MAX_RATIO = 1.5             # BEHAVIOURS.md B0: within 1.5× of the postcopy-ram=off rate
+MAX_RATIO = 1.5             # docs/BEHAVIOURS.md B0: within 1.5× of the postcopy-ram=off rate
 # (2)/(3) Mechanism: one sync (and one exact-pending computation) per pass over the dirty set, the hot set here.
 # Measured on pristine 10.0.2 (TCG, 2 shared cores), 6 runs: syncs per hot-set pass 0.98–0.99 in both arms,
 # exact-pending computations per pass 0.98–1.18 (bound 3: margin 2.5). A storm syncs every iteration (~10/s at a

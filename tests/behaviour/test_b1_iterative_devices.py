@@ -57,7 +57,7 @@ TiB = 1 << 40
 NODE = "disk0"
 BITMAP = "b1-bitmap"
 GRANULARITY = 4096
-# BEHAVIOURS.md "Measured": 2048 4 KiB writes 512 MiB apart over a 1 TiB disk, each in its own 32 MiB bitmap chunk:
+# From the brief's "Measured": 2048 4 KiB writes 512 MiB apart over a 1 TiB disk, each in its own 32 MiB bitmap chunk:
 # a 32 MiB bitmap streamed as 2048 data chunks plus ~30 000 all-zero chunk headers.
 WRITES = 2048
 WRITE_STRIDE = 512 * MiB

@@ -8,7 +8,7 @@ a faulting access costs about one request round trip (~40 µs here), while witho
 throttled stream: a quarter of them ~100 ms, until the next 100 ms rate-limit window.
 
 The same QEMU binary and probe seed run twice, preempt on and off, each on a freshly booted guest. Oracles, and what
-anchors each (BEHAVIOURS.md: a regression must not be able to move the yardstick with the measurement):
+anchors each (docs/BEHAVIOURS.md: a regression must not be able to move the yardstick with the measurement):
   (a) with preempt, p50, p99 and max stall ≤ fixed multiples of the LINK RTT: the median host round trip of an
       8-byte request answered with one page over a unix stream socket between two processes (the migration
       transport here), measured on the same host just before the run's migration starts (harness.latency.

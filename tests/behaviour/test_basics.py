@@ -1,4 +1,4 @@
-"""Basics every migration user expects (BEHAVIOURS.md, "Basics").
+"""Basics every migration user expects (docs/BEHAVIOURS.md, "Basics").
 
 Each test: given a guest running real workloads, when migrating in some mode, then QMP and the guest agree that
 it worked — RAM identical on both paused sides (host hash) and the sequential-increment invariant intact.

@@ -1,4 +1,4 @@
-"""Only meaningful across QEMU versions (BEHAVIOURS.md, "Basics": cross-version source and destination binaries).
+"""Only meaningful across QEMU versions (docs/BEHAVIOURS.md, "Basics": cross-version source and destination binaries).
 
 Given a guest running under the source QEMU version with the machine type and CPU model both versions support
 (harness.compat: e.g. pc-q35-7.2 and Westmere-v1 for 7.2 ↔ 10.0), when its migration stream is loaded by the other
