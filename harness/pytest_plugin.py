@@ -273,7 +273,8 @@ def _uses(item: pytest.Item, fixtures: frozenset[str]) -> bool:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The session check, on the final selection (after -k/-m): only what the selected tests use is required."""
     config = session.config
-    if config.option.collectonly or not session.items:
+    # --collect-only and --fixtures (--setup-plan too) run no test: nothing to check, no QEMU or image needed.
+    if config.option.collectonly or config.option.showfixtures or config.option.setupplan or not session.items:
         return
     if any(_uses(item, ARTEFACT_FIXTURES) for item in session.items):
         _check_artefacts_dir(config)
@@ -450,6 +451,8 @@ def make_run_dir(base: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def artefacts_root(pytestconfig: pytest.Config) -> Path:
+    """This run's artefact directory, ARTEFACTS/run-<time>-<pid> (`latest` points at it): one subdirectory per
+    test, the run's results.json and index.html."""
     run = make_run_dir(Path(pytestconfig.getoption("--artefacts")).resolve())
     pytestconfig.stash[RUN_ROOT_KEY] = run
     return run
@@ -457,11 +460,15 @@ def artefacts_root(pytestconfig: pytest.Config) -> Path:
 
 @pytest.fixture(scope="session")
 def guest_image(pytestconfig: pytest.Config) -> GuestImage:
+    """The guest image of --arch (kernel, initramfs, SSH keys), checked complete, private and built from this
+    checkout's sources at session start, and held shared so a rebuild waits for the run."""
     return session_setup(pytestconfig).image
 
 
 @pytest.fixture(scope="session")
 def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_root: Path) -> Environment:
+    """The session's choices: source and destination binaries, image, arch, accelerator (--accel auto probes KVM
+    with a deadline and says in one line what it chose) and the machine type + CPU both binaries support."""
     b = session_setup(pytestconfig).binaries
     accel = choose_accel(pytestconfig.getoption("--accel"), b.source, guest_image, artefacts_root / "accel-probe",
                          cache_dir=Path(pytestconfig.rootpath) / "build" / "cache")
@@ -490,6 +497,8 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
 # -- per-test fixtures -----------------------------------------------------------------------------------------
 @pytest.fixture
 def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[Artefacts]:
+    """The test's artefact directory and recorder: verdicts, JSON, plots; on failure also failure.txt with the
+    failing verdict, and the QEMU logs, command lines and consoles the machines left there."""
     record = Artefacts(artefacts_root / safe_name(request.node.nodeid), request.node.nodeid)
     request.node.stash[ARTEFACTS_KEY] = record
     request.config.stash.setdefault(TEST_DIRS_KEY, {})[request.node.nodeid] = record.directory
@@ -616,6 +625,7 @@ def guest(testbed: Testbed, request: pytest.FixtureRequest) -> Machine:
 
 @pytest.fixture
 def ssh(guest: Machine) -> GuestShell:
+    """The booted guest's SSH shell (paramiko): connecting is retried, a command only when marked idempotent."""
     return guest.shell
 
 
