@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checkout import ROOT, require_checkout
 from .validate import Case, read_run, run_pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 
 
@@ -130,6 +130,7 @@ def revision(source: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """git bisect run reads every exit 1..127 except 125 as "bad": a bad command line (argparse exits 2) or an
     unexpected exception (Python exits 1) would blame the commit, so both become 128 (abort)."""
+    require_checkout("qmh-bisect-step", ABORT)
     try:
         return _main(argv)
     except SystemExit as exc:

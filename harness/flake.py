@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import workdirs
+from .checkout import ROOT, require_checkout
 from .validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 PASS, FAIL = "passed", "failed"
 # Exit codes after which another identical run cannot do better: pytest's usage error, nothing collected.
 DETERMINISTIC_EXITS = (4, 5)
@@ -278,6 +278,7 @@ def exclusive(lock: Path | None) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_checkout("qmh-flake", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runs", "-N", type=int, default=20, help="how many pytest runs (default 20)")

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .checkout import ROOT, require_checkout
 from .flake import exclusive, failure_reasons
 from .qemu import QemuBinary, QemuNotFound
 from .report import atomic_write_text, render_matrix, safe_name
 from .validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TESTS = ["tests/behaviour/test_basics.py", "tests/behaviour/test_b0_sync_storm.py",
                  "tests/behaviour/test_b1_iterative_devices.py", "tests/behaviour/test_b2_postcopy_preempt.py",
                  "tests/behaviour/test_b3_mapped_ram.py", "tests/behaviour/test_b4_autoconverge.py",
@@ -182,6 +182,7 @@ def to_json(runs: Sequence[PairRun], ok: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_checkout("qmh-matrix", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", required=True, help="the older QEMU: a binary or build tree")
     parser.add_argument("--new", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",

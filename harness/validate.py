@@ -32,8 +32,8 @@ from typing import Any
 
 from . import workdirs
 from .arch import ARCHES
+from .checkout import ROOT, require_checkout
 
-ROOT = Path(__file__).resolve().parent.parent
 PRISTINE = "pristine"
 DEFAULT_ARCH = "x86_64"   # the arch of the layout from before there were arches (qemu-build/lib.sh: qb_arch_path)
 COULD_NOT_RUN = 4     # exit status of `make validate` (and qmh-flake) when a pytest run did not happen
@@ -285,6 +285,7 @@ def stop_line(run: VariantRun) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_checkout("qmh-validate", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regressions", type=Path, default=ROOT / "regressions",
                         help="directory of regression patches (headers name the guarding tests)")

@@ -231,3 +231,20 @@ def test_flake_lock_is_held_during_a_run_and_released_after(tmp_path: Path) -> N
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free again
     with exclusive(None):
         pass
+
+
+@pytest.mark.parametrize("module, code", [("validate", 4), ("flake", 4), ("matrix", 4), ("bisect", 128)])
+def test_a_tool_outside_a_checkout_says_so_in_one_line(module: str, code: int, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed as a package (no qemu-build/, regressions/, tests/ beside harness/), each console script stops
+    with one line, and with the exit its callers read as "could not run" (bisect: 128, abort)."""
+    import importlib
+
+    from harness import checkout
+    monkeypatch.setattr(checkout, "ROOT", tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(f"harness.{module}").main(["--help"])
+    assert stopped.value.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a checkout of the harness repository (qemu-build/ is not beside" in err[0]
