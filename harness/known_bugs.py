@@ -4,8 +4,8 @@ Features are read from the QMP schema (harness.qemu.Features), never from the ve
 footprint, so a test that an old binary fails because of a *known, fixed* QEMU bug would otherwise be a plain
 failure in every cross-version run with that binary. A test names the bugs it is exposed to with
 `@pytest.mark.known_bug("key")`; when the side the bug lives on runs a version below the fix, under the accelerator
-the bug needs, the test becomes a non-strict expected failure whose reason names the bug, the side and the fix. It
-stays non-strict because such bugs are races: a run that happens to pass is not news. `--assume-fixed KEY` turns an
+the bug needs, the test becomes an expected failure whose reason names the bug, the side and the fix: non-strict for a race (a
+run that happens to pass is not news), strict for a deterministic bug (a pass means the build has the fix). `--assume-fixed KEY` turns an
 entry off for a build that carries the fix as a backport (a distribution's stable branch).
 """
 
@@ -23,6 +23,9 @@ class KnownBug:
     accel: str | None             # the accelerator the bug needs ("tcg"), None for any
     fix: str                      # upstream commit and subject
     effect: str                   # what a test sees
+    # A race shows in some runs only: a pass is no news (non-strict). A deterministic bug fails every run: a pass
+    # means this build has the fix after all (a backport), and says so by failing (strict: --assume-fixed KEY).
+    deterministic: bool = False
 
     def reason(self, version: str) -> str:
         accel = f", {self.accel.upper()}" if self.accel else ""
@@ -41,6 +44,13 @@ KNOWN_BUGS = {bug.key: bug for bug in [
         effect="the dirty-bitmap sync's 64-page fast path clears dirty bits without resetting TCG's TLB "
                "write-notdirty state, so later guest stores to those pages are never logged or re-sent: RAM "
                "differs after a live migration and the guest may crash on the destination"),
+    KnownBug(
+        key="serialized-iterative-devices",
+        side="source", fixed_in=(9, 0), accel=None, deterministic=True,
+        # B1's seed. Distributions have backported it to older versions (e.g. a 7.2 el9 build): --assume-fixed.
+        fix="4e1871c450a1 (migration: Don't serialize devices in qemu_savevm_state_iterate())",
+        effect="a round ends at the first iterative device that is not finished, so devices after RAM (dirty "
+               "bitmaps, VFIO, s390x storage attributes) iterate only once RAM is done"),
 ]}
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
@@ -53,8 +63,9 @@ def release(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def affecting(keys: list[str], versions: dict[str, str], accel: str, assume_fixed: frozenset[str]) -> list[str]:
-    """The xfail reasons of the named bugs that this run has: the bug's side runs a release below the fix
+def affecting(keys: list[str], versions: dict[str, str], accel: str,
+              assume_fixed: frozenset[str]) -> list[tuple[KnownBug, str]]:
+    """The named bugs this run has, each with its xfail reason: the bug's side runs a release below the fix
     (versions: side → QemuBinary.version), under the accelerator it needs. An unknown key is a programming error."""
     reasons = []
     for key in keys:
@@ -65,5 +76,5 @@ def affecting(keys: list[str], versions: dict[str, str], accel: str, assume_fixe
             continue
         if bug.accel is not None and bug.accel != accel:
             continue
-        reasons.append(bug.reason(version))
+        reasons.append((bug, bug.reason(version)))
     return reasons

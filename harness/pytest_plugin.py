@@ -5,8 +5,8 @@ Markers
       skip (with the reason) unless both the source and destination binaries have all of these (trace events:
       the source only, harness.compat.SOURCE_SIDE_NEEDS)
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
-  known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.known_bugs): a non-strict
-                      xfail naming the bug when a binary of this run predates the fix (--assume-fixed KEY: it has it)
+  known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.known_bugs): an xfail
+                      naming the bug when a binary of this run predates the fix (--assume-fixed KEY: it has it)
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
   smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch
@@ -529,7 +529,7 @@ def _plot_outcome(reports: dict[str, pytest.TestReport], failed: list[pytest.Tes
 def testbed(environment: Environment, artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU; every
     QEMU it started is stopped and its exit checked at teardown. A `known_bug` the run's binaries have turns the
-    test into a non-strict expected failure here, where the accelerator is known."""
+    test into an expected failure here, where the accelerator is known."""
     _expect_known_bugs(request, environment)
     bed = Testbed(environment, artefacts)
     progress = _start_progress(request, bed)
@@ -546,8 +546,9 @@ def testbed(environment: Environment, artefacts: Artefacts, request: pytest.Fixt
 def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> None:
     keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
     versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
-    for reason in affecting(keys, versions, env.accel.name, frozenset(request.config.getoption("--assume-fixed"))):
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+    for bug, reason in affecting(keys, versions, env.accel.name,
+                                 frozenset(request.config.getoption("--assume-fixed"))):
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=bug.deterministic))
 
 
 class MigrationProgress:

@@ -16,7 +16,8 @@ def test_release_reads_major_minor_of_the_version_line() -> None:
 
 def test_the_tcg_dirty_tlb_bug_is_expected_only_of_an_old_source_on_tcg() -> None:
     keys = ["tcg-dirty-tlb"]
-    (reason,) = affecting(keys, {"source": DEBIAN_72, "destination": BACKPORTS_100}, "tcg", frozenset())
+    ((bug, reason),) = affecting(keys, {"source": DEBIAN_72, "destination": BACKPORTS_100}, "tcg", frozenset())
+    assert not bug.deterministic            # a race: a run that passes is not news
     assert reason.startswith("known QEMU bug on the source (7.2.22 < 9.0, TCG): ")
     assert "03bfc2188f06" in reason and "--assume-fixed tcg-dirty-tlb" in reason
     # the destination's version does not matter; KVM keeps its own dirty log; a backport is honoured
@@ -32,3 +33,11 @@ def test_every_known_bug_names_its_side_fix_and_release() -> None:
     for key, bug in KNOWN_BUGS.items():
         assert bug.key == key and bug.side in ("source", "destination")
         assert bug.fix.split()[0].isalnum() and len(bug.fixed_in) == 2
+
+
+def test_a_deterministic_bug_is_expected_on_any_accelerator_and_strictly() -> None:
+    ((bug, reason),) = affecting(["serialized-iterative-devices"], {"source": DEBIAN_72, "destination": DEBIAN_72},
+                                 "kvm", frozenset())
+    assert bug.deterministic and "4e1871c450a1" in reason
+    assert affecting(["serialized-iterative-devices"], {"source": BACKPORTS_100, "destination": DEBIAN_72},
+                     "kvm", frozenset()) == []
