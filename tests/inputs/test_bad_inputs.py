@@ -64,8 +64,8 @@ ROWS = [
     ("cpu-unknown", "--cpu no-such-cpu",
      "ERROR: harness: --cpu no-such-cpu: the QEMU does not support it (QMP query-cpu-definitions)"),
     ("assume-fixed-unknown", "--assume-fixed no-such-bug",
-     "ERROR: harness: --assume-fixed no-such-bug: no such known QEMU bug; known: tcg-dirty-tlb "
-     "(harness/known_bugs.py)"),
+     "ERROR: harness: --assume-fixed no-such-bug: no such known QEMU bug; known: serialized-iterative-devices, "
+     "tcg-dirty-tlb (harness/known_bugs.py)"),
     ("parallel", "-n 2",
      "ERROR: harness: -n 2: parallel runs are not supported yet; run without -n"),
     ("unknown-option", "--no-such-option",
