@@ -11,8 +11,9 @@ entry off for a build that carries the fix as a backport (a distribution's stabl
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from .qemu import version_numbers
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,11 @@ KNOWN_BUGS = {bug.key: bug for bug in [
                "bitmaps, VFIO, s390x storage attributes) iterate only once RAM is done"),
 ]}
 
-_VERSION = re.compile(r"^(\d+)\.(\d+)")
-
-
 def release(version: str) -> tuple[int, int] | None:
     """(major, minor) of a QemuBinary.version string ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"), None if unknown.
     A development build (10.0.50 …) counts as its major.minor, which already has every fix of the release before."""
-    match = _VERSION.match(version.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    numbers = version_numbers(version)
+    return numbers[:2] if numbers else None
 
 
 def affecting(keys: list[str], versions: dict[str, str], accel: str,

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from .checkout import ROOT, require_checkout
 from .flake import exclusive, failure_reasons
-from .qemu import QemuBinary, QemuNotFound
+from .qemu import QemuBinary, QemuNotFound, version_numbers
 from .report import atomic_write_text, render_matrix, safe_name
 from .validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
@@ -84,10 +84,10 @@ class PairRun:
 def version_of(spec: str, arch: str = "x86_64") -> tuple[int, ...]:
     """(major, minor, micro) of a binary or build tree; QemuNotFound with one line if it is not a QEMU."""
     binary = QemuBinary.locate(spec, f"qemu-system-{arch}")
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", binary.identify(arch))
-    if not match:
+    numbers = version_numbers(binary.identify(arch))
+    if numbers is None:
         raise QemuNotFound(f"{spec}: cannot read a version from `-version`")
-    return tuple(int(g or 0) for g in match.groups())
+    return numbers
 
 
 def pairs_for(old: str, new: str, old_version: tuple[int, ...], new_version: tuple[int, ...]) -> list[Pair]:

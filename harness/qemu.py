@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -106,6 +107,13 @@ class QemuBinary:
 
     def __str__(self) -> str:
         return f"{self.path} ({self.version})"
+
+
+def version_numbers(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, micro) at the start of a QemuBinary.version string ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)";
+    a missing micro is 0), None if it has none."""
+    match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", version)
+    return (int(match[1]), int(match[2]), int(match[3] or 0)) if match else None
 
 
 def binary_key(binary: QemuBinary, *extra: str) -> str:
