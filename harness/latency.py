@@ -1,7 +1,8 @@
-"""Per-access latency records of the guest `probe` workload: parsing, exact statistics, histograms, plots.
+"""Per-access latency records of the guest `probe` workload: parsing and exact statistics (histograms and plots:
+harness.stats, harness.plots).
 
 `probe --raw FILE` writes one little-endian record per access: u64 CLOCK_MONOTONIC ns at the access, u32 page
-index, u32 latency ns (guest-workloads/probe.c). Everything here is pure except the plot.
+index, u32 latency ns (guest-workloads/probe.c).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
+
+from .stats import nearest_rank
 
 RAW_RECORD = struct.Struct("<QII")
 
@@ -30,14 +32,6 @@ def parse_probe_raw(data: bytes) -> list[Access]:
     if len(data) % RAW_RECORD.size:
         raise ValueError(f"probe raw data is {len(data)} bytes, not a multiple of {RAW_RECORD.size}")
     return [Access(*fields) for fields in RAW_RECORD.iter_unpack(data)]
-
-
-def nearest_rank(sorted_values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile (as probe's latstats.c): the smallest value with ≥ fraction of samples ≤ it."""
-    if not sorted_values:
-        raise ValueError("percentile of no samples")
-    rank = min(len(sorted_values), max(1, math.ceil(len(sorted_values) * fraction - 1e-9)))
-    return sorted_values[rank - 1]
 
 
 @dataclass(frozen=True)
@@ -103,17 +97,6 @@ def transport_round_trips_us(count: int = 2000, reply_bytes: int = 4096, warmup:
     return [float(v) for v in json.loads(result.stdout)]
 
 
-def log2_histogram(latencies_us: Iterable[float]) -> list[tuple[float, int]]:
-    """[(upper bound µs, count)], bucket b holding (2^(b-1), 2^b] µs and bucket 0 [0, 1] µs, as latstats.c."""
-    counts: dict[int, int] = {}
-    for value in latencies_us:
-        bucket = 0 if value <= 1 else math.ceil(math.log2(value) - 1e-12)
-        counts[bucket] = counts.get(bucket, 0) + 1
-    if not counts:
-        return []
-    return [(float(2 ** b), counts.get(b, 0)) for b in range(max(counts) + 1)]
-
-
 def dist_percentile_upper_bound_us(dist: Sequence[int], fraction: float) -> float | None:
     """Upper edge (µs) of the bucket holding the nearest-rank percentile of a QEMU `postcopy-latency-dist`
     (bucket N counts faults resolved in [2^N, 2^(N+1)) µs): the percentile is below this edge."""
@@ -127,40 +110,3 @@ def dist_percentile_upper_bound_us(dist: Sequence[int], fraction: float) -> floa
         if seen >= rank:
             return float(2 ** (n + 1))
     raise AssertionError("unreachable: rank ≤ total")
-
-
-def plot_latency_distributions(path: Path, title: str, runs: Mapping[str, Sequence[float]],
-                               markers: Mapping[str, float] | None = None) -> None:
-    """Log2 histograms and empirical CDFs (log-x) of several runs' latencies (µs) side by side, with vertical
-    reference lines (`markers`: label → µs, e.g. a bound)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (hist_ax, cdf_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    tallest = 1
-    for label, values in runs.items():
-        ordered = sorted(values)
-        if not ordered:
-            continue
-        bins = log2_histogram(ordered)
-        tallest = max([tallest, *(c for _, c in bins)])
-        hist_ax.step([b for b, _ in bins], [c for _, c in bins], where="pre", label=f"{label} (n={len(ordered)})")
-        cdf_ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label, lw=1.2)
-    for ax in (hist_ax, cdf_ax):
-        ax.set_xscale("log")
-        ax.set_xlabel("per-access stall (µs)")
-        ax.grid(alpha=0.3, which="both")
-        for i, (label, value) in enumerate((markers or {}).items()):
-            ax.axvline(value, color=f"C{i + 3}", ls="--", lw=0.9, label=label)
-    hist_ax.set_yscale("symlog", linthresh=1)  # runs differ by orders of magnitude in stall count
-    hist_ax.set_ylim(0, tallest * 2)
-    hist_ax.set_ylabel("accesses per log2 bucket")
-    cdf_ax.set_ylabel("fraction of stalls ≤ x")
-    cdf_ax.axhline(0.99, color="grey", lw=0.6, ls=":")
-    hist_ax.legend(fontsize=7)
-    cdf_ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title[:300], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

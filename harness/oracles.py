@@ -7,18 +7,19 @@ from typing import Any, Iterable
 
 from .integrity import RamComparison
 from .sampler import Series
+from .units import MiB
 
 
 @dataclass(frozen=True)
 class PlotHint:
-    """Where a verdict's threshold or window belongs on the migration plots (harness/report.py draws it).
+    """Where a verdict's threshold or window belongs on the migration plots (harness/plots.py draws it).
 
     kind   "hline": a threshold `value` on the panel of `key` (in the unit query-migrate reports `key` in,
                     e.g. bytes for ram.remaining, pages/s for ram.dirty-pages-rate)
            "vline": an instant `value` (seconds since that migration's `migrate`), on every panel
            "span":  a window from `value` to `end` seconds, shaded on every panel
     key    a query-migrate path; a key without a built-in panel gets a panel of its own (hline only)
-    series the migration's name (Testbed.migration(name=…)) whose plot it belongs to; None: every plot
+    series the migration's name (Testbed.migrate(name=…)) whose plot it belongs to; None: every plot
     """
     kind: str
     value: float
@@ -102,8 +103,8 @@ def stop_copy_data_within(downtime_bytes: float | None, bandwidth_bps: float, li
         return Verdict(name, False, None, bound, "query-migrate reported no ram.downtime-bytes")
     ok = downtime_bytes <= bound
     return Verdict(name, ok, downtime_bytes, round(bound),
-                   f"{downtime_bytes / 2**20:.1f} MiB sent while stopped {'≤' if ok else '>'} "
-                   f"{budget / 2**20:.1f} MiB (bandwidth × downtime-limit) + {tolerance:.0%}")
+                   f"{downtime_bytes / MiB:.1f} MiB sent while stopped {'≤' if ok else '>'} "
+                   f"{budget / MiB:.1f} MiB (bandwidth × downtime-limit) + {tolerance:.0%}")
 
 
 def went_through(series: Series, statuses: Iterable[str], side: str = "source") -> Verdict:
@@ -136,6 +137,28 @@ def at_most(name: str, value: float | None, bound: float, unit: str = "", anchor
     ok = value <= bound
     text = f"{value:.3g}{unit} {'≤' if ok else '>'} {bound:g}{unit}"
     return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def at_least(name: str, value: float | None, bound: float, anchor: str = "") -> Verdict:
+    """value ≥ bound: a floor showing the scenario provoked what it measures (rounds, levels, decisions), or a
+    minimum the mechanism implies. `anchor` says which, for the report."""
+    if value is None:
+        return Verdict(name, False, None, bound, f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = value >= bound
+    text = f"{value:.3g} {'≥' if ok else '<'} {bound:g}"
+    return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:
+    """measured == expected, for a value the test knows exactly: a parameter it set, a count it made, a state."""
+    ok = measured == expected
+    text = f"{measured!r} {'==' if ok else '≠'} {expected!r}"
+    return Verdict(name, ok, measured, expected, f"{text} ({why})" if why else text)
+
+
+def still_running(machine: Any, after: str, name: str = "source still running") -> Verdict:
+    """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
+    return equals(name, machine.runstate(), "running", f"runstate after {after}")
 
 
 def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:

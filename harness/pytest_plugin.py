@@ -18,7 +18,7 @@ session. Anything wrong stops the session before any test runs, with one line an
 error): a test can then never be skipped, failed or passed because of a bad input. `-n` (parallel runs) is refused
 the same way.
 
-Reports: every test's artefacts directory gets its plots at teardown (harness.report); at session end the run
+Reports: every test's artefacts directory gets its plots at teardown (harness.report, drawn by harness.plots); at session end the run
 directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A test still running when the
 session is interrupted (Ctrl-C, SIGTERM) is recorded as "interrupted", and the run header says so. A migration
 running longer than --progress-interval seconds prints one line per interval to the terminal.
@@ -49,7 +49,8 @@ from .known_bugs import KNOWN_BUGS, affecting
 from .machine import Machine
 from .qemu import QemuBinary, QemuNotFound
 from .migration import TERMINAL_STATUSES
-from .report import Artefacts, TestResult, progress_line, safe_name, write_index
+from .index import TestResult, write_index
+from .report import Artefacts, progress_line, safe_name
 from .testbed import Environment, Testbed
 
 log = logging.getLogger("harness")

@@ -46,14 +46,16 @@ from typing import Any
 import pytest
 
 from harness import host, oracles, workloads
-from harness.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
-                             parse_probe_raw, plot_latency_distributions, transport_round_trips_us)
+from harness.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
+                             transport_round_trips_us)
+from harness.plots import plot_latency_distributions
+from harness.stats import log2_histogram
 from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.testbed import Testbed
 from harness.workloads import Probe, SeqInc
+from harness.units import MiB
 
-MiB = 1 << 20
 PROBE_SEED = 2002
 # The probe is started on the source and the source paused as soon as the signal is sent (see postcopy_run):
 # it runs a few ms on the source, the rest on the destination. A round takes ~20 ms on the source, so five
@@ -281,8 +283,8 @@ def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> list[or
                                     "postcopy-active" in run.statuses, run.statuses, "postcopy-active",
                                     "source status sequence"))
     rounds = run.probe_result.get("rounds_completed")
-    verdicts.append(oracles.Verdict(f"{run.label}: probe completed its rounds", rounds == PROBE_ROUNDS,
-                                    rounds, PROBE_ROUNDS, f"stopped by {run.probe_result.get('stopped_by')}"))
+    verdicts.append(oracles.equals(f"{run.label}: probe completed its rounds", rounds, PROBE_ROUNDS,
+                                   f"stopped by {run.probe_result.get('stopped_by')}"))
     verdicts.append(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
                                        0, run.stalls.count, scenario.min_stalls))
     verdicts.append(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
@@ -346,9 +348,9 @@ def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> list[oracles.Verdict]
     verdicts.append(oracles.ratio_at_most(f"{run.label}: guest stalls per vCPU vs postcopy-vcpu-blocktime",
                                           guest_ms, vcpu_ms, 1 / BLOCKTIME_BELOW, floor=1.0))
     shortest_vcpu_ms = min(run.destination_final.get("postcopy-vcpu-blocktime") or [0])
-    verdicts.append(oracles.Verdict(
-        f"{run.label}: postcopy-blocktime ≤ every vCPU's blocktime", total_ms <= shortest_vcpu_ms + 1, total_ms,
-        shortest_vcpu_ms + 1, "all vCPUs blocked at once is no longer than any one vCPU blocked (+1 ms rounding)"))
+    verdicts.append(oracles.at_most(
+        f"{run.label}: postcopy-blocktime ≤ every vCPU's blocktime", total_ms, shortest_vcpu_ms + 1, " ms",
+        anchor="all vCPUs blocked at once is no longer than any one vCPU blocked (+1 ms rounding)"))
     return verdicts
 
 

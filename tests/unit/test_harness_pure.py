@@ -11,7 +11,8 @@ from harness import oracles
 from harness.integrity import PAGE, compare_dumps
 from harness.migration import MigrationConfig, summarize
 from harness.qemu import Features
-from harness.report import Artefacts, plot_series, safe_name
+from harness.plots import plot_series
+from harness.report import Artefacts, safe_name
 from harness.sampler import Series, lookup
 
 SCHEMA = [
@@ -160,6 +161,21 @@ def test_absolute_and_band_oracles_name_their_anchor() -> None:
     assert oracles.within_band("slope", 0.9, 0.5, 1.5).passed
     assert not oracles.within_band("slope", 0.02, 0.5, 1.5).passed
     assert not oracles.within_band("slope", None, 0.5, 1.5).passed
+    floor = oracles.at_least("due rounds", 20, 5, anchor="floor")
+    assert floor.passed and floor.bound == 5 and "floor" in floor.why and "≥" in floor.why
+    assert not oracles.at_least("due rounds", 4, 5).passed and not oracles.at_least("due rounds", None, 5).passed
+
+
+def test_exact_and_runstate_oracles() -> None:
+    assert oracles.equals("rounds", 5, 5).passed
+    wrong = oracles.equals("max-bandwidth", 33554432, 8388608, "what the test set")
+    assert not wrong.passed and "≠" in wrong.why and "what the test set" in wrong.why
+
+    class Paused:
+        def runstate(self) -> str:
+            return "paused"
+    stopped = oracles.still_running(Paused(), "migrate_cancel")
+    assert not stopped.passed and stopped.name == "source still running" and "migrate_cancel" in stopped.why
 
 
 def test_record_all_records_every_verdict_before_failing() -> None:

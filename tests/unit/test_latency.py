@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.latency import (RAW_RECORD, transport_round_trips_us, Access, LatencySummary, dist_percentile_upper_bound_us, log2_histogram,
-                             nearest_rank, parse_probe_raw, plot_latency_distributions)
+from harness.latency import (RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
+                             transport_round_trips_us)
+from harness.plots import plot_latency_distributions
+from harness.stats import log2_histogram, nearest_rank
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.matrix import Cell, Pair, PairRun, cell_for, main, pairs_for, refusal, render_text, to_json
-from harness.report import render_matrix
+from harness.index import render_matrix
 from harness.validate import Case
 
 FORWARD = Pair("7.2", "10.0", "/old", "/new", backward=False)

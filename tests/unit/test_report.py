@@ -9,11 +9,13 @@ import pytest
 
 from harness import oracles
 from harness.oracles import Verdict
-from harness.report import (Artefacts, Histogram, TestResult, _panels, header_lines, plot_series, progress_line,
-                            status_segments, verdict_lines, write_index)
+from harness.index import TestResult, write_index
+from harness.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
+from harness.report import Artefacts, progress_line
+from harness.stats import Histogram
 from harness.sampler import Series
+from harness.units import MiB
 
-MiB = 1 << 20
 pytest_plugins = ["pytester"]
 
 
