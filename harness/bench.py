@@ -51,8 +51,8 @@ from .qemu import QemuBinary, QemuNotFound
 from .report import Artefacts
 from .testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from .workloads import Dirty
+from .units import MiB
 
-MiB = 1 << 20
 REPO = Path(__file__).resolve().parent.parent
 
 # Targets (README "Benchmark").
@@ -317,7 +317,7 @@ def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWork
     destination = bed.incoming(source, name=f"destination-{name}")
     config = MigrationConfig(parameters={"max-bandwidth": SAMPLER_BANDWIDTH, "downtime-limit": 50})
     # The unsampled arm's Migration is never started (no Sampler) and so not registered with the testbed.
-    migration = (bed.migration(source, destination, config, name=name, hz=100.0) if sampled
+    migration = (bed.prepare_migration(source, destination, config, name=name) if sampled
                  else Migration(source, destination, config, bed.workdir, name=name))
     try:
         if sampled:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .machine import Machine, QemuExited
 from .sampler import Sampler, Series, lookup
+from .units import MiB
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +169,18 @@ def convergence_note(series: Series, side: str = "source") -> str:
     if len(passes) >= 2:
         (_, _, before), (_, count, after) = passes[-2], passes[-1]
         verdict = "converging" if after < 0.9 * before else "not converging: the re-dirtied set did not shrink"
-        note += (f"; left after the last two dirty syncs: {before / 2**20:.1f} → {after / 2**20:.1f} MiB "
+        note += (f"; left after the last two dirty syncs: {before / MiB:.1f} → {after / MiB:.1f} MiB "
                  f"({verdict}), dirty-sync-count {count}")
     else:
         note += f"; {len(passes)} dirty sync(s) after the first sample: too early to tell whether it converges"
     rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
     mbps, remaining = lookup(info, "ram.mbps"), lookup(info, "ram.remaining")
     if remaining is not None:
-        note += f"; remaining now {remaining / 2**20:.1f} MiB"
+        note += f"; remaining now {remaining / MiB:.1f} MiB"
     if rate is not None:
-        note += f", dirty-pages-rate {rate * page / 2**20:.1f} MiB/s"
+        note += f", dirty-pages-rate {rate * page / MiB:.1f} MiB/s"
     if isinstance(mbps, (int, float)):
-        note += f", throughput {mbps * 1e6 / 8 / 2**20:.1f} MiB/s"
+        note += f", throughput {mbps * 1e6 / 8 / MiB:.1f} MiB/s"
     return note
 
 
@@ -422,6 +423,25 @@ class Migration:
         self.wait(lambda s: (lookup(s.latest(), "ram.dirty-sync-count") or 0) >= count, timeout,
                   f"dirty-sync-count >= {count}")
         return self.series.latest()
+
+    def wait_until(self, t: float, what: str, slack: float = 30.0) -> Series:
+        """Wait until the source's samples reach series time `t` (seconds since sampling began)."""
+        now = self.series.samples["source"][-1]["t"] if self.series.samples["source"] else 0.0
+        return self.wait(lambda s: s.samples["source"][-1]["t"] >= t, max(0.0, t - now) + slack, what)
+
+    def observe_after_first_pass(self, seconds: float, first_pass_timeout: float = 120.0) -> tuple[float, str | None]:
+        """The skeleton of a non-converging precopy window: wait for the first pass to end (dirty-sync-count 2),
+        watch `seconds` more, note the status, then cancel — the scenario's own end, never the failure under test —
+        and stop sampling. Returns (series time the window began, source status at its end); what happened in the
+        window is in `self.series`."""
+        self.wait_dirty_syncs(2, timeout=first_pass_timeout)
+        t_start = self.series.samples["source"][-1]["t"]
+        self.wait_until(t_start + seconds, f"{seconds:g}s after the first pass")
+        status = self.status()
+        self.cancel()
+        self.wait_status({"cancelled"}, timeout=60)
+        self.finish()
+        return t_start, status
 
     def wait_completed(self, timeout: float) -> dict[str, Any]:
         """Wait for both sides to report completion; returns the source's final query-migrate."""

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import workdirs
@@ -92,8 +91,10 @@ class Testbed:
         config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **settings)
         return self.launch(name, config, binary)
 
-    def migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
-                  name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
+    def prepare_migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
+                          name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
+        """A Migration registered with the test (recorded, finished at teardown), not started: for a test that
+        configures or expects a refusal before `start()`. `migrate()` is this plus `start()`."""
         migration = Migration(source, destination, config, self.workdir, name=name, hz=hz,
                               on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
                               on_note=self.artefacts.write_json)
@@ -102,7 +103,8 @@ class Testbed:
 
     def migrate(self, source: Machine, destination: Machine | None, config: MigrationConfig,
                 name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
-        return self.migration(source, destination, config, name, hz).start()
+        """prepare_migration() and start(): the migration runs (sampled at `hz`) when this returns."""
+        return self.prepare_migration(source, destination, config, name, hz).start()
 
     def close(self) -> None:
         """Finish every migration, shut every QEMU down, remove the work dir (unmounting anything inside) —

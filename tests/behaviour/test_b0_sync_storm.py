@@ -33,8 +33,8 @@ from harness.qmp import ExecuteError
 from harness.testbed import Testbed
 from harness.trace import parse_file
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SET / BANDWIDTH = 2 s
 BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges
 DOWNTIME_LIMIT_MS = 100     # threshold = 3.2 MiB ≪ hot set: no switchover during the window
@@ -87,19 +87,13 @@ def non_converging_window(testbed: Testbed, source: Machine, label: str, capabil
     destination = testbed.incoming(source, name=f"destination-{label}")
     config = MigrationConfig(capabilities=capabilities,
                              parameters={"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS})
-    migration = testbed.migration(source, destination, config, name=label)
+    migration = testbed.prepare_migration(source, destination, config, name=label)
     try:
         migration.start()
     except ExecuteError as exc:
         pytest.skip(f"QEMU refuses {capabilities}: {exc}")
-    migration.wait_dirty_syncs(2, timeout=120)
-    t_start = migration.series.samples["source"][-1]["t"]
-    migration.wait(lambda s: s.samples["source"][-1]["t"] >= t_start + WINDOW_S, WINDOW_S + 30,
-                   f"{WINDOW_S}s of non-converging precopy")
-    status = migration.status()
-    migration.cancel()
-    migration.wait_status({"cancelled"}, timeout=60)
-    series = migration.finish()
+    t_start, status = migration.observe_after_first_pass(WINDOW_S)
+    series = migration.series
     if status != "active":
         raise AssertionError(f"{label}: precopy was {status!r} during the window, not a non-converging 'active' "
                              f"phase: the scenario did not provoke what it measures")

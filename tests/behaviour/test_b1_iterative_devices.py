@@ -51,8 +51,8 @@ from harness.oracles import Verdict
 from harness.testbed import Testbed
 from harness.trace import parse_file
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 TiB = 1 << 40
 NODE = "disk0"
 BITMAP = "b1-bitmap"
@@ -146,22 +146,12 @@ def source_rounds(source: Machine) -> tuple[IterationLog, float | None]:
 
 def coverage_verdicts(result: Coverage) -> list[Verdict]:
     lead, other = result.lead, result.other
-    provoked = Verdict(f"{lead} rounds in which {other} was due a turn", result.eligible >= MIN_ELIGIBLE_ROUNDS,
-                       result.eligible, MIN_ELIGIBLE_ROUNDS,
-                       f"{result.eligible} unfinished {lead} rounds with bandwidth budget left; fewer than "
-                       f"{MIN_ELIGIBLE_ROUNDS} and the run did not provoke overlap: {result.describe()}")
-    fraction = result.fraction or 0.0
-    shared = Verdict(f"{other} iterated alongside {lead}", fraction >= MIN_FRACTION, round(fraction, 3),
-                     MIN_FRACTION, result.describe())
+    provoked = oracles.at_least(f"{lead} rounds in which {other} was due a turn", result.eligible,
+                                MIN_ELIGIBLE_ROUNDS, anchor=f"floor: unfinished {lead} rounds with bandwidth budget "
+                                                            f"left, or the run did not provoke overlap; {result.describe()}")
+    shared = oracles.at_least(f"{other} iterated alongside {lead}", result.fraction or 0.0, MIN_FRACTION,
+                              anchor=f"mechanism: every due round; {result.describe()}")
     return [provoked, shared]
-
-
-def record_and_check(testbed: Testbed, verdicts: list[Verdict]) -> None:
-    """Record every verdict before asserting any, so a failing run still documents all of them."""
-    for verdict in verdicts:
-        testbed.artefacts.verdict(verdict, check=False)
-    for verdict in verdicts:
-        verdict.check()
 
 
 def bitmap_verdict(sent: BitmapState, received: BitmapState | None) -> Verdict:
@@ -186,9 +176,8 @@ def test_dirty_bitmap_iterates_alongside_ram_in_postcopy(testbed: Testbed) -> No
     source = testbed.boot(disks=(DISK,), memory_mib=MEMORY_MIB, trace_events=TRACE_EVENTS)
     sent = fill_bitmap(source)
     testbed.artefacts.write_json("bitmap-source", sent)
-    testbed.artefacts.verdict(Verdict("source bitmap marks every write", sent.count == WRITES * GRANULARITY,
-                                      sent.count, WRITES * GRANULARITY,
-                                      f"{WRITES} writes of one {GRANULARITY}-byte granule each"))
+    testbed.artefacts.verdict(oracles.equals("source bitmap marks every write", sent.count, WRITES * GRANULARITY,
+                                             f"{WRITES} writes of one {GRANULARITY}-byte granule each"))
     workloads.start(source, Dirty(size_mib=DIRTY_MIB, rate_mibps=DIRTY_RATE_MIBPS, prefill=True))
 
     destination = testbed.incoming(source)
@@ -212,7 +201,7 @@ def test_dirty_bitmap_iterates_alongside_ram_in_postcopy(testbed: Testbed) -> No
         "postcopy_start_t": switch, "migration_seconds": migration_seconds, "coverage": result,
         "section_counts": log.section_counts(), "log": log})
 
-    record_and_check(testbed, [oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
+    oracles.record_all(testbed.artefacts, [oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
                                *coverage_verdicts(result), bitmap_verdict(sent, received)])
 
 
@@ -240,4 +229,4 @@ def test_storage_attributes_iterate_alongside_ram(testbed: Testbed) -> None:
     result = iteration.coverage(log, LEAD, STORAGE_ATTRIBUTES)
     testbed.artefacts.write_json("iteration-rounds", {"coverage": result, "section_counts": log.section_counts(),
                                                       "log": log})
-    record_and_check(testbed, [oracles.completed(final), *coverage_verdicts(result)])
+    oracles.record_all(testbed.artefacts, [oracles.completed(final), *coverage_verdicts(result)])

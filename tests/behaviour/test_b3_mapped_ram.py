@@ -46,8 +46,8 @@ from harness.qmp import ExecuteError
 from harness.sampler import Series, lookup
 from harness.testbed import Testbed
 from harness.workloads import Dirty, SeqInc
+from harness.units import MiB
 
-MiB = 1 << 20
 FLUSH_PROPERTY = "multifd-flush-after-each-section"
 SEQINC_MIB = 32
 SEQINC_PASSES_PER_S = 1
@@ -225,7 +225,7 @@ def save_and_restore(testbed: Testbed, case: SaveCase) -> None:
     seq = start_guest_workloads(source)
     if not case.live:
         source.qmp.cmd("stop")
-    migration = testbed.migration(source, None, case.migration_config(), name="save-restore")
+    migration = testbed.prepare_migration(source, None, case.migration_config(), name="save-restore")
     migration.start()
     final = migration.wait_status({"completed"}, SAVE_DEADLINE_S, "source")
     # A completed file save leaves the source stopped: its RAM is the saved RAM.
@@ -284,7 +284,7 @@ def long_live_save(testbed: Testbed, source: Machine, label: str, capabilities: 
     let it complete (bandwidth and downtime lifted) or cancel it. Tracks the file's allocated size meanwhile."""
     config = MigrationConfig(capabilities=capabilities, transport="file",
                              parameters={"max-bandwidth": GROWTH_BANDWIDTH, "downtime-limit": GROWTH_DOWNTIME_MS})
-    migration = testbed.migration(source, None, config, name=label)
+    migration = testbed.prepare_migration(source, None, config, name=label)
     growth = FileGrowth(migration.file_path)
     migration.start()
 
@@ -365,15 +365,15 @@ def test_mapped_ram_refused_on_socket_uri(testbed: Testbed) -> None:
     # issues migrate-incoming first, which must refuse.
     incoming = Migration(source, destination, socket_config, testbed.workdir, name="refused-incoming")
     refused_in = refusal(incoming.start)
-    refused_out = refusal(testbed.migration(source, None, socket_config, name="refused").start)
+    refused_out = refusal(testbed.prepare_migration(source, None, socket_config, name="refused").start)
     testbed.artefacts.write_json("refusals", {"incoming": [refused_in.error_class, str(refused_in)],
                                               "outgoing": [refused_out.error_class, str(refused_out)]})
     testbed.artefacts.verdict(refusal_verdict("destination", refused_in))
     testbed.artefacts.verdict(refusal_verdict("source", refused_out))
 
     # Cleanly: neither side is left half-started — the same two QEMUs then save and restore through a file.
-    testbed.artefacts.verdict(Verdict("source still running after the refusal", source.runstate() == "running",
-                                      source.runstate(), "running", "the refused migrate did not stop the guest"))
+    testbed.artefacts.verdict(oracles.still_running(source, "the refused migrate",
+                                                    name="source still running after the refusal"))
     file_config = MigrationConfig(capabilities={"mapped-ram": True}, transport="file")
     migration = testbed.migrate(source, None, file_config, name="after-refusal")
     testbed.artefacts.verdict(oracles.completed(migration.wait_status({"completed"}, SAVE_DEADLINE_S)))

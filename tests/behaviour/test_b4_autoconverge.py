@@ -55,8 +55,8 @@ from harness.sampler import Series
 from harness.testbed import Testbed
 from harness.trace import parse_file
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 TIMER_PERIOD_S = 5.0         # CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS in migration/cpu-throttle.c
 # Measured on TCG here: timer syncs land 5.0–5.3 s apart (the tick is on QEMU_CLOCK_VIRTUAL_RT plus the time the
 # sync itself takes under a 2-core host running two guests); 1 s covers that with margin.
@@ -146,13 +146,8 @@ def observe(testbed: Testbed, source: Machine, label: str, parameters: dict[str,
     config = MigrationConfig(capabilities={"auto-converge": auto_converge},
                              parameters={"max-bandwidth": BANDWIDTH, "downtime-limit": 100, **parameters})
     migration = testbed.migrate(source, destination, config, name=label)
-    migration.wait_dirty_syncs(2, timeout=180)
-    t_first_pass = migration.series.samples["source"][-1]["t"]
-    migration.wait(lambda s: s.samples["source"][-1]["t"] >= t_first_pass + OBSERVE_S, OBSERVE_S + 30,
-                   f"{OBSERVE_S}s after the first pass")
-    migration.cancel()
-    migration.wait_status({"cancelled"}, timeout=60)
-    series = migration.finish()
+    t_first_pass, _ = migration.observe_after_first_pass(OBSERVE_S, first_pass_timeout=180)
+    series = migration.series
     times = [t for t in increment_times(series, "ram.dirty-sync-count")
              if t_first_pass < t <= t_first_pass + OBSERVE_S]
     trace = parse_file(source.files.trace)
@@ -172,13 +167,12 @@ def periodic_sync_verdicts(on: ConvergeRun, off: ConvergeRun) -> list[Verdict]:
     steady = on.gaps[1:]
     longest_steady = max(steady, default=OBSERVE_S)
     return [
-        Verdict("control run is pass-bound", control >= 2 * TIMER_PERIOD_S + TOLERANCE_S, round(control, 2),
-                2 * TIMER_PERIOD_S + TOLERANCE_S,
-                f"auto-converge off: median gap {control:.1f}s — must exceed two timer periods for the test "
-                "to tell periodic syncs from pass-end syncs"),
-        Verdict("first sync after the pass-end sync within two periods", first <= 2 * TIMER_PERIOD_S + TOLERANCE_S,
-                round(first, 2), 2 * TIMER_PERIOD_S + TOLERANCE_S,
-                f"auto-converge on: first gap {first:.1f}s after dirty-sync-count reached 2"),
+        oracles.at_least("control run is pass-bound", round(control, 2), 2 * TIMER_PERIOD_S + TOLERANCE_S,
+                         anchor=f"auto-converge off: median gap {control:.1f}s — must exceed two timer periods "
+                                "for the test to tell periodic syncs from pass-end syncs"),
+        oracles.at_most("first sync after the pass-end sync within two periods", round(first, 2),
+                        2 * TIMER_PERIOD_S + TOLERANCE_S, " s",
+                        anchor=f"auto-converge on: first gap {first:.1f}s after dirty-sync-count reached 2"),
         Verdict("then a sync every timer period", len(steady) >= 2 and longest_steady <= TIMER_PERIOD_S + TOLERANCE_S,
                 round(longest_steady, 2), TIMER_PERIOD_S + TOLERANCE_S,
                 f"auto-converge on: gaps {[round(g, 1) for g in on.gaps]} in {OBSERVE_S:.0f}s "
@@ -272,10 +266,10 @@ def vcpu_sleep_verdict(sleep: VcpuSleep) -> Verdict:
 def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
     described = ", ".join(f"{lv.percent}%: {lv.ratio:.2f} (expect {lv.expected_ratio:.2f})" for lv in effect.levels)
     return [
-        Verdict("throttle levels long enough to see their effect", len(effect.levels) >= MIN_LEVELS,
-                len(effect.levels), MIN_LEVELS,
-                f"levels held ≥ {MIN_LEVEL_S:g} s after settling: {[lv.percent for lv in effect.levels]}; "
-                f"unthrottled guest rate {effect.baseline_mibps} MiB/s"),
+        oracles.at_least("throttle levels long enough to see their effect", len(effect.levels), MIN_LEVELS,
+                         anchor=f"levels held ≥ {MIN_LEVEL_S:g} s after settling: "
+                                f"{[lv.percent for lv in effect.levels]}; unthrottled guest rate "
+                                f"{effect.baseline_mibps} MiB/s"),
         oracles.within_band("guest's achieved rate falls as the throttle implies (slowdown per throttle)",
                             effect.slope, SLOPE_LOW, SLOPE_HIGH,
                             anchor=f"guest's own rate vs its unthrottled {effect.baseline_mibps or 0:.1f} MiB/s, "
@@ -319,8 +313,9 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     if maximum < 99:
         # The cap must have been exercised: a decision made at the cap that still left the throttle there.
         held = on.syncs_after_reaching(maximum)
-        verdicts.append(Verdict("throttle held at max-cpu-throttle", held >= 1, held, 1,
-                                f"{held} throttle decision(s) after reaching {maximum}%; steps {on.throttle_steps}"))
+        verdicts.append(oracles.at_least("throttle held at max-cpu-throttle", held, 1,
+                                         anchor=f"throttle decisions after reaching {maximum}%; steps "
+                                                f"{on.throttle_steps}"))
     oracles.record_all(testbed.artefacts, verdicts)
 
 
@@ -359,12 +354,8 @@ def test_periodic_sync_adds_nothing_when_passes_are_short(testbed: Testbed) -> N
                                              "cpu-throttle-initial": 1, "cpu-throttle-increment": 1,
                                              "max-cpu-throttle": 1})
         migration = testbed.migrate(source, destination, config, name=label)
-        migration.wait_dirty_syncs(2, timeout=120)
-        t0 = migration.series.samples["source"][-1]["t"]
-        migration.wait(lambda s: s.samples["source"][-1]["t"] >= t0 + 15, 45, "15 s of short passes")
-        migration.cancel()
-        migration.wait_status({"cancelled"}, timeout=60)
-        series = migration.finish()
+        t0, _ = migration.observe_after_first_pass(15)
+        series = migration.series
         counts[label] = len([t for t in increment_times(series, "ram.dirty-sync-count") if t0 <= t <= t0 + 15])
     testbed.artefacts.write_json("sync-counts", counts)
     testbed.artefacts.verdict(oracles.ratio_at_most("syncs with vs without auto-converge",

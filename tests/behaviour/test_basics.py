@@ -26,8 +26,8 @@ from harness.migration import Migration, MigrationConfig, wait_runstate
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.workloads import Dirty, RunningWorkload, SeqInc
+from harness.units import MiB
 
-MiB = 1 << 20
 SEQINC_MIB = 32
 SEQINC_PASSES_PER_S = 1     # 32 MiB/s of rewrites: checkable after any migration, convergent at 128 MiB/s
 DIRTY_MIB = 128
@@ -148,8 +148,7 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
     migration.wait_status({"cancelled"}, 30)
     migration.finish()
 
-    testbed.artefacts.verdict(oracles.Verdict("source still running", pair.source.runstate() == "running",
-                                              pair.source.runstate(), "running", "runstate after cancel"))
+    testbed.artefacts.verdict(oracles.still_running(pair.source, "migrate_cancel"))
     before, after = dirty.wait_progress(pair.source)
     testbed.artefacts.verdict(oracles.progressed("guest workload keeps running after cancel", before, after, 1))
     check = workloads.seqcheck(pair.source, seq)

@@ -33,8 +33,8 @@ from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.testbed import Testbed
 from harness.workloads import Dirty, SeqInc
+from harness.units import MiB
 
-MiB = 1 << 20
 COMPLETION_TIMEOUT = 120.0
 CONFIG = MigrationConfig(parameters={"max-bandwidth": 128 * MiB, "downtime-limit": 300})
 

@@ -14,8 +14,8 @@ from harness.migration import MigrationConfig
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 COUNT_FILE = "/run/ssh-fault.count"
 
 

@@ -15,8 +15,8 @@ from harness.migration import Migration, MigrationConfig, MonitorLost
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 # The wait's own deadline: a harness that only notices at the deadline fails REPORTED_WITHIN_S by far.
 WAIT_DEADLINE_S = 120.0
 REPORTED_WITHIN_S = 3.0

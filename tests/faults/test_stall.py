@@ -12,8 +12,8 @@ from harness.migration import MigrationConfig, MigrationStalled
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.workloads import Dirty
+from harness.units import MiB
 
-MiB = 1 << 20
 DEADLINE_S = 15.0
 
 

@@ -13,8 +13,6 @@ from harness.migration import MigrationConfig
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 
-MiB = 1 << 20
-
 
 @pytest.fixture
 def taken_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:

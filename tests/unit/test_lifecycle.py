@@ -15,8 +15,7 @@ from harness.arch import arch_spec
 from harness.machine import ExitInfo, Machine, MachineConfig, QemuExited
 from harness.migration import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
 from harness.sampler import Series
-
-MiB = 1 << 20
+from harness.units import MiB
 
 
 # -- cancel classification ---------------------------------------------------------------------------------------

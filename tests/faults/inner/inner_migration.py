@@ -15,8 +15,7 @@ from harness.migration import MigrationConfig
 from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.workloads import Dirty
-
-MiB = 1 << 20
+from harness.units import MiB
 
 
 @pytest.mark.timeout(int(os.environ.get("QMH_INNER_TIMEOUT", "600")))
