@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -120,7 +120,13 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "to_json"):
         return value.to_json()
     if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)   # nested measurement records need no to_json of their own
+        # A measurement record is its fields (nested records serialised the same way), plus the derived figures it
+        # names in JSON_DERIVED (properties or no-argument methods): no hand-written to_json to drift from them.
+        record = {f.name: getattr(value, f.name) for f in fields(value)}
+        for name in getattr(value, "JSON_DERIVED", ()):
+            derived = getattr(value, name)
+            record[name] = derived() if callable(derived) else derived
+        return record
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (set, frozenset)):

@@ -21,7 +21,6 @@ Oracles and what anchors each (docs/BEHAVIOURS.md: a baseline arm alone is not e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -53,6 +52,7 @@ TRACE_EVENTS = ("migrate_pending_exact", "migrate_pending_estimate")
 
 @dataclass(frozen=True)
 class SyncWindow:
+    JSON_DERIVED = ("exact_per_second", "hot_set_passes", "syncs_per_hot_set_pass", "exact_per_hot_set_pass")
     label: str
     counters: CounterWindow
     exact_pending_computations: int
@@ -72,14 +72,6 @@ class SyncWindow:
 
     def exact_per_hot_set_pass(self) -> float | None:
         return self.exact_pending_computations / self.hot_set_passes if self.hot_set_passes else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, **self.counters.to_json(),
-                "exact_pending_computations": self.exact_pending_computations,
-                "exact_per_second": self.exact_per_second,
-                "hot_set_passes": self.hot_set_passes,
-                "syncs_per_hot_set_pass": self.syncs_per_hot_set_pass(),
-                "exact_per_hot_set_pass": self.exact_per_hot_set_pass()}
 
 
 def non_converging_window(testbed: Testbed, source: Machine, label: str, capabilities: dict[str, bool]) -> SyncWindow:

@@ -104,6 +104,7 @@ TIMER_TRACE_EVENT = "cpu_throttle_dirty_sync"  # only QEMU ≥ 9.2 has it: the b
 
 @dataclass(frozen=True)
 class ConvergeRun:
+    JSON_DERIVED = ("median_gap", "max_gap")
     label: str
     sync_times: list[float]       # after dirty-sync-count reached 2
     gaps: list[float]             # the first is measured from the sync that made the count 2
@@ -114,13 +115,13 @@ class ConvergeRun:
     t_first_pass: float
     t_end: float                  # end of the observed window (the cancel follows)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "series_t0": self.series_t0, "t_first_pass": self.t_first_pass,
-                "t_end": self.t_end, "sync_times": self.sync_times, "gaps": self.gaps,
-                "median_gap": statistics.median(self.gaps) if self.gaps else None,
-                "max_gap": max(self.gaps) if self.gaps else None,
-                "timer_syncs": self.timer_syncs, "throttle_steps": self.throttle_steps,
-                "throttle_first_seen": self.throttle_first_seen}
+    @property
+    def median_gap(self) -> float | None:
+        return statistics.median(self.gaps) if self.gaps else None
+
+    @property
+    def max_gap(self) -> float | None:
+        return max(self.gaps) if self.gaps else None
 
     def syncs_after_reaching(self, throttle: int) -> int:
         """Throttle decisions (syncs) made once the throttle had reached `throttle`."""
@@ -213,11 +214,6 @@ class ThrottleEffect:
     off_run_mibps: float | None       # diagnostic: the same guest with auto-converge off
     clock: ClockMap
 
-    def to_json(self) -> dict[str, Any]:
-        return {"baseline_window": self.baseline_window, "baseline_mibps": self.baseline_mibps,
-                "levels": self.levels, "slope": self.slope, "slope_band": [SLOPE_LOW, SLOPE_HIGH],
-                "off_run_mibps": self.off_run_mibps, "clock": self.clock}
-
 
 def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeRun, off: ConvergeRun) -> ThrottleEffect:
     """The guest's own achieved rate (MiB/s) before and at each throttle level of the auto-converge-on run."""
@@ -239,11 +235,6 @@ class VcpuSleep:
     levels: list[ThrottleSleep]
     slope: float | None
     samples: list[ThreadTimes]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"baseline_window": self.baseline_window, "baseline_sleep": self.baseline_sleep,
-                "levels": self.levels, "slope": self.slope, "slope_band": [SLEEP_SLOPE_LOW, SLEEP_SLOPE_HIGH],
-                "samples": self.samples}
 
 
 def vcpu_sleep(samples: list[ThreadTimes], effect: ThrottleEffect, series_t0: float) -> VcpuSleep:

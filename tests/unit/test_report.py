@@ -267,3 +267,30 @@ def test_measurement_records_are_written_as_json_without_their_own_to_json(tmp_p
 
     path = Artefacts(tmp_path / "t").write_json("save", Save("live", Size(6, 7), Path("/x")))
     assert json.loads(path.read_text()) == {"label": "live", "final": {"apparent": 6, "allocated": 7}, "where": "/x"}
+
+
+def test_records_serialise_their_fields_and_named_derived_figures(tmp_path: Path) -> None:
+    """A measurement dataclass needs no to_json: its fields (nested records likewise) plus JSON_DERIVED."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Inner:
+        seconds: float
+
+    @dataclass(frozen=True)
+    class Window:
+        JSON_DERIVED = ("per_second", "doubled")
+        bytes_sent: int
+        inner: Inner
+
+        @property
+        def per_second(self) -> float:
+            return self.bytes_sent / self.inner.seconds
+
+        def doubled(self) -> int:
+            return 2 * self.bytes_sent
+
+    path = Artefacts(tmp_path).write_json("window", Window(10, Inner(2.0)))
+    assert json.loads(path.read_text()) == {"bytes_sent": 10, "inner": {"seconds": 2.0}, "per_second": 5.0,
+                                            "doubled": 20}
+
