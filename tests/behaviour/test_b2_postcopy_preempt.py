@@ -373,6 +373,9 @@ POSTCOPY_NEEDS = dict(capabilities=["postcopy-ram", "postcopy-preempt", "postcop
                       fields=["postcopy-blocktime", "postcopy-vcpu-blocktime", "ram.postcopy-requests"])
 
 
+# Before QEMU 8.0 the source's migration thread, not the return-path thread, sends a requested page, after up to one
+# rate-limit window: preempt cannot help there (harness.known_bugs), an expected failure rather than a false alarm.
+@pytest.mark.known_bug("preempt-requests-wait-for-migration-thread")
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(**POSTCOPY_NEEDS)
 @pytest.mark.parametrize("scenario", [ANONYMOUS, pytest.param(HUGETLBFS, marks=pytest.mark.slow)],

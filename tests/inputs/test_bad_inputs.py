@@ -64,8 +64,10 @@ ROWS = [
     ("cpu-unknown", "--cpu no-such-cpu",
      "ERROR: harness: --cpu no-such-cpu: the QEMU does not support it (QMP query-cpu-definitions)"),
     ("assume-fixed-unknown", "--assume-fixed no-such-bug",
-     "ERROR: harness: --assume-fixed no-such-bug: no such known QEMU bug; known: serialized-iterative-devices, "
-     "tcg-dirty-tlb (harness/known_bugs.py)"),
+     "ERROR: harness: --assume-fixed no-such-bug: no such known QEMU bug; known: "
+     "preempt-requests-wait-for-migration-thread, serialized-iterative-devices, tcg-dirty-tlb (harness/known_bugs.py)"),
+    ("qemu-wrapper-missing", "--qemu-wrapper no-such-debugger",
+     "ERROR: harness: --qemu-wrapper: no-such-debugger: no such program on PATH"),
     ("parallel", "-n 2",
      "ERROR: harness: -n 2: parallel runs are not supported yet; run without -n"),
     ("unknown-option", "--no-such-option",
@@ -73,8 +75,10 @@ ROWS = [
 ]
 
 
-def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("QEMU_BINARY", "HARNESS_ARCH", "HARNESS_ARTEFACTS")}
+def pytest_run(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QEMU_BINARY", "HARNESS_ARCH", "HARNESS_ARTEFACTS") and not k.startswith("QTEST_QEMU_BINARY")}
+    env.update(env_extra or {})
     # The session reaps stale qmh-* temp dirs at start: a temp root of its own keeps it off other runs' dirs.
     env["TMPDIR"] = str(tmp_path)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=REPO,
@@ -114,6 +118,17 @@ def test_bad_input_stops_the_session_with_one_line(args: str, line: str, places:
         assert proc.stderr.strip().splitlines() == [expected], output   # the one line, nothing else
     else:  # pytest's own usage error: its usage line, then this one
         assert any(l.endswith(expected) for l in proc.stderr.splitlines()), output
+
+
+@pytest.mark.parametrize("variable", ["QTEST_QEMU_BINARY", "QTEST_QEMU_BINARY_SRC", "QTEST_QEMU_BINARY_DST"])
+def test_qtest_variables_name_the_binary_and_are_named_when_it_is_wrong(variable: str, tmp_path: Path) -> None:
+    """QEMU's own tests' variables are the defaults of --qemu-binary/--qemu-src/--qemu-dst; a bad one is named."""
+    proc = pytest_run(tmp_path, "tests/behaviour/test_basics.py", "--artefacts", str(tmp_path / "artefacts"),
+                      env_extra={variable: "/bin/true"})
+    assert proc.returncode == USAGE_ERROR, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"ERROR: harness: ${variable}: /usr/bin/true is not a QEMU system emulator (`-version` printed nothing, "
+        "exit 0)"], proc.stdout + proc.stderr
 
 
 def test_readme_table_lists_every_row() -> None:
