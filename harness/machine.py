@@ -165,6 +165,7 @@ class MachineConfig:
     memory_backend: str | None = None    # e.g. "memory-backend-file,mem-path=/dev/hugepages,share=on"
     extra_args: tuple[str, ...] = ()
     qmp_timeout: float = 60.0
+    wrapper: tuple[str, ...] = ()        # --qemu-wrapper: prefixed to the command line (gdb, valgrind, rr)
 
 
 @dataclass
@@ -209,17 +210,17 @@ class Machine:
     # -- command line -------------------------------------------------------------------------------------------
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
         cfg, arch = self.config, self.config.arch
-        args = self.binary.base_args() + [
-            "-name", f"{self.name},debug-threads=on",
-            "-machine", cfg.machine_type or arch.machine,
-            "-accel", cfg.accel,
-            "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
-            "-smp", str(cfg.cpus),
-            "-nodefaults", "-no-user-config", "-display", "none",
-            "-qmp", f"unix:{qmp_socket},server=on,wait=off",
-            "-chardev", f"file,id=console,path={self.files.console}", *arch.console_args,
-            "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-            "-append", self.image.cmdline,
+        args = [*cfg.wrapper, *self.binary.base_args(),
+                "-name", f"{self.name},debug-threads=on",
+                "-machine", cfg.machine_type or arch.machine,
+                "-accel", cfg.accel,
+                "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
+                "-smp", str(cfg.cpus),
+                "-nodefaults", "-no-user-config", "-display", "none",
+                "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+                "-chardev", f"file,id=console,path={self.files.console}", *arch.console_args,
+                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+                "-append", self.image.cmdline,
         ]
         if cfg.memory_backend:
             args += ["-m", f"{cfg.memory_mib}M",

@@ -30,12 +30,14 @@ import datetime
 import importlib.util
 import logging
 import os
+import shlex
+import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -76,10 +78,23 @@ XDIST_INSTALLED = importlib.util.find_spec("xdist") is not None
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qemu-migration", "QEMU migration harness")
-    group.addoption("--qemu-binary", default=os.environ.get("QEMU_BINARY"),
-                    help="QEMU binary or build tree for both sides (default: qemu-system-ARCH on PATH)")
-    group.addoption("--qemu-src", default=None, help="QEMU binary or build tree for the source (cross-version)")
-    group.addoption("--qemu-dst", default=None, help="QEMU binary or build tree for the destination")
+    group.addoption("--qemu-binary", default=None,
+                    help="QEMU binary or build tree for both sides (default: $QEMU_BINARY, $QTEST_QEMU_BINARY, "
+                         "else qemu-system-ARCH on PATH)")
+    group.addoption("--qemu-src", default=None,
+                    help="QEMU binary or build tree for the source (cross-version; default $QTEST_QEMU_BINARY_SRC)")
+    group.addoption("--qemu-dst", default=None,
+                    help="QEMU binary or build tree for the destination (default $QTEST_QEMU_BINARY_DST)")
+    group.addoption("--qemu-wrapper", default=None, metavar="CMD",
+                    help="run QEMU under this command, e.g. 'gdb -batch -ex run --args', 'valgrind', 'rr record' "
+                         "(timing verdicts are meaningless then)")
+    group.addoption("--qemu-wrapper-side", default="both", choices=["source", "destination", "both"],
+                    help="whose QEMU --qemu-wrapper wraps: the source's (Testbed.boot), the destination's "
+                         "(Testbed.incoming) or both (default)")
+    group.addoption("--keep-workdir", nargs="?", const="always", default="never",
+                    choices=["never", "failed", "always"],
+                    help="keep each test's work dir (migration streams and files, RAM dumps; not sockets) in its "
+                         "artefacts as workdir/: always (the bare option) or only when the test failed")
     group.addoption("--machine", default=None,
                     help="machine type for both sides (default: the newest versioned one both binaries support "
                          "when they differ, else the arch's alias)")
@@ -201,6 +216,29 @@ def _binary(option: str, spec: str | None, arch: ArchSpec) -> QemuBinary:
     return binary
 
 
+# Where a side's binary comes from when no option names it: the variables QEMU's own tests read.
+BINARY_ENV = {"source": ("QTEST_QEMU_BINARY_SRC",), "destination": ("QTEST_QEMU_BINARY_DST",),
+              "both": ("QEMU_BINARY", "QTEST_QEMU_BINARY")}
+
+
+def binary_specs(both: str | None, source: str | None, destination: str | None,
+                 environ: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Each side's binary spec and where it came from (for the one-line error): the side's option, then
+    --qemu-binary, then the side's variable ($QTEST_QEMU_BINARY_SRC/_DST), then $QEMU_BINARY / $QTEST_QEMU_BINARY;
+    None (qemu-system-ARCH on PATH) when nothing names one. Options always beat the environment."""
+    def pick(side: str, option: str, value: str | None) -> tuple[str, str | None]:
+        if value:
+            return option, value
+        if both:
+            return "--qemu-binary", both
+        for var in BINARY_ENV[side] + BINARY_ENV["both"]:
+            if environ.get(var):
+                return f"${var}", environ[var]
+        return "--qemu-binary", None
+    return {"source": pick("source", "--qemu-src", source),
+            "destination": pick("destination", "--qemu-dst", destination)}
+
+
 def resolve_session(config: pytest.Config, probe_features: bool = False) -> SessionSetup:
     """Arch, both binaries and the image, each checked; SessionUnusable (one line) on the first problem."""
     arch = _arch(config)
@@ -209,11 +247,17 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
     if unknown:
         raise SessionUnusable(f"harness: --assume-fixed {unknown[0]}: no such known QEMU bug; known: "
                               f"{', '.join(sorted(KNOWN_BUGS))} (harness/known_bugs.py)")
-    default = config.getoption("--qemu-binary")
-    src, dst = config.getoption("--qemu-src"), config.getoption("--qemu-dst")
-    source = _binary("--qemu-src" if src else "--qemu-binary", src or default, arch)
-    destination = source if (dst or default) == (src or default) else _binary(
-        "--qemu-dst" if dst else "--qemu-binary", dst or default, arch)
+    specs = binary_specs(config.getoption("--qemu-binary"), config.getoption("--qemu-src"),
+                         config.getoption("--qemu-dst"), os.environ)
+    (source_from, source_spec), (destination_from, destination_spec) = specs["source"], specs["destination"]
+    source = _binary(source_from, source_spec, arch)
+    destination = source if destination_spec == source_spec else _binary(destination_from, destination_spec, arch)
+    wrapper = config.getoption("--qemu-wrapper")
+    if wrapper is not None:
+        words = shlex.split(wrapper)
+        if not words or shutil.which(words[0]) is None:
+            raise SessionUnusable(f"harness: --qemu-wrapper: {words[0] if words else repr(wrapper)}: no such "
+                                  "program on PATH")
     if probe_features:
         # `needs` reads the schema of both binaries; a probe that fails must stop the session here, not turn
         # into a skip or an error of each marked test.
@@ -492,7 +536,11 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         except SessionUnusable as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     header["machine and CPU"] = platform.describe()
-    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform)
+    wrapper, side = pytestconfig.getoption("--qemu-wrapper"), pytestconfig.getoption("--qemu-wrapper-side")
+    wrappers = {s: tuple(shlex.split(wrapper)) for s in ("source", "destination") if wrapper and side in (s, "both")}
+    if wrappers:
+        header["QEMU wrapper"] = f"{wrapper} ({side}; timing verdicts are meaningless under it)"
+    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, wrappers)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------
@@ -538,10 +586,17 @@ def testbed(environment: Environment, artefacts: Artefacts, request: pytest.Fixt
         yield bed
     finally:
         try:
-            bed.close()
+            bed.close(keep_workdir=_keep_workdir(request))
         finally:
             if progress is not None:
                 progress.stop()
+
+
+def _keep_workdir(request: pytest.FixtureRequest) -> bool:
+    """--keep-workdir always, or failed and this test's setup or call failed (its reports are in by teardown)."""
+    mode = request.config.getoption("--keep-workdir")
+    failed = any(report.failed for report in request.node.stash.get(REPORTS_KEY, {}).values())
+    return mode == "always" or (mode == "failed" and failed)
 
 
 def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from . import workdirs
 from .accel import AccelChoice
@@ -36,6 +36,8 @@ class Environment:
     arch: ArchSpec
     accel: AccelChoice
     platform: PlatformChoice     # machine type + CPU model on both sides, and why (harness.compat)
+    # --qemu-wrapper: the command each side's QEMU runs under ("source": boot, "destination": incoming).
+    wrappers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class AbnormalExits(MachineError):
@@ -75,6 +77,7 @@ class Testbed:
         return machine
 
     def boot(self, name: str = "source", binary: QemuBinary | None = None, **overrides: Any) -> Machine:
+        overrides.setdefault("wrapper", self.env.wrappers.get("source", ()))
         machine = self.launch(name, self.config(**overrides), binary or self.env.source_binary)
         machine.wait_booted(BOOT_TIMEOUT)
         return machine
@@ -87,7 +90,8 @@ class Testbed:
         binary has, so an older destination without one still starts (`needs(trace_events=…)` asks the source only)."""
         binary = binary or self.env.destination_binary
         traced = tuple(event for event in like.config.trace_events if event in binary.features.trace_events)
-        settings: dict[str, Any] = {"trace_events": traced, **overrides}
+        settings: dict[str, Any] = {"trace_events": traced, "wrapper": self.env.wrappers.get("destination", ()),
+                                    **overrides}
         config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **settings)
         return self.launch(name, config, binary)
 
@@ -106,10 +110,11 @@ class Testbed:
         """prepare_migration() and start(): the migration runs (sampled at `hz`) when this returns."""
         return self.prepare_migration(source, destination, config, name, hz).start()
 
-    def close(self) -> None:
+    def close(self, keep_workdir: bool = False) -> None:
         """Finish every migration, shut every QEMU down, remove the work dir (unmounting anything inside) —
-        always all of it — then raise AbnormalExits if a QEMU ended abnormally and the test was not already
-        failed by that same exit (QemuExited raised during the test)."""
+        always all of it; with `keep_workdir` its files are first copied to the artefacts as workdir/ — then raise
+        AbnormalExits if a QEMU ended abnormally and the test was not already failed by that same exit
+        (QemuExited raised during the test)."""
         try:
             for migration in self.migrations:
                 if migration.started:
@@ -118,7 +123,10 @@ class Testbed:
             try:
                 self._stack.close()
             finally:
-                workdirs.remove(self.workdir)
+                if keep_workdir:
+                    log.warning("work dir kept in %s", workdirs.keep(self.workdir, self.artefacts.path("workdir")))
+                else:
+                    workdirs.remove(self.workdir)
         abnormal = [exit for machine in self.machines
                     if not machine.exit_reported and (exit := machine.abnormal_exit()) is not None]
         if abnormal:

@@ -97,6 +97,20 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def keep(path: Path, destination: Path) -> Path:
+    """--keep-workdir: copy what `path` holds (streams, files, RAM dumps; not sockets, FIFOs or the owner
+    record, meaningless once the QEMUs are gone) to `destination` in the artefacts, then remove `path` as
+    always. Returns `destination`."""
+    def unkept(directory: str, names: list[str]) -> set[str]:
+        return {name for name in names if name == OWNER_FILE
+                or not (os.path.isfile(os.path.join(directory, name)) or os.path.isdir(os.path.join(directory, name)))}
+    try:
+        shutil.copytree(path, destination, ignore=unkept, symlinks=True, dirs_exist_ok=True)
+    finally:
+        remove(path)
+    return destination
+
+
 def stale_dirs(root: Path | None = None) -> list[Path]:
     root = root or temp_root()
     stale = []

@@ -303,3 +303,18 @@ def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
     assert parse_header(patch).exploratory
     patch.write_text("Description: d\nGuards: B3\nTests: t.py::a\n")
     assert not parse_header(patch).exploratory
+
+
+def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> None:
+    from harness.pytest_plugin import binary_specs
+    env = {"QTEST_QEMU_BINARY": "/q", "QTEST_QEMU_BINARY_SRC": "/src", "QTEST_QEMU_BINARY_DST": "/dst"}
+    assert binary_specs(None, None, None, env) == {"source": ("$QTEST_QEMU_BINARY_SRC", "/src"),
+                                                   "destination": ("$QTEST_QEMU_BINARY_DST", "/dst")}
+    assert binary_specs(None, None, None, {"QTEST_QEMU_BINARY": "/q"}) == {
+        "source": ("$QTEST_QEMU_BINARY", "/q"), "destination": ("$QTEST_QEMU_BINARY", "/q")}
+    assert binary_specs("/both", None, "/d", env) == {"source": ("--qemu-binary", "/both"),
+                                                      "destination": ("--qemu-dst", "/d")}
+    assert binary_specs(None, None, None, {}) == {"source": ("--qemu-binary", None),
+                                                  "destination": ("--qemu-binary", None)}
+    assert binary_specs(None, None, None, {"QEMU_BINARY": "/a", "QTEST_QEMU_BINARY": "/b"})["source"] == \
+        ("$QEMU_BINARY", "/a")
