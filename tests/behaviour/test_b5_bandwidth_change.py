@@ -13,7 +13,7 @@ Oracles and what anchors each (docs/BEHAVIOURS.md):
       the configured limit (mechanism: the limiter admits max-bandwidth/10 per 100 ms window); it also shows the
       stream could send more than LOW, so (2) measures the limiter and not a slow host;
   (2) from SETTLE_S after lowering, bytes/s over WINDOW_S are LOW within BAND — anchored to the new limit; a change
-      applied later than SETTLE_S leaves HIGH's bytes in the window (0.1 s late at HIGH = +40 % of LOW over 2 s);
+      applied later than SETTLE_S leaves HIGH's bytes in the window (each 0.1 s later adds 15 % of LOW over 2 s);
   (3) from SETTLE_S after raising it back, bytes/s are HIGH within BAND — the same anchor (catches a limiter that
       only ever lowers);
   (4) query-migrate-parameters reports each value set — QEMU's own view; it passes on a QEMU that stores the
@@ -37,9 +37,12 @@ LOW = 8 * MiB
 DOWNTIME_LIMIT_MS = 100    # threshold ≤ 3.2 MiB ≪ hot set
 WINDOW_S = 2.0
 SETTLE_S = 1.0             # "within one second"
-# Bytes/s over the configured limit. B0's windows (same hot set and HIGH, 8 pristine runs) measured 1.007–1.017 ×
-# HIGH. Calibration of this test: see docs/BEHAVIOURS.md B5.
-BAND = (0.8, 1.2)
+# Bytes/s over the limit just set. Calibration, QEMU 10.0.2 on TCG here, `make flake N=10`, 10/10 passed:
+#   before (HIGH) 0.99 … 1.04 … 1.07;  lowered (LOW) 1.04 … 1.10 … 1.15;  raised (HIGH) 1.01 … 1.02 … 1.02.
+# The limiter overshoots by about the same bytes per 100 ms window at any limit (~+0.8 MiB/s), which is 10 % of LOW
+# and 2 % of HIGH. On the regression (limit never re-armed) "lowered" is HIGH/LOW = 4.0 and "raised" stays ~1.
+# 1.4 leaves the worst pristine run a 1.2× margin and the regression 2.9×.
+BAND = (0.8, 1.4)
 
 
 def rate_between(migration: Migration, t_start: float, t_end: float) -> float:
