@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .machine import Machine, QemuExited
-from .sampler import Sampler, Series, lookup
+from .sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
 from .units import MiB
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def cancel_end(status: str | None, error_desc: str | None) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class MigrationConfig:
+    """What a migration is asked to do: capabilities and parameters (set on both sides through QMP before
+    `migrate`/`migrate-incoming`) and the transport (unix socket, TCP on 127.0.0.1, or a file in the work dir)."""
     capabilities: Mapping[str, bool] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     transport: str = "unix"  # unix | tcp | file
@@ -185,8 +187,13 @@ def convergence_note(series: Series, side: str = "source") -> str:
 
 
 class Migration:
+    """One migration between two Machines (or to a file): configures both sides, starts it, samples query-migrate
+    and the MIGRATION events on both sides into a Series, and waits on that series. Every wait ends at once, with
+    the reason, when a side fails, a QEMU exits or a monitor is lost (MigrationFailed, QemuExited, MonitorLost),
+    or at its deadline (MigrationStalled); a deliberate migrate_cancel is the scenario's, never such a failure."""
+
     def __init__(self, source: Machine, destination: Machine | None, config: MigrationConfig, workdir: Path,
-                 name: str = "migration", hz: float = 50.0,
+                 name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,
                  on_finish: Callable[["Migration"], None] | None = None,
                  on_note: Callable[[str, Any], None] | None = None) -> None:
         self.source, self.destination, self.config, self.workdir, self.name = (

@@ -43,6 +43,8 @@ def window(t_start: float, t_end: float, label: str = "", series: str | None = N
 
 @dataclass(frozen=True)
 class Verdict:
+    """One judgement: its name, whether it passed, the measured value, the bound and a one-line reason saying what
+    anchors the bound. Built by the functions below; recorded (pass or fail) before any is asserted."""
     name: str
     passed: bool
     measured: Any

@@ -35,6 +35,9 @@ def safe_name(nodeid: str) -> str:
 
 
 class Artefacts:
+    """One test's artefacts directory and recorder: verdicts (verdicts.json), JSON inputs of each verdict
+    (write_json), sampled series drawn at finalize(), extra figures; the `artefacts` fixture makes one per test."""
+
     def __init__(self, directory: Path, nodeid: str = "") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,9 @@ def lookup(info: dict[str, Any], path: str) -> Any:
     return node
 
 
+# query-migrate (and the events) are sampled this often unless a test asks otherwise: one place for the rate.
+DEFAULT_SAMPLING_HZ = 100.0
+
 @dataclass
 class Series:
     t0: float       # time.monotonic() at the start; sample times are relative to it
@@ -108,7 +111,7 @@ class Series:
 class Sampler:
     """Background threads polling query-migrate; `wait_until` blocks on a predicate over new samples."""
 
-    def __init__(self, sides: dict[str, QMPSession], hz: float = 50.0) -> None:
+    def __init__(self, sides: dict[str, QMPSession], hz: float = DEFAULT_SAMPLING_HZ) -> None:
         self.sides = sides
         self.series = Series(t0=time.monotonic(), hz=hz)
         self._event_marks = {side: len(qmp.events) for side, qmp in sides.items()}

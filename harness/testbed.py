@@ -16,6 +16,7 @@ from .compat import PlatformChoice
 from .image import GuestImage
 from .machine import Machine, MachineConfig, MachineError, QemuExited
 from .migration import Migration, MigrationConfig
+from .sampler import DEFAULT_SAMPLING_HZ
 from .qemu import QemuBinary
 from .report import Artefacts
 
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT = 60.0
 # Asked for more than the 50 Hz the project's brief asks for: a busy host delays some polls and the scheduler drops them.
-DEFAULT_SAMPLING_HZ = 100.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class AbnormalExits(MachineError):
 
 
 class Testbed:
+    """A test's QEMUs and migrations on the session's Environment (binaries, image, accelerator, machine and CPU):
+    boot() a source, incoming() a destination like it, migrate() between them. Everything it started is stopped,
+    its exit checked and its work dir removed at close(), which the `testbed` fixture calls."""
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts) -> None:

@@ -20,3 +20,15 @@ def test_every_harness_fixture_has_its_documentation_in_pytest_fixtures(tmp_path
     names = re.findall(r"^(\w+)(?: \[\w+ scope\])? -- ", ours, flags=re.M)
     assert {"testbed", "guest", "pair", "paused_pair", "artefacts", "environment"} <= set(names), ours
     assert "no docstring available" not in ours, ours
+
+
+def test_the_public_classes_say_what_they_are() -> None:
+    """What a test author touches besides the fixtures: each has a docstring (help() and the API read the same)."""
+    from harness.machine import Machine
+    from harness.migration import Migration, MigrationConfig
+    from harness.oracles import Verdict
+    from harness.report import Artefacts
+    from harness.testbed import Environment, Testbed
+    for cls in (Machine, Migration, MigrationConfig, Testbed, Environment, Artefacts, Verdict):
+        doc = cls.__doc__ or ""
+        assert doc.strip() and not doc.startswith(f"{cls.__name__}("), f"{cls.__name__} has no docstring"
