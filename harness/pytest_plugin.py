@@ -557,6 +557,18 @@ def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[
     outcome = _plot_outcome(reports, failed)
     record.finalize(outcome, failure=_crash_message(failed[0]) if failed else
                     "interrupted before the test body finished" if outcome == "INTERRUPTED" else None)
+    _junit_properties(request.node, record)
+
+
+def _junit_properties(node: pytest.Item, record: Artefacts) -> None:
+    """What a CI page shows beside the test (JUnit <properties>): its artefacts folder, its plots, and the first
+    failing verdict in one line. Added at teardown, before pytest writes the test's JUnit record."""
+    node.user_properties.append(("artefacts", str(record.directory)))
+    for plot in sorted(record.directory.glob("*.png")):
+        node.user_properties.append(("plot", str(plot)))
+    failing = next((v for v in record.verdicts if not v.passed), None)
+    if failing is not None:
+        node.user_properties.append(("failed verdict", f"{failing.name}: {failing.why}"))
 
 
 def _plot_outcome(reports: dict[str, pytest.TestReport], failed: list[pytest.TestReport]) -> str:

@@ -67,5 +67,5 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e .
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
 log "python venv ready: $("$VENV/bin/python" -c 'import qemu.qmp, paramiko, tenacity, pytest; print("ok")')"

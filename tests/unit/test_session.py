@@ -228,3 +228,28 @@ def test_plots_say_passed_only_for_a_call_that_passed(reports: dict, title: str)
     made = {when: _report(o[0], wasxfail=o[1]) if isinstance(o, tuple) else _report(o)
             for when, o in reports.items()}
     assert _plot_outcome(made, [r for r in made.values() if r.failed]) == title
+
+
+JUNIT_DUMMY = '''
+from harness import oracles
+
+def test_fails_a_verdict(artefacts):
+    artefacts.add_histogram("stalls", {"run": [1.0, 2.0, 40.0]})
+    artefacts.verdict(oracles.at_most("p99 stall in link RTTs", 40.0, 10.0, anchor="link RTT"))
+'''
+
+
+def test_junit_points_to_the_artefacts_and_names_the_failing_verdict(tmp_path: Path) -> None:
+    """CI pages read JUnit: each test's record carries its artefacts folder, its plots and the failing verdict."""
+    import xml.etree.ElementTree as ET
+    (tmp_path / "test_junit_dummy.py").write_text(JUNIT_DUMMY)
+    proc = start(tmp_path, "test_junit_dummy.py", "--junitxml", "junit.xml")
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, output
+    case = ET.parse(tmp_path / "junit.xml").find(".//testcase")
+    properties = [(p.get("name"), p.get("value")) for p in case.iter("property")]
+    folder = dict(properties)["artefacts"]
+    assert Path(folder).is_dir() and (Path(folder) / "verdicts.json").is_file(), properties
+    assert ("plot", str(Path(folder) / "stalls.png")) in properties, properties
+    assert ("failed verdict", "p99 stall in link RTTs: 40 > 10 (link RTT)") in properties, properties
+    assert case.find("failure").get("message").startswith("AssertionError: p99 stall in link RTTs: 40 > 10")
