@@ -119,17 +119,22 @@ class Artefacts:
                 log.warning("comparison plot failed: %s", exc)
 
 
+def record_of(value: Any) -> dict[str, Any]:
+    """A measurement dataclass as the artefacts write it: its fields (nested records serialised the same way when
+    written), plus the derived figures it names in JSON_DERIVED (properties or no-argument methods) — no
+    hand-written to_json to drift from the fields."""
+    record = {f.name: getattr(value, f.name) for f in fields(value)}
+    for name in getattr(value, "JSON_DERIVED", ()):
+        derived = getattr(value, name)
+        record[name] = derived() if callable(derived) else derived
+    return record
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "to_json"):
         return value.to_json()
     if is_dataclass(value) and not isinstance(value, type):
-        # A measurement record is its fields (nested records serialised the same way), plus the derived figures it
-        # names in JSON_DERIVED (properties or no-argument methods): no hand-written to_json to drift from them.
-        record = {f.name: getattr(value, f.name) for f in fields(value)}
-        for name in getattr(value, "JSON_DERIVED", ()):
-            derived = getattr(value, name)
-            record[name] = derived() if callable(derived) else derived
-        return record
+        return record_of(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (set, frozenset)):

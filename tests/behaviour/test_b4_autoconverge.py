@@ -51,6 +51,7 @@ from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.oracles import Verdict
 from harness.qemu import QemuBinary
+from harness.report import record_of
 from harness.sampler import Series
 from harness.testbed import Testbed
 from harness.trace import parse_file
@@ -293,7 +294,7 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     testbed.artefacts.write_json("workload", dirty.status(source))
     log = parse_rate_log(source.shell.run(f"cat {RATE_LOG}", timeout=60).stdout)
     effect = throttle_effect(log, ClockMap.fit(readings), on, off)
-    testbed.artefacts.write_json("throttle-effect", {**effect.to_json(), "clock_readings": readings,
+    testbed.artefacts.write_json("throttle-effect", {**record_of(effect), "clock_readings": readings,
                                                      "rate_log_rows": len(log)})
     verdicts += periodic_sync_verdicts(on, off)                                       # (1), (2)
     verdicts.append(throttle_verdict(on.throttle_steps, initial, increment, maximum))  # (3)
