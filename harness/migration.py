@@ -5,13 +5,18 @@ Capabilities and parameters go on the destination before `migrate-incoming` (it 
 stalled and what the last samples of both sides showed. Every wait also ends within about a second when a side's
 QEMU exits unexpectedly (QemuExited, naming the side) or its monitor connection is lost (MonitorLost).
 
-A deliberate cancel has a declared outcome: `cancel_and_wait()` accepts 'cancelled' and also 'failed' with a
+A migration that must fail says so up front, as `result` in QEMU's migration-test: MigrationConfig(expect=
+Outcome.FAILED or DESTINATION_QUITS), and `wait_outcome()` waits for that end (a side's 'failed' and the
+destination's exit 1 are then the outcome, not faults); an undeclared failure ends any wait with MigrationFailed.
+A deliberate cancel has a declared outcome too: `cancel_and_wait()` accepts 'cancelled' and also 'failed' with a
 channel error (QEMU 10.0 sometimes fails the stream it is tearing down a few ms after migrate_cancel), records
 which one it was, and fails only on anything else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -112,25 +117,35 @@ def cancel_end(status: str | None, error_desc: str | None) -> tuple[str, bool]:
     return "not-ended", False
 
 
+class Outcome(enum.Enum):
+    """How a migration is declared to end (as `result` in QEMU's migration-test): Migration.wait_outcome() waits
+    for exactly that, and the waits take a side's 'failed' (and a destination's exit 1) as the declared outcome
+    rather than as a failure of the test."""
+    COMPLETED = "completed"                 # both sides complete (the default)
+    FAILED = "failed"                       # the source reports failed (a destination then exits 1)
+    DESTINATION_QUITS = "destination-quits"  # the destination refuses the stream and exits 1; the source fails
+
+
 @dataclass(frozen=True)
 class MigrationConfig:
     """What a migration is asked to do: capabilities and parameters (set on both sides through QMP before
-    `migrate`/`migrate-incoming`) and the transport (unix socket, TCP on 127.0.0.1, or a file in the work dir)."""
+    `migrate`/`migrate-incoming`), the transport (unix socket, TCP on 127.0.0.1, or a file in the work dir) and
+    the outcome it is declared to have."""
     capabilities: Mapping[str, bool] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     transport: str = "unix"  # unix | tcp | file
     # Parameters that only make sense on one side (e.g. max-bandwidth is the source's business, but harmless on
     # the destination); everything is set on both unless listed here.
     source_only_parameters: frozenset[str] = frozenset()
+    expect: Outcome = Outcome.COMPLETED
 
     def with_capabilities(self, **caps: bool) -> "MigrationConfig":
-        return MigrationConfig({**self.capabilities, **{k.replace("_", "-"): v for k, v in caps.items()}},
-                               self.parameters, self.transport, self.source_only_parameters)
+        return dataclasses.replace(self, capabilities={**self.capabilities,
+                                                       **{k.replace("_", "-"): v for k, v in caps.items()}})
 
     def with_parameters(self, **params: Any) -> "MigrationConfig":
-        return MigrationConfig(self.capabilities, {**self.parameters, **{k.replace("_", "-"): v
-                                                                        for k, v in params.items()}},
-                               self.transport, self.source_only_parameters)
+        return dataclasses.replace(self, parameters={**self.parameters,
+                                                     **{k.replace("_", "-"): v for k, v in params.items()}})
 
 
 def summarize(info: Mapping[str, Any]) -> str:
@@ -265,6 +280,9 @@ class Migration:
         elif self.uri.startswith("tcp:"):
             raise ValueError(f"{self.name}: a tcp migration needs a destination")
         self.configure(self.source, "source")
+        if self.destination is not None and self.config.expect is not Outcome.COMPLETED:
+            # Declared: the destination's incoming migration fails, and QEMU then exits 1.
+            self.destination.expect_exit(f"{self.name} is declared {self.config.expect.value}", codes=(1,))
         self.sampler = Sampler(sides, hz=self.hz).start()
         self._watch(self.source)
         if self.destination is not None:
@@ -366,6 +384,8 @@ class Migration:
         assert sampler is not None, "migration not started"
         failed: dict[str, dict[str, Any]] = {}
         machines = self.machines()
+        if self.config.expect is not Outcome.COMPLETED:
+            failure_is_outcome = frozenset(machines)     # declared: a side failing is what the test waits for
 
         def done(series: Series) -> bool:
             for side in series.samples:
@@ -449,6 +469,25 @@ class Migration:
         self.wait_status({"cancelled"}, timeout=60)
         self.finish()
         return t_start, status
+
+    def wait_outcome(self, timeout: float) -> dict[str, Any]:
+        """Wait for the declared outcome (config.expect) and return the source's final query-migrate; any other end
+        raises: MigrationFailed for a failure not declared, MigrationError for a success that should have failed,
+        QemuExited/MonitorLost/MigrationStalled as every wait."""
+        expect = self.config.expect
+        if expect is Outcome.COMPLETED:
+            return self.wait_completed(timeout)
+        self._wait(lambda s: s.status("source") in TERMINAL_STATUSES, timeout, f"the declared {expect.value}")
+        final = self.wait_status(TERMINAL_STATUSES, timeout)
+        if final.get("status") != "failed":
+            raise MigrationError(f"{self.name}: declared {expect.value}, but the source ended "
+                                 f"{final.get('status')!r}; " + self._state_report())
+        if expect is Outcome.DESTINATION_QUITS and self.destination is not None:
+            self.destination.wait_exit(timeout)
+            if not self.destination.exited:
+                raise MigrationError(f"{self.name}: declared {expect.value}, but the destination still runs; "
+                                     + self._state_report())
+        return final
 
     def wait_completed(self, timeout: float) -> dict[str, Any]:
         """Wait for both sides to report completion; returns the source's final query-migrate."""

@@ -9,7 +9,7 @@ import pytest
 
 from harness import oracles
 from harness.integrity import PAGE, compare_dumps
-from harness.migration import MigrationConfig, summarize
+from harness.migration import MigrationConfig, Outcome, summarize
 from harness.qemu import Features
 from harness.plots import plot_series
 from harness.report import Artefacts, safe_name
@@ -118,6 +118,8 @@ def test_compare_dumps_finds_each_differing_page(tmp_path: Path) -> None:
 
 
 def test_migration_config_and_summary() -> None:
+    declared = MigrationConfig(transport="file", expect=Outcome.FAILED).with_capabilities(mapped_ram=True)
+    assert declared.expect is Outcome.FAILED and declared.transport == "file"   # with_* keep every other field
     config = MigrationConfig().with_capabilities(postcopy_ram=True).with_parameters(max_bandwidth=1 << 20)
     assert config.capabilities == {"postcopy-ram": True} and config.parameters == {"max-bandwidth": 1 << 20}
     assert summarize({"status": "active", "ram": {"remaining": 5}}) == "status=active, ram.remaining=5"
