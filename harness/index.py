@@ -140,7 +140,7 @@ def render_index(results: Sequence[TestResult], header: Mapping[str, str], root:
             f"</title><style>{_CSS}</style></head><body><h2>QEMU migration harness — {summary}</h2>"
             f"<table style='width:auto'>{head}</table>"
             + (f"<h3 class=fail>Failures</h3><ul>{failures}</ul>" if failures else "")
-            + f"<h3>Tests</h3><table><tr><th>outcome</th><th>test, verdicts, files</th><th>plots</th></tr>"
+            + "<h3>Tests</h3><table><tr><th>outcome</th><th>test, verdicts, files</th><th>plots</th></tr>"
             + "".join(rows) + f"</table>{plain_html}{runs}</body></html>\n")
 
 
