@@ -1,0 +1,96 @@
+"""xbzrle: a page re-sent with small changes goes as a delta against the copy both sides hold, and RAM stays identical.
+
+With the `xbzrle` capability the source keeps a cache of pages it sent; a page sent again is XORed with its cached
+copy and only the changed runs go on the wire, which the destination applies to its own copy. Both copies must move
+in step: a delta computed against a stale cache corrupts the destination's page.
+
+Provoke: the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set (non-zero, changing data) flat out,
+seqinc adds one byte to every page of its own set; with a cache larger than both and a bandwidth far below the
+dirty rate, every pass after the first re-sends cached pages. After WINDOW_S the dirtier stops and precopy converges
+to a paused destination.
+
+Oracles and what anchors each (docs/BEHAVIOURS.md):
+  (1) completed, host RAM hashes equal (both sides paused), seqcheck — the guest's memory itself;
+  (2) pages sent as deltas (xbzrle-cache.pages) ≥ MIN_DELTA_SHARE of the pages sent in the window — mechanism:
+      every page of the hot set is in the cache after its first send, so a re-sent page is a cache hit;
+  (3) bytes per delta (xbzrle-cache.bytes / pages) ≤ MAX_DELTA_BYTES — mechanism: the workloads change 8 words
+      (dirty) or one byte (seqinc) per page, so a delta is a few runs, not a page;
+  (4) bytes on the wire per page sent in the window ≤ MAX_WIRE_SHARE × page size — anchored to the page size,
+      what every page costs without xbzrle: less data is sent than without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import oracles, workloads
+from harness.analysis import value_at
+from harness.integrity import compare_guest_ram
+from harness.migration import MigrationConfig
+from harness.pytest_plugin import Pair
+from harness.sampler import Series
+from harness.testbed import Testbed
+from harness.units import MiB
+from harness.workloads import Dirty, SeqInc
+
+HOT_SET_MIB = 64
+SEQINC_MIB = 16
+CACHE = 256 * MiB           # holds the hot set, seqinc's pages and what else the guest dirties
+BANDWIDTH = 16 * MiB        # far below the dirtier's rate: no convergence while it runs
+WINDOW_S = 6.0              # after the second sync: every page in it has been sent once already
+PAGE = 4096
+# Calibration: see docs/BEHAVIOURS.md (xbzrle) and the numbers below once measured.
+MIN_DELTA_SHARE = 0.8
+MAX_DELTA_BYTES = 512
+MAX_WIRE_SHARE = 0.25
+COMPLETION_TIMEOUT = 180
+
+
+def delta(series: Series, path: str, t_start: float, t_end: float) -> float:
+    return float((value_at(series, path, t_end) or 0) - (value_at(series, path, t_start) or 0))
+
+
+@pytest.mark.known_bug("tcg-dirty-tlb")
+@pytest.mark.needs(capabilities=["xbzrle"], parameters=["xbzrle-cache-size", "max-bandwidth", "downtime-limit"],
+                   fields=["xbzrle-cache.pages", "xbzrle-cache.bytes", "ram.normal", "ram.transferred"])
+def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: Testbed, paused_pair: Pair) -> None:
+    source, destination = paused_pair.source, paused_pair.destination
+    seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=1))
+    dirty = workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
+    config = MigrationConfig(capabilities={"xbzrle": True},
+                             parameters={"xbzrle-cache-size": CACHE, "max-bandwidth": BANDWIDTH,
+                                         "downtime-limit": 100})
+    migration = testbed.migrate(source, destination, config)
+    migration.wait_dirty_syncs(3, timeout=120)       # two passes done: the pages now being re-sent are cached
+    t_start = migration.series.samples["source"][-1]["t"]
+    migration.wait_until(t_start + WINDOW_S, f"{WINDOW_S:g}s of re-sending cached pages")
+    t_end = t_start + WINDOW_S
+    # The scenario's own end of the dirtying: precopy can now converge (seqinc keeps running, at a rate it meets).
+    dirty.stop(source)
+    migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1024 * MiB})
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    series = migration.finish()
+
+    deltas = delta(series, "xbzrle-cache.pages", t_start, t_end)
+    delta_bytes = delta(series, "xbzrle-cache.bytes", t_start, t_end)
+    normal = delta(series, "ram.normal", t_start, t_end)
+    wire = delta(series, "ram.transferred", t_start, t_end)
+    pages = deltas + normal
+    testbed.artefacts.write_json("window", {"t_start": t_start, "t_end": t_end, "xbzrle_pages": deltas,
+                                            "xbzrle_bytes": delta_bytes, "normal_pages": normal,
+                                            "transferred": wire, "final": final})
+    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    destination.qmp.cmd("cont")
+    check = workloads.seqcheck(destination, seq)
+    oracles.record_all(testbed.artefacts, [
+        oracles.completed(final),
+        oracles.ram_identical(comparison),
+        oracles.guest_invariant(check.passed, check.line),
+        oracles.at_least("pages sent as xbzrle deltas / pages sent", deltas / pages if pages else None,
+                         MIN_DELTA_SHARE, anchor=f"mechanism: the hot set is cached; {deltas:.0f} deltas, "
+                                                 f"{normal:.0f} whole pages in {WINDOW_S:g}s"),
+        oracles.at_most("bytes per xbzrle delta", delta_bytes / deltas if deltas else None, MAX_DELTA_BYTES,
+                        anchor="mechanism: 8 changed words (dirty) or 1 byte (seqinc) per page"),
+        oracles.at_most("bytes on the wire per page sent / page size", wire / pages / PAGE if pages else None,
+                        MAX_WIRE_SHARE, anchor="a page costs ≥ its size without xbzrle"),
+    ])
