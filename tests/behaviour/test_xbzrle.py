@@ -41,7 +41,10 @@ CACHE = 256 * MiB           # holds the hot set, seqinc's pages and what else th
 BANDWIDTH = 16 * MiB        # far below the dirtier's rate: no convergence while it runs
 WINDOW_S = 6.0              # after the second sync: every page in it has been sent once already
 PAGE = 4096
-# Calibration: see docs/BEHAVIOURS.md (xbzrle) and the numbers below once measured.
+# Calibration, QEMU 10.0.2 on TCG here, `make flake N=10` (10/10 passed): deltas 1.0 of the pages sent in every
+# run, 91.3–91.7 bytes per delta (8 changed words and their run headers), 0.0243 page per page on the wire. The
+# bounds are loose on purpose (×1.25, ×5.6, ×10): what they separate is "deltas" from "whole pages" (the
+# never-filled patch: 0.0 deltas, 1.002 page per page), not a few percent.
 MIN_DELTA_SHARE = 0.8
 MAX_DELTA_BYTES = 512
 MAX_WIRE_SHARE = 0.25
