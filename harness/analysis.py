@@ -49,6 +49,10 @@ class CounterWindow:
         return self.syncs / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def bytes_per_second(self) -> float:
+        return self.transferred_bytes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
     def bytes_per_sync(self) -> float | None:
         return self.transferred_bytes / self.syncs if self.syncs else None
 
@@ -58,11 +62,15 @@ class CounterWindow:
                 "bytes_per_sync": self.bytes_per_sync}
 
 
+def counter_delta(series: Series, path: str, t_start: float, t_end: float, side: str = "source") -> int:
+    """How much a query-migrate counter (e.g. ram.transferred, xbzrle-cache.pages) moved between two series times."""
+    a, b = value_at(series, path, t_start, side), value_at(series, path, t_end, side)
+    return int((b or 0) - (a or 0))
+
+
 def counter_window(series: Series, t_start: float, t_end: float, side: str = "source") -> CounterWindow:
-    def delta(path: str) -> int:
-        a, b = value_at(series, path, t_start, side), value_at(series, path, t_end, side)
-        return int((b or 0) - (a or 0))
-    return CounterWindow(t_start, t_end, delta("ram.dirty-sync-count"), delta("ram.transferred"))
+    return CounterWindow(t_start, t_end, counter_delta(series, "ram.dirty-sync-count", t_start, t_end, side),
+                         counter_delta(series, "ram.transferred", t_start, t_end, side))
 
 
 def count_between(times: list[float], t_start: float, t_end: float) -> int:

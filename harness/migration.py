@@ -477,7 +477,6 @@ class Migration:
         expect = self.config.expect
         if expect is Outcome.COMPLETED:
             return self.wait_completed(timeout)
-        self._wait(lambda s: s.status("source") in TERMINAL_STATUSES, timeout, f"the declared {expect.value}")
         final = self.wait_status(TERMINAL_STATUSES, timeout)
         if final.get("status") != "failed":
             raise MigrationError(f"{self.name}: declared {expect.value}, but the source ended "

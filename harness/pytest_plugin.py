@@ -18,10 +18,10 @@ session. Anything wrong stops the session before any test runs, with one line an
 error): a test can then never be skipped, failed or passed because of a bad input. `-n` (parallel runs) is refused
 the same way.
 
-Reports: every test's artefacts directory gets its plots at teardown (harness.report, drawn by harness.plots); at session end the run
-directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A test still running when the
-session is interrupted (Ctrl-C, SIGTERM) is recorded as "interrupted", and the run header says so. A migration
-running longer than --progress-interval seconds prints one line per interval to the terminal.
+Reports: every test's artefacts directory gets its plots at teardown (harness.report, drawn by harness.plots); at
+session end the run directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A test still
+running when the session is interrupted (Ctrl-C, SIGTERM) is recorded as "interrupted", and the run header says so.
+A migration running longer than --progress-interval seconds prints one line per interval to the terminal.
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ class SessionSetup:
     binaries: Binaries
     image: GuestImage
     platform: PlatformChoice     # for --accel kvm, else for tcg; `environment` redoes it if auto picks KVM
+    wrappers: dict[str, tuple[str, ...]]   # --qemu-wrapper, per side it wraps ("source", "destination")
 
 
 def _arch(config: pytest.Config) -> ArchSpec:
@@ -252,12 +253,7 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
     (source_from, source_spec), (destination_from, destination_spec) = specs["source"], specs["destination"]
     source = _binary(source_from, source_spec, arch)
     destination = source if destination_spec == source_spec else _binary(destination_from, destination_spec, arch)
-    wrapper = config.getoption("--qemu-wrapper")
-    if wrapper is not None:
-        words = shlex.split(wrapper)
-        if not words or shutil.which(words[0]) is None:
-            raise SessionUnusable(f"harness: --qemu-wrapper: {words[0] if words else repr(wrapper)}: no such "
-                                  "program on PATH")
+    wrappers = _wrappers(config)
     if probe_features:
         # `needs` reads the schema of both binaries; a probe that fails must stop the session here, not turn
         # into a skip or an error of each marked test.
@@ -275,8 +271,21 @@ def resolve_session(config: pytest.Config, probe_features: bool = False) -> Sess
     if image.arch != arch.name:
         raise SessionUnusable(f"harness: guest image {directory} is for {image.arch}, not {arch.name} (--arch)")
     accel = "kvm" if config.getoption("--accel") == "kvm" else "tcg"
-    return SessionSetup(arch, Binaries(source, destination), image, _platform(config, arch, accel, source,
-                                                                               destination))
+    return SessionSetup(arch, Binaries(source, destination), image,
+                        _platform(config, arch, accel, source, destination), wrappers)
+
+
+def _wrappers(config: pytest.Config) -> dict[str, tuple[str, ...]]:
+    """--qemu-wrapper split into words, for each side --qemu-wrapper-side names; SessionUnusable (one line) when
+    its program is not on PATH."""
+    wrapper, side = config.getoption("--qemu-wrapper"), config.getoption("--qemu-wrapper-side")
+    if wrapper is None:
+        return {}
+    words = tuple(shlex.split(wrapper))
+    if not words or shutil.which(words[0]) is None:
+        raise SessionUnusable(f"harness: --qemu-wrapper: {words[0] if words else repr(wrapper)}: no such "
+                              "program on PATH")
+    return {s: words for s in ("source", "destination") if side in (s, "both")}
 
 
 def _platform(config: pytest.Config, arch: ArchSpec, accel: str, source: QemuBinary,
@@ -536,11 +545,11 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         except SessionUnusable as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     header["machine and CPU"] = platform.describe()
-    wrapper, side = pytestconfig.getoption("--qemu-wrapper"), pytestconfig.getoption("--qemu-wrapper-side")
-    wrappers = {s: tuple(shlex.split(wrapper)) for s in ("source", "destination") if wrapper and side in (s, "both")}
-    if wrappers:
-        header["QEMU wrapper"] = f"{wrapper} ({side}; timing verdicts are meaningless under it)"
-    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, wrappers)
+    if setup.wrappers:
+        header["QEMU wrapper"] = (f"{pytestconfig.getoption('--qemu-wrapper')} "
+                                  f"({pytestconfig.getoption('--qemu-wrapper-side')}; timing verdicts are "
+                                  "meaningless under it)")
+    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, setup.wrappers)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import workdirs
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT = 60.0
-# Asked for more than the 50 Hz the project's brief asks for: a busy host delays some polls and the scheduler drops them.
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,21 @@ class Testbed:
         return self.launch(name, config, binary)
 
     def prepare_migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
-                          name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
+                          name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,
+                          workdir: Path | None = None) -> Migration:
         """A Migration registered with the test (recorded, finished at teardown), not started: for a test that
-        configures or expects a refusal before `start()`. `migrate()` is this plus `start()`."""
-        migration = Migration(source, destination, config, self.workdir, name=name, hz=hz,
+        configures or expects a refusal before `start()`. `migrate()` is this plus `start()`. Its sockets and files
+        go in the test's work dir unless `workdir` names another (e.g. a small filesystem the test mounted)."""
+        migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
                               on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
                               on_note=self.artefacts.write_json)
         self.migrations.append(migration)
         return migration
 
     def migrate(self, source: Machine, destination: Machine | None, config: MigrationConfig,
-                name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ) -> Migration:
+                name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ, workdir: Path | None = None) -> Migration:
         """prepare_migration() and start(): the migration runs (sampled at `hz`) when this returns."""
-        return self.prepare_migration(source, destination, config, name, hz).start()
+        return self.prepare_migration(source, destination, config, name, hz, workdir).start()
 
     def close(self, keep_workdir: bool = False) -> None:
         """Finish every migration, shut every QEMU down, remove the work dir (unmounting anything inside) —

@@ -26,11 +26,10 @@ from __future__ import annotations
 import pytest
 
 from harness import oracles, workloads
-from harness.analysis import value_at
+from harness.analysis import counter_delta
 from harness.integrity import compare_guest_ram
 from harness.migration import MigrationConfig
 from harness.pytest_plugin import Pair
-from harness.sampler import Series
 from harness.testbed import Testbed
 from harness.units import MiB
 from harness.workloads import Dirty, SeqInc
@@ -54,10 +53,6 @@ CONVERGE_BANDWIDTH = 1024 * MiB
 CONVERGE_DOWNTIME_MS = 5000    # threshold = throughput × 5 s ≫ what the 64 MiB hot set leaves dirty
 
 
-def delta(series: Series, path: str, t_start: float, t_end: float) -> float:
-    return float((value_at(series, path, t_end) or 0) - (value_at(series, path, t_start) or 0))
-
-
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.needs(capabilities=["xbzrle"], parameters=["xbzrle-cache-size", "max-bandwidth", "downtime-limit"],
                    fields=["xbzrle-cache.pages", "xbzrle-cache.bytes", "ram.normal", "ram.transferred"])
@@ -79,10 +74,10 @@ def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: T
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     series = migration.finish()
 
-    deltas = delta(series, "xbzrle-cache.pages", t_start, t_end)
-    delta_bytes = delta(series, "xbzrle-cache.bytes", t_start, t_end)
-    normal = delta(series, "ram.normal", t_start, t_end)
-    wire = delta(series, "ram.transferred", t_start, t_end)
+    deltas = counter_delta(series, "xbzrle-cache.pages", t_start, t_end)
+    delta_bytes = counter_delta(series, "xbzrle-cache.bytes", t_start, t_end)
+    normal = counter_delta(series, "ram.normal", t_start, t_end)
+    wire = counter_delta(series, "ram.transferred", t_start, t_end)
     pages = deltas + normal
     testbed.artefacts.write_json("window", {"t_start": t_start, "t_end": t_end, "xbzrle_pages": deltas,
                                             "xbzrle_bytes": delta_bytes, "normal_pages": normal,

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from harness import workdirs, workloads
-from harness.migration import Migration, MigrationConfig, MigrationFailed, Outcome
+from harness.migration import MigrationConfig, MigrationFailed, Outcome
 from harness.testbed import Testbed
 from harness.workloads import Dirty
 
@@ -37,10 +37,8 @@ def test_file_migration_to_a_full_filesystem_fails_with_no_space(testbed: Testbe
     source = testbed.boot("source", memory_mib=512)
     # 64 MiB of non-zero pages (and the guest's own) cannot fit in 16 MiB, whatever zero pages compress to.
     workloads.start(source, Dirty(size_mib=64, rate_mibps=1, prefill=True))
-    migration = Migration(source, None, MigrationConfig(transport="file"), small_filesystem, name="to-full-fs",
-                          on_finish=lambda m: testbed.artefacts.add_series(m.name, m.series))
-    testbed.migrations.append(migration)
-    migration.start()
+    migration = testbed.migrate(source, None, MigrationConfig(transport="file"), name="to-full-fs",
+                                workdir=small_filesystem)
     with pytest.raises(MigrationFailed) as caught:     # undeclared, the failure ends the wait with its reason
         migration.wait_completed(60)
     message = str(caught.value)
@@ -56,10 +54,8 @@ def test_a_declared_failure_is_the_outcome_waited_for(testbed: Testbed, small_fi
     source = testbed.boot("source", memory_mib=512)
     workloads.start(source, Dirty(size_mib=64, rate_mibps=1, prefill=True))
     config = MigrationConfig(transport="file", expect=Outcome.FAILED)
-    migration = Migration(source, None, config, small_filesystem, name="declared-failure",
-                          on_finish=lambda m: testbed.artefacts.add_series(m.name, m.series))
-    testbed.migrations.append(migration)
-    final = migration.start().wait_outcome(60)
+    migration = testbed.migrate(source, None, config, name="declared-failure", workdir=small_filesystem)
+    final = migration.wait_outcome(60)
     assert final["status"] == "failed" and "No space left on device" in final.get("error-desc", ""), final
     assert migration.file_path.parent == small_filesystem
     assert source.runstate() == "running", "a failed save must leave the guest running"

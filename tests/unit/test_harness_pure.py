@@ -151,6 +151,7 @@ def test_analysis_windows_increments_and_gaps() -> None:
     window = counter_window(series, 0.5, 1.5)
     assert window.syncs == 2 and window.transferred_bytes == 10 << 20
     assert window.syncs_per_second == pytest.approx(2.0) and window.bytes_per_sync == 5 << 20
+    assert window.bytes_per_second == pytest.approx(10 << 20)   # 10 MiB over 1 s
     assert count_between([0.1, 0.6, 1.4, 2.0], 0.5, 1.5) == 2
 
 
