@@ -42,12 +42,13 @@ QB_ARCH=${QB_ARCH:-x86_64}
 #   build-essential: cc/ld/make; ninja-build; pkg-config; python3-venv (tools venv);
 #   libglib2.0-dev (mandatory); libpixman-1-dev (VGA/display devices of the pc machine);
 #   libslirp-dev (-netdev user); libfdt-dev (--enable-fdt=system); libzstd-dev (multifd
-#   zstd); libaio-dev (linux-aio); ccache (fast re-compiles). No flex/bison: dtc is not
+#   zstd); libaio-dev (linux-aio); libgnutls28-dev (tls-creds-x509: migration over TLS);
+#   ccache (fast re-compiles). No flex/bison: dtc is not
 #   built from subprojects when fdt=system. s390x-softmmu needs nothing more (QEMU 10.0.2's
 #   meson: no TARGET_NEED_FDT, hw/ and target/s390x link no further library; KVM only on an
 #   s390x host, TCG elsewhere).
 QB_APT_DEPS=(build-essential ninja-build pkg-config python3-venv libglib2.0-dev
-             libpixman-1-dev libslirp-dev libfdt-dev libzstd-dev libaio-dev ccache)
+             libpixman-1-dev libslirp-dev libfdt-dev libzstd-dev libaio-dev libgnutls28-dev ccache)
 # Everything but the target list (qb_arch_config puts --target-list=$QB_ARCH-softmmu first).
 QB_COMMON_CONFIGURE_ARGS=(
     --without-default-features
@@ -55,6 +56,7 @@ QB_COMMON_CONFIGURE_ARGS=(
     --enable-slirp
     --enable-fdt=system
     --enable-zstd
+    --enable-gnutls
     --enable-linux-aio
     --enable-pixman
     --enable-trace-backends=log
