@@ -1,9 +1,11 @@
 """pytest plugin: command-line options, markers, fixtures, per-test artefacts, skip reasons from the QMP schema.
 
 Markers
-  needs(capabilities=[…], parameters=[…], fields=[…], commands=[…], migration_properties=[…], trace_events=[…])
+  needs(capabilities=[…], parameters=[…], fields=[…], commands=[…], migration_properties=[…], trace_events=[…],
+        parameter_values={parameter: [value, …]})
       skip (with the reason) unless both the source and destination binaries have all of these (trace events:
-      the source only, harness.compat.SOURCE_SIDE_NEEDS)
+      the source only, harness.compat.SOURCE_SIDE_NEEDS; parameter_values: values of an enum parameter such as
+      multifd-compression, present only in a QEMU built with them)
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
   known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.known_bugs): an xfail
                       naming the bug when a binary of this run predates the fix (--assume-fixed KEY: it has it)

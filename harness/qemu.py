@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 # Where Debian's packages put the firmware a self-built QEMU does not install (-L search path).
 SYSTEM_FIRMWARE_DIRS = ("/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu")
@@ -166,6 +166,18 @@ def _schema_fields(schema: list[dict[str, Any]], type_name: str, prefix: str = "
     return names
 
 
+def _enum_argument_values(schema: list[dict[str, Any]], command: str) -> set[str]:
+    """"argument=value" for each enum-typed argument of `command` (the schema hides type names, not values)."""
+    by_name = {entry["name"]: entry for entry in schema}
+    arguments = by_name.get(by_name.get(command, {}).get("arg-type", ""), {})
+    found: set[str] = set()
+    for member in arguments.get("members", []):
+        enum = by_name.get(member["type"], {})
+        if enum.get("meta-type") == "enum":
+            found |= {f"{member['name']}={value}" for value in enum.get("values", [])}
+    return found
+
+
 @dataclass(frozen=True)
 class Features:
     commands: frozenset[str]
@@ -175,6 +187,9 @@ class Features:
     migrate_fields: frozenset[str]
     migration_properties: frozenset[str]
     trace_events: frozenset[str] = field(default_factory=frozenset)
+    # "parameter=value" for every value of an enum-typed migration parameter (e.g. "multifd-compression=zstd"):
+    # values behind a build option (zstd, qpl, uadk, qatzip) are in the schema only when QEMU was built with it.
+    parameter_values: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def probe(cls, binary: QemuBinary) -> "Features":
@@ -202,11 +217,13 @@ class Features:
             migrate_fields=frozenset(fields),
             migration_properties=frozenset(p["name"] for p in props) if isinstance(props, list) else frozenset(),
             trace_events=frozenset(trace_events),
+            parameter_values=frozenset(_enum_argument_values(schema, "migrate-set-parameters")),
         )
 
     def missing(self, *, capabilities: Iterable[str] = (), parameters: Iterable[str] = (),
                 fields: Iterable[str] = (), commands: Iterable[str] = (),
-                migration_properties: Iterable[str] = (), trace_events: Iterable[str] = ()) -> list[str]:
+                migration_properties: Iterable[str] = (), trace_events: Iterable[str] = (),
+                parameter_values: Mapping[str, Iterable[str]] | None = None) -> list[str]:
         """Human-readable list of what this binary lacks among the given requirements."""
         wanted = [
             ("capability", capabilities, self.capabilities),
@@ -215,6 +232,8 @@ class Features:
             ("command", commands, self.commands),
             ("migration property", migration_properties, self.migration_properties),
             ("trace event", trace_events, self.trace_events),
+            ("parameter value", [f"{parameter}={value}" for parameter, values in (parameter_values or {}).items()
+                                 for value in values], self.parameter_values),
         ]
         return [f"{kind} {name!r}" for kind, names, have in wanted for name in names if name not in have]
 

@@ -18,6 +18,10 @@ from harness.sampler import Series, lookup
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
     {"name": "migrate-start-postcopy", "meta-type": "command", "ret-type": "0", "arg-type": "0"},
+    {"name": "migrate-set-parameters", "meta-type": "command", "ret-type": "0", "arg-type": "7"},
+    {"name": "7", "meta-type": "object", "members": [{"name": "multifd-compression", "type": "8"},
+                                                     {"name": "max-bandwidth", "type": "int"}]},
+    {"name": "8", "meta-type": "enum", "values": ["none", "zlib", "zstd"]},
     {"name": "MIGRATION", "meta-type": "event", "arg-type": "0"},
     {"name": "MigrationInfo", "meta-type": "object", "members": [
         {"name": "status", "type": "str"}, {"name": "ram", "type": "MigrationStats"},
@@ -39,6 +43,10 @@ def test_features_from_schema_walk_nested_query_migrate_fields() -> None:
                             migration_properties=["multifd-flush-after-each-section"],
                             trace_events=["migrate_pending_exact"]) == [
         "capability 'mapped-ram'", "query-migrate field 'postcopy-latency'", "trace event 'migrate_pending_exact'"]
+    assert features.parameter_values == {"multifd-compression=none", "multifd-compression=zlib",
+                                         "multifd-compression=zstd"}
+    assert features.missing(parameter_values={"multifd-compression": ["zstd", "qpl"]}) == [
+        "parameter value 'multifd-compression=qpl'"]
 
 
 def _series() -> Series:
