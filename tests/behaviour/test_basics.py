@@ -21,18 +21,15 @@ from __future__ import annotations
 import pytest
 
 from harness import oracles, workloads
-from harness.integrity import compare_guest_ram
-from harness.migration import Migration, MigrationConfig, wait_runstate
+from harness.migration import MigrationConfig, wait_runstate
 from harness.pytest_plugin import Pair
+from harness.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
+                               postcopy_under_load, precopy_with_integrity)
 from harness.testbed import Testbed
-from harness.workloads import Dirty, RunningWorkload, SeqInc
+from harness.workloads import Dirty, SeqInc
 from harness.units import MiB
 
-SEQINC_MIB = 32
-SEQINC_PASSES_PER_S = 1     # 32 MiB/s of rewrites: checkable after any migration, convergent at 128 MiB/s
-DIRTY_MIB = 128
 BANDWIDTH = 128 * MiB
-COMPLETION_TIMEOUT = 120.0
 # Measured on TCG (QEMU 10.0.2, 512 MiB guest, unix socket): downtime exceeded downtime-limit by at most ~110 ms
 # (vCPU stop + device state). Twice that is the slack; an ignored limit shows seconds. Holds on s390x (TCG, same
 # QEMU, 1 run): 13 ms of downtime.
@@ -42,27 +39,6 @@ DOWNTIME_SLACK_MS = 250.0
 # Half again is the tolerance. A limit read 1000× too large switches over after the first pass: 72.6 MiB, 5×.
 # s390x guest (TCG, 1 run): 0.96×, inside the x86 range, so one tolerance serves both arches.
 STOP_COPY_TOLERANCE = 0.5
-
-
-def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig, dirty_mibps: float) -> None:
-    """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused; check RAM and invariant."""
-    seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
-    if dirty_mibps:
-        workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=dirty_mibps))
-    migration = testbed.migrate(pair.source, pair.destination, config)
-    final = migration.wait_completed(COMPLETION_TIMEOUT)
-    testbed.artefacts.verdict(oracles.completed(final))
-    migration.finish()
-    testbed.artefacts.write_json("final-query-migrate", final)
-
-    comparison = compare_guest_ram(pair.source, pair.destination, pair.source.config.memory_mib * MiB,
-                                   testbed.workdir)
-    testbed.artefacts.write_json("ram-comparison", comparison)
-    testbed.artefacts.verdict(oracles.ram_identical(comparison))
-
-    pair.destination.qmp.cmd("cont")
-    check = workloads.seqcheck(pair.destination, seq)
-    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
 # Every test here that checks RAM or the guest after a live migration is exposed to a source that loses dirty
@@ -76,7 +52,8 @@ DIRTY_TLB_BUG = pytest.mark.known_bug("tcg-dirty-tlb")
                          ids=lambda r: f"dirty{r}MiBps")
 def test_precopy_completes_with_identical_ram_and_intact_guest(testbed: Testbed, paused_pair: Pair,
                                                                dirty_mibps: float) -> None:
-    precopy_with_integrity(testbed, paused_pair, MigrationConfig(parameters={"downtime-limit": 300, "max-bandwidth": BANDWIDTH}), dirty_mibps)
+    config = MigrationConfig(parameters={"downtime-limit": 300, "max-bandwidth": BANDWIDTH})
+    precopy_with_integrity(testbed, paused_pair, config, dirty_mibps)
 
 
 @DIRTY_TLB_BUG
@@ -105,18 +82,6 @@ def test_downtime_stays_within_downtime_limit(testbed: Testbed, pair: Pair) -> N
     testbed.artefacts.verdict(oracles.downtime_within(final.get("downtime"), limit_ms, DOWNTIME_SLACK_MS))
     testbed.artefacts.verdict(oracles.stop_copy_data_within(final.get("ram", {}).get("downtime-bytes"), bandwidth,
                                                             limit_ms, STOP_COPY_TOLERANCE))
-
-
-def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -> tuple[RunningWorkload, Migration]:
-    """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy."""
-    seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
-    workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=64))
-    config = MigrationConfig(capabilities={"postcopy-ram": True},
-                             parameters={"max-bandwidth": 32 * MiB, "max-postcopy-bandwidth": postcopy_bandwidth})
-    migration = testbed.migrate(pair.source, pair.destination, config)
-    migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
-    migration.start_postcopy()
-    return seq, migration
 
 
 @DIRTY_TLB_BUG

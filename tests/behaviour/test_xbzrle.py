@@ -4,12 +4,12 @@ With the `xbzrle` capability the source keeps a cache of pages it sent; a page s
 copy and only the changed runs go on the wire, which the destination applies to its own copy. Both copies must move
 in step: a delta computed against a stale cache corrupts the destination's page.
 
-Provoke: the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set (non-zero, changing data) flat out,
-seqinc adds one byte to every page of its own set; with a cache larger than both and a bandwidth far below the
-dirty rate, every pass after the first re-sends cached pages. After WINDOW_S the bandwidth and downtime-limit are
-lifted so that precopy converges to a paused destination with the dirtier still running: nothing talks to the
-guest while the migration loads the host (a first version stopped the dirtier over SSH there, and once the
-unmodified build lost that SSH session on 2 shared cores).
+Provoke (harness.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
+(non-zero, changing data) flat out, seqinc adds one byte to every page of its own set; with a cache larger than both
+and a bandwidth far below the dirty rate, every pass after the first re-sends cached pages. After WINDOW_S the
+bandwidth and downtime-limit are lifted so that precopy converges to a paused destination with the dirtier still
+running: nothing talks to the guest while the migration loads the host (a first version stopped the dirtier over
+SSH there, and once the unmodified build lost that SSH session on 2 shared cores).
 
 Oracles and what anchors each (docs/BEHAVIOURS.md):
   (1) completed, host RAM hashes equal (both sides paused), seqcheck — the guest's memory itself;
@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles, workloads
-from harness.analysis import counter_delta
-from harness.integrity import compare_guest_ram
+from harness import oracles
 from harness.migration import MigrationConfig
 from harness.pytest_plugin import Pair
+from harness.scenarios import resend_window
 from harness.testbed import Testbed
 from harness.units import MiB
-from harness.workloads import Dirty, SeqInc
 
-HOT_SET_MIB = 64
-SEQINC_MIB = 16
 CACHE = 256 * MiB           # holds the hot set, seqinc's pages and what else the guest dirties
-BANDWIDTH = 16 * MiB        # far below the dirtier's rate: no convergence while it runs
 WINDOW_S = 6.0              # after the second sync: every page in it has been sent once already
 PAGE = 4096
 # Calibration, QEMU 10.0.2 on TCG here, `make flake N=10` (10/10 passed): deltas 1.0 of the pages sent in every
@@ -48,47 +43,18 @@ PAGE = 4096
 MIN_DELTA_SHARE = 0.8
 MAX_DELTA_BYTES = 512
 MAX_WIRE_SHARE = 0.25
-COMPLETION_TIMEOUT = 180
-CONVERGE_BANDWIDTH = 1024 * MiB
-CONVERGE_DOWNTIME_MS = 5000    # threshold = throughput × 5 s ≫ what the 64 MiB hot set leaves dirty
+COUNTERS = ("xbzrle-cache.pages", "xbzrle-cache.bytes", "ram.normal", "ram.transferred")
 
 
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.needs(capabilities=["xbzrle"], parameters=["xbzrle-cache-size", "max-bandwidth", "downtime-limit"],
-                   fields=["xbzrle-cache.pages", "xbzrle-cache.bytes", "ram.normal", "ram.transferred"])
+                   fields=list(COUNTERS))
 def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: Testbed, paused_pair: Pair) -> None:
-    source, destination = paused_pair.source, paused_pair.destination
-    seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=1))
-    workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
-    config = MigrationConfig(capabilities={"xbzrle": True},
-                             parameters={"xbzrle-cache-size": CACHE, "max-bandwidth": BANDWIDTH,
-                                         "downtime-limit": 100})
-    migration = testbed.migrate(source, destination, config)
-    migration.wait_dirty_syncs(3, timeout=120)       # two passes done: the pages now being re-sent are cached
-    t_start = migration.series.samples["source"][-1]["t"]
-    migration.wait_until(t_start + WINDOW_S, f"{WINDOW_S:g}s of re-sending cached pages")
-    t_end = t_start + WINDOW_S
-    # The scenario's own end of the window: a limit the hot set fits in, so the next iteration switches over.
-    migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": CONVERGE_BANDWIDTH,
-                                                         "downtime-limit": CONVERGE_DOWNTIME_MS})
-    final = migration.wait_completed(COMPLETION_TIMEOUT)
-    series = migration.finish()
-
-    deltas = counter_delta(series, "xbzrle-cache.pages", t_start, t_end)
-    delta_bytes = counter_delta(series, "xbzrle-cache.bytes", t_start, t_end)
-    normal = counter_delta(series, "ram.normal", t_start, t_end)
-    wire = counter_delta(series, "ram.transferred", t_start, t_end)
+    config = MigrationConfig(capabilities={"xbzrle": True}, parameters={"xbzrle-cache-size": CACHE})
+    window = resend_window(testbed, paused_pair, config, COUNTERS, WINDOW_S)
+    deltas, delta_bytes, normal, wire = (window.counters[name] for name in COUNTERS)
     pages = deltas + normal
-    testbed.artefacts.write_json("window", {"t_start": t_start, "t_end": t_end, "xbzrle_pages": deltas,
-                                            "xbzrle_bytes": delta_bytes, "normal_pages": normal,
-                                            "transferred": wire, "final": final})
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
-    destination.qmp.cmd("cont")
-    check = workloads.seqcheck(destination, seq)
-    oracles.record_all(testbed.artefacts, [
-        oracles.completed(final),
-        oracles.ram_identical(comparison),
-        oracles.guest_invariant(check.passed, check.line),
+    oracles.record_all(testbed.artefacts, window.integrity_verdicts() + [
         oracles.at_least("pages sent as xbzrle deltas / pages sent", deltas / pages if pages else None,
                          MIN_DELTA_SHARE, anchor=f"mechanism: the hot set is cached; {deltas:.0f} deltas, "
                                                  f"{normal:.0f} whole pages in {WINDOW_S:g}s"),
