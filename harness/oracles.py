@@ -73,6 +73,13 @@ def completed(info: dict[str, Any]) -> Verdict:
                    else f"status {status}: {info.get('error-desc', 'no error description')}")
 
 
+def refused(info: dict[str, Any], message: str) -> Verdict:
+    """The migration failed with QEMU's own `message` in its error-desc: a refusal the test provoked."""
+    status, error = info.get("status"), info.get("error-desc") or ""
+    return Verdict(f"refused with {message!r}", status == "failed" and message in error, error or status, message,
+                   f"status {status}: {error or 'no error description'}")
+
+
 def ram_identical(comparison: RamComparison) -> Verdict:
     return Verdict("host RAM hashes equal", comparison.equal, comparison.differing_pages, 0, comparison.describe())
 

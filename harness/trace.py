@@ -22,6 +22,8 @@ _ARGS = {
         r"^exact pending size (?P<size>\d+) \(pre = (?P<pre>\d+) post=(?P<post>\d+)\)"),
     "migrate_pending_estimate": re.compile(
         r"^estimate pending size (?P<size>\d+) \(pre = (?P<pre>\d+) post=(?P<post>\d+)\)"),
+    # Once per multifd channel as a socket, and once more as a TLS channel when its handshake completed.
+    "multifd_set_outgoing_channel": re.compile(r"^ioc=\S+ ioctype=(?P<ioctype>\S+)"),
 }
 
 

@@ -34,3 +34,12 @@ def test_known_events_filter_and_missing_file(tmp_path: Path) -> None:
                       known_events=frozenset({"savevm_section_start"}))
     assert [r.name for r in log.records] == ["savevm_section_start"] and log.skipped == 1
     assert parse_file(tmp_path / "absent.log").records == []
+
+
+def test_multifd_channel_setup_names_its_channel_type_in_10_0_and_7_2_layouts() -> None:
+    log = parse_lines([
+        "1@1.0:multifd_set_outgoing_channel ioc=0x1 ioctype=qio-channel-socket hostname=127.0.0.1",
+        "1@1.1:multifd_set_outgoing_channel ioc=0x2 ioctype=qio-channel-tls hostname=127.0.0.1",
+        "1@1.2:multifd_set_outgoing_channel ioc=0x3 ioctype=qio-channel-tls hostname=127.0.0.1 err=(nil)",
+    ])
+    assert [r.fields["ioctype"] for r in log.records] == ["qio-channel-socket", "qio-channel-tls", "qio-channel-tls"]

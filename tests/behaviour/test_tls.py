@@ -1,0 +1,127 @@
+"""Migration over TLS: every channel is authenticated against the test's own CA, by the name tls-hostname gives.
+
+Both sides get a `tls-creds-x509` object (harness.tls: a CA made for the test; the destination a server
+certificate naming DESTINATION_HOSTNAME, the source a client certificate, which the destination verifies) and the
+`tls-creds` parameter; the source's `tls-hostname` names the destination. Migrations go over TCP to 127.0.0.1, so
+the URI's host never matches the certificate: only tls-hostname can make the handshake succeed.
+
+Oracles and what anchors each (docs/BEHAVIOURS.md):
+  (1) completed, RAM identical (host hashes, both sides paused) or seqcheck after postcopy — the guest's memory;
+  (2) TLS sessions on the source = the channels the migration opens (1 main, + multifd-channels, + the preempt
+      channel), no handshake error — mechanism: QEMU wraps every outgoing channel in TLS, read from the source's
+      own trace (migration_tls_outgoing_handshake_complete, multifd_set_outgoing_channel as qio-channel-tls,
+      postcopy_preempt_tls_handshake); that they
+      verified tls-hostname shows in (1) itself, as the certificate carries no other name;
+  (3) a source of another CA (which it trusts and which issued its own certificate) refuses the destination with
+      QEMU's message ("The certificate hasn't got a known issuer"), and a tls-hostname the certificate does not name is refused ("Certificate does not match the
+      hostname …") — QEMU's own verdict on certificates the test made wrong on purpose; the refusal is declared
+      (Outcome.FAILED), so the failure is the expected result, never a fault.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import oracles, workloads
+from harness.migration import MigrationConfig, Outcome
+from harness.pytest_plugin import Pair
+from harness.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
+from harness.testbed import Testbed
+from harness.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
+from harness.trace import parse_file
+from harness.units import MiB
+
+# What counts each channel's TLS session (10.0's multifd_tls_outgoing_handshake_complete is never emitted: a
+# multifd channel whose handshake completed is set up again as a qio-channel-tls instead).
+HANDSHAKE_ERRORS = ("migration_tls_outgoing_handshake_error", "multifd_tls_outgoing_handshake_error",
+                    "multifd_new_send_channel_async_error")
+TRACE_EVENTS = ("migration_tls_outgoing_handshake_complete", "multifd_set_outgoing_channel",
+                "postcopy_preempt_tls_handshake", *HANDSHAKE_ERRORS)
+CHANNELS = 2
+NEEDS = pytest.mark.needs(parameters=["tls-creds", "tls-hostname"], trace_events=TRACE_EVENTS)
+GUEST = pytest.mark.guest(trace_events=TRACE_EVENTS)
+
+
+def over_tls(testbed: Testbed, pair: Pair, hostname: str = DESTINATION_HOSTNAME, rogue_ca: bool = False,
+             expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
+    """Credentials on both sides and the TLS parameters. `rogue_ca`: the source belongs to another CA, which it
+    trusts and which issued its own certificate (QEMU checks a side's own certificate against its CA when the
+    credentials are created), so neither side knows the other's issuer."""
+    ca = Authority.create("migration test CA")
+    source_ca = Authority.create("some other CA") if rogue_ca else ca
+    try:
+        add_creds(pair.destination, write_endpoint_dir(testbed.workdir / "tls-destination", ca, "server"),
+                  "server")
+        add_creds(pair.source, write_endpoint_dir(testbed.workdir / "tls-source", source_ca, "client"),
+                  "client")
+    except TlsUnavailable as unavailable:
+        pytest.skip(str(unavailable))
+    return MigrationConfig(capabilities=capabilities, transport="tcp",
+                           parameters={"tls-creds": CREDS_ID, "tls-hostname": hostname},
+                           source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
+
+
+def handshake_verdicts(pair: Pair, main: int = 1, multifd: int = 0, preempt: int = 0) -> list[oracles.Verdict]:
+    """TLS sessions per channel kind on the source, from its trace, against the channels the migration opens, and
+    no handshake error. (The trace's hostname arguments are the URI's host, traced before tls-hostname replaces
+    it; the name verified shows in the outcome instead: the certificate names only DESTINATION_HOSTNAME.)"""
+    trace = parse_file(pair.source.files.trace)
+    sessions = {
+        "main channel handshakes completed": (trace.count("migration_tls_outgoing_handshake_complete"), main),
+        "multifd channels set up over TLS": (sum(r.fields.get("ioctype") == "qio-channel-tls"
+                                                 for r in trace.named("multifd_set_outgoing_channel")), multifd),
+        "preempt channel handshakes": (trace.count("postcopy_preempt_tls_handshake"), preempt),
+    }
+    verdicts = [oracles.equals(name, measured, expected, why="mechanism: one TLS session per channel opened")
+                for name, (measured, expected) in sessions.items()]
+    errors = [r.name + " " + r.args for r in trace.named(*HANDSHAKE_ERRORS)]
+    verdicts.append(oracles.equals("TLS handshake errors on the source", errors, []))
+    return verdicts
+
+
+@pytest.mark.known_bug("tcg-dirty-tlb")
+@NEEDS
+@GUEST
+@pytest.mark.parametrize("channels", [0, CHANNELS], ids=["precopy", "multifd"])
+def test_precopy_over_tls_authenticates_every_channel_and_keeps_ram_identical(testbed: Testbed, paused_pair: Pair,
+                                                                              channels: int) -> None:
+    config = over_tls(testbed, paused_pair, multifd=bool(channels))
+    if channels:
+        config = config.with_parameters(multifd_channels=channels)
+    precopy_with_integrity(testbed, paused_pair, config.with_parameters(max_bandwidth=128 * MiB), dirty_mibps=16)
+    oracles.record_all(testbed.artefacts, handshake_verdicts(paused_pair, multifd=channels))
+
+
+@pytest.mark.known_bug("tcg-dirty-tlb")
+@pytest.mark.needs_userfaultfd
+@NEEDS
+@GUEST
+@pytest.mark.parametrize("preempt", [False, True], ids=["postcopy", "postcopy-preempt"])
+def test_postcopy_over_tls_completes_with_intact_guest(testbed: Testbed, pair: Pair, preempt: bool) -> None:
+    config = over_tls(testbed, pair, **({"postcopy-preempt": True} if preempt else {}))
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=32 * MiB, config=config)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    check = workloads.seqcheck(pair.destination, seq)
+    oracles.record_all(testbed.artefacts, [
+        oracles.completed(final),
+        oracles.went_through(migration.series, ["postcopy-active"]),
+        oracles.guest_invariant(check.passed, check.line),
+        *handshake_verdicts(pair, preempt=int(preempt)),
+    ])
+
+
+@NEEDS
+@pytest.mark.parametrize("wrong, message", [
+    ("ca", "The certificate hasn't got a known issuer"),
+    ("hostname", "Certificate does not match the hostname elsewhere.migration.test"),
+], ids=["wrong-ca", "wrong-hostname"])
+def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair: Pair, wrong: str,
+                                                          message: str) -> None:
+    config = over_tls(testbed, pair, rogue_ca=wrong == "ca", expect=Outcome.FAILED,
+                      hostname="elsewhere.migration.test" if wrong == "hostname" else DESTINATION_HOSTNAME)
+    migration = testbed.migrate(pair.source, pair.destination, config)
+    final = migration.wait_outcome(60)
+    migration.finish()
+    oracles.record_all(testbed.artefacts, [oracles.refused(final, message),
+                                           oracles.still_running(pair.source, "the refused handshake")])
