@@ -152,6 +152,7 @@ class Disk:
 class MachineConfig:
     arch: ArchSpec
     accel: str = "tcg"
+    accel_properties: tuple[str, ...] = ()   # e.g. ("dirty-ring-size=4096",): -accel kvm,dirty-ring-size=4096
     memory_mib: int = 512
     cpus: int = 1
     machine_type: str | None = None      # None: the arch's alias (q35)
@@ -213,7 +214,7 @@ class Machine:
         args = [*cfg.wrapper, *self.binary.base_args(),
                 "-name", f"{self.name},debug-threads=on",
                 "-machine", cfg.machine_type or arch.machine,
-                "-accel", cfg.accel,
+                "-accel", ",".join((cfg.accel, *cfg.accel_properties)),
                 "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
                 "-smp", str(cfg.cpus),
                 "-nodefaults", "-no-user-config", "-display", "none",

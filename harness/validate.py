@@ -5,12 +5,15 @@ Every regressions/*.patch names, in its header, what it breaks and which tests m
     Description: one line
     Guards: the behaviour (B0..B4, basics)
     Tests: tests/behaviour/test_x.py::test_y [more node ids, space separated; may continue on `Tests:` lines]
+    Needs-accel: kvm   (optional: a behaviour only that accelerator has, e.g. dirty-limit's KVM dirty ring)
 
 For every patch the variant QEMU is built by qemu-build/build.sh, then the guarding tests run against it; the pristine build runs the union of all tests.
 Everything is for one target arch (--arch: the QEMU built, and the guest pytest boots), x86_64 by default;
 `--only B0,B4` selects the patches that guard B0 or B4 (or whose name contains a word).
 A patch is caught when at least one of its tests fails (or errors) on the variant and passed on the pristine build;
-it is missed when all pass, skip or xfail. Prints the patch × test matrix and writes it as JSON.
+it is missed when all pass, skip or xfail. Prints the patch × test matrix and writes it as JSON. A patch whose
+`Needs-accel` is not this validation's accelerator (--accel: tcg, the default, or kvm on a KVM host) is listed as
+not judged, with why, and neither built nor run: its tests would only skip.
 
 Exit status: 0 every patch caught and every pristine test passed; 1 a patch missed or a pristine test did not pass
 (failed, errored, skipped, xfailed or did not run: a test that did not pass on the unmodified build proves nothing
@@ -50,6 +53,7 @@ class Regression:
     guards: str
     tests: tuple[str, ...]
     exploratory: bool = False     # `Exploratory: yes`: reported when it escapes, but not a validation failure
+    needs_accel: str | None = None  # `Needs-accel: kvm`: judged only by a validation on that accelerator
 
     @property
     def variant(self) -> str:
@@ -95,7 +99,7 @@ def parse_header(patch: Path) -> Regression:
     if missing:
         raise ValueError(f"{patch}: header lacks {', '.join(missing)}")
     return Regression(patch, fields["Description"], fields["Guards"], tuple(tests),
-                      fields.get("Exploratory", "no").lower().startswith("y"))
+                      fields.get("Exploratory", "no").lower().startswith("y"), fields.get("Needs-accel") or None)
 
 
 def load_regressions(directory: Path) -> list[Regression]:
@@ -196,18 +200,18 @@ def read_run(pytest_exit: int, junit: Path, error_line: str = "") -> tuple[dict[
 
 
 def pytest_argv(binary: Path, tests: list[str], artefacts: Path, junit: Path, pytest_args: list[str],
-                arch: str = DEFAULT_ARCH) -> list[str]:
-    """One variant's pytest run: its binary, on TCG, with the guest of `arch`."""
-    return [sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(binary), "--accel", "tcg", "--arch", arch,
+                arch: str = DEFAULT_ARCH, accel: str = "tcg") -> list[str]:
+    """One variant's pytest run: its binary, on `accel`, with the guest of `arch`."""
+    return [sys.executable, "-m", "pytest", *tests, "--qemu-binary", str(binary), "--accel", accel, "--arch", arch,
             "--artefacts", str(artefacts), f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", *pytest_args]
 
 
 def run_tests(variant: str, binary: Path, tests: list[str], artefacts: Path, pytest_args: list[str],
-              arch: str = DEFAULT_ARCH) -> VariantRun:
+              arch: str = DEFAULT_ARCH, accel: str = "tcg") -> VariantRun:
     junit = artefacts / f"{variant}.junit.xml"
     # A JUnit file left by an earlier run must never be read as this run's result.
     junit.unlink(missing_ok=True)
-    args = pytest_argv(binary, tests, artefacts / variant, junit, pytest_args, arch)
+    args = pytest_argv(binary, tests, artefacts / variant, junit, pytest_args, arch, accel)
     print(f"[validate] {variant} ({arch}): running {len(tests)} test(s)", flush=True)
     start = time.monotonic()
     code, error_line = run_pytest(args)
@@ -240,6 +244,11 @@ def verdict_for(run: VariantRun, selector: str) -> str:
 def _reason(run: VariantRun, selector: str) -> str:
     reasons = sorted({m for t, m in run.messages.items() if matches(t, selector)})
     return f" ({reasons[0].splitlines()[0][:120]})" if reasons else ""
+
+
+def not_judged_line(regression: Regression, accel: str) -> str:
+    return (f"[validate] not judged: {regression.variant} needs {regression.needs_accel} (this validation runs "
+            f"{accel}); run `make validate VALIDATE_ARGS='--accel {regression.needs_accel}'` where it is real")
 
 
 def render(regressions: list[Regression], runs: dict[str, VariantRun], pristine_tests: list[str]) -> tuple[str, bool]:
@@ -299,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="only patches guarding one of these behaviours or whose name contains one "
                              "(comma-separated, repeatable: --only B0,B4)")
+    parser.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
+                        help="accelerator of every run (default: %(default)s); patches with another Needs-accel "
+                             "are listed as not judged")
     parser.add_argument("--no-build", action="store_true", help="use the variants already built")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     options = parser.parse_args(argv)
@@ -309,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     regressions = load_regressions(options.regressions)
     if options.only:
         regressions = [r for r in regressions if selected(r, options.only)]
+    not_judged = [r for r in regressions if r.needs_accel not in (None, options.accel)]
+    regressions = [r for r in regressions if r not in not_judged]
+    for regression in not_judged:
+        print(not_judged_line(regression, options.accel), flush=True)
     if not any(r.tests for r in regressions):
         # Without a test id pytest would run its whole default selection: nothing here could judge a patch.
         print(f"[validate] could not run: no patch {'matching --only ' if options.only else ''}names a test "
@@ -328,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(PRISTINE, pristine_tests)] + [(r.variant, list(r.tests)) for r in regressions if r.tests]
     for variant, tests in plan:
         run = runs[variant] = run_tests(variant, options.variants / variant / ARCHES[arch].qemu_binary, tests,
-                                        options.artefacts, options.pytest_args, arch)
+                                        options.artefacts, options.pytest_args, arch, options.accel)
         if run.could_not_run:
             # A run that did not happen is neither a catch nor a pristine pass, and the next ones would most
             # likely fail the same way (bad option, broken image): stop and say so.
@@ -338,13 +354,15 @@ def main(argv: list[str] | None = None) -> int:
             print(stop_line(run), flush=True)
             return COULD_NOT_RUN
     table, ok = render(regressions, runs, pristine_tests)
-    print("\n" + table)
+    print("\n" + "\n".join([table, *(not_judged_line(r, options.accel) for r in not_judged)]))
     result: dict[str, Any] = {
         "ok": ok, "arch": arch, "seconds": time.monotonic() - started,
         "regressions": [{"patch": r.patch.name, "description": r.description, "guards": r.guards,
-                         "exploratory": r.exploratory,
+                         "exploratory": r.exploratory, "judged": True,
                          "tests": {t: verdict_for(runs[r.variant], t) for t in r.tests} if r.variant in runs else {}}
-                        for r in regressions],
+                        for r in regressions] + [
+            {"patch": r.patch.name, "description": r.description, "guards": r.guards, "judged": False,
+             "why": f"needs {r.needs_accel}, this validation runs {options.accel}"} for r in not_judged],
         "runs": {name: run.__dict__ for name, run in runs.items()},
     }
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -100,3 +100,11 @@ def test_auto_for_an_x86_guest_on_an_s390x_host_is_tcg_without_a_probe(tmp_path:
                                 image(tmp_path, "x86_64"), tmp_path)
     assert choice == accel.AccelChoice("tcg", "guest arch x86_64 differs from host arch s390x")
     assert s390x_host_with_kvm == []
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_accelerator_properties_follow_the_accelerator_on_its_option(tmp_path: Path, arch: str) -> None:
+    """dirty-limit's guest: `-accel kvm,dirty-ring-size=4096`, and still the host CPU (the accelerator is kvm)."""
+    config = MachineConfig(arch=arch_spec(arch), accel="kvm", accel_properties=("dirty-ring-size=4096",))
+    args = command_line(tmp_path, config, arch)
+    assert option(args, "-accel") == ["kvm,dirty-ring-size=4096"] and option(args, "-cpu") == ["host"]

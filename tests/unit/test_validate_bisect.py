@@ -295,3 +295,32 @@ def test_validate_refuses_an_arch_it_cannot_build(capsys) -> None:
         validate.main(["--arch", "sparc", "--no-build"])
     assert stop.value.code == 2
     assert "invalid choice: 'sparc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("accel, judged", [("tcg", ["P0"]), ("kvm", ["P0", "KVM"])])
+def test_a_patch_needing_kvm_is_judged_only_by_a_kvm_validation(tmp_path, monkeypatch, capsys, accel,
+                                                                judged) -> None:
+    directory = tmp_path / "regressions"
+    directory.mkdir()
+    (directory / "P0.patch").write_text("Description: d\nGuards: B0\nTests: tests/x.py::test_a\n\ndiff --git a/x b/x\n")
+    (directory / "KVM.patch").write_text("Description: d\nGuards: dirty-limit\nNeeds-accel: kvm\n"
+                                         "Tests: tests/x.py::test_b\n\ndiff --git a/x b/x\n")
+    calls: list[list[str]] = []
+
+    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
+        calls.append(args)
+        pristine = "pristine" in path.name
+        return (0 if pristine else 1), lambda p: junit(p, test_a=PASSED if pristine else FAILED,
+                                                       test_b=PASSED if pristine else FAILED)
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
+    code = validate.main(["--regressions", str(directory), "--variants", str(tmp_path / "variants"),
+                          "--artefacts", str(tmp_path / "art"), "--no-build", "--accel", accel])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert {c[c.index("--accel") + 1] for c in calls} == {accel}
+    assert sorted(Path(c[c.index("--qemu-binary") + 1]).parent.name for c in calls) == sorted(["pristine", *judged])
+    not_judged = ("[validate] not judged: KVM needs kvm (this validation runs tcg); run "
+                  "`make validate VALIDATE_ARGS='--accel kvm'` where it is real")
+    assert (not_judged in out) == (accel == "tcg")
+    result = json.loads((tmp_path / "art" / "validate.json").read_text())
+    assert [r["judged"] for r in result["regressions"]] == [True] * (len(judged)) + [False] * (accel == "tcg")
