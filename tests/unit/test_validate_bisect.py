@@ -324,3 +324,14 @@ def test_a_patch_needing_kvm_is_judged_only_by_a_kvm_validation(tmp_path, monkey
     assert (not_judged in out) == (accel == "tcg")
     result = json.loads((tmp_path / "art" / "validate.json").read_text())
     assert [r["judged"] for r in result["regressions"]] == [True] * (len(judged)) + [False] * (accel == "tcg")
+
+
+@pytest.mark.parametrize("patch", sorted((REPO / "regressions").glob("*.patch")), ids=lambda p: p.stem)
+def test_every_regression_names_tests_that_exist(patch: Path) -> None:
+    """A renamed test must not leave a patch pointing nowhere (validate would stop with a usage error)."""
+    regression = validate.parse_header(patch)
+    assert regression.tests, f"{patch.name} names no test"
+    for selector in regression.tests:
+        path, _, name = selector.partition("::")
+        source = (REPO / path).read_text()
+        assert not name or f"def {name.split('[')[0]}(" in source, f"{patch.name}: no {selector}"
