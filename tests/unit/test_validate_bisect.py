@@ -240,16 +240,21 @@ def two_behaviours(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("arch, variants", [("x86_64", "variants"), ("s390x", "variants-s390x")])
-def test_validate_builds_and_runs_every_variant_for_its_arch(tmp_path, two_behaviours, monkeypatch, capsys, arch,
-                                                             variants) -> None:
-    calls: list[list[str]] = []
+def every_variant_caught(calls: list[list[str]]) -> Any:
+    """A pytest stand-in: test_a and test_b pass on pristine and fail on every variant; each argv is recorded."""
     def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
         calls.append(args)
         pristine = "pristine" in path.name
         return (0 if pristine else 1), lambda p: junit(p, test_a=PASSED if pristine else FAILED,
                                                        test_b=PASSED if pristine else FAILED)
-    fake = fake_subprocess(behaviour)
+    return behaviour
+
+
+@pytest.mark.parametrize("arch, variants", [("x86_64", "variants"), ("s390x", "variants-s390x")])
+def test_validate_builds_and_runs_every_variant_for_its_arch(tmp_path, two_behaviours, monkeypatch, capsys, arch,
+                                                             variants) -> None:
+    calls: list[list[str]] = []
+    fake = fake_subprocess(every_variant_caught(calls))
     builds: list[list[str]] = []
     run_pytest_or_build = fake.run
     def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -306,13 +311,7 @@ def test_a_patch_needing_kvm_is_judged_only_by_a_kvm_validation(tmp_path, monkey
     (directory / "KVM.patch").write_text("Description: d\nGuards: dirty-limit\nNeeds-accel: kvm\n"
                                          "Tests: tests/x.py::test_b\n\ndiff --git a/x b/x\n")
     calls: list[list[str]] = []
-
-    def behaviour(args: list[str], path: Path) -> tuple[int, Any]:
-        calls.append(args)
-        pristine = "pristine" in path.name
-        return (0 if pristine else 1), lambda p: junit(p, test_a=PASSED if pristine else FAILED,
-                                                       test_b=PASSED if pristine else FAILED)
-    monkeypatch.setattr(validate, "subprocess", fake_subprocess(behaviour))
+    monkeypatch.setattr(validate, "subprocess", fake_subprocess(every_variant_caught(calls)))
     code = validate.main(["--regressions", str(directory), "--variants", str(tmp_path / "variants"),
                           "--artefacts", str(tmp_path / "art"), "--no-build", "--accel", accel])
     out = capsys.readouterr().out
