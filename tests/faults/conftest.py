@@ -9,7 +9,6 @@ created, so a concurrent run by someone else on the same host is never mistaken 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator
 
 import pytest
