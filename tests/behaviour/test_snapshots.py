@@ -1,9 +1,10 @@
 """Snapshots: a saved state restores an intact guest, and it is the state of the moment it was taken.
 
 Two ways to save a running guest:
-  - `background-snapshot` (a migration to a file while the guest keeps running): QEMU stops the vCPUs once,
+  - `background-snapshot` (a migration while the guest keeps running, here straight into a destination QEMU that
+    loads it, which also works with a QEMU without `file:` URIs, such as 7.2): QEMU stops the vCPUs once,
     saves the devices, write-protects guest RAM with userfaultfd and resumes them; from then on a page is saved
-    before the guest's first write to it, so the file holds the RAM of that moment, however long the save takes;
+    before the guest's first write to it, so the stream holds the RAM of that moment, however long the save takes;
   - `snapshot-save` / `snapshot-load` (jobs; internal snapshots in a qcow2 image, VM state included): the guest is
     stopped while it is saved, and a load brings back that one snapshot, by its tag.
 
@@ -38,6 +39,7 @@ import pytest
 from harness import oracles, workloads
 from harness.machine import Disk, Machine
 from harness.migration import MigrationConfig, wait_runstate
+from harness.pytest_plugin import Pair
 from harness.testbed import Testbed
 from harness.units import MiB
 from harness.workloads import Dirty, SeqInc
@@ -55,23 +57,20 @@ MARKER = "/dev/shm/written-after-the-snapshot-began"
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["background-snapshot"])
-def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Testbed, guest: Machine) -> None:
-    workloads.start(guest, Dirty(size_mib=BALLAST_MIB, rate_mibps=1, prefill=True))
-    seq = workloads.start(guest, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
+def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Testbed, pair: Pair) -> None:
+    source, restored_on = pair.source, pair.destination
+    workloads.start(source, Dirty(size_mib=BALLAST_MIB, rate_mibps=1, prefill=True))
+    seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     config = MigrationConfig(capabilities={"background-snapshot": True},
-                             parameters={"max-bandwidth": SNAPSHOT_BANDWIDTH}, transport="file")
-    events_before = len(guest.qmp.events)
-    migration = testbed.migrate(guest, None, config, name="snapshot")
+                             parameters={"max-bandwidth": SNAPSHOT_BANDWIDTH})
+    events_before = len(source.qmp.events)
+    migration = testbed.migrate(source, restored_on, config, name="snapshot")
     # The snapshot's moment: the vCPUs stop once (devices saved, RAM write-protected) and RESUME.
-    guest.qmp.wait_event(lambda e: e.name == "RESUME", SNAPSHOT_TIMEOUT, since=events_before,
-                         what="RESUME after the snapshot's stop")
-    guest.shell.run(f"echo after > {MARKER}")
+    source.qmp.wait_event(lambda e: e.name == "RESUME", SNAPSHOT_TIMEOUT, since=events_before,
+                          what="RESUME after the snapshot's stop")
+    source.shell.run(f"echo after > {MARKER}")
     still_saving = migration.status()
     final = migration.wait_completed(SNAPSHOT_TIMEOUT)
-
-    restored_on = testbed.incoming(guest, name="restored")
-    migration.restore_into(restored_on)
-    migration.wait_status({"completed"}, SNAPSHOT_TIMEOUT, "destination")
     migration.finish()
     wait_runstate(restored_on, {"running"}, 30)
     restored = workloads.seqcheck(restored_on, seq)
@@ -80,7 +79,7 @@ def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Te
                                               "marker_in_restored_guest": marker, "final": final})
     oracles.record_all(testbed.artefacts, [
         oracles.completed(final),
-        oracles.still_running(guest, "the background snapshot"),
+        oracles.still_running(source, "the background snapshot"),
         oracles.equals("snapshot still saving when the marker was written", still_saving, "active",
                        why="the marker must land after the snapshot's moment and before its end"),
         oracles.guest_invariant(restored.passed, restored.line),
