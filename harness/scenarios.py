@@ -31,10 +31,11 @@ DIRTY_MIB = 128
 COMPLETION_TIMEOUT = 120.0
 
 
-def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig, dirty_mibps: float) -> Migration:
+def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
+                           dirty_mibps: float) -> dict[str, Any]:
     """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused (`paused_pair`); record and
-    assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the migration
-    (finished) for the test's own oracles."""
+    assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the source's
+    final query-migrate, for the test's own oracles."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     if dirty_mibps:
         workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=dirty_mibps))
@@ -52,7 +53,7 @@ def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
     pair.destination.qmp.cmd("cont")
     check = workloads.seqcheck(pair.destination, seq)
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
-    return migration
+    return final
 
 
 def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
