@@ -210,10 +210,12 @@ class Migration:
     def __init__(self, source: Machine, destination: Machine | None, config: MigrationConfig, workdir: Path,
                  name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,
                  on_finish: Callable[["Migration"], None] | None = None,
-                 on_note: Callable[[str, Any], None] | None = None) -> None:
+                 on_note: Callable[[str, Any], None] | None = None, tcp_host: str = "127.0.0.1") -> None:
         self.source, self.destination, self.config, self.workdir, self.name = (
             source, destination, config, workdir, name)
         self.hz = hz
+        # Where the destination listens for tcp: its loopback, or its address on a link (harness.netns).
+        self.tcp_host = tcp_host
         # For tcp this is the listen address (port 0) until the destination has bound and reported its port.
         self.uri = self._make_uri(config.transport)
         self.sampler: Sampler | None = None
@@ -230,7 +232,7 @@ class Migration:
         if transport == "tcp":
             # Bound by the destination itself (port 0), never probed here and bound later: no race with another
             # run taking the port in between. The real port is read back from query-migrate (see _bound_uri).
-            return "tcp:127.0.0.1:0"
+            return f"tcp:{self.tcp_host}:0"
         if transport == "file":
             return f"file:{self.workdir / f'{self.name}{suffix}.img'}"
         raise ValueError(f"unknown migration transport {transport!r}")
@@ -566,6 +568,10 @@ class Migration:
         """Break a postcopy migration's channel on purpose; both sides must enter postcopy-paused."""
         self.series.mark("migrate-pause")
         self.source.qmp.cmd("migrate-pause", oob=True)
+        self.wait_paused(timeout)
+
+    def wait_paused(self, timeout: float) -> None:
+        """Wait for both sides to enter postcopy-paused (after migrate-pause, or a link the scenario cut)."""
         self.wait_status({"postcopy-paused"}, timeout, "source")
         if self.destination is not None:
             self.wait_status({"postcopy-paused"}, timeout, "destination")
