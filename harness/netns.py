@@ -235,6 +235,11 @@ def parse_iperf3(text: str) -> float:
     return float(data["end"]["sum_received"]["bits_per_second"])
 
 
+def parse_tx_bytes(text: str) -> int:
+    """`ip -j -s link show dev X` → X's transmitted bytes."""
+    return int(json.loads(text)[0]["stats64"]["tx"]["bytes"])
+
+
 @dataclass(frozen=True)
 class LinkMeasurement:
     """The link as measured before the QEMUs start: ping RTT (iputils-ping, source → destination) and TCP
@@ -313,7 +318,8 @@ class Link:
 
     def cut(self) -> None:
         """Take the link down (the source's end: the peer loses its carrier too). Nothing is sent or received
-        over it until restore(); each side's TCP notices when its retransmissions run out (set_tcp_retries)."""
+        over it until restore(): a side's TCP notices only when its retransmissions of unacknowledged data run
+        out (set_tcp_retries); a side that sends nothing notices nothing."""
         run(link_state_command(self.source_ns, up=False))
         self.cut_count += 1
 
@@ -321,11 +327,18 @@ class Link:
         """Bring the link back up; the addresses and qdiscs stayed on the devices, the routes come back with it."""
         run(link_state_command(self.source_ns, up=True))
 
+    def sent_bytes(self, side: str) -> int:
+        """Bytes `side`'s end of the veth has sent so far (its tx counter: the migration stream, the return path,
+        and before the QEMUs the measurement's traffic)."""
+        out = run(["ip", "-n", self.namespace(side), "-j", "-s", "link", "show", "dev", DEVICE]).stdout
+        return parse_tx_bytes(out)
+
     def set_tcp_retries(self, retries: int) -> None:
         """net.ipv4.tcp_retries2 in both namespaces (it is per namespace): how many retransmissions a TCP
-        connection makes before giving up on a silent peer. The default 15 means ~15 minutes."""
+        connection makes before it gives up on a silent peer. The default 15 is ~15 minutes; 3 is ~3 s at the
+        200 ms minimum RTO, a host tuned to notice a dead link."""
         for ns in (self.source_ns, self.destination_ns):
-            run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.ipv4.tcp_retries2={retries}"])
+            run([*exec_prefix(ns), "sysctl", "-q", "-w", f"net.ipv4.tcp_retries2={retries}"])
 
     def measure(self, pings: int = 20, iperf_seconds: float = 2.0) -> LinkMeasurement:
         """Ping RTT and iperf3 throughput, source → destination; call before the QEMUs start (iperf3 fills the

@@ -25,6 +25,10 @@ from .report import Artefacts
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 512
+# Over a link (harness.netns): the destination's first migration port, and how many ports each migration may use
+# (its listener plus one per recovery).
+MIGRATION_PORT = 4444
+PORTS_PER_MIGRATION = 10
 BOOT_TIMEOUT = 60.0
 
 
@@ -119,14 +123,19 @@ class Testbed:
         """A Migration registered with the test (recorded, finished at teardown), not started: for a test that
         configures or expects a refusal before `start()`. `migrate()` is this plus `start()`. Its sockets and files
         go in the test's work dir unless `workdir` names another (e.g. a small filesystem the test mounted)."""
-        tcp_host = "127.0.0.1"
+        tcp: dict[str, Any] = {}
         if self.link is not None and destination is not None:
-            tcp_host = self.link.address("destination")
+            # A fixed port, each migration of the test its own range: only this test's QEMUs listen in the link's
+            # destination namespace, so none can be taken. Needed with recovery: after migrate-recover the
+            # destination's main loop may be blocked on a page until the source is back, so query-migrate could
+            # not tell which port a port-0 listener bound.
+            tcp = {"tcp_host": self.link.address("destination"),
+                   "tcp_port": MIGRATION_PORT + PORTS_PER_MIGRATION * len(self.migrations)}
             if config.transport == "unix":
                 config = dataclasses.replace(config, transport="tcp")
         migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
                               on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
-                              on_note=self.artefacts.write_json, tcp_host=tcp_host)
+                              on_note=self.artefacts.write_json, **tcp)
         self.migrations.append(migration)
         return migration
 
