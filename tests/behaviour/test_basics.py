@@ -18,6 +18,8 @@ Oracles and what anchors each (#16 audit: none of these compares two arms of one
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 
 from harness import oracles, workloads
@@ -44,8 +46,10 @@ DOWNTIME_SLACK_MS = 250.0
 STOP_COPY_TOLERANCE = 0.5
 
 
-def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig, dirty_mibps: float) -> None:
-    """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused; check RAM and invariant."""
+def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig,
+                           dirty_mibps: float) -> dict[str, Any]:
+    """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused; check RAM and invariant.
+    Returns the source's final query-migrate."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     if dirty_mibps:
         workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=dirty_mibps))
@@ -63,6 +67,7 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
     pair.destination.qmp.cmd("cont")
     check = workloads.seqcheck(pair.destination, seq)
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return final
 
 
 # Every test here that checks RAM or the guest after a live migration is exposed to a source that loses dirty
@@ -167,11 +172,18 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
 def test_postcopy_recovers_after_pause(testbed: Testbed, pair: Pair) -> None:
+    postcopy_recovers(testbed, pair, Migration.pause)
+
+
+def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None]) -> None:
+    """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
+    sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
+    with the guest's invariant intact."""
     seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
     migration.wait_status({"postcopy-active"}, 30)
     migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
                    "2 MiB sent in postcopy")
-    migration.pause()
+    interrupt(migration)
     migration.recover()
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     migration.finish()
