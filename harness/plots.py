@@ -445,18 +445,18 @@ def plot_latency_distributions(path: Path, title: str, runs: Mapping[str, Sequen
 
 
 def plot_stalls_vs_rtt(path: Path, title: str, curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]]) -> None:
-    """Stall p50 (dotted) and p99 (solid) in link round trips against the link's round trip, one colour per arm
-    (harness.latency.stall_curves). Log scales: round trips and stalls both span orders of magnitude."""
+    """Stall p50 (dotted, circles) and p99 (solid, squares) in link round trips against the link's round trip, one
+    colour per arm (harness.latency.stall_curves). Log scales: round trips and stalls span orders of magnitude."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (arm, stats) in enumerate(sorted(curves.items())):
-        for stat, style in (("p50", ":"), ("p99", "-")):
+        for stat, style, marker in (("p50", ":", "o"), ("p99", "-", "s")):
             points = list(stats.get(stat, ()))
             if points:
-                ax.plot([x for x, _ in points], [y for _, y in points], ls=style, marker="o", color=f"C{i}",
+                ax.plot([x for x, _ in points], [y for _, y in points], ls=style, marker=marker, color=f"C{i}",
                         label=f"{arm} {stat}")
     ax.set_xscale("log")
     ax.set_yscale("log")
