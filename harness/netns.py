@@ -449,11 +449,11 @@ def netem_available() -> HostCapability:
 def usable() -> HostCapability:
     """Namespaces can be made here: root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2's `ip` and `tc`."""
     if os.geteuid() != 0:
-        return HostCapability(False, "--topology netns makes network namespaces: run as root")
+        return HostCapability(False, "network namespaces (--topology netns, `link` tests) need root")
     missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
     if missing:
-        return HostCapability(False, f"--topology netns needs {' and '.join(missing)} (package iproute2: "
-                                     "make setup)")
+        return HostCapability(False, f"network namespaces (--topology netns, `link` tests) need "
+                                     f"{' and '.join(missing)} (package iproute2: make setup)")
     return HostCapability(True, "network namespaces available")
 
 

@@ -353,7 +353,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any(_uses(item, ARTEFACT_FIXTURES) for item in session.items):
         _check_artefacts_dir(config)
     if any(_uses(item, LINK_FIXTURES) for item in session.items):
-        link_options(config, needs_netns=any(_wants_link(item) for item in session.items))
+        # Only an explicit --topology netns makes namespaces a requirement of the session; a test's own `link`
+        # marker, where they cannot be made (not root), is a skip of that test.
+        link_options(config, needs_netns=config.getoption("--topology") == "netns")
     needs = any(item.get_closest_marker("needs") for item in session.items)
     if needs or any(_uses(item, QEMU_FIXTURES) for item in session.items):
         setup = config.stash[SETUP_KEY] = resolve_session(config, probe_features=needs)
@@ -653,11 +655,14 @@ def link(artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[netns
     --topology netns or a `link` marker, a link of the test's own (harness.netns): two fresh namespaces joined by a
     veth pair, shaped by the marker and --link-* options, measured (ping RTT, iperf3 throughput) before any QEMU
     starts and recorded with its configuration in link.json; deleted after the test, whatever happened. Delay or
-    loss on a kernel without netem, or no ping/iperf3, skip the test with the reason."""
+    loss on a kernel without netem, no ping/iperf3, or (for a `link` marker) no way to make namespaces, skip the
+    test with the reason."""
     if not _wants_link(request.node):
         yield None
         return
-    shaping = link_options(request.config, needs_netns=True)
+    shaping = link_options(request.config, needs_netns=False)
+    if not (usable := netns.usable()).available:
+        pytest.skip(usable.reason)
     marker = request.node.get_closest_marker("link")
     if marker is not None:
         shaping = netns.shaping_from(**marker.kwargs, base=shaping)

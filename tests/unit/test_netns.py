@@ -150,10 +150,12 @@ def test_the_stall_vs_rtt_plot_draws_synthetic_curves_and_an_empty_set(tmp_path:
 
 def test_without_root_or_tools_the_reason_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
-    assert netns.usable() == netns.HostCapability(False, "--topology netns makes network namespaces: run as root")
+    assert netns.usable() == netns.HostCapability(False, "network namespaces (--topology netns, `link` tests) need "
+                                                         "root")
     monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
     monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool in ("tc", "iperf3") else f"/bin/{tool}")
-    assert netns.usable().reason == "--topology netns needs tc (package iproute2: make setup)"
+    assert netns.usable().reason == ("network namespaces (--topology netns, `link` tests) need tc (package "
+                                     "iproute2: make setup)")
     assert netns.measuring_tools_missing() == ("the link is measured with iperf3 (package iperf3), not installed "
                                                "here: run `make setup`")
     assert netns.reap_stale() == []   # where no namespace can be made, none is looked for
