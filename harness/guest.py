@@ -82,10 +82,14 @@ class GuestShell:
     RETRY_INTERVAL = 0.2
 
     def __init__(self, port: int, client_key: Path, host_key_pub: Path, user: str = "root",
-                 host: str = "127.0.0.1", liveness: Callable[[], BaseException | None] | None = None) -> None:
+                 host: str = "127.0.0.1", liveness: Callable[[], BaseException | None] | None = None,
+                 open_socket: Callable[[str, int, float], socket.socket] | None = None) -> None:
         """`liveness` (given by Machine) returns why the guest can no longer answer — its QEMU exited, its kernel
-        panicked — or None; retries stop at once with that error instead of running out their time."""
+        panicked — or None; retries stop at once with that error instead of running out their time.
+        `open_socket(host, port, timeout)` makes the TCP connection SSH then runs over (a QEMU in a network
+        namespace: harness.netns.connect_in); by default paramiko connects from here."""
         self.host, self.port, self.user = host, port, user
+        self._open_socket = open_socket
         self._pkey = paramiko.Ed25519Key.from_private_key_file(str(client_key))
         self._host_key = _load_public_key(host_key_pub)
         self._liveness = liveness
@@ -99,9 +103,10 @@ class GuestShell:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_PinnedHostKey(self._host_key))
         try:
+            sock = self._open_socket(self.host, self.port, timeout) if self._open_socket is not None else None
             client.connect(self.host, self.port, username=self.user, pkey=self._pkey, timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
-                           look_for_keys=False)
+                           look_for_keys=False, sock=sock)
         except BaseException:
             client.close()
             raise

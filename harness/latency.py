@@ -110,3 +110,28 @@ def dist_percentile_upper_bound_us(dist: Sequence[int], fraction: float) -> floa
         if seen >= rank:
             return float(2 ** (n + 1))
     raise AssertionError("unreachable: rank ≤ total")
+
+
+@dataclass(frozen=True)
+class StallPoint:
+    """One postcopy arm (preempt on or off) over one link: the round trip asked of the link, the link's measured
+    round trip and the guest's stall summary."""
+    configured_rtt_ms: float
+    link_rtt_us: float | None     # measured (ping median over the link); None: not measured
+    preempt: bool
+    stalls: LatencySummary
+
+
+def stall_curves(points: Iterable[StallPoint]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Stall p50 and p99 in link round trips against the link's measured round trip, per arm:
+    {"preempt on" | "preempt off": {"p50" | "p99": [(link RTT ms, stall / link RTT), …] by RTT}}. A point without a
+    measured round trip (or a zero one) has no unit to count in and is left out; a stall in link round trips
+    compares links of different lengths (a fault costs at least one round trip on any of them)."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for point in sorted(points, key=lambda p: (p.link_rtt_us or 0.0, not p.preempt)):
+        if not point.link_rtt_us:
+            continue
+        arm = curves.setdefault(f"preempt {'on' if point.preempt else 'off'}", {"p50": [], "p99": []})
+        for stat, value_us in (("p50", point.stalls.p50_us), ("p99", point.stalls.p99_us)):
+            arm[stat].append((point.link_rtt_us / 1e3, value_us / point.link_rtt_us))
+    return curves

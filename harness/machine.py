@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Callable, Collection
 
 from .arch import ArchSpec
-from . import workdirs
+from . import netns, workdirs
 from .guest import GuestPanicked, GuestShell
 from .image import GuestImage
 from .qemu import QemuBinary
@@ -56,7 +56,8 @@ def _die_with_parent() -> None:
 def free_tcp_port() -> int:
     """A port free right now. Racy by nature (another process may bind it before QEMU does): migration sockets
     do not use it any more (the destination binds port 0 and reports the port); the SSH forward still does and
-    retries when QEMU cannot set it up."""
+    retries when QEMU cannot set it up. For a QEMU in its own network namespace (harness.netns) the port is
+    bound on that namespace's loopback, where nothing else listens: free here is free enough there."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -167,6 +168,9 @@ class MachineConfig:
     extra_args: tuple[str, ...] = ()
     qmp_timeout: float = 60.0
     wrapper: tuple[str, ...] = ()        # --qemu-wrapper: prefixed to the command line (gdb, valgrind, rr)
+    # The network namespace QEMU runs in (--topology netns; the wrapper then starts with `ip netns exec NAME`):
+    # its SSH hostfwd is on that namespace's loopback, so the guest shell connects from inside it.
+    netns: str | None = None
 
 
 @dataclass
@@ -478,8 +482,11 @@ class Machine:
         if self._shell is None:
             if self.ssh_port is None:
                 raise MachineError(f"{self.name} has no network")
+            namespace = self.config.netns
             self._shell = GuestShell(self.ssh_port, self.image.client_key, self.image.host_key_pub,
-                                     self.image.ssh_user, liveness=self._guest_error)
+                                     self.image.ssh_user, liveness=self._guest_error,
+                                     open_socket=(lambda host, port, timeout: netns.connect_in(
+                                         namespace, host, port, timeout)) if namespace else None)
         return self._shell
 
     def is_running(self) -> bool:

@@ -210,10 +210,16 @@ class Migration:
     def __init__(self, source: Machine, destination: Machine | None, config: MigrationConfig, workdir: Path,
                  name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,
                  on_finish: Callable[["Migration"], None] | None = None,
-                 on_note: Callable[[str, Any], None] | None = None) -> None:
+                 on_note: Callable[[str, Any], None] | None = None, tcp_host: str = "127.0.0.1",
+                 tcp_port: int = 0) -> None:
         self.source, self.destination, self.config, self.workdir, self.name = (
             source, destination, config, workdir, name)
         self.hz = hz
+        # Where the destination listens for tcp: its loopback, or its address on a link (harness.netns). Port 0:
+        # the destination picks one; a fixed port (a private namespace, where no one else listens) is used for
+        # the first listener, the next one up for each recovery.
+        self.tcp_host, self.tcp_port = tcp_host, tcp_port
+        self._recoveries = 0
         # For tcp this is the listen address (port 0) until the destination has bound and reported its port.
         self.uri = self._make_uri(config.transport)
         self.sampler: Sampler | None = None
@@ -230,7 +236,7 @@ class Migration:
         if transport == "tcp":
             # Bound by the destination itself (port 0), never probed here and bound later: no race with another
             # run taking the port in between. The real port is read back from query-migrate (see _bound_uri).
-            return "tcp:127.0.0.1:0"
+            return f"tcp:{self.tcp_host}:{self.tcp_port + self._recoveries if self.tcp_port else 0}"
         if transport == "file":
             return f"file:{self.workdir / f'{self.name}{suffix}.img'}"
         raise ValueError(f"unknown migration transport {transport!r}")
@@ -566,6 +572,10 @@ class Migration:
         """Break a postcopy migration's channel on purpose; both sides must enter postcopy-paused."""
         self.series.mark("migrate-pause")
         self.source.qmp.cmd("migrate-pause", oob=True)
+        self.wait_paused(timeout)
+
+    def wait_paused(self, timeout: float) -> None:
+        """Wait for both sides to enter postcopy-paused (after migrate-pause, or a link the scenario cut)."""
         self.wait_status({"postcopy-paused"}, timeout, "source")
         if self.destination is not None:
             self.wait_status({"postcopy-paused"}, timeout, "destination")
@@ -575,6 +585,7 @@ class Migration:
         """Resume a paused postcopy over a fresh channel (migrate-recover, then migrate resume=true)."""
         assert self.destination is not None
         previous = self.uri
+        self._recoveries += 1
         self.uri = self._make_uri(self.config.transport, suffix="-recover")
         self.series.mark("migrate-recover", uri=self.uri)
         # exec-oob: the destination's main loop may be blocked on a missing page until recovery.

@@ -442,3 +442,30 @@ def plot_latency_distributions(path: Path, title: str, runs: Mapping[str, Sequen
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_stalls_vs_rtt(path: Path, title: str, curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]]) -> None:
+    """Stall p50 (dotted, circles) and p99 (solid, squares) in link round trips against the link's round trip, one
+    colour per arm (harness.latency.stall_curves). Log scales: round trips and stalls span orders of magnitude."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (arm, stats) in enumerate(sorted(curves.items())):
+        for stat, style, marker in (("p50", ":", "o"), ("p99", "-", "s")):
+            points = list(stats.get(stat, ()))
+            if points:
+                ax.plot([x for x, _ in points], [y for _, y in points], ls=style, marker=marker, color=f"C{i}",
+                        label=f"{arm} {stat}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("link round trip (ms, measured with ping)")
+    ax.set_ylabel("stall (link round trips)")
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.set_title(title[:200], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

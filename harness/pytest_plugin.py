@@ -12,6 +12,10 @@ Markers
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
   smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch
+  link(rate=…, delay=…, loss=…)
+                      run over a network-namespace link (harness.netns) whatever --topology says, shaped so (tc
+                      units: rate "100mbit", one-way delay "5ms", loss "1%"; each overrides its --link-* option);
+                      delay or loss skip with the reason on a kernel without netem
 
 Session check: once collection is done (so a run of unit tests alone never needs QEMU), the arch, the source and
 destination binaries (each must be a QEMU system emulator of that arch: `-version` and QMP query-target), the guest
@@ -43,7 +47,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from . import host, workdirs
+from . import host, netns, workdirs
 from .accel import choose_accel
 from .arch import ARCHES, ArchSpec, arch_spec, host_arch
 from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, missing_by_side, platform_for
@@ -74,6 +78,7 @@ PHASES_KEY = pytest.StashKey[dict[str, set[str]]]()     # nodeid → the phases 
 # testbed, guest, pair, …) makes the session resolve and check binaries, arch and image before anything runs.
 QEMU_FIXTURES = frozenset({"environment", "guest_image"})
 ARTEFACT_FIXTURES = frozenset({"artefacts_root"})
+LINK_FIXTURES = frozenset({"link"})
 # pytest-xdist's option, registered by this plugin when xdist is absent so that `-n` gets the same refusal.
 XDIST_INSTALLED = importlib.util.find_spec("xdist") is not None
 
@@ -110,6 +115,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          f"{', '.join(sorted(KNOWN_BUGS))}): its tests are not expected to fail")
     group.addoption("--artefacts", default=os.environ.get("HARNESS_ARTEFACTS", "artefacts"),
                     help="where each run writes its per-test artefacts (a run-* subdir, 'latest' links to it)")
+    group.addoption("--topology", default="loopback", choices=["loopback", "netns"],
+                    help="loopback (default): both QEMUs in this network namespace, migrating over 127.0.0.1; "
+                         "netns: each in a namespace of its own, migrating over TCP across a veth pair (root)")
+    group.addoption("--link-rate", default=None, metavar="RATE",
+                    help="netns link bandwidth, each direction, in tc units (100mbit, 1gbit): tc tbf")
+    group.addoption("--link-delay", default=None, metavar="DELAY",
+                    help="netns link one-way delay, each direction (5ms: 10 ms more round trip): tc netem")
+    group.addoption("--link-loss", default=None, metavar="PERCENT",
+                    help="netns link packet loss, each direction (1%%): tc netem")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
     if not XDIST_INSTALLED:
@@ -137,6 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "guest(**overrides): MachineConfig overrides for the guest and pair fixtures",
         "slow: long matrix; run by `make test`, not by `make check`",
         "smoke: boot, precopy and postcopy with integrity; `make check` runs these on the other guest arch too",
+        "link(rate=None, delay=None, loss=None): run over a shaped network-namespace link (harness.netns)",
     ]:
         config.addinivalue_line("markers", line)
     _refuse_parallel(config)
@@ -176,6 +191,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if reaped:
         _say(session.config, f"harness: reaped {len(reaped)} temp dir(s) left by dead runs: "
                              + " ".join(str(p) for p in reaped))
+    # Likewise their network namespaces (--topology netns), with the veth and qdiscs inside them.
+    namespaces = netns.reap_stale()
+    if namespaces:
+        _say(session.config, f"harness: reaped {len(namespaces)} network namespace(s) left by dead runs: "
+                             + " ".join(namespaces))
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -334,6 +354,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if any(_uses(item, ARTEFACT_FIXTURES) for item in session.items):
         _check_artefacts_dir(config)
+    if any(_uses(item, LINK_FIXTURES) for item in session.items):
+        # Only an explicit --topology netns makes namespaces a requirement of the session; a test's own `link`
+        # marker, where they cannot be made (not root), is a skip of that test.
+        link_options(config, needs_netns=config.getoption("--topology") == "netns")
     needs = any(item.get_closest_marker("needs") for item in session.items)
     if needs or any(_uses(item, QEMU_FIXTURES) for item in session.items):
         setup = config.stash[SETUP_KEY] = resolve_session(config, probe_features=needs)
@@ -344,6 +368,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 _say(config, f"harness: destination QEMU {b.destination}")
             _say(config, f"harness: guest image {setup.image.directory}")
             _say(config, f"harness: {setup.platform.describe()}")
+
+
+def link_options(config: pytest.Config, needs_netns: bool) -> netns.Shaping:
+    """--link-rate/--link-delay/--link-loss as a Shaping, checked with --topology: SessionUnusable (one line) for
+    a malformed value, a --link-* option without a netns link to apply it to, or namespaces this host cannot make
+    when a selected test needs them (`needs_netns`)."""
+    given = {name: config.getoption(f"--link-{name}") for name in netns.PARSERS}
+    for name, value in given.items():
+        try:
+            if value is not None:
+                netns.PARSERS[name](value)
+        except ValueError as exc:
+            raise SessionUnusable(f"harness: --link-{name} {exc}") from None
+    shaping = netns.shaping_from(**given)
+    named = [f"--link-{n}" for n, v in given.items() if v is not None]
+    if named and config.getoption("--topology") != "netns":
+        raise SessionUnusable(f"harness: {named[0]} shapes the netns link: add --topology netns")
+    if needs_netns:
+        usable = netns.usable()
+        if not usable.available:
+            raise SessionUnusable(f"harness: {usable.reason}")
+    return shaping
+
+
+def _wants_link(item: pytest.Item) -> bool:
+    """The test runs over a netns link: --topology netns, or its own `link` marker."""
+    return item.config.getoption("--topology") == "netns" or item.get_closest_marker("link") is not None
 
 
 def session_setup(config: pytest.Config) -> SessionSetup:
@@ -547,6 +598,9 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         except SessionUnusable as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     header["machine and CPU"] = platform.describe()
+    if pytestconfig.getoption("--topology") == "netns":
+        header["topology"] = ("netns: each QEMU in its own network namespace, migrating over a veth pair ("
+                              + link_options(pytestconfig, needs_netns=True).describe() + ")")
     if setup.wrappers:
         header["QEMU wrapper"] = (f"{pytestconfig.getoption('--qemu-wrapper')} "
                                   f"({pytestconfig.getoption('--qemu-wrapper-side')}; timing verdicts are "
@@ -598,12 +652,44 @@ def _plot_outcome(reports: dict[str, pytest.TestReport], failed: list[pytest.Tes
 
 
 @pytest.fixture
-def testbed(environment: Environment, artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[Testbed]:
-    """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU; every
-    QEMU it started is stopped and its exit checked at teardown. A `known_bug` the run's binaries have turns the
-    test into an expected failure here, where the accelerator is known."""
+def link(artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[netns.Link | None]:
+    """The network between the test's source and destination. None on the default loopback topology; under
+    --topology netns or a `link` marker, a link of the test's own (harness.netns): two fresh namespaces joined by a
+    veth pair, shaped by the marker and --link-* options, measured (ping RTT, iperf3 throughput) before any QEMU
+    starts and recorded with its configuration in link.json; deleted after the test, whatever happened. Delay or
+    loss on a kernel without netem, no ping/iperf3, or (for a `link` marker) no way to make namespaces, skip the
+    test with the reason."""
+    if not _wants_link(request.node):
+        yield None
+        return
+    shaping = link_options(request.config, needs_netns=False)
+    if not (usable := netns.usable()).available:
+        pytest.skip(usable.reason)
+    marker = request.node.get_closest_marker("link")
+    if marker is not None:
+        shaping = netns.shaping_from(**marker.kwargs, base=shaping)
+    if shaping.needs_netem and not (netem := netns.netem_available()).available:
+        pytest.skip(netem.reason)
+    if (missing := netns.measuring_tools_missing()) is not None:
+        pytest.skip(missing)
+    made = netns.create(shaping)
+    try:
+        made.measure()
+        artefacts.write_json("link", made)
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def testbed(environment: Environment, artefacts: Artefacts, link: netns.Link | None,
+            request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU, and
+    over the test's `link` when it has one; every QEMU it started is stopped and its exit checked at teardown. A
+    `known_bug` the run's binaries have turns the test into an expected failure here, where the accelerator is
+    known."""
     _expect_known_bugs(request, environment)
-    bed = Testbed(environment, artefacts)
+    bed = Testbed(environment, artefacts, link)
     progress = _start_progress(request, bed)
     try:
         yield bed

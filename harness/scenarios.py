@@ -6,6 +6,8 @@ workloads, waits and integrity checks, so that what differs between two tests is
   precopy_with_integrity   seqinc (+ a dirtier), precopy to completion, both sides paused: RAM hashes equal, then
                            seqcheck on the destination;
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
+  postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
+                           cut), recovered, completed with the guest intact;
   resend_window            a hot set rewritten flat out while the bandwidth holds precopy back: after two passes
                            every page sent is one the destination already has, and the counters the test names are
                            measured over a window of that; then the limits are lifted, the migration converges and
@@ -15,12 +17,12 @@ workloads, waits and integrity checks, so that what differs between two tests is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import oracles, workloads
 from .analysis import counter_delta
 from .integrity import RamComparison, compare_guest_ram
-from .migration import Migration, MigrationConfig
+from .migration import Migration, MigrationConfig, wait_runstate
 from .testbed import Testbed
 from .units import MiB
 from .workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
@@ -68,6 +70,27 @@ def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
     migration.start_postcopy()
     return seq, migration
+
+
+def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migration], None]) -> None:
+    """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
+    sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
+    with the guest's invariant intact."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
+    migration.wait_status({"postcopy-active"}, 30)
+    migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
+                   "2 MiB sent in postcopy")
+    interrupt(migration)
+    migration.recover()
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+    testbed.artefacts.verdict(oracles.completed(final))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active", "postcopy-paused"]))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-recover"], side="destination"))
+    wait_runstate(pair.destination, {"running"}, 30)
+    check = workloads.seqcheck(pair.destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
 @dataclass(frozen=True)

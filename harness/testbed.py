@@ -17,6 +17,7 @@ from .compat import PlatformChoice
 from .image import GuestImage
 from .machine import Machine, MachineConfig, MachineError, QemuExited
 from .migration import Migration, MigrationConfig
+from .netns import Link
 from .sampler import DEFAULT_SAMPLING_HZ
 from .qemu import QemuBinary
 from .report import Artefacts
@@ -24,6 +25,10 @@ from .report import Artefacts
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 512
+# Over a link (harness.netns): the destination's first migration port, and how many ports each migration may use
+# (its listener plus one per recovery).
+MIGRATION_PORT = 4444
+PORTS_PER_MIGRATION = 10
 BOOT_TIMEOUT = 60.0
 
 
@@ -52,12 +57,18 @@ class AbnormalExits(MachineError):
 class Testbed:
     """A test's QEMUs and migrations on the session's Environment (binaries, image, accelerator, machine and CPU):
     boot() a source, incoming() a destination like it, migrate() between them. Everything it started is stopped,
-    its exit checked and its work dir removed at close(), which the `testbed` fixture calls."""
+    its exit checked and its work dir removed at close(), which the `testbed` fixture calls.
+
+    With a `link` (--topology netns, harness.netns) the source boots in the link's source namespace and every
+    destination starts in its destination namespace, and a socket migration goes over the link: tcp to the
+    destination's link address (a unix socket is reachable across namespaces, so it would bypass the link; it is
+    replaced by tcp, the same kind of stream). Without one, everything is on this namespace's loopback."""
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, env: Environment, artefacts: Artefacts) -> None:
+    def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None) -> None:
         self.env = env
         self.artefacts = artefacts
+        self.link = link
         # Private (0700): sockets, RAM dumps, files. Removed at close; reaped by a later run after a SIGKILL.
         self.workdir = workdirs.private_dir("test")
         self._stack = ExitStack()
@@ -79,8 +90,17 @@ class Testbed:
         machine.launch()
         return machine
 
+    def placement(self, side: str) -> dict[str, Any]:
+        """MachineConfig fields that put a QEMU on `side` ("source" or "destination"): its --qemu-wrapper, and on a
+        link its namespace, entered by prefixing `ip netns exec NAME` to the command line the way the wrapper is
+        prefixed (outermost, so a debugger under the wrapper runs inside the namespace too)."""
+        wrapper = self.env.wrappers.get(side, ())
+        if self.link is None:
+            return {"wrapper": wrapper, "netns": None}
+        return {"wrapper": (*self.link.exec_prefix(side), *wrapper), "netns": self.link.namespace(side)}
+
     def boot(self, name: str = "source", binary: QemuBinary | None = None, **overrides: Any) -> Machine:
-        overrides.setdefault("wrapper", self.env.wrappers.get("source", ()))
+        overrides = {**self.placement("source"), **overrides}
         machine = self.launch(name, self.config(**overrides), binary or self.env.source_binary)
         machine.wait_booted(BOOT_TIMEOUT)
         return machine
@@ -93,8 +113,7 @@ class Testbed:
         binary has, so an older destination without one still starts (`needs(trace_events=…)` asks the source only)."""
         binary = binary or self.env.destination_binary
         traced = tuple(event for event in like.config.trace_events if event in binary.features.trace_events)
-        settings: dict[str, Any] = {"trace_events": traced, "wrapper": self.env.wrappers.get("destination", ()),
-                                    **overrides}
+        settings: dict[str, Any] = {"trace_events": traced, **self.placement("destination"), **overrides}
         config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **settings)
         return self.launch(name, config, binary)
 
@@ -104,9 +123,19 @@ class Testbed:
         """A Migration registered with the test (recorded, finished at teardown), not started: for a test that
         configures or expects a refusal before `start()`. `migrate()` is this plus `start()`. Its sockets and files
         go in the test's work dir unless `workdir` names another (e.g. a small filesystem the test mounted)."""
+        tcp: dict[str, Any] = {}
+        if self.link is not None and destination is not None:
+            # A fixed port, each migration of the test its own range: only this test's QEMUs listen in the link's
+            # destination namespace, so none can be taken. Needed with recovery: after migrate-recover the
+            # destination's main loop may be blocked on a page until the source is back, so query-migrate could
+            # not tell which port a port-0 listener bound.
+            tcp = {"tcp_host": self.link.address("destination"),
+                   "tcp_port": MIGRATION_PORT + PORTS_PER_MIGRATION * len(self.migrations)}
+            if config.transport == "unix":
+                config = dataclasses.replace(config, transport="tcp")
         migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
                               on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
-                              on_note=self.artefacts.write_json)
+                              on_note=self.artefacts.write_json, **tcp)
         self.migrations.append(migration)
         return migration
 

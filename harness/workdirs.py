@@ -25,7 +25,7 @@ OWNER_FILE = ".owner"
 GRACE_S = 60.0
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -41,7 +41,7 @@ def temp_root() -> Path:
 def private_dir(what: str) -> Path:
     """A fresh 0700 directory owned by this process, reaped by a later run if this one dies without removing it."""
     path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{what}-{os.getpid()}-", dir=temp_root()))
-    (path / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+    (path / OWNER_FILE).write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
     return path
 
 
@@ -56,7 +56,13 @@ def owner_alive(path: Path) -> bool:
             return time.time() - path.stat().st_mtime < GRACE_S
         except OSError:
             return False
-    return _start_time(pid) == start
+    return process_alive(pid, start)
+
+
+def process_alive(pid: int, start: str) -> bool:
+    """Process `pid` runs and is the one that started at `start` (clock ticks since boot; see start_time), not a
+    later process that was given the same pid. Owner records (here and in harness.netns's namespace names) say so."""
+    return start_time(pid) == start
 
 
 def _referenced_by_live_process(path: Path) -> bool:

@@ -10,7 +10,10 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # Emulators (from the backports suite on Debian 12) and the binary each package provides.
 declare -A QEMU_PACKAGES=([qemu-system-x86]=qemu-system-x86_64 [qemu-system-s390x]=qemu-system-s390x)
-APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates)
+# iproute2 (ip netns, tc), iputils-ping and iperf3: `--topology netns` builds the link between the two QEMUs and
+# measures its round trip and throughput into each test's artefacts (harness/netns.py).
+LINK_PACKAGES=(iproute2 iputils-ping iperf3)
+APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates "${LINK_PACKAGES[@]}")
 
 log() { printf '[setup %s] %s\n' "$(date +%T)" "$*"; }
 
@@ -56,7 +59,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -q
     apt-get install -y -q "${apt_target[@]}" "${!QEMU_PACKAGES[@]}" qemu-utils
-    apt-get install -y -q python3-venv ca-certificates
+    apt-get install -y -q python3-venv ca-certificates "${LINK_PACKAGES[@]}"
 fi
 for pkg in "${!QEMU_PACKAGES[@]}"; do
     log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"

@@ -21,10 +21,10 @@ from __future__ import annotations
 import pytest
 
 from harness import oracles, workloads
-from harness.migration import MigrationConfig, wait_runstate
+from harness.migration import Migration, MigrationConfig
 from harness.pytest_plugin import Pair
 from harness.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
-                               postcopy_under_load, precopy_with_integrity)
+                               postcopy_recovers, postcopy_under_load, precopy_with_integrity)
 from harness.testbed import Testbed
 from harness.workloads import Dirty, SeqInc
 from harness.units import MiB
@@ -132,18 +132,4 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
 def test_postcopy_recovers_after_pause(testbed: Testbed, pair: Pair) -> None:
-    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
-    migration.wait_status({"postcopy-active"}, 30)
-    migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
-                   "2 MiB sent in postcopy")
-    migration.pause()
-    migration.recover()
-    final = migration.wait_completed(COMPLETION_TIMEOUT)
-    migration.finish()
-    testbed.artefacts.write_json("final-query-migrate", final)
-    testbed.artefacts.verdict(oracles.completed(final))
-    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active", "postcopy-paused"]))
-    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-recover"], side="destination"))
-    wait_runstate(pair.destination, {"running"}, 30)
-    check = workloads.seqcheck(pair.destination, seq)
-    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    postcopy_recovers(testbed, pair, Migration.pause)

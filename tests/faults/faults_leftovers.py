@@ -1,11 +1,12 @@
-"""What a run left behind, by owner: QEMU processes among a pid's descendants, qmh-* dirs it made, mounts in them.
+"""What a run left behind, by owner: QEMU processes among a pid's descendants, qmh-* dirs it made, mounts in them,
+network namespaces it made (--topology netns).
 Shared by the fault suite's end-of-session check and the interrupt tests (which check a child pytest)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import workdirs
+from harness import netns, workdirs
 
 
 def descendants(pid: int) -> list[int]:
@@ -58,4 +59,5 @@ def leftovers(pid: int) -> dict[str, list[str]]:
     dirs = owned_dirs(pid)
     return {"qemu processes": qemu_processes(descendants(pid)),
             "qmh directories": [str(d) for d in dirs],
-            "mounts": [str(m) for m in mounts_in(dirs, pid)]}
+            "mounts": [str(m) for m in mounts_in(dirs, pid)],
+            "network namespaces": netns.owned_by(pid)}
