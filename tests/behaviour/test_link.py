@@ -130,6 +130,10 @@ def stall_points() -> list[StallPoint]:
     return []
 
 
+# `slow` (make test, not make check): B2's bounds were calibrated on the unix socket; over the veth two runs gave a
+# preempt p99 of 20.5 and 83 link round trips against the bound of 160 (< 2× margin), not yet the ≥ 10 runs a
+# timing bound needs before it may judge every `make check`.
+@pytest.mark.slow
 @pytest.mark.known_bug("preempt-requests-wait-for-migration-thread")
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(**POSTCOPY_NEEDS)
