@@ -300,15 +300,6 @@ class DirtyWindow:
     achieved_hz: dict[str, float] = field(default_factory=dict)
 
 
-def _dirty_rate_over(source: Machine, running: workloads.RunningWorkload, seconds: float) -> float:
-    """MiB/s the flat-out workload achieved over `seconds`, from its own status file (updated every second)."""
-    first = running.status(source)
-    time.sleep(seconds)  # the measurement window itself
-    last = running.status(source)
-    elapsed = float(last["elapsed_s"]) - float(first["elapsed_s"])
-    return (float(last["bytes_dirtied"]) - float(first["bytes_dirtied"])) / MiB / elapsed
-
-
 def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWorkload, index: int,
                    sampled: bool) -> DirtyWindow:
     """One non-converging migration, measured for SAMPLER_WINDOW_S, then cancelled. Unsampled: the same
@@ -331,7 +322,7 @@ def sampler_window(bed: Testbed, source: Machine, running: workloads.RunningWork
         status = source.qmp.cmd("query-migrate")["status"]
         if status != "active":
             raise RuntimeError(f"{name}: migration {status!r}, not an active non-converging precopy")
-        mibps = _dirty_rate_over(source, running, SAMPLER_WINDOW_S)
+        mibps = running.dirty_rate_over(source, SAMPLER_WINDOW_S)
         # The cancel ends the destination's incoming stream: its exit is this arm's doing, not a fault.
         destination.expect_exit("migrate_cancel ends its incoming stream")
         source.qmp.cmd("migrate_cancel")

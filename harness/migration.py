@@ -234,8 +234,9 @@ class Migration:
         if transport == "unix":
             return f"unix:{self.workdir / f'{self.name}{suffix}.sock'}"
         if transport == "tcp":
-            # Bound by the destination itself (port 0), never probed here and bound later: no race with another
-            # run taking the port in between. The real port is read back from query-migrate (see _bound_uri).
+            # Port 0: bound by the destination itself, never probed here and bound later, so no other run can take
+            # it in between; the real port is read back from query-migrate (see _bound_uri). A fixed tcp_port (a
+            # link's private namespace, where nothing else listens) is used as is, one up per recovery.
             return f"tcp:{self.tcp_host}:{self.tcp_port + self._recoveries if self.tcp_port else 0}"
         if transport == "file":
             return f"file:{self.workdir / f'{self.name}{suffix}.img'}"

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import oracles, workloads
 from .analysis import counter_delta
 from .integrity import RamComparison, compare_guest_ram
+from .machine import Machine
 from .migration import Migration, MigrationConfig, wait_runstate
 from .testbed import Testbed
 from .units import MiB
@@ -47,15 +48,20 @@ def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
     migration.finish()
     testbed.artefacts.write_json("final-query-migrate", final)
 
-    comparison = compare_guest_ram(pair.source, pair.destination, pair.source.config.memory_mib * MiB,
-                                   testbed.workdir)
+    comparison, check = compare_then_check(testbed, pair.source, pair.destination, seq)
     testbed.artefacts.write_json("ram-comparison", comparison)
     testbed.artefacts.verdict(oracles.ram_identical(comparison))
-
-    pair.destination.qmp.cmd("cont")
-    check = workloads.seqcheck(pair.destination, seq)
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
     return final
+
+
+def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
+                       seq: RunningWorkload) -> tuple[RamComparison, SeqCheck]:
+    """The end of a migration to a paused destination, both sides paused: host RAM hashes of both, then the
+    destination runs on and seqcheck reads the invariant of seqinc `seq` there."""
+    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    destination.qmp.cmd("cont")
+    return comparison, workloads.seqcheck(destination, seq)
 
 
 def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
@@ -148,8 +154,6 @@ def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters
     final = migration.wait_completed(RESEND_COMPLETION_TIMEOUT)
     series = migration.finish()
     deltas = {name: counter_delta(series, name, t_start, t_end) for name in counters}
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
-    destination.qmp.cmd("cont")
-    result = ResendWindow(t_start, t_end, deltas, final, comparison, workloads.seqcheck(destination, seq))
+    result = ResendWindow(t_start, t_end, deltas, final, *compare_then_check(testbed, source, destination, seq))
     testbed.artefacts.write_json("window", result)
     return result

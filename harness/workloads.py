@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .guest import GuestCommandError
+from .units import MiB
 
 RUN_DIR = "/run/wl"
 
@@ -93,6 +94,15 @@ class RunningWorkload:
             time.sleep(0.2)
             last = float(self.status(on).get(key, 0))
         return first, last
+
+    def dirty_rate_over(self, on: HasShell, seconds: float) -> float:
+        """MiB/s a `dirty` workload achieved over about `seconds`, from its own status file (updated every second):
+        its byte counter over its own clock, whatever the host's clock did meanwhile."""
+        first = self.status(on)
+        time.sleep(seconds)  # the measurement window itself
+        last = self.status(on)
+        elapsed = float(last["elapsed_s"]) - float(first["elapsed_s"])
+        return (float(last["bytes_dirtied"]) - float(first["bytes_dirtied"])) / MiB / elapsed
 
     def is_alive(self, on: HasShell) -> bool:
         return on.shell.run(f"kill -0 {self.pid}", check=False, idempotent=True).ok

@@ -22,18 +22,15 @@ for the ring-full estimate's lag; calibrate it with `make flake` on a KVM host b
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from harness import oracles, workloads
-from harness.integrity import compare_guest_ram
-from harness.machine import Machine
 from harness.migration import MigrationConfig
 from harness.sampler import lookup
+from harness.scenarios import compare_then_check
 from harness.testbed import Testbed
 from harness.units import MiB
-from harness.workloads import Dirty, RunningWorkload, SeqInc
+from harness.workloads import Dirty, SeqInc
 
 DIRTY_RING = ("dirty-ring-size=4096",)
 HOT_SET_MIB = 256
@@ -43,14 +40,6 @@ LIMIT_TOLERANCE = 1.5
 WINDOW_S = 10.0
 BANDWIDTH = 8 * MiB
 TIMEOUT = 180.0
-
-
-def guest_rate(machine: Machine, dirty: RunningWorkload, seconds: float) -> float:
-    """The guest's own dirty rate (MiB/s) over about `seconds`, from its workload's status (its clock)."""
-    first = dirty.status(machine)
-    time.sleep(seconds)   # the rate itself is over the guest's elapsed_s, whatever the host's clock did
-    last = dirty.status(machine)
-    return (last["bytes_dirtied"] - first["bytes_dirtied"]) / MiB / (last["elapsed_s"] - first["elapsed_s"])
 
 
 @pytest.mark.needs(capabilities=["dirty-limit"], parameters=["vcpu-dirty-limit", "x-vcpu-dirty-limit-period"],
@@ -63,21 +52,19 @@ def test_dirty_limit_holds_the_guest_to_the_limit(testbed: Testbed) -> None:
     destination = testbed.incoming(source, paused=True)
     seq = workloads.start(source, SeqInc(size_mib=16, rate_passes=1))
     dirty = workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0))
-    unlimited = guest_rate(source, dirty, WINDOW_S / 2)
+    unlimited = dirty.dirty_rate_over(source, WINDOW_S / 2)
     config = MigrationConfig(capabilities={"dirty-limit": True},
                              parameters={"vcpu-dirty-limit": LIMIT_MIBPS, "x-vcpu-dirty-limit-period": 1000,
                                          "max-bandwidth": BANDWIDTH, "downtime-limit": 100})
     migration = testbed.migrate(source, destination, config)
     migration.wait(lambda s: (lookup(s.latest(), "dirty-limit-throttle-time-per-round") or 0) > 0, TIMEOUT,
                    "dirty-limit-throttle-time-per-round > 0 (the limit engaged)")
-    limited = guest_rate(source, dirty, WINDOW_S)
+    limited = dirty.dirty_rate_over(source, WINDOW_S)
     quotas = source.qmp.cmd("query-vcpu-dirty-limit")
     source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1024 * MiB, "downtime-limit": 5000})
     final = migration.wait_completed(TIMEOUT)
     migration.finish()
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
-    destination.qmp.cmd("cont")
-    check = workloads.seqcheck(destination, seq)
+    comparison, check = compare_then_check(testbed, source, destination, seq)
     testbed.artefacts.write_json("dirty-limit", {"unlimited_mibps": unlimited, "limited_mibps": limited,
                                                  "quotas": quotas, "final": final})
     oracles.record_all(testbed.artefacts, [
