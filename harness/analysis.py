@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .sampler import Series
+from .units import MiB
 
 
 def value_at(series: Series, path: str, t: float, side: str = "source") -> Any:
@@ -111,6 +112,14 @@ class ClockMap:
         return {"offset": self.offset, "scale": self.scale}
 
 
+GUEST_PAGE_BYTES = 4096       # the `dirty` log counts pages: 4 KiB on the x86_64 and s390x Linux guests
+
+
+def progress_mib(rows: list[tuple[float, int]], clock: ClockMap, t0: float = 0.0) -> list[tuple[float, float]]:
+    """A `dirty --rate-log` (parse_rate_log) as a cumulative MiB track on the host's clock, seconds since `t0`."""
+    return [(clock.host(g) - t0, pages * GUEST_PAGE_BYTES / MiB) for g, pages in rows]
+
+
 def interpolate(points: list[tuple[float, float]], t: float) -> float | None:
     """Linear interpolation of a sorted (t, cumulative value) track at t; None outside it."""
     if not points or t < points[0][0] or t > points[-1][0]:
@@ -134,18 +143,23 @@ class ThrottleLevel:
     percent: int
     t_start: float          # the judged window (settling margins already taken off)
     t_end: float
-    rate: float             # the guest's own achieved rate in it
+    rate: float             # the guest's own achieved rate in it (divided by `ran_of_runnable` when given)
     ratio: float            # rate / unthrottled rate
     expected_ratio: float   # 1 − percent/100: the vCPU runs that fraction of the time
+    ran_of_runnable: float = 1.0   # the correction applied: share of its runnable time the vCPU got a CPU
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def throttle_levels(points: list[tuple[float, float]], first_seen: dict[int, float], t_end: float,
-                    baseline_rate: float, settle_s: float, min_s: float) -> list[ThrottleLevel]:
+                    baseline_rate: float, settle_s: float, min_s: float,
+                    ran_of_runnable: Callable[[float, float], float | None] | None = None) -> list[ThrottleLevel]:
     """The guest's rate while each throttle value held: from when the value was first seen to when the next one
-    was (or t_end), minus `settle_s` at both ends; windows shorter than `min_s` are left out."""
+    was (or t_end), minus `settle_s` at both ends; windows shorter than `min_s` are left out. With
+    `ran_of_runnable(a, b)` (ran_share_of_runnable over the vCPU thread's samples) each rate is divided by it: what
+    host load took (run-queue wait) is given back, what the throttle took (sleep) is not — `baseline_rate` must
+    then be corrected the same way."""
     starts = sorted(first_seen.items(), key=lambda item: item[1])
     levels = []
     for i, (percent, since) in enumerate(starts):
@@ -154,9 +168,10 @@ def throttle_levels(points: list[tuple[float, float]], first_seen: dict[int, flo
         if b - a < min_s or baseline_rate <= 0:
             continue
         rate = rate_between(points, a, b)
-        if rate is None:
+        ran = ran_of_runnable(a, b) if ran_of_runnable is not None else 1.0
+        if rate is None or not ran:
             continue
-        levels.append(ThrottleLevel(percent, a, b, rate, rate / baseline_rate, 1 - percent / 100))
+        levels.append(ThrottleLevel(percent, a, b, rate / ran, rate / ran / baseline_rate, 1 - percent / 100, ran))
     return levels
 
 
@@ -186,6 +201,14 @@ def sleep_fraction(samples: list[ThreadTimes], t_start: float, t_end: float) -> 
     or blocked. Host load shows up as run-queue wait, not here; None when the samples do not cover the window."""
     busy = rate_between([(s.t, s.on_cpu_s + s.runqueue_s) for s in samples], t_start, t_end)
     return None if busy is None else 1.0 - busy
+
+
+def ran_share_of_runnable(samples: list[ThreadTimes], t_start: float, t_end: float) -> float | None:
+    """Share of the time the thread was runnable in [t_start, t_end] (host monotonic) that it spent on a CPU:
+    1.0 on an idle host, lower the more it waited in the run queue behind other work; None when not covered."""
+    ran = rate_between([(s.t, s.on_cpu_s) for s in samples], t_start, t_end)
+    runnable = rate_between([(s.t, s.on_cpu_s + s.runqueue_s) for s in samples], t_start, t_end)
+    return None if ran is None or not runnable else ran / runnable
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,29 @@ class Dirty:
         return args + (["--full-page"] if self.full_page else []) + (["--prefill"] if self.prefill else [])
 
 
+# Where LoggedDirty writes its progress: tmpfs, read back once at the end (one SSH command, not one per sample).
+RATE_LOG = f"{RUN_DIR}/dirty.rate"
+
+
+@dataclass(frozen=True)
+class LoggedDirty(Dirty):
+    """`dirty` that also logs its own progress every 100 ms (guest-workloads/dirty.c --rate-log): lines
+    "<CLOCK_MONOTONIC ns> <pages so far>", parsed by analysis.parse_rate_log and placed on the host's clock with
+    analysis.ClockMap from guest_clock_reading()s taken before and after."""
+    rate_log: str = RATE_LOG
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--rate-log", self.rate_log]
+
+
+def guest_clock_reading(machine: HasShell) -> tuple[float, float]:
+    """(guest CLOCK_BOOTTIME s — = CLOCK_MONOTONIC in a guest that never suspends —, host time.monotonic() at the
+    middle of the SSH command that read it)."""
+    before = time.monotonic()
+    uptime = float(machine.shell.run("cat /proc/uptime").stdout.split()[0])
+    return uptime, (before + time.monotonic()) / 2
+
+
 @dataclass(frozen=True)
 class SeqInc:
     """The sequential-increment pattern whose invariant `seqcheck` verifies after any migration."""

@@ -19,8 +19,11 @@ Oracles and what anchors each:
       1 − throttle of the time): the slope of the achieved slowdown against the throttle fraction is within
       [SLOPE_LOW, SLOPE_HIGH] of 1. Anchored to the guest's view and the mechanism, so a build that reports its
       decisions (3) but never sleeps the vCPUs fails (regressions/B4-throttle-never-sleeps-vcpus.patch). The
-      unthrottled rate it is compared with is the same guest's, just before the first throttle step. The guest's
-      rate also moves with host load (on 2 shared cores, other work can halve it), so the band is wide;
+      unthrottled rate it is compared with is the same guest's, just before the first throttle step. Host load
+      moves the guest's rate too (on 2 shared cores, other work can halve it), so each window's rate is divided by
+      the share of its runnable time the vCPU thread got a CPU (the kernel's run-queue accounting, as in (5)): the
+      load's share is given back, the throttle's sleep is not. Even so the guest's work per CPU-second varies on
+      TCG, so the band is wide;
   (5) the throttle's mechanism seen from the host: the source's vCPU thread's sleep share (wall time neither on a
       CPU nor waiting for one, from the kernel's /proc/PID/task/TID/schedstat) per level over its baseline just
       before the first step, as (s − s0)/(1 − s0); its slope against the throttle fraction is within
@@ -36,7 +39,6 @@ Oracles and what anchors each:
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +46,8 @@ import pytest
 
 from harness import oracles, workloads
 from harness.analysis import (ClockMap, ThreadTimes, ThrottleLevel, ThrottleSleep, gaps, increment_times,
-                              parse_rate_log, rate_between, sleep_slope, slowdown_slope, throttle_levels,
-                              throttle_sleeps)
+                              parse_rate_log, progress_mib, ran_share_of_runnable, rate_between, sleep_slope,
+                              slowdown_slope, throttle_levels, throttle_sleeps)
 from harness.host import ThreadTimesSampler
 from harness.machine import Machine
 from harness.migration import MigrationConfig
@@ -55,7 +57,7 @@ from harness.report import record_of
 from harness.sampler import Series
 from harness.testbed import Testbed
 from harness.trace import parse_file
-from harness.workloads import Dirty
+from harness.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
 from harness.units import MiB
 
 TIMER_PERIOD_S = 5.0         # CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS in migration/cpu-throttle.c
@@ -67,8 +69,6 @@ DIRTY_MIB = 384              # prefilled, then re-dirtied at random faster than 
 # Flat out (CPU-bound): only then does the throttle show in the guest's achieved rate (4). A rate-limited dirtier
 # (40 MiB/s was used before #16) leaves the vCPU idle most of the time and absorbs a throttle of up to ~80 %.
 DIRTY_RATE_MIBPS = 0
-RATE_LOG = "/run/wl/dirty.rate"
-GUEST_PAGE = 4096
 # (4) The throttle's effect. Each level's window: from when query-migrate first showed the value to when it
 # showed the next, minus SETTLE_S at both ends (sampling lag, clock mapping error ~10 ms); at least MIN_LEVEL_S long.
 # The unthrottled rate: the BASELINE_S before the first throttle step (after the first pass, with the same
@@ -83,7 +83,14 @@ BASELINE_S = 8.0
 # overshoots its deadline, guest timer work). The variant that never sleeps the vCPUs (2 runs): −0.19, −0.05.
 # The band: 0.5 (2.5× below every pristine run, far above the variant) to 2.5 (only a throttle that sleeps
 # grossly more than it should; the upper side is not what #16 asks for and must not flake on a busy host).
-SLOPE_LOW = 0.5
+# Uncorrected, that lower bound failed the unmodified build once in 10 runs (make flake, session 9, while other jobs
+# built images beside it): 0.134 — the unthrottled window had the vCPU queued 29 % of its runnable time, the 20 %
+# level only 15 %, so the guest ran *faster* throttled. With the run-queue correction, the same 10 runs and a CI
+# run: 0.475 0.774 0.992 1.040 1.043 1.232 1.261 1.263 1.398 1.519, CI 1.669 (uncorrected 0.134–1.895). The lowest
+# corrected run (0.475) is a quiet one (every window ran ≥ 93 % of its runnable time) where the 20 % level showed no
+# slowdown at all: TCG's work per CPU-second varies by that much. The band: 0.3 (1.6× below that run; the
+# never-sleeps variant ≈ 0, the vCPU's sleep (5) catches it too) to 2.5.
+SLOPE_LOW = 0.3
 SLOPE_HIGH = 2.5
 # s390x guest (TCG, same QEMU, 1 run): slope 1.27 (20 %: 0.72, 30 %: 0.63 of unthrottled); only the 20 and 30 %
 # levels held MIN_LEVEL_S after settling (the run ended early in the 40 % level; x86: ~3 s of it).
@@ -94,9 +101,16 @@ SLOPE_HIGH = 2.5
 #   throttle's tick runs in the main loop, which then fires late: the period stretches, each sleep does not.
 # The variant that sleeps p(1 − p) instead of p: 0.673 (shares 0.158/0.201/0.229; its guest-rate slope (4) was
 # 0.55, inside that band); the never-sleeps variant ≈ 0 by construction. The band: 0.76 (the geometric middle
-# between the lowest pristine run and that variant) to 1.2 (a throttle that sleeps a fifth more than it says).
+# between the lowest pristine run and that variant) to 1.5.
+#   Session 9, 10 more runs (make flake, other jobs building beside it): 0.929 … 0.986 … 1.037. One clean-clone CI
+#   run (session 8) measured 1.271 — shares 0.294/0.382/0.439 at 20/30/40 %, the guest's own rate 0.54 of
+#   unthrottled at 20 %: the vCPU really stopped ~10 % more than the throttle's share, with no run-queue wait to
+#   explain it (cause not found: the BQL the sleep re-takes, or the guest idling). The upper bound was 1.2 ("sleeps a
+#   fifth more than it says") and failed that run; at 1.5 it is 1.18× above it. What it gives up: a throttle that
+#   slept p/(1 − p) of the period instead of p would measure ≈ 1.45 here and pass; no regression patch claims that
+#   side (#16 asks for a throttle that sleeps too little, caught at the lower bound).
 SLEEP_SLOPE_LOW = 0.76
-SLEEP_SLOPE_HIGH = 1.2
+SLEEP_SLOPE_HIGH = 1.5
 MIN_LEVELS = 2
 BANDWIDTH = 16 * MiB         # one pass over the dirty set ≈ 384/16 = 24 s ≥ 20 s
 OBSERVE_S = 30.0             # after the first pass: several timer periods, about one natural pass
@@ -190,43 +204,31 @@ def throttle_verdict(steps: list[int], initial: int, increment: int, maximum: in
 
 
 @dataclass(frozen=True)
-class LoggedDirty(Dirty):
-    """`dirty` that also logs its own progress every 100 ms (guest-workloads/dirty.c --rate-log)."""
-    rate_log: str = RATE_LOG
-
-    def argv(self) -> list[str]:
-        return [*super().argv(), "--rate-log", self.rate_log]
-
-
-def guest_clock_reading(machine: Machine) -> tuple[float, float]:
-    """(guest CLOCK_BOOTTIME s — = CLOCK_MONOTONIC in a guest that never suspends —, host time.monotonic() at the
-    middle of the SSH command that read it)."""
-    before = time.monotonic()
-    uptime = float(machine.shell.run("cat /proc/uptime").stdout.split()[0])
-    return uptime, (before + time.monotonic()) / 2
-
-
-@dataclass(frozen=True)
 class ThrottleEffect:
     baseline_window: tuple[float, float]
-    baseline_mibps: float | None
+    baseline_mibps: float | None      # corrected by baseline_ran_of_runnable
+    baseline_ran_of_runnable: float | None
     levels: list[ThrottleLevel]
     slope: float | None
-    off_run_mibps: float | None       # diagnostic: the same guest with auto-converge off
+    off_run_mibps: float | None       # diagnostic: the same guest with auto-converge off (uncorrected)
     clock: ClockMap
 
 
-def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeRun, off: ConvergeRun) -> ThrottleEffect:
-    """The guest's own achieved rate (MiB/s) before and at each throttle level of the auto-converge-on run."""
-    def track(run: ConvergeRun) -> list[tuple[float, float]]:
-        return [(clock.host(g) - run.series_t0, pages * GUEST_PAGE / MiB) for g, pages in log]
-    points = track(on)
+def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeRun, off: ConvergeRun,
+                    vcpu_samples: list[ThreadTimes]) -> ThrottleEffect:
+    """The guest's own achieved rate (MiB/s) before and at each throttle level of the auto-converge-on run, each
+    divided by the share of its runnable time the vCPU thread got a CPU (host load given back)."""
+    def ran_of_runnable(a: float, b: float) -> float | None:
+        return ran_share_of_runnable(vcpu_samples, a + on.series_t0, b + on.series_t0)
+    points = progress_mib(log, clock, on.series_t0)
     first = min(on.throttle_first_seen.values(), default=on.t_end)
     window = (first - BASELINE_S, first - SETTLE_S)
-    baseline = rate_between(points, *window)
-    levels = throttle_levels(points, on.throttle_first_seen, on.t_end, baseline or 0.0, SETTLE_S, MIN_LEVEL_S)
-    return ThrottleEffect(window, baseline, levels, slowdown_slope(levels),
-                          rate_between(track(off), off.t_first_pass, off.t_end), clock)
+    raw, ran = rate_between(points, *window), ran_of_runnable(*window)
+    baseline = raw / ran if raw is not None and ran else None
+    levels = throttle_levels(points, on.throttle_first_seen, on.t_end, baseline or 0.0, SETTLE_S, MIN_LEVEL_S,
+                             ran_of_runnable)
+    return ThrottleEffect(window, baseline, ran, levels, slowdown_slope(levels),
+                          rate_between(progress_mib(log, clock, off.series_t0), off.t_first_pass, off.t_end), clock)
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,8 @@ def throttle_effect_verdicts(effect: ThrottleEffect) -> list[Verdict]:
         oracles.within_band("guest's achieved rate falls as the throttle implies (slowdown per throttle)",
                             effect.slope, SLOPE_LOW, SLOPE_HIGH,
                             anchor=f"guest's own rate vs its unthrottled {effect.baseline_mibps or 0:.1f} MiB/s, "
-                                   f"against 1 − throttle: {described}"),
+                                   f"each per share of runnable time the vCPU ran (host schedstat; unthrottled "
+                                   f"{effect.baseline_ran_of_runnable or 0:.2f}), against 1 − throttle: {described}"),
     ]
 
 
@@ -293,7 +296,7 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     readings.append(guest_clock_reading(source))
     testbed.artefacts.write_json("workload", dirty.status(source))
     log = parse_rate_log(source.shell.run(f"cat {RATE_LOG}", timeout=60).stdout)
-    effect = throttle_effect(log, ClockMap.fit(readings), on, off)
+    effect = throttle_effect(log, ClockMap.fit(readings), on, off, vcpu_times.samples)
     testbed.artefacts.write_json("throttle-effect", {**record_of(effect), "clock_readings": readings,
                                                      "rate_log_rows": len(log)})
     verdicts += periodic_sync_verdicts(on, off)                                       # (1), (2)

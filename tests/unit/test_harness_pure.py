@@ -329,3 +329,23 @@ def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> No
                                                   "destination": ("--qemu-binary", None)}
     assert binary_specs(None, None, None, {"QEMU_BINARY": "/a", "QTEST_QEMU_BINARY": "/b"})["source"] == \
         ("$QEMU_BINARY", "/a")
+
+
+def test_guest_rate_per_runnable_time_gives_back_host_load_but_not_the_throttle() -> None:
+    """B4 (4): a guest slowed only by run-queue wait (host load) shows no throttle effect once each window is
+    divided by the share of its runnable time the vCPU ran; one slowed by the throttle's sleep still does."""
+    from harness.analysis import ThreadTimes, ran_share_of_runnable, slowdown_slope, throttle_levels
+    # 0–10 s unthrottled but queued half its runnable time; 10–20 s throttled 20 % on an idle host.
+    samples = [ThreadTimes(t / 10, (t / 10) * 0.5 if t <= 100 else 5.0 + (t / 10 - 10) * 0.8,
+                           (t / 10) * 0.5 if t <= 100 else 5.0) for t in range(201)]
+    assert ran_share_of_runnable(samples, 1.0, 9.0) == pytest.approx(0.5)
+    assert ran_share_of_runnable(samples, 11.0, 19.0) == pytest.approx(1.0)
+    assert ran_share_of_runnable(samples, 30.0, 40.0) is None
+    # The guest's progress follows its CPU time (100 units per CPU-second): 50/s unthrottled, 80/s at 20 %.
+    points = [(s.t, 100 * s.on_cpu_s) for s in samples]
+    raw = throttle_levels(points, {20: 10.0}, 20.0, 50.0, 0.5, 2.0)
+    assert raw[0].ratio == pytest.approx(1.6)          # uncorrected: "faster when throttled"
+    corrected = throttle_levels(points, {20: 10.0}, 20.0, 100.0, 0.5, 2.0,
+                                lambda a, b: ran_share_of_runnable(samples, a, b))
+    assert corrected[0].ratio == pytest.approx(0.8) and corrected[0].ran_of_runnable == pytest.approx(1.0)
+    assert slowdown_slope(corrected) == pytest.approx(1.0)
