@@ -248,3 +248,17 @@ def test_a_tool_outside_a_checkout_says_so_in_one_line(module: str, code: int, t
     assert stopped.value.code == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a checkout of the harness repository (qemu-build/ is not beside" in err[0]
+
+
+def test_sampler_cost_is_one_minus_the_median_pair_ratio_with_a_bootstrap_interval() -> None:
+    """Pairs that agree within ±1 % resolve the cost; pairs scattered by ±10 % do not (NOISY, no verdict)."""
+    steady = [(97.0 + (i % 3) * 0.5, 100.0) for i in range(20)]     # sampled arm 2.5–3 % slower in every pair
+    cost = bench.sampler_cost(steady)
+    assert cost["pairs"] == 20 and cost["resolved"]
+    assert 0.02 <= cost["interval"][0] <= cost["cost"] <= cost["interval"][1] <= 0.03
+    noisy = [(100.0 + (10 if i % 2 else -10) + i * 0.3, 100.0) for i in range(20)]
+    assert not bench.sampler_cost(noisy)["resolved"]
+    assert bench.sampler_cost([(1.0, 1.0), (1.0, 0.0)]) == {"pairs": 1, "cost": None, "interval": None,
+                                                            "resolved": False}
+    # Seeded: the same data, the same interval (a re-run of bench's analysis must not move its verdict).
+    assert bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0]) == bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
