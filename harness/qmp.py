@@ -54,6 +54,7 @@ class QMPSession:
         self._events: list[QMPEvent] = []
         self._events_changed = threading.Condition()
         self._pump: asyncio.Task[None] | None = None
+        self._spawned: set[asyncio.Task[Any]] = set()   # spawn()ed tasks still running, cancelled by close()
         self._closed = False
         # Set by the owning Machine: returns the real reason (QEMU exited) when a command fails or times out.
         self.explain_failure: Callable[[], BaseException | None] | None = None
@@ -125,15 +126,38 @@ class QMPSession:
         (e.g. a postcopy destination whose main thread faults on a missing page)."""
         return self._run(self._client.execute(command, arguments or None, oob=oob), timeout)
 
-    def submit(self, command: str, **arguments: Any) -> "Future[Any]":
-        """Send an in-band command without waiting; the caller decides how long to wait for the answer.
-        A timed-out `cmd` leaves its command queued in QEMU; submitting again on timeout would pile up commands
-        until QEMU suspends the monitor (8 queued), which also blocks exec-oob."""
-        if self._closed:  # the loop is stopped: a future scheduled on it would never complete
-            failed: "Future[Any]" = Future()
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> "Future[T]":
+        """Run `coro` on this session's own event loop without waiting for it (a poller that awaits `execute` there
+        costs one wake-up per command instead of a hop between threads each way). A poller must keep one command
+        pending at a time: re-sending on a slow answer would pile commands up until QEMU suspends the monitor
+        (8 queued), which also blocks exec-oob."""
+        if self._closed:
+            coro.close()
+            failed: "Future[T]" = Future()
             failed.set_exception(QMPClosed(f"QMP {self.name}: session closed"))
             return failed
-        return asyncio.run_coroutine_threadsafe(self._client.execute(command, arguments or None), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._tracked(coro), self._loop)
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._spawned.add(task)
+        try:
+            return await coro
+        finally:
+            self._spawned.discard(task)
+
+    async def _cancel_spawned(self) -> None:
+        """Cancel what spawn() started, and let each handle it, before the loop stops: a task left on a stopped
+        loop never runs again, so a poller would never learn that its session closed."""
+        tasks = [task for task in self._spawned if not task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def execute(self, command: str, **arguments: Any) -> Any:
+        """An in-band command, awaited on this session's loop: only from a coroutine `spawn`ed on it."""
+        return await self._client.execute(command, arguments or None)
 
     def hmp(self, command_line: str, timeout: float | None = 60.0) -> str:
         return str(self.cmd("human-monitor-command", timeout=timeout, **{"command-line": command_line}))
@@ -174,6 +198,7 @@ class QMPSession:
             log.debug("QMP %s disconnect: %s", self.name, exc)
         try:
             self._run(self._stop_pump(), timeout=5, explain=False)
+            self._run(self._cancel_spawned(), timeout=5, explain=False)
         except Exception as exc:
             log.debug("QMP %s pump: %s", self.name, exc)
         self._closed = True  # after the last _run; from here on every command fails at once with QMPClosed

@@ -5,8 +5,10 @@ A Series is plain data (JSON round-trips), so oracles can be unit-tested on reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 import time
 from dataclasses import dataclass, field
@@ -111,7 +113,12 @@ class Series:
 
 
 class Sampler:
-    """Background threads polling query-migrate; `wait_until` blocks on a predicate over new samples."""
+    """Polls query-migrate on each side from a task on that side's QMP event loop; `wait_until` blocks on a
+    predicate over new samples.
+
+    In the loop rather than in a thread of its own: a poll is then one wake-up (the loop's timer, then the reply)
+    instead of a hop between threads each way. Measured here (QEMU -M none, both sides at 100 Hz): 0.17 host cores
+    in-loop vs 0.25 with a thread per side — on a 2-core host that is CPU a TCG vCPU competes for."""
 
     def __init__(self, sides: dict[str, QMPSession], hz: float = DEFAULT_SAMPLING_HZ) -> None:
         self.sides = sides
@@ -120,42 +127,48 @@ class Sampler:
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._errors: dict[str, str] = {}
-        self._threads = [threading.Thread(target=self._poll, args=(side, qmp), name=f"sampler-{side}", daemon=True)
-                         for side, qmp in sides.items()]
+        self._polls: dict[str, Future[None]] = {}
 
     def start(self) -> "Sampler":
-        for thread in self._threads:
-            thread.start()
+        for side, qmp in self.sides.items():
+            self._polls[side] = qmp.spawn(self._poll(side, qmp))
         return self
 
-    def _poll(self, side: str, qmp: QMPSession) -> None:
+    async def _poll(self, side: str, qmp: QMPSession) -> None:
+        try:
+            await self._poll_until_stopped(side, qmp)
+        except asyncio.CancelledError:  # the session closed under us (QMPSession.close cancels its tasks)
+            if not self._stop.is_set():
+                self._fail(side, "QMP session closed while sampling")
+            raise
+
+    async def _poll_until_stopped(self, side: str, qmp: QMPSession) -> None:
         period = 1.0 / self.series.hz
         next_tick = time.monotonic()
         while not self._stop.is_set():
             asked = time.monotonic()
-            pending = qmp.submit("query-migrate")
-            info = None
-            while info is None and not self._stop.is_set():
-                try:
-                    info = pending.result(timeout=0.25)
-                except FutureTimeout:
+            pending = asyncio.ensure_future(qmp.execute("query-migrate"))
+            try:
+                while not (await asyncio.wait({pending}, timeout=0.25))[0]:
+                    if self._stop.is_set():
+                        return
                     if qmp.closed:  # closed under us: no reply will ever come
                         self._fail(side, "QMP session closed while query-migrate was pending")
                         return
                     self._publish(side, qmp)  # events keep flowing while the monitor's main loop is stuck
-                except Exception as exc:  # QEMU gone (quit, crash) or monitor lost: the series ends here
-                    self._publish(side, qmp)
-                    self._fail(side, repr(exc))
-                    return
-            if info is None:
-                pending.cancel()
+                info = pending.result()
+            except Exception as exc:  # QEMU gone (quit, crash) or monitor lost: the series ends here
+                self._publish(side, qmp)
+                self._fail(side, repr(exc))
                 return
+            finally:
+                pending.cancel()  # a no-op once answered; else its reply, if any, is dropped by its id
             now = time.monotonic()
             if now - asked > 1.0:
                 self.series.stalls.append({"side": side, "t": asked - self.series.t0, "seconds": now - asked})
             self._publish(side, qmp, {"t": now - self.series.t0, "asked": asked - self.series.t0, "info": info})
             next_tick += period
-            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             if next_tick < time.monotonic() - period:  # fell behind (slow QMP): don't burst to catch up
                 next_tick = time.monotonic()
 
@@ -193,9 +206,7 @@ class Sampler:
         self.series.samples.setdefault(side, [])
         self.series.events.setdefault(side, [])
         self._event_marks[side] = len(qmp.events)
-        thread = threading.Thread(target=self._poll, args=(side, qmp), name=f"sampler-{side}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._polls[side] = qmp.spawn(self._poll(side, qmp))
 
     def wait_until(self, predicate: Callable[[Series], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -213,8 +224,15 @@ class Sampler:
 
     def stop(self) -> Series:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
+        for side, poll in self._polls.items():
+            if self.sides[side].closed:
+                continue  # its loop has stopped: the task ended with the session (an error, already recorded)
+            try:
+                poll.result(timeout=15)
+            except (FutureTimeout, CancelledError) as exc:
+                self._fail(side, f"sampler did not stop: {exc!r}")
+            except Exception as exc:  # a bug in the poller itself: recorded like a lost monitor, never silent
+                self._fail(side, f"sampler failed: {exc!r}")
         for side, qmp in self.sides.items():
             self.series.events[side] = self._events_since_start(side, qmp)
         return self.series
