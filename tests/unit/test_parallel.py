@@ -205,3 +205,18 @@ def test_session_start_reaping_spares_a_live_sibling_workers_dirs(tmp_path: Path
     finally:
         sibling.communicate("")
     assert workdirs.reap_stale(tmp_path) == [live_dir]   # once it is gone, it is stale like any other
+
+
+# -- bench's parallel figure ---------------------------------------------------------------------------------------
+def test_bench_reports_the_speedup_and_any_verdict_that_differs() -> None:
+    from harness.bench import SelectionRun, parallel_efficiency, table
+    serial = SelectionRun(60.0, 0, {"t::a": "passed", "t::b": "skipped", "t::c": "passed"})
+    same = parallel_efficiency(serial, SelectionRun(40.0, 0, dict(serial.verdicts)), 2)
+    assert (same["speedup"], same["efficiency"], same["wall_time_ratio"]) == (1.5, 0.75, 0.667)
+    assert same["verdicts_identical"] and same["pass"] and same["tests"] == 3
+    text = table({"parallel": same})
+    assert "serial 60 s, -n 2 40 s: ×1.50 (75% of 2)" in text and "identical" in text
+    differ = parallel_efficiency(serial, SelectionRun(30.0, 1, {"t::a": "passed", "t::b": "skipped",
+                                                                "t::c": "failed"}), 2)
+    assert differ["differences"] == {"t::c": {"serial": "passed", "parallel": "failed"}} and differ["pass"] is False
+    assert "DIFFER: c passed/failed" in table({"parallel": differ})
