@@ -815,14 +815,13 @@ def _budget(config: pytest.Config) -> parallel.CpuBudget | None:
     return config.stash[BUDGET_KEY]
 
 
-def cpu_need(item: pytest.Item, budget: int) -> parallel.CpuNeed:
+def cpu_need(request: pytest.FixtureRequest, budget: int) -> parallel.CpuNeed:
+    """parallel.cpus_needed for this test: its `cpus` marker, the fixtures it names and gets, its guest overrides."""
+    item = request.node
     marker = item.get_closest_marker("cpus")
-    overrides: dict[str, Any] = {}
-    for guest_marker in reversed(list(item.iter_markers("guest"))):
-        overrides.update(guest_marker.kwargs)
     info = getattr(item, "_fixtureinfo", None)
-    return parallel.cpus_needed(getattr(info, "initialnames", ()), getattr(item, "fixturenames", ()), overrides,
-                                marker.args[0] if marker is not None else None, budget)
+    return parallel.cpus_needed(getattr(info, "initialnames", ()), getattr(item, "fixturenames", ()),
+                                _guest_overrides(request), marker.args[0] if marker is not None else None, budget)
 
 
 class _TimeoutPaused:
@@ -852,7 +851,7 @@ def cpu_budget(request: pytest.FixtureRequest, artefacts: Artefacts) -> Iterator
     if budget is None:
         yield None
         return
-    need = cpu_need(request.node, budget.size)
+    need = cpu_need(request, budget.size)
     with _TimeoutPaused():
         grant = budget.acquire(need.cpus, timeout=CPU_WAIT_TIMEOUT_S)
     try:
