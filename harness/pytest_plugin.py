@@ -182,6 +182,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "cpus(n): the host CPUs the test needs while it runs (the CPU budget), instead of the derived count",
     ]:
         config.addinivalue_line("markers", line)
+    budget = config.getoption("--cpu-budget", None)
+    if budget is not None and budget < 0:
+        raise SessionUnusable(f"harness: --cpu-budget {budget}: not a CPU count (0: no budget)")
     if is_controller(config):
         config.stash[RUN_NAME_KEY] = run_name()
     if hasattr(config, "workerinput"):

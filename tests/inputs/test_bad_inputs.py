@@ -70,6 +70,8 @@ ROWS = [
      "ERROR: harness: --qemu-wrapper: no-such-debugger: no such program on PATH"),
     ("parallel-missing-binary", "-n 2 --qemu-binary /nonexistent/qemu",
      "ERROR: harness: --qemu-binary: /nonexistent/qemu: no such file or directory"),
+    ("cpu-budget-negative", "--cpu-budget -1",
+     "ERROR: harness: --cpu-budget -1: not a CPU count (0: no budget)"),
     ("unknown-option", "--no-such-option",
      "error: unrecognized arguments: --no-such-option"),
 ]
