@@ -12,6 +12,9 @@ Measures, on the guest image and QEMU the suite uses:
   sampler     achieved query-migrate rate (Hz, both sides) and its cost to the guest: the `dirty` workload's
               flat-out rate during a non-converging migration with the sampler at 100 Hz vs without any sampling
   workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
+  parallel    one small selection of behaviour tests (--parallel-selection) run by pytest serially, then with
+              pytest-xdist -n N (--workers, default 2), back to back: the wall-time speedup and its efficiency
+              (speedup / N), and whether every test id got the same verdict (pass/fail/skip/…) both times
   suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
 Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
 measurement could not run at all: 2 (or, with --strict, 1 when a target was missed); 4 when bench could not start
@@ -64,6 +67,14 @@ SAMPLER_MIN_HZ = 50.0
 SAMPLER_MAX_SLOWDOWN = 0.05
 WORKLOAD_MAX_ERROR = 0.05
 OVERHEAD_MAX_S = 1.0
+
+# A few short behaviour tests (4–16 s each here on TCG): two that boot a pair, one snapshot, one precopy.
+PARALLEL_SELECTION = (
+    "tests/behaviour/test_tls.py::test_tls_refuses_a_destination_it_cannot_authenticate",
+    "tests/behaviour/test_snapshots.py::test_background_snapshot_saves_the_guest_as_it_was_when_it_began",
+    "tests/behaviour/test_basics.py::test_precopy_completes_with_identical_ram_and_intact_guest[dirty8MiBps]",
+)
+PARALLEL_WORKERS = 2
 
 WORKLOAD_RATES_MIBPS = (8, 32, 64)
 RATE_WINDOW_S = 5.0
@@ -436,6 +447,57 @@ def bench_sampler(bed: Testbed, source: Machine, pairs: int) -> dict[str, Any]:
                                                  and phases[judged]["interval"][1] < SAMPLER_MAX_SLOWDOWN)}
 
 
+# -- parallel efficiency ---------------------------------------------------------------------------------------
+@dataclass
+class SelectionRun:
+    """One pytest run of the selection: its wall time, exit status and each test id's verdict (results.json)."""
+    wall_s: float
+    returncode: int
+    verdicts: dict[str, str]
+
+
+def run_selection(selection: list[str], pytest_args: list[str], artefacts: Path) -> SelectionRun:
+    argv = [sys.executable, "-m", "pytest", *selection, "-p", "no:cacheprovider", "-q", "--progress-interval", "0",
+            "--artefacts", str(artefacts), *pytest_args]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    (artefacts.parent / f"{artefacts.name}.log").write_text(proc.stdout + proc.stderr)
+    try:
+        tests = json.loads((artefacts / "latest" / "results.json").read_text())["tests"]
+    except (OSError, ValueError, KeyError):
+        raise RuntimeError(f"pytest {' '.join(pytest_args)} left no results (exit {proc.returncode}): "
+                           + (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1])
+    return SelectionRun(round(wall, 1), proc.returncode, {t["nodeid"]: t["outcome"] for t in tests})
+
+
+def parallel_efficiency(serial: SelectionRun, parallel: SelectionRun, workers: int) -> dict[str, Any]:
+    """The report of one serial and one parallel run of the same selection (pure: what `bench_parallel` measured)."""
+    ids = sorted(set(serial.verdicts) | set(parallel.verdicts))
+    differ = {i: {"serial": serial.verdicts.get(i), "parallel": parallel.verdicts.get(i)} for i in ids
+              if serial.verdicts.get(i) != parallel.verdicts.get(i)}
+    speedup = serial.wall_s / parallel.wall_s if parallel.wall_s > 0 else 0.0
+    return {"workers": workers, "tests": len(ids), "serial_s": serial.wall_s, "parallel_s": parallel.wall_s,
+            "wall_time_ratio": round(parallel.wall_s / serial.wall_s, 3) if serial.wall_s > 0 else None,
+            "speedup": round(speedup, 3), "efficiency": round(speedup / workers, 3),
+            "serial_exit": serial.returncode, "parallel_exit": parallel.returncode,
+            "verdicts": serial.verdicts, "verdicts_identical": not differ, "differences": differ,
+            "pass": not differ}
+
+
+def bench_parallel(env: Environment, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """The selection serially, then with -n workers, on bench's QEMU, arch, accelerator and image. Both runs take
+    the host CPU budget (harness.parallel) like any run, so the parallel one overlaps only what the budget lets."""
+    selection = args.parallel_selection or list(PARALLEL_SELECTION)
+    common = ["--qemu-binary", str(env.source_binary.path), "--arch", env.arch.name, "--accel", env.accel.name,
+              *(["--image-dir", args.image_dir] if args.image_dir else [])]
+    serial = run_selection(selection, common, directory / "serial")
+    log(f"parallel: serial run {serial.wall_s:.0f} s, {serial.verdicts}")
+    parallel = run_selection(selection, [*common, "-n", str(args.workers)], directory / f"n{args.workers}")
+    log(f"parallel: -n {args.workers} run {parallel.wall_s:.0f} s, {parallel.verdicts}")
+    return {"selection": selection, **parallel_efficiency(serial, parallel, args.workers)}
+
+
 # -- suite wall time -------------------------------------------------------------------------------------------
 def suite_wall_time(junit: Path) -> dict[str, Any] | None:
     """Wall time of the last run that wrote `junit` (make check / .ci/run), and its behaviour tests' share."""
@@ -497,6 +559,16 @@ def table(results: dict[str, Any]) -> str:
         for r in workload["rates"]:
             rows.append((f"dirty rate {r['requested_mibps']} MiB/s", f"achieved {r['achieved_mibps']:.2f} MiB/s "
                          f"({r['error']:+.1%})", f"within {WORKLOAD_MAX_ERROR:.0%}", verdict(r["pass"])))
+    par = results.get("parallel")
+    if par:
+        rows.append((f"parallel efficiency (-n {par['workers']}, {par['tests']} tests)",
+                     f"serial {par['serial_s']:.0f} s, -n {par['workers']} {par['parallel_s']:.0f} s: "
+                     f"×{par['speedup']:.2f} ({par['efficiency']:.0%} of {par['workers']})", "",
+                     ""))
+        rows.append(("  verdicts serial vs parallel", "identical" if par["verdicts_identical"] else
+                     "DIFFER: " + ", ".join(f"{k.rsplit('::', 1)[-1]} {v['serial']}/{v['parallel']}"
+                                            for k, v in par["differences"].items()), "identical",
+                     verdict(par["verdicts_identical"])))
     suite = results.get("suite")
     rows.append(("suite wall time (last junit.xml)",
                  f"{suite['total_s']:.0f} s total, behaviour tests {suite['behaviour_tests_s']:.0f} s "
@@ -568,8 +640,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--trials", type=int, default=3, help="harness/bare overhead trials (each)")
     parser.add_argument("--pairs", type=int, default=SAMPLER_PAIRS,
-                        help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each")
-    parser.add_argument("--only", action="append", choices=["boot", "overhead", "workload", "sampler"],
+                        help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each, per phase")
+    parser.add_argument("--workers", type=int, default=PARALLEL_WORKERS, help="parallel part: pytest-xdist -n N")
+    parser.add_argument("--parallel-selection", action="append", metavar="NODEID",
+                        help="parallel part: a test (node id or file) of the selection, repeatable (default: "
+                             "a few short behaviour tests)")
+    parser.add_argument("--only", action="append", choices=["boot", "overhead", "workload", "sampler", "parallel"],
                         help="run only these parts (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -588,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchUnusable, OSError) as exc:
         print(f"bench: could not run: {exc}", file=sys.stderr, flush=True)
         return COULD_NOT_RUN
-    parts = set(args.only or ["boot", "overhead", "workload", "sampler"])
+    parts = set(args.only or ["boot", "overhead", "workload", "sampler", "parallel"])
     t0 = time.monotonic()
     results: dict[str, Any] = {"qemu": str(env.source_binary), "accel": env.accel.describe(), "arch": env.arch.name,
                                "image": env.image.inputs_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -618,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         finally:
             bed.close()
+    run("parallel", lambda: bench_parallel(env, args, scratch / "parallel"))
     results["suite"] = suite_wall_time(Path(args.junit))
     results["bench_wall_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -625,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {results['bench_wall_s']:.0f} s; JSON in {out}; {shlex.quote(str(scratch))} has the trials")
     if results["errors"]:
         return 2
-    missed = [k for k in ("boot", "overhead", "workload", "sampler") if k in results and results[k]["pass"] is False]
+    missed = [k for k in ("boot", "overhead", "workload", "sampler", "parallel")
+              if k in results and results[k]["pass"] is False]
     return 1 if args.strict and missed else 0
 
 

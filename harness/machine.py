@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from types import TracebackType
 from typing import Any, Callable, Collection
 
 from .arch import ArchSpec
-from . import netns, workdirs
+from . import netns, parallel, workdirs
 from .guest import GuestPanicked, GuestShell
 from .image import GuestImage
 from .qemu import QemuBinary
@@ -55,12 +54,12 @@ def _die_with_parent() -> None:
 
 def free_tcp_port() -> int:
     """A port free right now. Racy by nature (another process may bind it before QEMU does): migration sockets
-    do not use it any more (the destination binds port 0 and reports the port); the SSH forward still does and
-    retries when QEMU cannot set it up. For a QEMU in its own network namespace (harness.netns) the port is
-    bound on that namespace's loopback, where nothing else listens: free here is free enough there."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    do not use it any more (the destination binds port 0 and reports the port); the SSH forward probes with it
+    through parallel.reserve_port, so no other harness process (an xdist sibling, a second run) is handed the same
+    port before QEMU binds it, and retries when a process outside the harness took it first. For a QEMU in its own
+    network namespace (harness.netns) the port is bound on that namespace's loopback, where nothing else listens:
+    free here is free enough there."""
+    return parallel.probe_free_port()
 
 
 class MachineError(RuntimeError):
@@ -260,13 +259,16 @@ class Machine:
         self.tmpdir = workdirs.private_dir(self.name)
         qmp_socket = self.tmpdir / "qmp.sock"
         for attempt in range(self.HOSTFWD_ATTEMPTS):
-            self.ssh_port = free_tcp_port() if self.config.network else None
+            # Reserved until QEMU answers QMP (by then its netdev, with the forward, is up): `free_tcp_port` is
+            # looked up at each call, so a test can stand in for the probe.
+            reservation = parallel.reserve_port(probe=lambda: free_tcp_port()) if self.config.network else None
+            self.ssh_port = reservation.port if reservation else None
             args = self.command_line(qmp_socket, self.ssh_port)
             self.files.cmdline.write_text("#!/bin/sh\n# launched by the harness; exact command line\n"
                                           + shlex.join(args) + "\n")
             output_start = self.files.output.stat().st_size if self.files.output.exists() else 0
-            self._start(args)
             try:
+                self._start(args)
                 self._connect_qmp(qmp_socket, timeout)
                 return self
             except QemuExited:
@@ -283,6 +285,9 @@ class Machine:
                     self.qmp.explain_failure = self._dead_error
                     continue
                 raise
+            finally:
+                if reservation is not None:
+                    reservation.release()
         raise AssertionError("unreachable")
 
     def _start(self, args: list[str]) -> None:

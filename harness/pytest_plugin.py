@@ -16,13 +16,21 @@ Markers
                       run over a network-namespace link (harness.netns) whatever --topology says, shaped so (tc
                       units: rate "100mbit", one-way delay "5ms", loss "1%"; each overrides its --link-* option);
                       delay or loss skip with the reason on a kernel without netem
+  cpus(n)             the host CPUs the test needs while it runs (harness.parallel's budget), instead of the count
+                      derived from what it boots
 
 Session check: once collection is done (so a run of unit tests alone never needs QEMU), the arch, the source and
 destination binaries (each must be a QEMU system emulator of that arch: `-version` and QMP query-target), the guest
 image (complete, private keys not readable by others) and the artefacts directory are resolved once for the whole
 session. Anything wrong stops the session before any test runs, with one line and exit status 4 (pytest's usage
-error): a test can then never be skipped, failed or passed because of a bad input. `-n` (parallel runs) is refused
-the same way.
+error): a test can then never be skipped, failed or passed because of a bad input.
+
+Parallel runs (pytest-xdist `-n N`, `--dist load --tx …`): the controller names the run directory and hands the
+name to every worker, which makes it (mkdir is race-free) and its tests' directories in it; the controller alone
+points `latest` at it, writes the index and results.json (from the reports the workers send) and the JUnit file.
+Every process reaps what dead runs left at its session start, except a worker on the controller's own host (the
+controller already did, before starting it); live siblings are never reaped, their dirs and namespaces being owned
+by live pids. Ports and host CPUs are shared through harness.parallel: each test waits for the CPUs it needs.
 
 Reports: every test's artefacts directory gets its plots at teardown (harness.report, drawn by harness.plots); at
 session end the run directory gets index.html + results.json and ARTEFACTS/index.html shows that run. A test still
@@ -33,12 +41,13 @@ A migration running longer than --progress-interval seconds prints one line per 
 from __future__ import annotations
 
 import datetime
-import importlib.util
+import json
 import logging
 import os
 import shlex
 import shutil
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -47,7 +56,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from . import host, netns, workdirs
+from . import host, netns, parallel, workdirs
 from .accel import choose_accel
 from .arch import ARCHES, ArchSpec, arch_spec, host_arch
 from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, missing_by_side, platform_for
@@ -58,7 +67,7 @@ from .machine import Machine
 from .qemu import QemuBinary, QemuNotFound
 from .migration import TERMINAL_STATUSES
 from .index import TestResult, write_index
-from .report import Artefacts, progress_line, safe_name
+from .report import Artefacts, atomic_write_text, progress_line, safe_name
 from .testbed import Environment, Testbed
 
 log = logging.getLogger("harness")
@@ -79,8 +88,15 @@ PHASES_KEY = pytest.StashKey[dict[str, set[str]]]()     # nodeid → the phases 
 QEMU_FIXTURES = frozenset({"environment", "guest_image"})
 ARTEFACT_FIXTURES = frozenset({"artefacts_root"})
 LINK_FIXTURES = frozenset({"link"})
-# pytest-xdist's option, registered by this plugin when xdist is absent so that `-n` gets the same refusal.
-XDIST_INSTALLED = importlib.util.find_spec("xdist") is not None
+# What a controller hands its xdist workers (node.workerinput): the run directory's name, and its host.
+RUN_NAME_INPUT = "qmh_run_name"
+HOST_INPUT = "qmh_controller_host"
+UNUSABLE_OUTPUT = "qmh_session_unusable"     # a worker's session check's one line, back to the controller
+RUN_NAME_KEY = pytest.StashKey[str]()
+LINKED_KEY = pytest.StashKey[bool]()
+BUDGET_KEY = pytest.StashKey["parallel.CpuBudget | None"]()
+# Waiting for CPUs longer than this is an error of the test (the wait does not count against its pytest-timeout).
+CPU_WAIT_TIMEOUT_S = 3600.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -126,21 +142,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="netns link packet loss, each direction (1%%): tc netem")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
-    if not XDIST_INSTALLED:
-        # pytest reserves lowercase short options for itself; _addoption is how xdist registers this same -n.
-        group._addoption("-n", "--numprocesses", dest="numprocesses", default=None, metavar="N",
-                         help="refused: parallel runs are not supported by the harness yet")
+    group.addoption("--cpu-budget", type=int, default=None, metavar="N",
+                    help="host CPUs this user's harness tests may use at once, shared by every run and xdist worker "
+                         "(default: the CPUs this process may run on; 0: no budget)")
 
 
 class SessionUnusable(pytest.UsageError):
     """A bad input found by the session check: pytest prints `ERROR: <line>` and exits 4."""
 
 
-def _refuse_parallel(config: pytest.Config) -> None:
-    workers = config.getoption("numprocesses", None)
-    if hasattr(config, "workerinput") or workers not in (None, 0, "0"):
-        # QEMU pairs, forwarded ports, the `latest` link and the per-run index all assume one process per run.
-        raise SessionUnusable(f"harness: -n {workers}: parallel runs are not supported yet; run without -n")
+def worker_id(config: pytest.Config) -> str | None:
+    """This process's xdist worker id (gw0, gw1, …), None in a serial run or the controller."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput.get("workerid"))
+
+
+def is_controller(config: pytest.Config) -> bool:
+    """This process distributes the run to xdist workers and runs no test itself."""
+    return (not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
+            and bool(config.getoption("tx", None)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, on the controller, before a worker starts: the run directory's name and where the controller runs."""
+    node.workerinput[RUN_NAME_INPUT] = node.config.stash[RUN_NAME_KEY]
+    node.workerinput[HOST_INPUT] = socket.gethostname()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,11 +179,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: long matrix; run by `make test`, not by `make check`",
         "smoke: boot, precopy and postcopy with integrity; `make check` runs these on the other guest arch too",
         "link(rate=None, delay=None, loss=None): run over a shaped network-namespace link (harness.netns)",
+        "cpus(n): the host CPUs the test needs while it runs (the CPU budget), instead of the derived count",
     ]:
         config.addinivalue_line("markers", line)
-    _refuse_parallel(config)
-    global _interrupt
+    budget = config.getoption("--cpu-budget", None)
+    if budget is not None and budget < 0:
+        raise SessionUnusable(f"harness: --cpu-budget {budget}: not a CPU count (0: no budget)")
+    if is_controller(config):
+        config.stash[RUN_NAME_KEY] = run_name()
+    if hasattr(config, "workerinput"):
+        config.pluginmanager.register(_WorkerSessionCheck(), "qemu_migration_worker_check")
+    global _interrupt, _config
     _interrupt = None
+    _config = config
     # SIGTERM (CI timeout, kill) must unwind like Ctrl-C so every fixture cleans up its QEMU.
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -167,14 +202,18 @@ def pytest_configure(config: pytest.Config) -> None:
                                     "command": " ".join(["pytest", *config.invocation_params.args])}
     # Output capture is suspended here (it covers only conftest loading and each test), so fd 1 is the real
     # terminal or CI log: a duplicate of it lets progress lines through while a test's output is captured.
+    # An xdist worker's fd 1 is /dev/null (execnet talks over the original): its progress goes to stderr, which
+    # it shares with the controller.
     if config.getoption("--progress-interval", 0) > 0:
         try:
-            config.stash[PROGRESS_FD_KEY] = os.dup(1)
+            config.stash[PROGRESS_FD_KEY] = os.dup(2 if hasattr(config, "workerinput") else 1)
         except OSError:
             pass
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    global _config
+    _config = None
     fd = config.stash.get(PROGRESS_FD_KEY, None)
     if fd is not None:
         os.close(fd)
@@ -186,7 +225,11 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    # Private temp dirs of runs that died (SIGKILL, power loss) are removed before this run makes its own.
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None and workerinput.get(HOST_INPUT) == socket.gethostname():
+        return   # the controller reaped this host before it started the workers
+    # Private temp dirs of runs that died (SIGKILL, power loss) are removed before this run makes its own. Only a
+    # dead owner's: a live sibling worker's dirs and namespaces carry its live pid and start time.
     reaped = workdirs.reap_stale()
     if reaped:
         _say(session.config, f"harness: reaped {len(reaped)} temp dir(s) left by dead runs: "
@@ -348,6 +391,32 @@ def _uses(item: pytest.Item, fixtures: frozenset[str]) -> bool:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The session check, on the final selection (after -k/-m): only what the selected tests use is required."""
+    if not hasattr(session.config, "workerinput"):
+        _session_check(session)
+
+
+class _WorkerSessionCheck:
+    """An xdist worker's session check, before xdist sends the controller its collection (tryfirst): on a bad input
+    the worker ends with exit 4 and hands the one line to the controller (workeroutput), which stops the whole run
+    with it (pytest_testnodedown) — the same line and status as a serial run, not a crashed worker."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        try:
+            _session_check(session)
+        except SessionUnusable as exc:
+            session.config.workeroutput[UNUSABLE_OUTPUT] = str(exc)   # type: ignore[attr-defined]
+            pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    line = getattr(node, "workeroutput", {}).get(UNUSABLE_OUTPUT)
+    if line:
+        raise SessionUnusable(line)
+
+
+def _session_check(session: pytest.Session) -> None:
     config = session.config
     # --collect-only and --fixtures (--setup-plan too) run no test: nothing to check, no QEMU or image needed.
     if config.option.collectonly or config.option.showfixtures or config.option.setupplan or not session.items:
@@ -430,13 +499,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: pytest.TestReport = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
-    _record_result(item.config, report)
     artefacts = item.stash.get(ARTEFACTS_KEY, None)
     if artefacts is not None and report.failed:
         report.sections.append(("harness artefacts", str(artefacts.directory)))
         with open(artefacts.path("failure.txt"), "a") as failure:
             failure.write(f"== {report.when} ==\n{report.longreprtext}\n")
     return report  # type: ignore[return-value]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every report, where the index is written: in a serial run as each test's phases end; on an xdist controller
+    as the workers send them in (a worker writes no index, so its own calls record nothing)."""
+    config = _config
+    if config is None or hasattr(config, "workerinput"):
+        return
+    _record_result(config, report)
+    if is_controller(config) and not config.stash.get(LINKED_KEY, False):
+        _adopt_run_dir(config)
+
+
+def _adopt_run_dir(config: pytest.Config) -> None:
+    """Controller: once a worker has made the run directory, point `latest` at it and write the index there."""
+    run = Path(config.getoption("--artefacts")).resolve() / config.stash[RUN_NAME_KEY]
+    if run.is_dir():
+        point_latest(run)
+        config.stash[RUN_ROOT_KEY] = run
+        config.stash[LINKED_KEY] = True
 
 
 def _record_result(config: pytest.Config, report: pytest.TestReport) -> None:
@@ -480,6 +568,7 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
 
 
 _interrupt: str | None = None   # pytest_keyboard_interrupt gets no config; one session per process
+_config: pytest.Config | None = None   # nor does pytest_runtest_logreport
 
 
 def _mark_interrupted(config: pytest.Config) -> str | None:
@@ -506,15 +595,22 @@ def _mark_interrupted(config: pytest.Config) -> str | None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the run's index.html (and ARTEFACTS/index.html) — only if a harness test made a run directory."""
     config = session.config
+    if hasattr(config, "workerinput"):
+        return   # the controller writes the run's index
     interrupted = _mark_interrupted(config)
+    if is_controller(config) and not config.stash.get(LINKED_KEY, False):
+        _adopt_run_dir(config)
     root = config.stash.get(RUN_ROOT_KEY, None)
     if root is None:
         return
     results = list(config.stash.get(RESULTS_KEY, {}).values())
     dirs = config.stash.get(TEST_DIRS_KEY, {})
     for result in results:
-        result.directory = dirs.get(result.nodeid)
-    header = dict(config.stash.get(RUN_HEADER_KEY, {}))
+        # A worker's test: its directory is named as the `artefacts` fixture names it (on a remote worker's host,
+        # not here: then none).
+        where = dirs.get(result.nodeid) or root / safe_name(result.nodeid)
+        result.directory = where if where.is_dir() else None
+    header = {**_worker_headers(root), **config.stash.get(RUN_HEADER_KEY, {})}
     if interrupted:
         header["interrupted"] = interrupted
     started = header.get("started")
@@ -540,29 +636,58 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 # -- session fixtures ------------------------------------------------------------------------------------------
-def make_run_dir(base: Path) -> Path:
-    """A new run-* directory under `base`, unique across concurrent runs (the pid is in its name), with
-    base/latest pointing at it. The link is made under a private name and renamed over `latest`: rename is
-    atomic, so a concurrent run never sees `latest` missing and never fails on a link another run just made."""
-    base.mkdir(parents=True, exist_ok=True)
-    run = base / (datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f") + f"-p{os.getpid()}")
-    run.mkdir()
-    latest = base / "latest"
+def run_name() -> str:
+    """A run directory's name, unique across concurrent runs (the pid of the run's serial process or controller)."""
+    return datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f") + f"-p{os.getpid()}"
+
+
+def point_latest(run: Path) -> None:
+    """run.parent/latest → run. The link is made under a private name and renamed over `latest`: rename is atomic,
+    so a concurrent run never sees `latest` missing and never fails on a link another run just made."""
+    latest = run.parent / "latest"
     if latest.is_symlink() or not latest.exists():   # never replace a real file or directory named latest
-        link = base / f".latest-{os.getpid()}.tmp"
+        link = run.parent / f".latest-{os.getpid()}.tmp"
         link.unlink(missing_ok=True)
         link.symlink_to(run.name)
         os.replace(link, latest)
+
+
+def make_run_dir(base: Path) -> Path:
+    """A new run-* directory under `base` with base/latest pointing at it."""
+    base.mkdir(parents=True, exist_ok=True)
+    run = base / run_name()
+    run.mkdir()
+    point_latest(run)
     return run
 
 
 @pytest.fixture(scope="session")
 def artefacts_root(pytestconfig: pytest.Config) -> Path:
     """This run's artefact directory, ARTEFACTS/run-<time>-<pid> (`latest` points at it): one subdirectory per
-    test, the run's results.json and index.html."""
-    run = make_run_dir(Path(pytestconfig.getoption("--artefacts")).resolve())
+    test, the run's results.json and index.html. In an xdist worker, the directory the controller named (each
+    worker makes it if it is not there yet; on another host, under that host's ARTEFACTS)."""
+    base = Path(pytestconfig.getoption("--artefacts")).resolve()
+    workerinput = getattr(pytestconfig, "workerinput", None)
+    if workerinput is not None and RUN_NAME_INPUT in workerinput:
+        run = base / workerinput[RUN_NAME_INPUT]
+        run.mkdir(parents=True, exist_ok=True)
+    else:
+        run = make_run_dir(base)
     pytestconfig.stash[RUN_ROOT_KEY] = run
     return run
+
+
+def _worker_headers(root: Path) -> dict[str, str]:
+    """What workers' `environment` fixtures found (QEMU, accelerator, …: header-WORKER.json in the run directory),
+    for the controller's index header; the first worker's value of each line."""
+    merged: dict[str, str] = {}
+    for path in sorted(root.glob("header-*.json")):
+        try:
+            for key, value in json.loads(path.read_text()).items():
+                merged.setdefault(key, value)
+        except (OSError, ValueError):
+            continue
+    return merged
 
 
 @pytest.fixture(scope="session")
@@ -577,7 +702,9 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
     """The session's choices: source and destination binaries, image, arch, accelerator (--accel auto probes KVM
     with a deadline and says in one line what it chose) and the machine type + CPU both binaries support."""
     b = session_setup(pytestconfig).binaries
-    accel = choose_accel(pytestconfig.getoption("--accel"), b.source, guest_image, artefacts_root / "accel-probe",
+    worker = worker_id(pytestconfig)
+    accel = choose_accel(pytestconfig.getoption("--accel"), b.source, guest_image,
+                         artefacts_root / ("accel-probe" + (f"-{worker}" if worker else "")),
                          cache_dir=Path(pytestconfig.rootpath) / "build" / "cache")
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -605,6 +732,8 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         header["QEMU wrapper"] = (f"{pytestconfig.getoption('--qemu-wrapper')} "
                                   f"({pytestconfig.getoption('--qemu-wrapper-side')}; timing verdicts are "
                                   "meaningless under it)")
+    if worker:
+        atomic_write_text(artefacts_root / f"header-{worker}.json", json.dumps(header))
     return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, setup.wrappers)
 
 
@@ -681,9 +810,66 @@ def link(artefacts: Artefacts, request: pytest.FixtureRequest) -> Iterator[netns
         made.close()
 
 
+def _budget(config: pytest.Config) -> parallel.CpuBudget | None:
+    """This process's view of the host CPU budget (None with --cpu-budget 0), made on first use."""
+    if BUDGET_KEY not in config.stash:
+        size = config.getoption("--cpu-budget")
+        config.stash[BUDGET_KEY] = None if size == 0 else parallel.CpuBudget(size=size)
+    return config.stash[BUDGET_KEY]
+
+
+def cpu_need(request: pytest.FixtureRequest, budget: int) -> parallel.CpuNeed:
+    """parallel.cpus_needed for this test: its `cpus` marker, the fixtures it names and gets, its guest overrides."""
+    item = request.node
+    marker = item.get_closest_marker("cpus")
+    info = getattr(item, "_fixtureinfo", None)
+    return parallel.cpus_needed(getattr(info, "initialnames", ()), getattr(item, "fixturenames", ()),
+                                _guest_overrides(request), marker.args[0] if marker is not None else None, budget)
+
+
+class _TimeoutPaused:
+    """pytest-timeout's timer (signal method: ITIMER_REAL) stopped for the duration, then re-armed with what was
+    left: waiting for CPUs other tests hold is not this test's time."""
+
+    def __enter__(self) -> "_TimeoutPaused":
+        self.left = signal.getitimer(signal.ITIMER_REAL)[0] if threading.current_thread() is threading.main_thread() \
+            else 0.0
+        if self.left > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.left > 0:
+            signal.setitimer(signal.ITIMER_REAL, self.left)
+
+
 @pytest.fixture
-def testbed(environment: Environment, artefacts: Artefacts, link: netns.Link | None,
-            request: pytest.FixtureRequest) -> Iterator[Testbed]:
+def cpu_budget(request: pytest.FixtureRequest, artefacts: Artefacts) -> Iterator[parallel.CpuGrant | None]:
+    """The host CPUs this test needs, taken from the host-wide budget (harness.parallel: one flock'd token per CPU,
+    shared by every xdist worker and every run of this user) before its first QEMU starts, and given back at
+    teardown whatever happened. The need: `@pytest.mark.cpus(n)`, else one per vCPU of each guest it boots (a
+    source + destination pair of 1-vCPU guests: 2). cpus.json records the need, why, and how long the test waited;
+    the wait does not count against its timeout. None (and no wait) with --cpu-budget 0."""
+    budget = _budget(request.config)
+    if budget is None:
+        yield None
+        return
+    need = cpu_need(request, budget.size)
+    with _TimeoutPaused():
+        grant = budget.acquire(need.cpus, timeout=CPU_WAIT_TIMEOUT_S)
+    try:
+        artefacts.write_json("cpus", {"needed": need.cpus, "why": need.why, "budget": budget.size,
+                                      "tokens": grant.tokens, "waited_s": grant.waited_s,
+                                      "worker": worker_id(request.config), "pid": os.getpid()})
+        request.node.user_properties.append(("cpu wait", f"{grant.waited_s:.1f} s for {need.cpus} CPU(s)"))
+        yield grant
+    finally:
+        grant.release()
+
+
+@pytest.fixture
+def testbed(environment: Environment, artefacts: Artefacts, cpu_budget: parallel.CpuGrant | None,
+            link: netns.Link | None, request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU, and
     over the test's `link` when it has one; every QEMU it started is stopped and its exit checked at teardown. A
     `known_bug` the run's binaries have turns the test into an expected failure here, where the accelerator is

@@ -10,10 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).parent / "inner" / "inner_keep.py"
 
 
+# The child boots one guest: this test holds its CPU and the child takes none (as test_interrupts.py).
+@pytest.mark.cpus(1)
+@pytest.mark.usefixtures("cpu_budget")
 def test_wrapper_runs_qemu_and_a_failed_tests_workdir_is_kept(tmp_path: Path) -> None:
     log = tmp_path / "wrapped.log"
     wrapper = tmp_path / "log-and-exec"
@@ -22,7 +27,7 @@ def test_wrapper_runs_qemu_and_a_failed_tests_workdir_is_kept(tmp_path: Path) ->
     artefacts = tmp_path / "artefacts"
     proc = subprocess.run([sys.executable, "-m", "pytest", str(INNER), "--accel", "tcg", "-p", "no:cacheprovider",
                            "-q", "--artefacts", str(artefacts), "--qemu-wrapper", str(wrapper),
-                           "--qemu-wrapper-side", "source", "--keep-workdir", "failed"],
+                           "--qemu-wrapper-side", "source", "--keep-workdir", "failed", "--cpu-budget", "0"],
                           cwd=ROOT, env={**os.environ, "QMH_INNER": "1"}, capture_output=True, text=True,
                           timeout=300)
     output = proc.stdout + proc.stderr

@@ -21,12 +21,16 @@ READY_WITHIN_S = 150.0      # two TCG boots plus a migration start on a shared 2
 EXIT_WITHIN_S = 20.0        # teardown: quit both QEMUs (≤ 10 s each if one hangs), remove dirs
 INNER_TIMEOUT_S = 30       # the inner migration is under way ~8 s after start here
 
+# The child pytest boots a source and a destination: this test holds their CPUs from the budget (harness.parallel)
+# and the child takes none (--cpu-budget 0), so its timings never include a wait for CPUs another worker holds.
+pytestmark = [pytest.mark.cpus(2), pytest.mark.usefixtures("cpu_budget")]
+
 
 def run_inner(tmp_path: Path, sig: int | None, extra_env: dict[str, str] | None = None) -> dict:
     ready = tmp_path / "ready.json"
     env = {**os.environ, "QMH_INNER": "1", "QMH_INNER_READY": str(ready), **(extra_env or {})}
     argv = [sys.executable, "-m", "pytest", str(INNER), "--accel", "tcg", "--artefacts", str(tmp_path / "artefacts"),
-            "-p", "no:cacheprovider", "-q", "--progress-interval", "0"]
+            "-p", "no:cacheprovider", "-q", "--progress-interval", "0", "--cpu-budget", "0"]
     started = time.monotonic()
     # A job started in the background by a non-interactive shell (CI) inherits SIGINT ignored, and Python then
     # keeps ignoring it: give the child the default disposition a terminal's Ctrl-C meets.

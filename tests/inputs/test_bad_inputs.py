@@ -68,8 +68,10 @@ ROWS = [
      "preempt-requests-wait-for-migration-thread, serialized-iterative-devices, tcg-dirty-tlb (harness/known_bugs.py)"),
     ("qemu-wrapper-missing", "--qemu-wrapper no-such-debugger",
      "ERROR: harness: --qemu-wrapper: no-such-debugger: no such program on PATH"),
-    ("parallel", "-n 2",
-     "ERROR: harness: -n 2: parallel runs are not supported yet; run without -n"),
+    ("parallel-missing-binary", "-n 2 --qemu-binary /nonexistent/qemu",
+     "ERROR: harness: --qemu-binary: /nonexistent/qemu: no such file or directory"),
+    ("cpu-budget-negative", "--cpu-budget -1",
+     "ERROR: harness: --cpu-budget -1: not a CPU count (0: no budget)"),
     ("unknown-option", "--no-such-option",
      "error: unrecognized arguments: --no-such-option"),
 ]

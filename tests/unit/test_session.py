@@ -253,3 +253,25 @@ def test_junit_points_to_the_artefacts_and_names_the_failing_verdict(tmp_path: P
     assert ("plot", str(Path(folder) / "stalls.png")) in properties, properties
     assert ("failed verdict", "p99 stall in link RTTs: 40 > 10 (link RTT)") in properties, properties
     assert case.find("failure").get("message").startswith("AssertionError: p99 stall in link RTTs: 40 > 10")
+
+
+def test_under_xdist_the_controller_records_a_workers_test_cut_short_as_interrupted(tmp_path: Path) -> None:
+    """-n 2: the controller writes the index from the reports the workers sent; SIGTERM to the controller while a
+    worker's test runs leaves that test "interrupted" and the other worker's pass a pass, in the one run directory
+    `latest` points at."""
+    (tmp_path / "test_dummy.py").write_text(DUMMY.split("def test_never_starts")[0])
+    started = tmp_path / "started"
+    proc = start(tmp_path, "test_dummy.py", "-n", "2", env={"STARTED_FILE": str(started)})
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    time.sleep(1)   # the other worker's instant pass reaches the controller (a report on the wire is not a result)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 2, output
+    data = results(tmp_path)
+    assert {t["nodeid"].split("::")[1]: t["outcome"] for t in data["tests"]} == {
+        "test_passes_first": "passed", "test_is_cut_short": "interrupted"}, data
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("run-")] == [
+        (tmp_path / "out" / "latest").resolve().name]
