@@ -84,6 +84,8 @@ class RemoteHost:
     host_key: Path | None = None       # the host's public key (OpenSSH .pub); None: ~/.ssh/known_hosts
     migration_address: str | None = None
     netns: str | None = None
+    version: str | None = None         # the remote QEMU's `-version` line, once checked
+
 
     @property
     def listen_address(self) -> str:
@@ -91,12 +93,14 @@ class RemoteHost:
         return self.migration_address or self.address
 
     def describe(self) -> str:
-        return (f"{self.side} remote: {self.user}@{self.address}:{self.port}, QEMU {self.qemu_binary}, images "
+        version = f" ({self.version.removeprefix('QEMU emulator version ')})" if self.version else ""
+        return (f"{self.side} remote: {self.user}@{self.address}:{self.port}, QEMU {self.qemu_binary}{version}, images "
                 f"{self.image_dir}, work dir {self.work_dir}" + (f" (ssh from netns {self.netns})" if self.netns
                                                                  else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "port": self.port, "user": self.user, "qemu_binary": self.qemu_binary,
+                "version": self.version,
                 "image_dir": self.image_dir, "work_dir": self.work_dir, "migration_address": self.listen_address,
                 "netns": self.netns}
 

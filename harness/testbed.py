@@ -160,11 +160,15 @@ class Testbed:
         configures or expects a refusal before `start()`. `migrate()` is this plus `start()`. Its sockets and files
         go in the test's work dir unless `workdir` names another (e.g. a small filesystem the test mounted)."""
         tcp: dict[str, Any] = {}
-        remote = destination is not None and (destination.config.remote or source.config.remote)
-        if remote and self.link is None:
+        # A remote host of the hosts file (not one a test made on its link, which has a namespace to connect from).
+        across_hosts = destination is not None and any(
+            m.config.remote is not None and m.config.remote.netns is None for m in (source, destination))
+        if across_hosts:
             # Across hosts: tcp to the destination's address (a remote's migration_address, or --hosts'
             # local_address for a local one), port 0 bound by the destination itself and read back.
             assert destination is not None
+            if config.transport == "file":
+                raise MachineError("a file migration with a remote side: the file would be on one host only")
             host = (destination.config.remote.listen_address if destination.config.remote is not None
                     else self.env.local_address)
             if host is None:

@@ -13,6 +13,7 @@ command line, output and console are in the artefacts like a local one's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from typing import Iterator
@@ -96,3 +97,21 @@ def test_postcopy_with_a_remote_side_keeps_the_guest_intact(testbed: Testbed, pa
                                                            remote_host: remote.RemoteHost) -> None:
     postcopy_with_integrity(testbed, pair, postcopy_bandwidth=32 * MiB)
     check_record(testbed, remote_host, remote_host.side)
+
+
+@pytest.mark.parametrize("remote_side", ["destination"])
+def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: remote.RemoteHost) -> None:
+    """What --hosts' session check says (exit 4) of a host that is reachable but lacks the QEMU or the image."""
+    missing = dataclasses.replace(remote_host, qemu_binary="/nonexistent/qemu-system-x86_64")
+    for host, files, start in [
+            (missing, [], f"[destination] {remote_host.address}: qemu_binary /nonexistent/qemu-system-x86_64 is not "
+                          "a QEMU system emulator there (exit 127"),
+            (remote_host, ["no-such-kernel"], f"[destination] {remote_host.address}: image_dir "
+                                              f"{remote_host.image_dir} has no no-such-kernel (copy the guest image")]:
+        connection = remote.Connection(host)
+        try:
+            with pytest.raises(remote.RemoteUnusable) as raised:
+                connection.check(files)
+        finally:
+            connection.close()
+        assert str(raised.value).startswith(start) and "\n" not in str(raised.value), raised.value
