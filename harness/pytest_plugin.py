@@ -375,7 +375,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _say(config, f"harness: {setup.platform.describe()}")
         if config.getoption("--hosts"):
             hosts = config.stash[HOSTS_KEY] = check_hosts(config, setup.image)
-            for side, found in hosts.remotes.items():
+            for found in hosts.remotes.values():
                 _say(config, f"harness: {found.describe()}")
 
 

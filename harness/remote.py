@@ -178,19 +178,23 @@ def load_hosts(path: Path) -> HostsFile:
 # -- the remote command (pure) ------------------------------------------------------------------------------------
 # $1: the run dir; the rest: QEMU's command line. QEMU's stdin is /dev/null, its stdout (the console) and stderr
 # (its output) are the channel's. The watcher holds the channel's stdin: EOF there (the harness closed the channel,
-# or the connection is gone) SIGKILLs QEMU and removes the run dir, so nothing outlives the harness.
+# or the connection is gone) marks the run dir and SIGKILLs QEMU, and the wrapper then removes the run dir, so
+# nothing outlives the harness. Any other end of QEMU (its own exit, a signal the harness sent) leaves the run dir
+# to the harness, which fetches the trace log from it first; the wrapper stops the watcher (QEMU's pid is not
+# signalled again after its end).
 WRAPPER = """\
 dir=$1; shift
 exec 3<&0 </dev/null
 "$@" &
 qemu=$!
 echo "qmh-remote: QEMU pid $qemu, run dir $dir" >&2
-{ cat >/dev/null; kill -KILL "$qemu" 2>/dev/null; rm -rf -- "$dir"; } <&3 >/dev/null 2>&1 &
+{ cat >/dev/null; : >"$dir/.eof"; kill -KILL "$qemu" 2>/dev/null; } <&3 >/dev/null 2>&1 &
 watcher=$!
 exec 3<&-
 wait "$qemu"
 status=$?
 kill "$watcher" 2>/dev/null
+[ -e "$dir/.eof" ] && rm -rf -- "$dir"
 exit "$status"
 """
 
@@ -342,7 +346,7 @@ class RemoteProcess:
     (console) and stderr (output) pumped into local files as they come."""
 
     def __init__(self, connection: Connection, command: str, output: Path, console: Path) -> None:
-        self.connection = connection
+        self.connection, self.output = connection, output
         self.channel = connection.transport.open_session(timeout=CONNECT_TIMEOUT)
         self.channel.exec_command(command)
         self.pid: int | None = None
@@ -388,6 +392,12 @@ class RemoteProcess:
     def _finish(self) -> None:
         for pump in self._pumps:
             pump.join(5)    # the logs are complete before anyone reads the exit
+        if self.returncode is not None:
+            return
+        if not self.channel.exit_status_ready():
+            with open(self.output, "a") as out:   # the output tail a QemuExited shows must say why
+                out.write(f"qmh-remote: the SSH connection to {self.connection.host.address} was lost; QEMU's own "
+                          f"end is unknown (the remote command's watcher kills it when the connection goes)\n")
         self.returncode = returncode_of(self.channel.exit_status if self.channel.exit_status_ready() else -1)
 
     def send_signal(self, sig: int) -> None:

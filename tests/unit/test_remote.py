@@ -101,7 +101,10 @@ def run_wrapper(run_dir: Path, command: list[str]) -> subprocess.Popen[bytes]:
 def test_the_wrapper_exits_with_qemus_status_and_names_its_pid(script: str, returncode: int,
                                                                tmp_path: Path) -> None:
     process = run_wrapper(tmp_path, ["sh", "-c", f"echo console; echo output >&2; {script}"])
-    out, err = process.communicate(timeout=10)
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    process.wait(10)           # with stdin still open, as the harness holds the channel until QEMU's end
+    out, err = process.stdout.read(), process.stderr.read()
+    process.stdin.close()
     assert remote.returncode_of(process.returncode) == returncode
     assert out == b"console\n"                      # QEMU's stdout: the console chardev
     assert b"output\n" in err and remote.remote_pid(err.decode()) is not None
