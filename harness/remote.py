@@ -181,12 +181,15 @@ def load_hosts(path: Path) -> HostsFile:
 # or the connection is gone) marks the run dir and SIGKILLs QEMU, and the wrapper then removes the run dir, so
 # nothing outlives the harness. Any other end of QEMU (its own exit, a signal the harness sent) leaves the run dir
 # to the harness, which fetches the trace log from it first; the wrapper stops the watcher (QEMU's pid is not
-# signalled again after its end).
+# signalled again after its end). The wrapper ignores SIGHUP, SIGTERM and SIGPIPE (a lost connection brings one
+# of them: without the trap the wrapper died before removing the run dir), so it lives to remove the run dir; QEMU,
+# started before the trap, keeps its own handling of them.
 WRAPPER = """\
 dir=$1; shift
 exec 3<&0 </dev/null
 "$@" &
 qemu=$!
+trap '' HUP TERM PIPE
 echo "qmh-remote: QEMU pid $qemu, run dir $dir" >&2
 { cat >/dev/null; : >"$dir/.eof"; kill -KILL "$qemu" 2>/dev/null; } <&3 >/dev/null 2>&1 &
 watcher=$!
