@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -64,6 +65,65 @@ def free_tcp_port() -> int:
 
 class MachineError(RuntimeError):
     pass
+
+
+class LocalHost:
+    """Where a Machine's QEMU runs: this host (the default). harness.remote.RemoteQemu is the same interface for a
+    QEMU started on another host over SSH; Machine asks its host for every host-specific part of a launch (the
+    binary's arguments, the QMP address, the console chardev, image and work-file paths, the process itself, its
+    signals, the guest's SSH socket, files QEMU wrote) and does all the rest — command line, exit watching,
+    QemuExited, QMP, cleanup — the same way for both."""
+
+    def where(self) -> str:
+        return "local"
+
+    def prepare(self, name: str) -> None:
+        pass
+
+    def reserve_port(self) -> parallel.PortReservation:
+        """A port for the guest's SSH forward, held against other harness processes (xdist workers, other runs)
+        until released. `free_tcp_port` is looked up at each call, so a test can stand in for the probe."""
+        return parallel.reserve_port(probe=lambda: free_tcp_port())
+
+    def base_args(self, binary: QemuBinary) -> list[str]:
+        return binary.base_args()
+
+    def qmp_arg(self, qmp_socket: Path) -> str:
+        return f"unix:{qmp_socket},server=on,wait=off"
+
+    def console_chardev(self, console: Path) -> str:
+        return f"file,id=console,path={console}"
+
+    def image_path(self, path: Path) -> str:
+        return str(path)
+
+    def work_path(self, path: Path) -> str:
+        return str(path)
+
+    def script(self, args: list[str]) -> str:
+        return "#!/bin/sh\n# launched by the harness; exact command line\n" + shlex.join(args) + "\n"
+
+    def start(self, args: list[str], output: Path, console: Path) -> "subprocess.Popen[bytes]":
+        with open(output, "ab") as out:
+            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+
+    def signal(self, process: "subprocess.Popen[bytes]", sig: int) -> None:
+        os.killpg(process.pid, sig)
+
+    def guest_socket(self, namespace: str | None) -> Callable[[str, int, float], socket.socket] | None:
+        if namespace is None:
+            return None
+        return lambda host, port, timeout: netns.connect_in(namespace, host, port, timeout)
+
+    def dump_path(self, local: Path) -> str:
+        return str(local)
+
+    def after_dump(self, remote: str, local: Path) -> None:
+        pass
+
+    def release(self, process: Any, trace: Path) -> None:
+        pass
 
 
 # What a crashing QEMU dies of. Never "expected", whatever a test declared: a deliberate kill sends SIGKILL/SIGTERM.
@@ -170,6 +230,9 @@ class MachineConfig:
     # The network namespace QEMU runs in (--topology netns; the wrapper then starts with `ip netns exec NAME`):
     # its SSH hostfwd is on that namespace's loopback, so the guest shell connects from inside it.
     netns: str | None = None
+    # The remote host this QEMU runs on (harness.remote.RemoteHost; Testbed gives the Machine its RemoteQemu), or
+    # None: here.
+    remote: Any = None
 
 
 @dataclass
@@ -184,8 +247,10 @@ class Machine:
     """A QEMU process. Use as a context manager; cleanup runs whatever happens in the body."""
 
     def __init__(self, binary: QemuBinary, image: GuestImage, config: MachineConfig, name: str,
-                 artefacts: Path) -> None:
+                 artefacts: Path, host: Any = None) -> None:
         self.binary, self.image, self.config, self.name = binary, image, config, name
+        # LocalHost, or harness.remote.RemoteQemu for a QEMU on another host.
+        self.host = host if host is not None else LocalHost()
         artefacts.mkdir(parents=True, exist_ok=True)
         self.files = MachineFiles(
             cmdline=artefacts / f"{name}.cmdline.sh",
@@ -194,7 +259,7 @@ class Machine:
             trace=artefacts / f"{name}.trace.log",
         )
         self.tmpdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Any = None     # subprocess.Popen, or harness.remote.RemoteProcess
         self.qmp: QMPSession = QMPSession(name)
         self.ssh_port: int | None = None
         self._shell: GuestShell | None = None
@@ -214,16 +279,17 @@ class Machine:
     # -- command line -------------------------------------------------------------------------------------------
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
         cfg, arch = self.config, self.config.arch
-        args = [*cfg.wrapper, *self.binary.base_args(),
+        host = self.host
+        args = [*cfg.wrapper, *host.base_args(self.binary),
                 "-name", f"{self.name},debug-threads=on",
                 "-machine", cfg.machine_type or arch.machine,
                 "-accel", ",".join((cfg.accel, *cfg.accel_properties)),
                 "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
                 "-smp", str(cfg.cpus),
                 "-nodefaults", "-no-user-config", "-display", "none",
-                "-qmp", f"unix:{qmp_socket},server=on,wait=off",
-                "-chardev", f"file,id=console,path={self.files.console}", *arch.console_args,
-                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+                "-qmp", host.qmp_arg(qmp_socket),
+                "-chardev", host.console_chardev(self.files.console), *arch.console_args,
+                "-kernel", host.image_path(self.image.kernel), "-initrd", host.image_path(self.image.initrd),
                 "-append", self.image.cmdline,
         ]
         if cfg.memory_backend:
@@ -242,7 +308,7 @@ class Machine:
             args += ["-global", value]
         if cfg.trace_events:
             # -msg timestamp=on makes the log backend prefix each line with PID@EPOCH (see harness.trace).
-            args += ["-D", str(self.files.trace), "-msg", "timestamp=on"]
+            args += ["-D", host.work_path(self.files.trace), "-msg", "timestamp=on"]
             for event in cfg.trace_events:
                 args += ["-trace", f"enable={event}"]
         if cfg.start_paused:
@@ -253,19 +319,20 @@ class Machine:
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     HOSTFWD_ATTEMPTS = 3
+    # What QEMU says when a port it was given is taken: the SSH forward's (any host), QMP's (a remote's loopback).
+    PORT_TAKEN = ("could not set up host forwarding", "address already in use")
 
     def launch(self, timeout: float = 30.0) -> "Machine":
         # workdirs.private_dir: 0700, and reaped by a later run if this one is SIGKILLed.
         self.tmpdir = workdirs.private_dir(self.name)
         qmp_socket = self.tmpdir / "qmp.sock"
+        self.host.prepare(self.name)
         for attempt in range(self.HOSTFWD_ATTEMPTS):
-            # Reserved until QEMU answers QMP (by then its netdev, with the forward, is up): `free_tcp_port` is
-            # looked up at each call, so a test can stand in for the probe.
-            reservation = parallel.reserve_port(probe=lambda: free_tcp_port()) if self.config.network else None
+            # Reserved until QEMU answers QMP (by then its netdev, with the forward, is up).
+            reservation = self.host.reserve_port() if self.config.network else None
             self.ssh_port = reservation.port if reservation else None
             args = self.command_line(qmp_socket, self.ssh_port)
-            self.files.cmdline.write_text("#!/bin/sh\n# launched by the harness; exact command line\n"
-                                          + shlex.join(args) + "\n")
+            self.files.cmdline.write_text(self.host.script(args))
             output_start = self.files.output.stat().st_size if self.files.output.exists() else 0
             try:
                 self._start(args)
@@ -274,12 +341,13 @@ class Machine:
             except QemuExited:
                 # Someone took the forwarded port between our probe and QEMU's bind: try another port. Only this
                 # attempt's output counts (the log is appended to across attempts).
-                if (attempt + 1 < self.HOSTFWD_ATTEMPTS
-                        and "could not set up host forwarding" in self._output_since(output_start).lower()):
-                    log.warning("%s: SSH port %s taken before QEMU bound it; retrying with another", self.name,
-                                self.ssh_port)
+                output = self._output_since(output_start).lower()
+                if attempt + 1 < self.HOSTFWD_ATTEMPTS and any(taken in output for taken in self.PORT_TAKEN):
+                    log.warning("%s: a port (SSH %s) was taken before QEMU bound it; retrying with others",
+                                self.name, self.ssh_port)
                     self._reset_exit_state()
-                    qmp_socket.unlink(missing_ok=True)
+                    if isinstance(self.host, LocalHost):
+                        qmp_socket.unlink(missing_ok=True)
                     self.qmp.close()
                     self.qmp = QMPSession(self.name)
                     self.qmp.explain_failure = self._dead_error
@@ -291,17 +359,13 @@ class Machine:
         raise AssertionError("unreachable")
 
     def _start(self, args: list[str]) -> None:
-        output = open(self.files.output, "ab")
         self.launched_at = time.monotonic()
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=output,
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
-        output.close()
+        self.process = self.host.start(args, self.files.output, self.files.console)
         _LIVE.add(self)
         process = self.process
         threading.Thread(target=self._watch, args=(process,), name=f"qemu-watch-{self.name}", daemon=True).start()
 
-    def _watch(self, process: "subprocess.Popen[bytes]") -> None:
+    def _watch(self, process: Any) -> None:
         """Block in wait() for QEMU's end; record it and wake every waiter at once (no polling deadline)."""
         returncode = process.wait()
         with self._exit_lock:
@@ -487,11 +551,9 @@ class Machine:
         if self._shell is None:
             if self.ssh_port is None:
                 raise MachineError(f"{self.name} has no network")
-            namespace = self.config.netns
             self._shell = GuestShell(self.ssh_port, self.image.client_key, self.image.host_key_pub,
                                      self.image.ssh_user, liveness=self._guest_error,
-                                     open_socket=(lambda host, port, timeout: netns.connect_in(
-                                         namespace, host, port, timeout)) if namespace else None)
+                                     open_socket=self.host.guest_socket(self.config.netns))
         return self._shell
 
     def is_running(self) -> bool:
@@ -534,11 +596,12 @@ class Machine:
                 if self.exit_info is None and self._harness_ended != "quit":
                     self._harness_ended = "kill"
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.host.signal(self.process, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self._reap()
         self.qmp.close()
+        self.host.release(self.process, self.files.trace)
         if self.tmpdir is not None:
             workdirs.remove(self.tmpdir)
             self.tmpdir = None
@@ -550,7 +613,7 @@ class Machine:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.host.signal(self.process, signal.SIGKILL)
                 self.process.wait(10)
             self._exited.wait(5)  # the watcher's record (exit_info) is what teardown judges
 
@@ -558,7 +621,7 @@ class Machine:
         """Signal QEMU's process group, e.g. a fault test's deliberate SIGKILL (declare it with expect_exit
         first if the exit is not the failure under test)."""
         assert self.process is not None
-        os.killpg(self.process.pid, sig)
+        self.host.signal(self.process, sig)
 
     def __enter__(self) -> "Machine":
         return self
@@ -582,7 +645,10 @@ class Machine:
 
     # -- guest memory -------------------------------------------------------------------------------------------
     def pmemsave(self, path: Path, size_bytes: int, timeout: float = 120.0) -> None:
-        self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=str(path))
+        """Guest RAM into `path` here (a remote QEMU dumps into its run dir; the file is then fetched)."""
+        target = self.host.dump_path(path)
+        self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
+        self.host.after_dump(target, path)
 
 
 class _ExpectedExit:

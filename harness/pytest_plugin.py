@@ -40,6 +40,7 @@ A migration running longer than --progress-interval seconds prints one line per 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -56,7 +57,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-from . import host, netns, parallel, workdirs
+from . import host, netns, parallel, remote, workdirs
 from .accel import choose_accel
 from .arch import ARCHES, ArchSpec, arch_spec, host_arch
 from .compat import NoCommonPlatform, PlatformChoice, lacks_reason, missing_by_side, platform_for
@@ -81,6 +82,7 @@ TEST_DIRS_KEY = pytest.StashKey[dict[str, Path]]()
 PROGRESS_FD_KEY = pytest.StashKey[int]()
 INDEX_KEY = pytest.StashKey[Path]()
 SETUP_KEY = pytest.StashKey["SessionSetup"]()
+HOSTS_KEY = pytest.StashKey[remote.HostsFile]()         # --hosts, checked
 PHASES_KEY = pytest.StashKey[dict[str, set[str]]]()     # nodeid → the phases that reported
 
 # Fixtures through which a test boots or probes QEMU: a selected test that uses one of them (directly or through
@@ -140,6 +142,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="netns link one-way delay, each direction (5ms: 10 ms more round trip): tc netem")
     group.addoption("--link-loss", default=None, metavar="PERCENT",
                     help="netns link packet loss, each direction (1%%): tc netem")
+    group.addoption("--hosts", default=None, metavar="FILE",
+                    help="run the source and/or destination QEMU on other hosts over SSH: a TOML file with a "
+                         "[source] and/or [destination] section (README, \"Remote QEMUs\")")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
     group.addoption("--cpu-budget", type=int, default=None, metavar="N",
@@ -437,6 +442,33 @@ def _session_check(session: pytest.Session) -> None:
                 _say(config, f"harness: destination QEMU {b.destination}")
             _say(config, f"harness: guest image {setup.image.directory}")
             _say(config, f"harness: {setup.platform.describe()}")
+        if config.getoption("--hosts"):
+            hosts = config.stash[HOSTS_KEY] = check_hosts(config, setup.image)
+            for found in hosts.remotes.values():
+                _say(config, f"harness: {found.describe()}")
+
+
+def check_hosts(config: pytest.Config, image: GuestImage) -> remote.HostsFile:
+    """--hosts read and every remote side checked over SSH (reachable with the key, the host key as given, its
+    QEMU binary a QEMU, its image dir holding the image's files, its work dir writable): SessionUnusable (one
+    line) on the first problem. Each side's description then carries the remote QEMU's version."""
+    path = Path(config.getoption("--hosts")).expanduser()
+    if config.getoption("--topology") == "netns":
+        raise SessionUnusable(f"harness: --hosts {path}: a remote host is not in this host's network namespaces; "
+                              "use --topology loopback (the default)")
+    try:
+        hosts = remote.load_hosts(path)
+        checked = {}
+        for side, found in hosts.remotes.items():
+            connection = remote.Connection(found)
+            try:
+                version = connection.check([image.kernel.name, image.initrd.name])
+            finally:
+                connection.close()
+            checked[side] = dataclasses.replace(found, version=version)
+    except (remote.HostsFileError, remote.RemoteUnusable) as exc:
+        raise SessionUnusable(f"harness: --hosts {path}: {exc}") from None
+    return dataclasses.replace(hosts, remotes=checked)
 
 
 def link_options(config: pytest.Config, needs_netns: bool) -> netns.Shaping:
@@ -728,13 +760,18 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
     if pytestconfig.getoption("--topology") == "netns":
         header["topology"] = ("netns: each QEMU in its own network namespace, migrating over a veth pair ("
                               + link_options(pytestconfig, needs_netns=True).describe() + ")")
+    hosts = pytestconfig.stash.get(HOSTS_KEY, None)
+    for side, found in (hosts.remotes.items() if hosts else ()):
+        local = b.destination if side == "destination" else b.source
+        header[f"{side} QEMU"] = f"{found.describe()}; QMP schema features read from {local} here"
     if setup.wrappers:
         header["QEMU wrapper"] = (f"{pytestconfig.getoption('--qemu-wrapper')} "
                                   f"({pytestconfig.getoption('--qemu-wrapper-side')}; timing verdicts are "
                                   "meaningless under it)")
     if worker:
         atomic_write_text(artefacts_root / f"header-{worker}.json", json.dumps(header))
-    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, setup.wrappers)
+    return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, setup.wrappers,
+                       remotes=hosts.remotes if hosts else {}, local_address=hosts.local_address if hosts else None)
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ workloads, waits and integrity checks, so that what differs between two tests is
   precopy_with_integrity   seqinc (+ a dirtier), precopy to completion, both sides paused: RAM hashes equal, then
                            seqcheck on the destination;
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
+  postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
                            cut), recovered, completed with the guest intact;
   resend_window            a hot set rewritten flat out while the bandwidth holds precopy back: after two passes
@@ -76,6 +77,22 @@ def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
     migration.start_postcopy()
     return seq, migration
+
+
+def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int) -> dict[str, Any]:
+    """postcopy_under_load to completion: completed, went through postcopy-active, the destination faulted pages
+    in by request (≥ 1), and the seqinc invariant on the destination. Returns the final query-migrate."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=postcopy_bandwidth)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+    testbed.artefacts.verdict(oracles.completed(final))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active"]))
+    requests = final.get("ram", {}).get("postcopy-requests", 0)
+    testbed.artefacts.verdict(oracles.progressed("destination faulted pages in by request", 0, requests, 1))
+    check = workloads.seqcheck(pair.destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return final
 
 
 def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migration], None]) -> None:

@@ -18,6 +18,7 @@ from .image import GuestImage
 from .machine import Machine, MachineConfig, MachineError, QemuExited
 from .migration import Migration, MigrationConfig
 from .netns import Link
+from .remote import Connection, RemoteHost, RemoteQemu
 from .sampler import DEFAULT_SAMPLING_HZ
 from .qemu import QemuBinary
 from .report import Artefacts
@@ -43,6 +44,10 @@ class Environment:
     platform: PlatformChoice     # machine type + CPU model on both sides, and why (harness.compat)
     # --qemu-wrapper: the command each side's QEMU runs under ("source": boot, "destination": incoming).
     wrappers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # --hosts: the sides whose QEMU runs on another host over SSH (harness.remote), and where a remote source
+    # reaches a local destination.
+    remotes: Mapping[str, RemoteHost] = field(default_factory=dict)
+    local_address: str | None = None
 
 
 class AbnormalExits(MachineError):
@@ -62,7 +67,10 @@ class Testbed:
     With a `link` (--topology netns, harness.netns) the source boots in the link's source namespace and every
     destination starts in its destination namespace, and a socket migration goes over the link: tcp to the
     destination's link address (a unix socket is reachable across namespaces, so it would bypass the link; it is
-    replaced by tcp, the same kind of stream). Without one, everything is on this namespace's loopback."""
+    replaced by tcp, the same kind of stream). Without one, everything is on this namespace's loopback.
+
+    A side in `remotes` (--hosts, or set by a test before it boots that side) runs its QEMU on that host over SSH
+    (harness.remote): one connection per side for the whole test, closed at close() after its QEMUs are gone."""
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None) -> None:
@@ -74,9 +82,32 @@ class Testbed:
         self._stack = ExitStack()
         self.migrations: list[Migration] = []
         self.machines: list[Machine] = []
-        artefacts.write_json("platform", {**env.platform.to_json(), "accelerator": env.accel.describe(),
-                                          "source": str(env.source_binary),
-                                          "destination": str(env.destination_binary)})
+        self.remotes: dict[str, RemoteHost] = dict(env.remotes)
+        self._connections: dict[RemoteHost, Connection] = {}
+        self.write_platform()
+
+    def write_platform(self) -> None:
+        """platform.json: machine, CPU, accelerator, and per side its binary and where it runs (here or which
+        remote host). Written again when a test makes a side remote."""
+        env = self.env
+        where = {side: remote.to_json() if (remote := self.remotes.get(side)) else "local" for side in
+                 ("source", "destination")}
+        self.artefacts.write_json("platform", {
+            **env.platform.to_json(), "accelerator": env.accel.describe(),
+            "source": self.remotes["source"].qemu_binary if "source" in self.remotes else str(env.source_binary),
+            "destination": (self.remotes["destination"].qemu_binary if "destination" in self.remotes
+                            else str(env.destination_binary)),
+            "runs_on": where})
+
+    def make_remote(self, side: str, remote: RemoteHost) -> None:
+        """`side`'s QEMUs from now on run on `remote` (a test's own remote host, e.g. an sshd it started)."""
+        self.remotes[side] = remote
+        self.write_platform()
+
+    def connection(self, remote: RemoteHost) -> Connection:
+        if remote not in self._connections:
+            self._connections[remote] = Connection(remote)
+        return self._connections[remote]
 
     def config(self, **overrides: Any) -> MachineConfig:
         base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB,
@@ -84,7 +115,9 @@ class Testbed:
         return dataclasses.replace(base, **overrides)
 
     def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:
-        machine = Machine(binary or self.env.source_binary, self.env.image, config, name, self.artefacts.directory)
+        host = RemoteQemu(self.connection(config.remote)) if config.remote is not None else None
+        machine = Machine(binary or self.env.source_binary, self.env.image, config, name, self.artefacts.directory,
+                          host)
         self._stack.enter_context(machine)  # registered before launch: a failed launch is cleaned up too
         self.machines.append(machine)
         machine.launch()
@@ -95,9 +128,12 @@ class Testbed:
         link its namespace, entered by prefixing `ip netns exec NAME` to the command line the way the wrapper is
         prefixed (outermost, so a debugger under the wrapper runs inside the namespace too)."""
         wrapper = self.env.wrappers.get(side, ())
+        if side in self.remotes:   # started by the remote's sshd: wherever that runs (on a link: its namespace)
+            return {"wrapper": wrapper, "netns": None, "remote": self.remotes[side]}
         if self.link is None:
-            return {"wrapper": wrapper, "netns": None}
-        return {"wrapper": (*self.link.exec_prefix(side), *wrapper), "netns": self.link.namespace(side)}
+            return {"wrapper": wrapper, "netns": None, "remote": None}
+        return {"wrapper": (*self.link.exec_prefix(side), *wrapper), "netns": self.link.namespace(side),
+                "remote": None}
 
     def boot(self, name: str = "source", binary: QemuBinary | None = None, **overrides: Any) -> Machine:
         overrides = {**self.placement("source"), **overrides}
@@ -124,7 +160,23 @@ class Testbed:
         configures or expects a refusal before `start()`. `migrate()` is this plus `start()`. Its sockets and files
         go in the test's work dir unless `workdir` names another (e.g. a small filesystem the test mounted)."""
         tcp: dict[str, Any] = {}
-        if self.link is not None and destination is not None:
+        # A remote host of the hosts file (not one a test made on its link, which has a namespace to connect from).
+        across_hosts = destination is not None and any(
+            m.config.remote is not None and m.config.remote.netns is None for m in (source, destination))
+        if across_hosts:
+            # Across hosts: tcp to the destination's address (a remote's migration_address, or --hosts'
+            # local_address for a local one), port 0 bound by the destination itself and read back.
+            assert destination is not None
+            if config.transport == "file":
+                raise MachineError("a file migration with a remote side: the file would be on one host only")
+            host = (destination.config.remote.listen_address if destination.config.remote is not None
+                    else self.env.local_address)
+            if host is None:
+                raise MachineError("a remote source needs local_address in the hosts file to reach this host")
+            tcp = {"tcp_host": host, "tcp_port": 0}
+            if config.transport == "unix":
+                config = dataclasses.replace(config, transport="tcp")
+        elif self.link is not None and destination is not None:
             # A fixed port, each migration of the test its own range: only this test's QEMUs listen in the link's
             # destination namespace, so none can be taken. Needed with recovery: after migrate-recover the
             # destination's main loop may be blocked on a page until the source is back, so query-migrate could
@@ -157,6 +209,9 @@ class Testbed:
             try:
                 self._stack.close()
             finally:
+                for connection in self._connections.values():
+                    connection.close()
+                self._connections.clear()
                 if keep_workdir:
                     log.warning("work dir kept in %s", workdirs.keep(self.workdir, self.artefacts.path("workdir")))
                 else:

@@ -13,7 +13,12 @@ declare -A QEMU_PACKAGES=([qemu-system-x86]=qemu-system-x86_64 [qemu-system-s390
 # iproute2 (ip netns, tc), iputils-ping and iperf3: `--topology netns` builds the link between the two QEMUs and
 # measures its round trip and throughput into each test's artefacts (harness/netns.py).
 LINK_PACKAGES=(iproute2 iputils-ping iperf3)
-APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates "${LINK_PACKAGES[@]}")
+# openssh-server: tests/behaviour/test_remote.py starts an sshd of its own inside a test namespace, the "remote
+# host" of the remote-QEMU tests (harness/remote.py). The package's own system-wide sshd is never started here
+# (see REMOTE_PACKAGES below).
+REMOTE_PACKAGES=(openssh-server)
+APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates "${LINK_PACKAGES[@]}"
+              "${REMOTE_PACKAGES[@]}")
 
 log() { printf '[setup %s] %s\n' "$(date +%T)" "$*"; }
 
@@ -60,6 +65,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q "${apt_target[@]}" "${!QEMU_PACKAGES[@]}" qemu-utils
     apt-get install -y -q python3-venv ca-certificates "${LINK_PACKAGES[@]}"
+    # Installing openssh-server starts the system's sshd (port 22, every address) unless policy-rc.d says no:
+    # the harness needs only the binary, so where no policy exists one denies service starts for this install.
+    if [ -e /usr/sbin/policy-rc.d ]; then
+        apt-get install -y -q "${REMOTE_PACKAGES[@]}"
+    else
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        apt-get install -y -q "${REMOTE_PACKAGES[@]}" || { rm -f /usr/sbin/policy-rc.d; exit 1; }
+        rm -f /usr/sbin/policy-rc.d
+    fi
 fi
 for pkg in "${!QEMU_PACKAGES[@]}"; do
     log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"

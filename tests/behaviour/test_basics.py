@@ -24,7 +24,8 @@ from harness import oracles, workloads
 from harness.migration import Migration, MigrationConfig
 from harness.pytest_plugin import Pair
 from harness.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
-                               postcopy_recovers, postcopy_under_load, precopy_with_integrity)
+                               postcopy_recovers, postcopy_with_integrity,
+                               precopy_with_integrity)
 from harness.testbed import Testbed
 from harness.workloads import Dirty, SeqInc
 from harness.units import MiB
@@ -89,16 +90,7 @@ def test_downtime_stays_within_downtime_limit(testbed: Testbed, pair: Pair) -> N
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
 def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> None:
-    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=32 * MiB)
-    final = migration.wait_completed(COMPLETION_TIMEOUT)
-    migration.finish()
-    testbed.artefacts.write_json("final-query-migrate", final)
-    testbed.artefacts.verdict(oracles.completed(final))
-    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active"]))
-    requests = final.get("ram", {}).get("postcopy-requests", 0)
-    testbed.artefacts.verdict(oracles.progressed("destination faulted pages in by request", 0, requests, 1))
-    check = workloads.seqcheck(pair.destination, seq)
-    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    postcopy_with_integrity(testbed, pair, postcopy_bandwidth=32 * MiB)
 
 
 @DIRTY_TLB_BUG

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,21 +32,24 @@ def can_make_links() -> None:
         pytest.skip(missing)
 
 
-def run_inner_until_linked(tmp_path: Path, sig: int) -> tuple[list[str], int]:
-    """A child pytest that makes a link and holds it; once it has, send it `sig` and wait for it to end.
-    Returns the link's namespace names and the child's exit status."""
+def run_inner_until_ready(tmp_path: Path, inner_test: Path, sig: int, *args: str,
+                          env_extra: dict[str, str] | None = None,
+                          within: float = READY_WITHIN_S) -> tuple[dict[str, Any], int]:
+    """A child pytest running `inner_test`, which writes what it made to QMH_INNER_READY (JSON) and holds it; once
+    it has, send it `sig` and wait for it to end. Returns what it wrote and the child's exit status."""
     ready = tmp_path / "ready.json"
-    env = {**os.environ, "QMH_INNER": "1", "QMH_INNER_READY": str(ready)}
+    env = {**os.environ, "QMH_INNER": "1", "QMH_INNER_READY": str(ready), **(env_extra or {})}
     # A job started by a non-interactive shell inherits SIGINT ignored: give the child the default, as a terminal.
-    inner = subprocess.Popen([sys.executable, "-m", "pytest", str(INNER), "--artefacts", str(tmp_path / "artefacts"),
-                              "-p", "no:cacheprovider", "-q", "--progress-interval", "0"],
+    inner = subprocess.Popen([sys.executable, "-m", "pytest", str(inner_test), "--artefacts",
+                              str(tmp_path / "artefacts"), "-p", "no:cacheprovider", "-q", "--progress-interval", "0",
+                              *args],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + READY_WITHIN_S
+        deadline = time.monotonic() + within
         while not ready.exists():
-            assert inner.poll() is None, f"inner pytest ended before making its link:\n{inner.stdout.read().decode()}"
-            assert time.monotonic() < deadline, f"inner link not made within {READY_WITHIN_S}s"
+            assert inner.poll() is None, f"inner pytest ended before it was ready:\n{inner.stdout.read().decode()}"
+            assert time.monotonic() < deadline, f"inner pytest not ready within {within}s"
             time.sleep(0.1)
         inner.send_signal(sig)
         inner.communicate(timeout=EXIT_WITHIN_S)
@@ -53,7 +57,14 @@ def run_inner_until_linked(tmp_path: Path, sig: int) -> tuple[list[str], int]:
         if inner.poll() is None:
             inner.kill()
             inner.wait()
-    return json.loads(ready.read_text())["namespaces"], inner.returncode
+    return json.loads(ready.read_text()), inner.returncode
+
+
+def run_inner_until_linked(tmp_path: Path, sig: int) -> tuple[list[str], int]:
+    """A child pytest that makes a link and holds it, sent `sig` once it has: the link's namespace names and the
+    child's exit status."""
+    made, returncode = run_inner_until_ready(tmp_path, INNER, sig)
+    return made["namespaces"], returncode
 
 
 @pytest.mark.timeout(120)
