@@ -167,6 +167,11 @@ class QMPSession:
         with self._events_changed:
             return list(self._events)
 
+    def events_since(self, index: int) -> list[QMPEvent]:
+        """The events from `index` on (a poller's incremental read: `events` copies them all)."""
+        with self._events_changed:
+            return self._events[index:]
+
     def wait_event(self, predicate: Callable[[QMPEvent], bool], timeout: float, since: int = 0,
                    what: str = "event") -> QMPEvent:
         """Wait for the first recorded event (from index `since`) matching `predicate`."""

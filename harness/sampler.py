@@ -124,6 +124,9 @@ class Sampler:
         self.sides = sides
         self.series = Series(t0=time.monotonic(), hz=hz)
         self._event_marks = {side: len(qmp.events) for side, qmp in sides.items()}
+        for side in sides:
+            self.series.samples.setdefault(side, [])
+            self.series.events.setdefault(side, [])
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._errors: dict[str, str] = {}
@@ -190,15 +193,18 @@ class Sampler:
             return dict(self._errors)
 
     def _publish(self, side: str, qmp: QMPSession, sample: dict[str, Any] | None = None) -> None:
-        events = self._events_since_start(side, qmp)
         with self._changed:
             if sample is not None:
                 self.series.samples[side].append(sample)
-            self.series.events[side] = events
+            self._take_new_events(side, qmp)
             self._changed.notify_all()
 
-    def _events_since_start(self, side: str, qmp: QMPSession) -> list[dict[str, Any]]:
-        return [{**e.to_json(), "t": e.t - self.series.t0} for e in qmp.events[self._event_marks[side]:]]
+    def _take_new_events(self, side: str, qmp: QMPSession) -> None:
+        """Append the events `side` received since the last call to the series (caller holds `_changed`). Read
+        incrementally: a poll 100 times a second must not copy every event the session ever had."""
+        new = qmp.events_since(self._event_marks[side])
+        self._event_marks[side] += len(new)
+        self.series.events[side].extend({**e.to_json(), "t": e.t - self.series.t0} for e in new)
 
     def add_side(self, side: str, qmp: QMPSession) -> None:
         """Start sampling a side that appears mid-run (e.g. a recovery destination)."""
@@ -234,5 +240,6 @@ class Sampler:
             except Exception as exc:  # a bug in the poller itself: recorded like a lost monitor, never silent
                 self._fail(side, f"sampler failed: {exc!r}")
         for side, qmp in self.sides.items():
-            self.series.events[side] = self._events_since_start(side, qmp)
+            with self._changed:
+                self._take_new_events(side, qmp)
         return self.series
