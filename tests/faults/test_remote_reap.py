@@ -26,7 +26,11 @@ def namespace_pids(name: str) -> list[str]:
     return netns.run(["ip", "netns", "pids", name], check=False).stdout.split()
 
 
+# The child pytest boots one (remote) QEMU: this test holds its CPU from the budget (harness.parallel) and the child
+# takes none (--cpu-budget 0), so under -n its readiness deadline never includes a wait for CPUs another worker holds.
 @pytest.mark.timeout(300)
+@pytest.mark.cpus(1)
+@pytest.mark.usefixtures("cpu_budget")
 def test_a_sigkilled_runner_leaves_no_remote_qemu_sshd_or_namespace(tmp_path: Path) -> None:
     if not netns.usable().available:
         pytest.skip(netns.usable().reason)
@@ -35,7 +39,7 @@ def test_a_sigkilled_runner_leaves_no_remote_qemu_sshd_or_namespace(tmp_path: Pa
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**os.environ, "QMH_INNER": "1", "TMPDIR": str(temp)}
-    made, returncode = run_inner_until_ready(tmp_path, INNER, signal.SIGKILL, "--accel", "tcg",
+    made, returncode = run_inner_until_ready(tmp_path, INNER, signal.SIGKILL, "--accel", "tcg", "--cpu-budget", "0",
                                              env_extra={"TMPDIR": str(temp)}, within=READY_WITHIN_S)
     assert returncode == -signal.SIGKILL
     deadline = time.monotonic() + GONE_WITHIN_S
