@@ -55,6 +55,7 @@ from .migration import Migration, MigrationConfig
 from .qemu import QemuBinary, QemuNotFound
 from .report import Artefacts
 from .sampler import DEFAULT_SAMPLING_HZ, Sampler
+from .validate import read_run
 from .testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from .workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
 from .units import MiB
@@ -457,18 +458,20 @@ class SelectionRun:
 
 
 def run_selection(selection: list[str], pytest_args: list[str], artefacts: Path) -> SelectionRun:
+    """Run the selection; its verdicts judged as validate and flake judge a run (validate.read_run): a run that
+    could not happen — usage error, interruption, nothing collected — raises, it never counts as "identical"."""
+    junit = artefacts.parent / f"{artefacts.name}.junit.xml"
     argv = [sys.executable, "-m", "pytest", *selection, "-p", "no:cacheprovider", "-q", "--progress-interval", "0",
-            "--artefacts", str(artefacts), *pytest_args]
+            "--artefacts", str(artefacts), f"--junitxml={junit}", *pytest_args]
     t0 = time.monotonic()
     proc = subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     wall = time.monotonic() - t0
     (artefacts.parent / f"{artefacts.name}.log").write_text(proc.stdout + proc.stderr)
-    try:
-        tests = json.loads((artefacts / "latest" / "results.json").read_text())["tests"]
-    except (OSError, ValueError, KeyError):
-        raise RuntimeError(f"pytest {' '.join(pytest_args)} left no results (exit {proc.returncode}): "
+    cases, why = read_run(proc.returncode, junit)
+    if why is not None:
+        raise RuntimeError(f"pytest {' '.join(pytest_args)} could not run: {why}: "
                            + (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1])
-    return SelectionRun(round(wall, 1), proc.returncode, {t["nodeid"]: t["outcome"] for t in tests})
+    return SelectionRun(round(wall, 1), proc.returncode, {test: case.outcome for test, case in cases.items()})
 
 
 def parallel_efficiency(serial: SelectionRun, parallel: SelectionRun, workers: int) -> dict[str, Any]:

@@ -262,3 +262,9 @@ def test_sampler_cost_is_one_minus_the_median_pair_ratio_with_a_bootstrap_interv
                                                             "resolved": False}
     # Seeded: the same data, the same interval (a re-run of bench's analysis must not move its verdict).
     assert bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0]) == bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
+
+
+def test_bench_parallel_refuses_a_selection_run_that_ran_nothing(tmp_path: Path) -> None:
+    """Two runs that collected nothing must not count as 'identical verdicts': could-not-run raises."""
+    with pytest.raises(RuntimeError, match="no tests collected"):
+        bench.run_selection(["tests/unit/test_tools.py", "-k", "no_such_test_anywhere"], [], tmp_path / "serial")
