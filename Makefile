@@ -60,7 +60,7 @@ unit: setup
 BENCH_ARGS ?=
 bench: setup image
 	$(if $(filter-out $(HOST_ARCH),$(ARCH)),bash images/build.sh $(HOST_ARCH) build/images/$(HOST_ARCH))
-	$(PY) -m harness.bench --arch $(ARCH) $(BENCH_ARGS)
+	$(PY) -m harness.tools.bench --arch $(ARCH) $(BENCH_ARGS)
 
 # Self-validation: build QEMU 10.0.2 (Debian source package) and one variant per regressions/*.patch, run each
 # patch's guarding tests (its `Tests:` header) against its variant and all of them against the unmodified build.
@@ -68,7 +68,7 @@ bench: setup image
 # and boots the s390x guest: make validate ARCH=s390x VALIDATE_ARGS='--only B0,B4'.
 VALIDATE_ARGS ?=
 validate: setup image
-	$(PY) -m harness.validate --arch $(ARCH) $(VALIDATE_ARGS)
+	$(PY) -m harness.tools.validate --arch $(ARCH) $(VALIDATE_ARGS)
 
 # Flakiness: run TESTS N times (separate pytest runs, artefacts/flake/run-K each) and print per test how often it
 # passed and the distinct failure reasons with counts (also artefacts/flake.json). A run pytest could not run is
@@ -78,7 +78,7 @@ N     ?= 20
 TESTS ?=
 flake: setup image
 	@test -n "$(TESTS)" || { echo "make flake: set TESTS='<pytest selection>' (and N=runs)" >&2; exit 2; }
-	$(PY) -m harness.flake --runs $(N) $(FLAKE_ARGS) -- $(TESTS) --accel tcg --arch $(ARCH) $(PYTEST_ARGS)
+	$(PY) -m harness.tools.flake --runs $(N) $(FLAKE_ARGS) -- $(TESTS) --accel tcg --arch $(ARCH) $(PYTEST_ARGS)
 
 # Cross-version: the basics, B0–B4 and the cross-version test (not slow) over 7.2→10.0, 10.0→7.2 and 10.0→10.0,
 # as a pair × test table (also artefacts/matrix/matrix.json and index.html). 7.2 is Debian 12's own package, unpacked
@@ -87,7 +87,7 @@ flake: setup image
 MATRIX_OLD  ?=
 MATRIX_ARGS ?=
 matrix: setup image
-	$(PY) -m harness.matrix --old "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))" $(MATRIX_ARGS)
+	$(PY) -m harness.tools.matrix --old "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))" $(MATRIX_ARGS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --arch $(ARCH) --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

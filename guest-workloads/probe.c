@@ -229,7 +229,7 @@ int main(int argc, char **argv)
     }
     end = wl_now_ns();
 
-    /* The raw format is little-endian whatever the guest (harness/latency.py reads it so): on a big-endian
+    /* The raw format is little-endian whatever the guest (harness/analysis/latency.py reads it so): on a big-endian
      * guest (s390x) the records are byte-swapped here, after the timed loop, never inside it. */
     for (i = 0; i < nraw; i++)
         rec[i] = (struct raw_record){htole64(rec[i].t_ns), htole32(rec[i].page), htole32(rec[i].lat_ns)};

@@ -253,7 +253,7 @@ inputs_hash() {
     } | sha256sum | cut -d' ' -f1
 }
 
-# "SHA256  PATH" for every repository file images/SOURCES names (manifest.json keeps them: harness/image.py compares).
+# "SHA256  PATH" for every repository file images/SOURCES names (manifest.json keeps them: harness/qemu/image.py compares).
 source_digests() {
     local pattern
     (cd "$REPO" && grep -v -e '^#' -e '^[[:space:]]*$' images/SOURCES | while read -r pattern; do
@@ -554,7 +554,7 @@ main() {
     write_manifest "$hash"
 
     # The keys and the initramfs that carries them are replaced together; the old ones go. Test sessions hold
-    # OUTDIR/.use.lock shared while they use the image (harness/image.py): the swap waits for them to end, so
+    # OUTDIR/.use.lock shared while they use the image (harness/qemu/image.py): the swap waits for them to end, so
     # none ever sees the new keys beside the old initramfs.
     exec {USE_FD}>>"$OUTDIR/.use.lock"
     if ! flock -n -x "$USE_FD"; then

@@ -8,7 +8,7 @@ OUTDIR/ssh/host_key.pub).  QEMU user-mode networking accepts TCP connections
 before the guest's sshd is up, so the console is watched for the ready marker
 first and only then is ssh attempted (retried until it succeeds).
 
-Python 3 standard library only. `make bench` (harness/bench.py) loads this file and
+Python 3 standard library only. `make bench` (harness/tools/bench.py) loads this file and
 calls measure() — the one implementation of the measurement.
 
   images/measure-boot.py [--image-dir build/images/x86_64] [-n 10] [--machine q35]
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 # The one table of what differs between guest arches (binary, machine, CPU, NIC, console); stdlib only.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from harness.arch import arch_spec  # noqa: E402
+from harness.qemu.arch import arch_spec  # noqa: E402
 
 
 def free_port():
@@ -40,7 +40,7 @@ def free_port():
 
 @dataclass
 class BootOptions:
-    """How to boot the guest; the defaults are the harness's (harness/arch.py's machine and CPU for the image's
+    """How to boot the guest; the defaults are the harness's (harness/qemu/arch.py's machine and CPU for the image's
     arch, 512 MiB, 1 vCPU, TCG)."""
     qemu: str = None             # binary (default: qemu-system-ARCH on PATH)
     accel: str = "tcg"
@@ -185,7 +185,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-dir", default="build/images/x86_64")
     p.add_argument("-n", "--boots", type=int, default=10)
-    p.add_argument("--machine", help="machine type (default: the arch's, harness/arch.py)")
+    p.add_argument("--machine", help="machine type (default: the arch's, harness/qemu/arch.py)")
     p.add_argument("--cpu", help="CPU model (default: the arch's for --accel)")
     p.add_argument("--accel", default="tcg", help="tcg or kvm")
     p.add_argument("--memory", type=int, default=512, help="MiB")

@@ -61,7 +61,7 @@ log "planted bad commit $(git log -1 --format='%h %s' "$PLANTED")"
 
 started=$SECONDS
 git bisect start HEAD "$BASELINE"
-STEP=("$PY" -m harness.bisect --source "$DEMO/qemu" --build-dir "$DEMO/build" --repeats "$REPEATS"
+STEP=("$PY" -m harness.tools.bisect --source "$DEMO/qemu" --build-dir "$DEMO/build" --repeats "$REPEATS"
       --artefacts "$DEMO/artefacts" --log "$DEMO/steps.jsonl" "${TESTS[@]}")
 # shellcheck disable=SC2086
 git bisect run ${BISECT_STEP_WRAPPER:-} "${STEP[@]}" | tee "$DEMO/bisect-run.log" && run_status=0 || run_status=$?

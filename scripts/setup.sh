@@ -11,10 +11,10 @@ PYTHON=${PYTHON:-python3}
 # Emulators (from the backports suite on Debian 12) and the binary each package provides.
 declare -A QEMU_PACKAGES=([qemu-system-x86]=qemu-system-x86_64 [qemu-system-s390x]=qemu-system-s390x)
 # iproute2 (ip netns, tc), iputils-ping and iperf3: `--topology netns` builds the link between the two QEMUs and
-# measures its round trip and throughput into each test's artefacts (harness/netns.py).
+# measures its round trip and throughput into each test's artefacts (harness/hosts/netns.py).
 LINK_PACKAGES=(iproute2 iputils-ping iperf3)
 # openssh-server: tests/behaviour/test_remote.py starts an sshd of its own inside a test namespace, the "remote
-# host" of the remote-QEMU tests (harness/remote.py). The package's own system-wide sshd is never started here
+# host" of the remote-QEMU tests (harness/hosts/remote.py). The package's own system-wide sshd is never started here
 # (see REMOTE_PACKAGES below).
 REMOTE_PACKAGES=(openssh-server)
 APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates "${LINK_PACKAGES[@]}"

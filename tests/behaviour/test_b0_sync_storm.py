@@ -24,15 +24,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import oracles, workloads
-from harness.analysis import CounterWindow, count_between, counter_window
-from harness.machine import Machine
-from harness.migration import MigrationConfig
-from harness.qmp import ExecuteError
-from harness.testbed import Testbed
-from harness.trace import parse_file
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.series import CounterWindow, count_between, counter_window
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
+from harness.qemu.qmp import ExecuteError
+from harness.migration.testbed import Testbed
+from harness.analysis.trace import parse_file
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SET / BANDWIDTH = 2 s
 BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges

@@ -15,9 +15,9 @@ bandwidth budget is used up, in every QEMU (the starvation the upstream commit m
 host at 16 MiB/s, a correct QEMU iterated the bitmap in 0 of 81 RAM rounds, because RAM used each 100 ms window's
 budget itself — such a run cannot tell the builds apart. Unlimited, RAM rounds end on ram_save_iterate()'s 50 ms
 time slice with the bitmap's turn still due, and 512 MiB of non-zero guest RAM takes 15–20 of them. The oracle
-(harness.iteration.coverage) still sets aside rounds that ended in a rate-limit wait, should there be any.
+(harness.analysis.iteration.coverage) still sets aside rounds that ended in a rate-limit wait, should there be any.
 
-On an s390x guest the disk is virtio-blk-ccw (harness/arch.py) and the test runs unchanged. Where KVM runs the
+On an s390x guest the disk is virtio-blk-ccw (harness/qemu/arch.py) and the test runs unchanged. Where KVM runs the
 guest, s390x has a second iterative device of its own: the storage attributes (CMMA, "s390-storage_attributes"),
 active in precopy; test_storage_attributes_iterate_alongside_ram applies the same round oracle to RAM plus it.
 On TCG QEMU keeps no storage attributes (CMMA needs KVM), so that test is skipped with that reason there, as it is
@@ -43,15 +43,19 @@ from typing import Any
 import pytest
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from harness import iteration, oracles, workloads
-from harness.iteration import Coverage, IterationLog
-from harness.machine import Disk, Machine
-from harness.migration import MigrationConfig
-from harness.oracles import Verdict
-from harness.testbed import Testbed
-from harness.trace import parse_file
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.analysis import iteration
+
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.iteration import Coverage, IterationLog
+from harness.vm.machine import Disk, Machine
+from harness.migration.migrate import MigrationConfig
+from harness.analysis.oracles import Verdict
+from harness.migration.testbed import Testbed
+from harness.analysis.trace import parse_file
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 TiB = 1 << 40
 NODE = "disk0"
@@ -162,7 +166,7 @@ def bitmap_verdict(sent: BitmapState, received: BitmapState | None) -> Verdict:
                    f"{sent.to_json()}: name, granularity, count (and bits' sha256 where available) must match")
 
 
-# Before the fix (QEMU 9.0) the behaviour is absent: an expected failure there, naming the fix (harness.known_bugs).
+# Before the fix (QEMU 9.0) the behaviour is absent: an expected failure there, naming the fix (harness.qemu.known_bugs).
 SERIALIZED = pytest.mark.known_bug("serialized-iterative-devices")
 
 

@@ -11,7 +11,7 @@ The same QEMU binary and probe seed run twice, preempt on and off, each on a fre
 anchors each (docs/BEHAVIOURS.md: a regression must not be able to move the yardstick with the measurement):
   (a) with preempt, p50, p99 and max stall ≤ fixed multiples of the LINK RTT: the median host round trip of an
       8-byte request answered with one page over a unix stream socket between two processes (the migration
-      transport here), measured on the same host just before the run's migration starts (harness.latency.
+      transport here), measured on the same host just before the run's migration starts (harness.analysis.latency.
       transport_round_trips_us). Anchor: a measurement outside the judged path — no QEMU code can move it, and it
       scales with host speed as the fault round trip does (two socket hops, two thread wake-ups). Until #16 the
       yardstick was the run's own median stall, which a preempt path that serves every request uniformly slower
@@ -45,16 +45,20 @@ from typing import Any
 
 import pytest
 
-from harness import host, oracles, workloads
-from harness.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
+from harness.hosts import capabilities as host
+
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
                              transport_round_trips_us)
-from harness.plots import plot_latency_distributions
-from harness.stats import log2_histogram
-from harness.machine import Machine
-from harness.migration import MigrationConfig
-from harness.testbed import Testbed
-from harness.workloads import Probe, SeqInc
-from harness.units import MiB
+from harness.report.plots import plot_latency_distributions
+from harness.core.stats import log2_histogram
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Probe, SeqInc
+from harness.core.units import MiB
 
 PROBE_SEED = 2002
 # The probe is started on the source and the source paused as soon as the signal is sent (see postcopy_run):
@@ -378,7 +382,7 @@ POSTCOPY_NEEDS = dict(capabilities=["postcopy-ram", "postcopy-preempt", "postcop
 
 
 # Before QEMU 8.0 the source's migration thread, not the return-path thread, sends a requested page, after up to one
-# rate-limit window: preempt cannot help there (harness.known_bugs), an expected failure rather than a false alarm.
+# rate-limit window: preempt cannot help there (harness.qemu.known_bugs), an expected failure rather than a false alarm.
 @pytest.mark.known_bug("preempt-requests-wait-for-migration-thread")
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(**POSTCOPY_NEEDS)

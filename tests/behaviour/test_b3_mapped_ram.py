@@ -16,7 +16,7 @@ Oracles and what anchors each (#16 audit: none compares a treatment with a contr
   - save and restore finish within SAVE_DEADLINE_S / RESTORE_DEADLINE_S — absolute deadlines, > 20× the measured
     times: only a hang or a collapse trips them (a uniformly slower build does not, by design);
   - restored RAM equals the saved RAM — an independent measurement outside the migration: host-side pmemsave
-    hashes of both paused sides (harness.integrity), nothing QEMU's file format reports;
+    hashes of both paused sides (harness.analysis.integrity), nothing QEMU's file format reports;
   - the seqinc invariant holds after resume — the guest's own view;
   - the file's allocation ≤ guest RAM (QEMU's ram.total) + FILE_OVERHEAD — a mechanism-derived absolute (one
     slot per page, plus headers and a bitmap, sized in FILE_OVERHEAD's comment); the plain-save control in
@@ -37,16 +37,18 @@ from typing import Any
 
 import pytest
 
-from harness import oracles, workloads
-from harness.integrity import compare_guest_ram
-from harness.machine import Machine
-from harness.migration import Migration, MigrationConfig, wait_runstate
-from harness.oracles import Verdict
-from harness.qmp import ExecuteError
-from harness.sampler import Series, lookup
-from harness.testbed import Testbed
-from harness.workloads import Dirty, SeqInc
-from harness.units import MiB
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.integrity import compare_guest_ram
+from harness.vm.machine import Machine
+from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
+from harness.analysis.oracles import Verdict
+from harness.qemu.qmp import ExecuteError
+from harness.migration.sampler import Series, lookup
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty, SeqInc
+from harness.core.units import MiB
 
 FLUSH_PROPERTY = "multifd-flush-after-each-section"
 SEQINC_MIB = 32

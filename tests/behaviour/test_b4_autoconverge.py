@@ -44,21 +44,23 @@ from typing import Any
 
 import pytest
 
-from harness import oracles, workloads
-from harness.analysis import (ClockMap, ThreadTimes, ThrottleLevel, ThrottleSleep, gaps, increment_times,
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.series import (ClockMap, ThreadTimes, ThrottleLevel, ThrottleSleep, gaps, increment_times,
                               parse_rate_log, progress_mib, ran_share_of_runnable, rate_between, sleep_slope,
                               slowdown_slope, throttle_levels, throttle_sleeps)
-from harness.host import ThreadTimesSampler
-from harness.machine import Machine
-from harness.migration import MigrationConfig
-from harness.oracles import Verdict
-from harness.qemu import QemuBinary
-from harness.report import record_of
-from harness.sampler import Series
-from harness.testbed import Testbed
-from harness.trace import parse_file
-from harness.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
-from harness.units import MiB
+from harness.hosts.capabilities import ThreadTimesSampler
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
+from harness.analysis.oracles import Verdict
+from harness.qemu.binary import QemuBinary
+from harness.report.artefacts import record_of
+from harness.migration.sampler import Series
+from harness.migration.testbed import Testbed
+from harness.analysis.trace import parse_file
+from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
+from harness.core.units import MiB
 
 TIMER_PERIOD_S = 5.0         # CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS in migration/cpu-throttle.c
 # Measured on TCG here: timer syncs land 5.0–5.3 s apart (the tick is on QEMU_CLOCK_VIRTUAL_RT plus the time the

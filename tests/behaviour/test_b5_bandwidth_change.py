@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles, workloads
-from harness.analysis import counter_window
-from harness.migration import Migration, MigrationConfig
-from harness.testbed import Testbed
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.series import counter_window
+from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 HOT_SET_MIB = 64
 HIGH = 32 * MiB            # far below the dirtier's rate: precopy never converges at either limit

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles, workloads
-from harness.migration import Migration, MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.migration.migrate import Migration, MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
                                postcopy_recovers, postcopy_with_integrity,
                                precopy_with_integrity)
-from harness.testbed import Testbed
-from harness.workloads import Dirty, SeqInc
-from harness.units import MiB
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty, SeqInc
+from harness.core.units import MiB
 
 BANDWIDTH = 128 * MiB
 # Measured on TCG (QEMU 10.0.2, 512 MiB guest, unix socket): downtime exceeded downtime-limit by at most ~110 ms
@@ -43,7 +45,7 @@ STOP_COPY_TOLERANCE = 0.5
 
 
 # Every test here that checks RAM or the guest after a live migration is exposed to a source that loses dirty
-# writes (a QEMU before 9.0 on TCG: harness.known_bugs) and is an expected failure there, not a false alarm.
+# writes (a QEMU before 9.0 on TCG: harness.qemu.known_bugs) and is an expected failure there, not a false alarm.
 DIRTY_TLB_BUG = pytest.mark.known_bug("tcg-dirty-tlb")
 
 

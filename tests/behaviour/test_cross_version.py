@@ -1,7 +1,7 @@
 """Only meaningful across QEMU versions (docs/BEHAVIOURS.md, "Basics": cross-version source and destination binaries).
 
 Given a guest running under the source QEMU version with the machine type and CPU model both versions support
-(harness.compat: e.g. pc-q35-7.2 and Westmere-v1 for 7.2 ↔ 10.0), when its migration stream is loaded by the other
+(harness.qemu.compat: e.g. pc-q35-7.2 and Westmere-v1 for 7.2 ↔ 10.0), when its migration stream is loaded by the other
 version and that version's stream is loaded back by the first one, then nothing was lost either way:
 
   - RAM identical after each hop — host-side pmemsave hashes of the paused sides (outside the stream);
@@ -27,13 +27,15 @@ from dataclasses import replace
 
 import pytest
 
-from harness import oracles, workloads
-from harness.integrity import compare_guest_ram
-from harness.machine import Machine
-from harness.migration import MigrationConfig
-from harness.testbed import Testbed
-from harness.workloads import Dirty, SeqInc
-from harness.units import MiB
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.integrity import compare_guest_ram
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty, SeqInc
+from harness.core.units import MiB
 
 COMPLETION_TIMEOUT = 120.0
 CONFIG = MigrationConfig(parameters={"max-bandwidth": 128 * MiB, "downtime-limit": 300})

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles, workloads
-from harness.migration import MigrationConfig
-from harness.sampler import lookup
-from harness.scenarios import compare_then_check
-from harness.testbed import Testbed
-from harness.units import MiB
-from harness.workloads import Dirty, SeqInc
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.migration.migrate import MigrationConfig
+from harness.migration.sampler import lookup
+from harness.migration.scenarios import compare_then_check
+from harness.migration.testbed import Testbed
+from harness.core.units import MiB
+from harness.vm.workloads import Dirty, SeqInc
 
 DIRTY_RING = ("dirty-ring-size=4096",)
 HOT_SET_MIB = 256

@@ -1,5 +1,5 @@
 """Migration over a network link (#19): the source and destination QEMU each in a network namespace of its own,
-joined by a veth pair (harness.netns; every test here has a `link` marker, so it runs over such a link whatever
+joined by a veth pair (harness.hosts.netns; every test here has a `link` marker, so it runs over such a link whatever
 --topology says). Each test's link is measured before its QEMUs start (ping RTT, iperf3 throughput) and recorded,
 configured and measured, in link.json.
 
@@ -23,19 +23,21 @@ from typing import Callable
 
 import pytest
 
-from harness import netns, oracles
-from harness.latency import StallPoint, stall_curves
-from harness.migration import Migration, MigrationConfig
-from harness.plots import plot_stalls_vs_rtt
-from harness.pytest_plugin import Pair
-from harness.scenarios import postcopy_recovers, precopy_with_integrity
-from harness.testbed import Testbed
-from harness.units import MiB
+from harness.hosts import netns
+
+from harness.analysis import oracles
+from harness.analysis.latency import StallPoint, stall_curves
+from harness.migration.migrate import Migration, MigrationConfig
+from harness.report.plots import plot_stalls_vs_rtt
+from harness.plugin.plugin import Pair
+from harness.migration.scenarios import postcopy_recovers, precopy_with_integrity
+from harness.migration.testbed import Testbed
+from harness.core.units import MiB
 
 from test_b2_postcopy_preempt import (ANONYMOUS, P99_RATIO, POSTCOPY_NEEDS, check_run, compare_preempt,
                                       judge_latency)
 
-# As in test_basics: RAM and the guest are checked after a live migration (harness.known_bugs).
+# As in test_basics: RAM and the guest are checked after a live migration (harness.qemu.known_bugs).
 DIRTY_TLB_BUG = pytest.mark.known_bug("tcg-dirty-tlb")
 # A tbf-shaped link may pass a little more than its rate over a run: the bucket (tbf_burst_bytes) drains at
 # start, and total-time includes set-up before the first byte (which only lowers the average). 5 %.

@@ -5,7 +5,7 @@ software; qpl, uadk and qatzip offload to Intel/HiSilicon/QAT hardware and exist
 built with them, so they skip with "QEMU lacks parameter value …" otherwise) and the destination decompresses them
 into its RAM. `none` is the same stream uncompressed, the reference for what a page costs.
 
-Provoke (harness.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
+Provoke (harness.migration.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
 flat out (the rest of each page stays zero: a compressor's easy case, and not a zero page, which multifd detects
 and never compresses), seqinc one byte of each of its pages; a bandwidth far below the dirty rate keeps precopy
 re-sending them, and a window after the second pass measures pages sent (ram.normal) and bytes on the wire
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.scenarios import resend_window
-from harness.testbed import Testbed
+from harness.analysis import oracles
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.scenarios import resend_window
+from harness.migration.testbed import Testbed
 
 SOFTWARE = ("zlib", "zstd")
 HARDWARE = ("qpl", "uadk", "qatzip")      # in the schema only when QEMU was built with the library

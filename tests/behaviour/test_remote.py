@@ -1,11 +1,11 @@
-"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.remote), here a host the test makes
+"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.hosts.remote), here a host the test makes
 itself: an sshd of its own inside the link's destination namespace (or the source's), so the "remote" is reached
 only by SSH over the veth. The harness connects to that sshd from the other namespace (netns.connect_in) and
 everything of the remote QEMU — its launch, QMP, the guest's SSH, the logs and RAM dumps — goes over that one
 paramiko transport; the remote host's image dir and work dir are directories the test makes as a host's admin
 would (a copy of the guest image), which the harness touches only through SFTP and the remote command.
 
-Oracles: those of test_basics' precopy and postcopy (harness.scenarios: completion, RAM identical by host-side
+Oracles: those of test_basics' precopy and postcopy (harness.migration.scenarios: completion, RAM identical by host-side
 hashes — the remote's dump fetched over SFTP —, the seqinc invariant, postcopy requests ≥ 1), the same skeletons
 with one side remote; plus the run's record: platform.json says which side ran where, and the remote QEMU's
 command line, output and console are in the artefacts like a local one's.
@@ -20,14 +20,18 @@ from typing import Iterator
 
 import pytest
 
-from harness import netns, remote, workdirs
-from harness.image import GuestImage
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.report import Artefacts
-from harness.scenarios import postcopy_with_integrity, precopy_with_integrity
-from harness.testbed import Environment, Testbed
-from harness.units import MiB
+from harness.hosts import netns
+
+from harness.hosts import remote
+
+from harness.core import workdirs
+from harness.qemu.image import GuestImage
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.report.artefacts import Artefacts
+from harness.migration.scenarios import postcopy_with_integrity, precopy_with_integrity
+from harness.migration.testbed import Environment, Testbed
+from harness.core.units import MiB
 
 pytestmark = [pytest.mark.link(), pytest.mark.known_bug("tcg-dirty-tlb")]
 OTHER = {"source": "destination", "destination": "source"}

@@ -39,14 +39,16 @@ from typing import Any
 
 import pytest
 
-from harness import oracles, workloads
-from harness.integrity import compare_dumps
-from harness.machine import Disk, Machine
-from harness.migration import MigrationConfig, wait_runstate
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
-from harness.units import MiB
-from harness.workloads import Dirty, SeqInc
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.integrity import compare_dumps
+from harness.vm.machine import Disk, Machine
+from harness.migration.migrate import MigrationConfig, wait_runstate
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
+from harness.core.units import MiB
+from harness.vm.workloads import Dirty, SeqInc
 
 SEQINC_MIB = 16
 SEQINC_PASSES_PER_S = 8        # a pass every 125 ms: a save spread over seconds would mix dozens of passes

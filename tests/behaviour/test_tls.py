@@ -1,6 +1,6 @@
 """Migration over TLS: every channel is authenticated against the test's own CA, by the name tls-hostname gives.
 
-Both sides get a `tls-creds-x509` object (harness.tls: a CA made for the test; the destination a server
+Both sides get a `tls-creds-x509` object (harness.migration.tls: a CA made for the test; the destination a server
 certificate naming DESTINATION_HOSTNAME, the source a client certificate, which the destination verifies) and the
 `tls-creds` parameter; the source's `tls-hostname` names the destination. Migrations go over TCP to 127.0.0.1, so
 the URI's host never matches the certificate: only tls-hostname can make the handshake succeed.
@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles, workloads
-from harness.migration import MigrationConfig, Outcome
-from harness.pytest_plugin import Pair
-from harness.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
-from harness.testbed import Testbed
-from harness.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
-from harness.trace import parse_file
-from harness.units import MiB
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.migration.migrate import MigrationConfig, Outcome
+from harness.plugin.plugin import Pair
+from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
+from harness.migration.testbed import Testbed
+from harness.migration.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
+from harness.analysis.trace import parse_file
+from harness.core.units import MiB
 
 # What counts each channel's TLS session (10.0's multifd_tls_outgoing_handshake_complete is never emitted: a
 # multifd channel whose handshake completed is set up again as a qio-channel-tls instead).

@@ -4,7 +4,7 @@ With the `xbzrle` capability the source keeps a cache of pages it sent; a page s
 copy and only the changed runs go on the wire, which the destination applies to its own copy. Both copies must move
 in step: a delta computed against a stale cache corrupts the destination's page.
 
-Provoke (harness.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
+Provoke (harness.migration.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
 (non-zero, changing data) flat out, seqinc adds one byte to every page of its own set; with a cache larger than both
 and a bandwidth far below the dirty rate, every pass after the first re-sends cached pages. After WINDOW_S the
 bandwidth and downtime-limit are lifted so that precopy converges to a paused destination with the dirtier still
@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness import oracles
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.scenarios import resend_window
-from harness.testbed import Testbed
-from harness.units import MiB
+from harness.analysis import oracles
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.scenarios import resend_window
+from harness.migration.testbed import Testbed
+from harness.core.units import MiB
 
 CACHE = 256 * MiB           # holds the hot set, seqinc's pages and what else the guest dirties
 WINDOW_S = 6.0              # after the second sync: every page in it has been sent once already

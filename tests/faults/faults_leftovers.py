@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import netns, workdirs
+from harness.hosts import netns
 
-
+from harness.core import workdirs
 def descendants(pid: int) -> list[int]:
     """Live descendants of `pid` (from /proc/*/stat ppid links)."""
     children: dict[int, list[int]] = {}

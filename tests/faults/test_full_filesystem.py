@@ -9,10 +9,12 @@ from typing import Iterator
 
 import pytest
 
-from harness import workdirs, workloads
-from harness.migration import MigrationConfig, MigrationFailed, Outcome
-from harness.testbed import Testbed
-from harness.workloads import Dirty
+from harness.core import workdirs
+
+from harness.vm import workloads
+from harness.migration.migrate import MigrationConfig, MigrationFailed, Outcome
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
 
 TMPFS_MIB = 16
 

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from harness import workloads
-from harness.guest import GuestConnectionLost, GuestPanicked
-from harness.machine import Machine
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.vm import workloads
+from harness.vm.guest import GuestConnectionLost, GuestPanicked
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 COUNT_FILE = "/run/ssh-fault.count"
 

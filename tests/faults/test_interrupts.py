@@ -21,7 +21,7 @@ READY_WITHIN_S = 150.0      # two TCG boots plus a migration start on a shared 2
 EXIT_WITHIN_S = 20.0        # teardown: quit both QEMUs (≤ 10 s each if one hangs), remove dirs
 INNER_TIMEOUT_S = 30       # the inner migration is under way ~8 s after start here
 
-# The child pytest boots a source and a destination: this test holds their CPUs from the budget (harness.parallel)
+# The child pytest boots a source and a destination: this test holds their CPUs from the budget (harness.hosts.parallel)
 # and the child takes none (--cpu-budget 0), so its timings never include a wait for CPUs another worker holds.
 pytestmark = [pytest.mark.cpus(2), pytest.mark.usefixtures("cpu_budget")]
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness import netns
-
+from harness.hosts import netns
 ROOT = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).parent / "inner" / "inner_link.py"
 READY_WITHIN_S = 60.0       # namespaces, veth, ping and a 2 s iperf3: a few seconds

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from harness import workloads
-from harness.machine import Machine, QemuExited
-from harness.migration import Migration, MigrationConfig, MonitorLost
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.vm import workloads
+from harness.vm.machine import Machine, QemuExited
+from harness.migration.migrate import Migration, MigrationConfig, MonitorLost
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 # The wait's own deadline: a harness that only notices at the deadline fails REPORTED_WITHIN_S by far.
 WAIT_DEADLINE_S = 120.0

@@ -1,4 +1,4 @@
-"""Nothing of a remote QEMU outlives a runner killed with SIGKILL (harness.remote): its SSH connection closes, the
+"""Nothing of a remote QEMU outlives a runner killed with SIGKILL (harness.hosts.remote): its SSH connection closes, the
 remote command's watcher kills QEMU and removes its run dir, the test's sshd dies with the runner (PDEATHSIG) and
 its connection's sshd with the connection; the next start reaps the namespaces and the run's private dirs (the
 sshd's keys, the directory standing for the remote's disk)."""
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import netns
+from harness.hosts import netns
 from test_netns_reap import ROOT, run_inner_until_ready
 
 INNER = Path(__file__).parent / "inner" / "inner_remote.py"
@@ -26,7 +26,7 @@ def namespace_pids(name: str) -> list[str]:
     return netns.run(["ip", "netns", "pids", name], check=False).stdout.split()
 
 
-# The child pytest boots one (remote) QEMU: this test holds its CPU from the budget (harness.parallel) and the child
+# The child pytest boots one (remote) QEMU: this test holds its CPU from the budget (harness.hosts.parallel) and the child
 # takes none (--cpu-budget 0), so under -n its readiness deadline never includes a wait for CPUs another worker holds.
 @pytest.mark.timeout(300)
 @pytest.mark.cpus(1)

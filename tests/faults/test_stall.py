@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from harness import workloads
-from harness.migration import MigrationConfig, MigrationStalled
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.vm import workloads
+from harness.migration.migrate import MigrationConfig, MigrationStalled
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 DEADLINE_S = 15.0
 

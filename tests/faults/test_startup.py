@@ -13,9 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from harness import machine as machine_module
-from harness.machine import Machine, QemuExited
-from harness.testbed import Testbed
+from harness.vm import machine as machine_module
+from harness.vm.machine import Machine, QemuExited
+from harness.migration.testbed import Testbed
 
 # Generous for a loaded 2-core host: QEMU itself needs ~0.1–0.3 s to parse its options and exit.
 REPORTED_WITHIN_S = 3.0

@@ -8,10 +8,10 @@ from typing import Iterator
 
 import pytest
 
-from harness import migration as migration_module
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
+from harness.migration import migrate as migration_module
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
 
 
 @pytest.fixture

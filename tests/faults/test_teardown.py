@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.machine import Machine, QemuExited
-from harness.migration import wait_runstate
-from harness.report import Artefacts
-from harness.testbed import AbnormalExits, Testbed
+from harness.vm.machine import Machine, QemuExited
+from harness.migration.migrate import wait_runstate
+from harness.report.artefacts import Artefacts
+from harness.migration.testbed import AbnormalExits, Testbed
 
 
 def own_testbed(testbed: Testbed, tmp_path: Path) -> Testbed:

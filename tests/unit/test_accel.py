@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import accel
-from harness.arch import ARCHES, arch_spec
-from harness.image import GuestImage
-from harness.machine import Disk, Machine, MachineConfig
-from harness.qemu import QemuBinary
+from harness.vm import accel
+from harness.qemu.arch import ARCHES, arch_spec
+from harness.qemu.image import GuestImage
+from harness.vm.machine import Disk, Machine, MachineConfig
+from harness.qemu.binary import QemuBinary
 
 
 def image(tmp_path: Path, arch: str) -> GuestImage:

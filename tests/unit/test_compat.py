@@ -1,4 +1,4 @@
-"""harness.compat: the machine type and CPU model chosen for a pair of binaries, from their QMP lists (no QEMU).
+"""harness.qemu.compat: the machine type and CPU model chosen for a pair of binaries, from their QMP lists (no QEMU).
 
 The lists are shaped like the real answers (query-machines / query-cpu-definitions of Debian's 7.2 and 10.0 under
 TCG: pc-q35-2.4 … pc-q35-X.Y with the alias on the newest, Westmere-v1 etc. with no unavailable features,
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.arch import arch_spec
-from harness.compat import NoCommonPlatform, Platforms, choose_platform, lacks_reason, missing_by_side
-from harness.qemu import Features
+from harness.qemu.arch import arch_spec
+from harness.qemu.compat import NoCommonPlatform, Platforms, choose_platform, lacks_reason, missing_by_side
+from harness.qemu.binary import Features
 
 X86, S390 = arch_spec("x86_64"), arch_spec("s390x")
 TCG_CPUS = [{"name": n, "unavailable-features": []} for n in

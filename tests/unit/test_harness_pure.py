@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import oracles
-from harness.integrity import PAGE, compare_dumps
-from harness.migration import MigrationConfig, Outcome, summarize
-from harness.qemu import Features
-from harness.plots import plot_series
-from harness.report import Artefacts, safe_name
-from harness.sampler import Series, lookup
+from harness.analysis import oracles
+from harness.analysis.integrity import PAGE, compare_dumps
+from harness.migration.migrate import MigrationConfig, Outcome, summarize
+from harness.qemu.binary import Features
+from harness.report.plots import plot_series
+from harness.report.artefacts import Artefacts, safe_name
+from harness.migration.sampler import Series, lookup
 
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
@@ -148,7 +148,7 @@ def test_artefacts_record_verdicts_and_plot(tmp_path: Path) -> None:
 
 
 def test_analysis_windows_increments_and_gaps() -> None:
-    from harness.analysis import count_between, counter_window, gaps, increment_times, value_at
+    from harness.analysis.series import count_between, counter_window, gaps, increment_times, value_at
     series = Series(t0=0, hz=10)
     for i in range(21):  # syncs at t=0.5, 1.0, 1.5 … ; 1 MiB per sample
         series.samples["source"].append({"t": i * 0.1, "info": {"ram": {"dirty-sync-count": 1 + i // 5,
@@ -205,7 +205,7 @@ def test_record_all_records_every_verdict_before_failing() -> None:
 
 
 def test_rate_log_clock_map_and_throttle_effect() -> None:
-    from harness.analysis import (ClockMap, interpolate, parse_rate_log, rate_between, slowdown_slope,
+    from harness.analysis.series import (ClockMap, interpolate, parse_rate_log, rate_between, slowdown_slope,
                                   throttle_levels)
     text = "1000000000 0\n1100000000 50\n1200000000 100\n12000"   # torn last line
     assert parse_rate_log(text) == [(1.0, 0), (1.1, 50), (1.2, 100)]
@@ -237,7 +237,7 @@ def test_rate_log_clock_map_and_throttle_effect() -> None:
 def test_vcpu_sleep_share_follows_the_throttle_whatever_the_host_load() -> None:
     """B4 (5): a thread that sleeps p of the time on top of a baseline sleep s0 gives share (s − s0)/(1 − s0) = p,
     also when host load turns part of its awake time into run-queue wait; one that never sleeps gives 0."""
-    from harness.analysis import ThreadTimes, sleep_fraction, sleep_slope, throttle_sleeps
+    from harness.analysis.series import ThreadTimes, sleep_fraction, sleep_slope, throttle_sleeps
 
     def thread(phases: list[tuple[float, float, float]]) -> list[ThreadTimes]:
         """phases of (seconds, share on a CPU, share waiting for one), sampled every 0.1 s."""
@@ -262,8 +262,8 @@ def test_vcpu_sleep_share_follows_the_throttle_whatever_the_host_load() -> None:
     assert sleep_slope([]) is None
 
 
-from harness.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
-from harness.validate import Case, parse_header  # noqa: E402
+from harness.tools.bisect import BAD, GOOD, SKIP, Votes, classify  # noqa: E402
+from harness.tools.validate import Case, parse_header  # noqa: E402
 
 
 def vote(outcomes: list[str], repeats: int = 3, budget: int = 2) -> tuple[int | None, int]:
@@ -317,7 +317,7 @@ def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
 
 
 def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> None:
-    from harness.pytest_plugin import binary_specs
+    from harness.plugin.plugin import binary_specs
     env = {"QTEST_QEMU_BINARY": "/q", "QTEST_QEMU_BINARY_SRC": "/src", "QTEST_QEMU_BINARY_DST": "/dst"}
     assert binary_specs(None, None, None, env) == {"source": ("$QTEST_QEMU_BINARY_SRC", "/src"),
                                                    "destination": ("$QTEST_QEMU_BINARY_DST", "/dst")}
@@ -334,7 +334,7 @@ def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> No
 def test_guest_rate_per_runnable_time_gives_back_host_load_but_not_the_throttle() -> None:
     """B4 (4): a guest slowed only by run-queue wait (host load) shows no throttle effect once each window is
     divided by the share of its runnable time the vCPU ran; one slowed by the throttle's sleep still does."""
-    from harness.analysis import ThreadTimes, ran_share_of_runnable, slowdown_slope, throttle_levels
+    from harness.analysis.series import ThreadTimes, ran_share_of_runnable, slowdown_slope, throttle_levels
     # 0–10 s unthrottled but queued half its runnable time; 10–20 s throttled 20 % on an idle host.
     samples = [ThreadTimes(t / 10, (t / 10) * 0.5 if t <= 100 else 5.0 + (t / 10 - 10) * 0.8,
                            (t / 10) * 0.5 if t <= 100 else 5.0) for t in range(201)]

@@ -1,11 +1,11 @@
-"""Unit tests of harness.iteration: iteration rounds rebuilt from trace logs, and device coverage across them."""
+"""Unit tests of harness.analysis.iteration: iteration rounds rebuilt from trace logs, and device coverage across them."""
 
 from __future__ import annotations
 
 import json
 
-from harness.iteration import coverage, rounds_from_trace
-from harness.trace import parse_lines
+from harness.analysis.iteration import coverage, rounds_from_trace
+from harness.analysis.trace import parse_lines
 
 T0 = 1795436775.0
 

@@ -1,8 +1,8 @@
-"""Unit tests of harness.known_bugs: which runs a known, fixed QEMU bug is expected to fail."""
+"""Unit tests of harness.qemu.known_bugs: which runs a known, fixed QEMU bug is expected to fail."""
 
 from __future__ import annotations
 
-from harness.known_bugs import KNOWN_BUGS, affecting, release
+from harness.qemu.known_bugs import KNOWN_BUGS, affecting, release
 
 DEBIAN_72 = "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
 BACKPORTS_100 = "10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"

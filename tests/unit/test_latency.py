@@ -1,4 +1,4 @@
-"""Unit tests of harness.latency: probe raw records, nearest-rank statistics (as the probe's own), histograms."""
+"""Unit tests of harness.analysis.latency: probe raw records, nearest-rank statistics (as the probe's own), histograms."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.latency import (RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
+from harness.analysis.latency import (RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
                              transport_round_trips_us)
-from harness.plots import plot_latency_distributions
-from harness.stats import log2_histogram, nearest_rank
+from harness.report.plots import plot_latency_distributions
+from harness.core.stats import log2_histogram, nearest_rank
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,7 +95,7 @@ def test_probe_raw_output_parses_and_matches_its_own_statistics(probe_binary: Pa
 
 
 def test_probe_spec_asks_for_raw_records_only_when_named() -> None:
-    from harness.workloads import Probe
+    from harness.vm.workloads import Probe
     assert "--raw" not in Probe(size_mib=8).argv()
     argv = Probe(size_mib=8, seed=3, rounds=5, raw_file="/run/wl/probe.raw").argv()
     assert argv[argv.index("--raw") + 1] == "/run/wl/probe.raw"
@@ -110,7 +110,7 @@ class _FakeShell:
         self.stdout, self.exit_status = stdout, exit_status
 
     def run(self, command: str, timeout: float = 60.0, check: bool = True, **_: object) -> object:
-        from harness.guest import CommandResult, GuestCommandError
+        from harness.vm.guest import CommandResult, GuestCommandError
         self.commands.append(command)
         result = CommandResult(command, self.exit_status, self.stdout, "")
         if check and not result.ok:
@@ -124,7 +124,7 @@ class _FakeMachine:
 
 
 def test_wait_exit_polls_without_signalling_and_returns_the_result() -> None:
-    from harness.workloads import Probe, RunningWorkload
+    from harness.vm.workloads import Probe, RunningWorkload
     shell = _FakeShell('{"count": 3, "stopped_by": "rounds"}')
     result = RunningWorkload("probe", Probe(size_mib=1), 42).wait_exit(_FakeMachine(shell), timeout=5)
     assert result == {"count": 3, "stopped_by": "rounds"}
@@ -133,8 +133,8 @@ def test_wait_exit_polls_without_signalling_and_returns_the_result() -> None:
 
 
 def test_wait_exit_reports_a_workload_that_does_not_end() -> None:
-    from harness.guest import GuestCommandError
-    from harness.workloads import Probe, RunningWorkload
+    from harness.vm.guest import GuestCommandError
+    from harness.vm.workloads import Probe, RunningWorkload
     with pytest.raises(GuestCommandError):
         RunningWorkload("probe", Probe(size_mib=1), 42).wait_exit(_FakeMachine(_FakeShell("", exit_status=1)), 1)
 

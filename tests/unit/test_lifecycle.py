@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from harness.arch import arch_spec
-from harness.machine import ExitInfo, Machine, MachineConfig, QemuExited
-from harness.migration import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
-from harness.sampler import Series
-from harness.units import MiB
+from harness.qemu.arch import arch_spec
+from harness.vm.machine import ExitInfo, Machine, MachineConfig, QemuExited
+from harness.migration.migrate import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
+from harness.migration.sampler import Series
+from harness.core.units import MiB
 
 
 # -- cancel classification ---------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""harness.matrix: pairs, cells (refusals only on backward pairs), the table, its JSON and HTML (no QEMU)."""
+"""harness.tools.matrix: pairs, cells (refusals only on backward pairs), the table, its JSON and HTML (no QEMU)."""
 
 from __future__ import annotations
 
-from harness.matrix import Cell, Pair, PairRun, cell_for, main, pairs_for, refusal, render_text, to_json
-from harness.index import render_matrix
-from harness.validate import Case
+from harness.tools.matrix import Cell, Pair, PairRun, cell_for, main, pairs_for, refusal, render_text, to_json
+from harness.report.index import render_matrix
+from harness.tools.validate import Case
 
 FORWARD = Pair("7.2", "10.0", "/old", "/new", backward=False)
 BACKWARD = Pair("10.0", "7.2", "/new", "/old", backward=True)

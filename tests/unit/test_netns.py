@@ -1,4 +1,4 @@
-"""harness.netns's pure parts: option parsing, the ip/tc command lines (the netem path included, which this
+"""harness.hosts.netns's pure parts: option parsing, the ip/tc command lines (the netem path included, which this
 host's kernel cannot run), owner names and reaping decisions, parsing of ping / iperf3 / ip output; the
 stall-vs-RTT curves and their plot."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import netns
-from harness.latency import LatencySummary, StallPoint, stall_curves
-from harness.netns import Shaping
-from harness.plots import plot_stalls_vs_rtt
+from harness.hosts import netns
+from harness.analysis.latency import LatencySummary, StallPoint, stall_curves
+from harness.hosts.netns import Shaping
+from harness.report.plots import plot_stalls_vs_rtt
 
 
 @pytest.mark.parametrize("text, bits", [("100mbit", 100_000_000), ("1gbit", 10**9), ("500kbit", 500_000),

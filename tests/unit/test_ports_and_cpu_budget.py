@@ -1,4 +1,4 @@
-"""harness.parallel without QEMU: port reservations, the CPU need a test derives, the CPU budget's tokens (two
+"""harness.hosts.parallel without QEMU: port reservations, the CPU need a test derives, the CPU budget's tokens (two
 holders in one process stand for two processes: flock locks belong to the open file, not the process), the runtime
 directory's checks; and the plugin's run-directory pieces that xdist relies on."""
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import parallel, workdirs
-from harness.parallel import BudgetTimeout, CpuBudget, cpus_needed, reserve_port, runtime_dir
-from harness.pytest_plugin import point_latest, run_name
+from harness.hosts import parallel
+
+from harness.core import workdirs
+from harness.hosts.parallel import BudgetTimeout, CpuBudget, cpus_needed, reserve_port, runtime_dir
+from harness.plugin.plugin import point_latest, run_name
 
 
 # -- ports ---------------------------------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ def test_reserving_gives_up_when_every_probe_is_reserved(tmp_path: Path) -> None
 
 def test_a_dead_holders_reservation_is_free(tmp_path: Path) -> None:
     # A process that reserved and died (SIGKILL included) holds nothing: the kernel drops its flock.
-    code = ("import sys; from pathlib import Path; from harness.parallel import reserve_port; "
+    code = ("import sys; from pathlib import Path; from harness.hosts.parallel import reserve_port; "
             "r = reserve_port(Path(sys.argv[1]), probe=lambda: 7000); print(r.port)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
@@ -191,7 +193,7 @@ def test_session_start_reaping_spares_a_live_sibling_workers_dirs(tmp_path: Path
     """What a worker (or the controller) reaps at its start: the dirs of a dead process, never those of a live
     sibling, whose owner record names its live pid and start time (namespaces: test_netns's owner test)."""
     repo = Path(__file__).resolve().parents[2]
-    make = ("import sys, tempfile; tempfile.tempdir = sys.argv[1]; from harness import workdirs; "
+    make = ("import sys, tempfile; tempfile.tempdir = sys.argv[1]; from harness.core import workdirs; "
             "print(workdirs.private_dir('test'), flush=True); sys.stdin.read()")
     sibling = subprocess.Popen([sys.executable, "-c", make, str(tmp_path)], cwd=repo, text=True,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -209,7 +211,7 @@ def test_session_start_reaping_spares_a_live_sibling_workers_dirs(tmp_path: Path
 
 # -- bench's parallel figure ---------------------------------------------------------------------------------------
 def test_bench_reports_the_speedup_and_any_verdict_that_differs() -> None:
-    from harness.bench import SelectionRun, parallel_efficiency, table
+    from harness.tools.bench import SelectionRun, parallel_efficiency, table
     serial = SelectionRun(60.0, 0, {"t::a": "passed", "t::b": "skipped", "t::c": "passed"})
     same = parallel_efficiency(serial, SelectionRun(40.0, 0, dict(serial.verdicts)), 2)
     assert (same["speedup"], same["efficiency"], same["wall_time_ratio"]) == (1.5, 0.75, 0.667)

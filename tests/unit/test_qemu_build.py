@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import validate
-
+from harness.tools import validate
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "qemu-build" / "lib.sh"
 

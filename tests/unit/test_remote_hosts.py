@@ -1,4 +1,4 @@
-"""harness.remote's pure parts: the hosts file, the remote command's wrapper (run here with sh: its exit statuses,
+"""harness.hosts.remote's pure parts: the hosts file, the remote command's wrapper (run here with sh: its exit statuses,
 its pid line, and that closing its stdin kills the command and removes the run dir), exit statuses, the sshd
 config the remote-QEMU tests use."""
 
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import remote
-
+from harness.hosts import remote
 GOOD = """
 local_address = "192.0.2.1"
 

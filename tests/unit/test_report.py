@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import oracles
-from harness.oracles import Verdict
-from harness.index import TestResult, write_index
-from harness.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
-from harness.report import Artefacts, progress_line
-from harness.stats import Histogram
-from harness.sampler import Series
-from harness.units import MiB
+from harness.analysis import oracles
+from harness.analysis.oracles import Verdict
+from harness.report.index import TestResult, write_index
+from harness.report.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
+from harness.report.artefacts import Artefacts, progress_line
+from harness.core.stats import Histogram
+from harness.migration.sampler import Series
+from harness.core.units import MiB
 
 pytest_plugins = ["pytester"]
 
@@ -199,8 +199,8 @@ def test_index_links_every_test_its_verdicts_plots_and_files(tmp_path: Path) -> 
 def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> None:
     """A real pytest session with the plugin: per-test artefacts and plots, then index.html — no QEMU involved."""
     pytester.makepyfile(test_inner="""
-        from harness import oracles
-        from harness.sampler import Series
+        from harness.analysis import oracles
+        from harness.migration.sampler import Series
 
         def test_fails_a_verdict(artefacts):
             series = Series(t0=0, hz=10)
@@ -231,7 +231,7 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
 
 
 def test_bench_reads_the_suite_wall_time_from_junit_and_prints_targets(tmp_path: Path) -> None:
-    from harness.bench import suite_wall_time, table
+    from harness.tools.bench import suite_wall_time, table
     assert suite_wall_time(tmp_path / "missing.xml") is None
     junit = tmp_path / "junit.xml"
     junit.write_text('<testsuites><testsuite name="pytest" time="181.5">'

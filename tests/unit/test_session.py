@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.pytest_plugin import _plot_outcome
+from harness.plugin.plugin import _plot_outcome
 from tests.fakes import fake_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_a_test_cut_short_by_a_signal_is_recorded_as_interrupted(tmp_path: Path,
 RACER = """
 import sys, time
 from pathlib import Path
-from harness.pytest_plugin import make_run_dir
+from harness.plugin.plugin import make_run_dir
 base, go = Path(sys.argv[1]), Path(sys.argv[2])
 print("ready", flush=True)
 while not go.exists():
@@ -149,7 +149,7 @@ def test_two_concurrent_sessions_keep_their_bookkeeping(tmp_path: Path) -> None:
 
 def test_the_built_guest_image_keeps_its_private_keys_private() -> None:
     """images/build.sh writes the initramfs (which carries the guest's host key) and ssh/ under umask 077."""
-    from harness.image import GuestImage
+    from harness.qemu.image import GuestImage
     directory = REPO / "build" / "images" / "x86_64"
     if not (directory / "manifest.json").is_file():
         pytest.skip(f"no guest image in {directory}: `make image` has not run")
@@ -159,9 +159,9 @@ def test_the_built_guest_image_keeps_its_private_keys_private() -> None:
 
 
 def test_build_sh_and_the_harness_record_the_same_image_sources() -> None:
-    """The session's staleness check (harness/image.py) recomputes what images/build.sh recorded: same files, same
+    """The session's staleness check (harness/qemu/image.py) recomputes what images/build.sh recorded: same files, same
     digests, or every session would refuse a fresh image (or accept a stale one)."""
-    from harness.image import checkout_sources
+    from harness.qemu.image import checkout_sources
     function = subprocess.run(["sed", "-n", "/^source_digests()/,/^}/p", "images/build.sh"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout
     assert function, "images/build.sh has no source_digests()"
@@ -176,7 +176,7 @@ def test_build_sh_and_the_harness_record_the_same_image_sources() -> None:
 def test_an_image_from_other_sources_is_refused(tmp_path: Path) -> None:
     """Changed, added and removed source files all make an image stale; one that recorded no sources (built before
     the check existed) is stale too."""
-    from harness.image import GuestImage, ImageStale, checkout_sources
+    from harness.qemu.image import GuestImage, ImageStale, checkout_sources
     sources = checkout_sources(REPO)
     assert GuestImage.load(fake_image(tmp_path / "same", sources=sources), current=True).sources == sources
     changed = {**sources, "guest-workloads/dirty.c": "0" * 64, "guest-workloads/gone.c": "1" * 64}
@@ -195,7 +195,7 @@ def test_a_session_holds_the_image_so_a_rebuild_waits(tmp_path: Path) -> None:
     swaps an image's files only under that lock held exclusively (what `flock -x` does here)."""
     image = fake_image(tmp_path / "image")
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from harness.image import GuestImage; GuestImage.load(Path(sys.argv[1]), hold=True); "
+                               "from harness.qemu.image import GuestImage; GuestImage.load(Path(sys.argv[1]), hold=True); "
                                "print('held', flush=True); time.sleep(60)", str(image)],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -231,8 +231,7 @@ def test_plots_say_passed_only_for_a_call_that_passed(reports: dict, title: str)
 
 
 JUNIT_DUMMY = '''
-from harness import oracles
-
+from harness.analysis import oracles
 def test_fails_a_verdict(artefacts):
     artefacts.add_histogram("stalls", {"run": [1.0, 2.0, 40.0]})
     artefacts.verdict(oracles.at_most("p99 stall in link RTTs", 40.0, 10.0, anchor="link RTT"))

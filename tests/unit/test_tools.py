@@ -12,9 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import bench, flake, machine
-from harness.flake import RunRecord, aggregate
-from harness.validate import Case
+from harness.tools import bench
+
+from harness.tools import flake
+
+from harness.vm import machine
+from harness.tools.flake import RunRecord, aggregate
+from harness.tools.validate import Case
 
 # Every session started here reaps stale qmh-* dirs: keep them in a temp root of their own.
 from test_session import private_tmpdir  # noqa: E402,F401  (autouse fixture)
@@ -82,7 +86,7 @@ def test_bench_bare_qemus_die_with_the_harness(tmp_path: Path, monkeypatch) -> N
 
 @pytest.mark.parametrize("arch", ["x86_64", "s390x"])
 def test_measure_boot_boots_the_guest_the_harness_boots(arch: str) -> None:
-    """images/measure-boot.py takes binary, machine, CPU, NIC and console from harness/arch.py, as Machine does."""
+    """images/measure-boot.py takes binary, machine, CPU, NIC and console from harness/qemu/arch.py, as Machine does."""
     spec = bench.arch_spec(arch)
     options = bench.load_measure_boot().BootOptions()
     cmd = bench.load_measure_boot().qemu_command(options, {"arch": arch, "kernel": "k", "initrd": "i"}, "/img",
@@ -193,7 +197,7 @@ def test_flake_margins_of_a_band_say_how_near_the_nearer_edge_came(tmp_path: Pat
 def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
     (tmp_path / "test_dummy.py").write_text(DUMMY)
     env = {**os.environ, "FLAKE_COUNTER": str(tmp_path / "counter"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "harness.flake", "--runs", "3", "--artefacts",
+    proc = subprocess.run([sys.executable, "-m", "harness.tools.flake", "--runs", "3", "--artefacts",
                            str(tmp_path / "art" / "flake"), "--", str(tmp_path / "test_dummy.py")],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -207,7 +211,7 @@ def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
 
 def test_flake_stops_and_counts_nothing_when_pytest_cannot_run(tmp_path: Path) -> None:
     (tmp_path / "test_dummy.py").write_text(DUMMY)
-    proc = subprocess.run([sys.executable, "-m", "harness.flake", "--runs", "5", "--artefacts",
+    proc = subprocess.run([sys.executable, "-m", "harness.tools.flake", "--runs", "5", "--artefacts",
                            str(tmp_path / "art" / "flake"), "--", str(tmp_path / "test_dummy.py"), "--bogus"],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                           timeout=300)
@@ -220,7 +224,7 @@ def test_flake_stops_and_counts_nothing_when_pytest_cannot_run(tmp_path: Path) -
 def test_flake_lock_is_held_during_a_run_and_released_after(tmp_path: Path) -> None:
     import fcntl
 
-    from harness.flake import exclusive
+    from harness.tools.flake import exclusive
 
     lock = tmp_path / "cpu.lock"
     with exclusive(lock):
@@ -241,10 +245,10 @@ def test_a_tool_outside_a_checkout_says_so_in_one_line(module: str, code: int, t
     with one line, and with the exit its callers read as "could not run" (bisect: 128, abort)."""
     import importlib
 
-    from harness import checkout
+    from harness.core import checkout
     monkeypatch.setattr(checkout, "ROOT", tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        importlib.import_module(f"harness.{module}").main(["--help"])
+        importlib.import_module(f"harness.tools.{module}").main(["--help"])
     assert stopped.value.code == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a checkout of the harness repository (qemu-build/ is not beside" in err[0]

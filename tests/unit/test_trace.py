@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from harness.trace import parse_file, parse_lines
+from harness.analysis.trace import parse_file, parse_lines
 
 LOG = """\
 4242@1795433486.860580:savevm_section_start ram, section_id 2

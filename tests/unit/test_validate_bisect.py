@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from harness import bisect, validate
-from harness.validate import Case, junit_cases
+from harness.tools import bisect
+
+from harness.tools import validate
+from harness.tools.validate import Case, junit_cases
 
 # Every session started here reaps stale qmh-* dirs: keep them in a temp root of their own.
 from test_session import private_tmpdir  # noqa: E402,F401  (autouse fixture)
@@ -192,7 +194,7 @@ def test_a_build_whose_binary_is_not_qemu_aborts_the_bisect(tmp_path) -> None:
 @pytest.mark.parametrize("argv", [["--repeats", "0", "--build-dir", "/x", "t"], ["--no-such-option"], []])
 def test_a_bad_bisect_step_command_line_aborts_instead_of_marking_the_commit_bad(argv) -> None:
     """git bisect run reads any exit 1..127 except 125 as "bad": argparse's exit 2 would blame every commit."""
-    proc = subprocess.run([sys.executable, "-m", "harness.bisect", *argv], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "harness.tools.bisect", *argv], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == bisect.ABORT, proc.stderr
 
 
@@ -206,7 +208,7 @@ def test_an_unexpected_error_in_the_bisect_step_aborts(tmp_path, monkeypatch, ca
 def test_validate_against_variants_that_are_not_there_stops_with_the_reason(tmp_path: Path) -> None:
     """Real validate, real pytest, real plugin: no variant built (a --variants dir that is empty) is 'could not run'
     with the session check's line, exit 4 — never 'every patch caught', never a pristine pass by skipping."""
-    proc = subprocess.run([sys.executable, "-m", "harness.validate", "--no-build", "--only", "B0",
+    proc = subprocess.run([sys.executable, "-m", "harness.tools.validate", "--no-build", "--only", "B0",
                            "--variants", str(tmp_path / "variants"), "--artefacts", str(tmp_path / "art")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == validate.COULD_NOT_RUN, proc.stdout + proc.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.latency import parse_probe_raw
+from harness.analysis.latency import parse_probe_raw
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "guest-workloads"

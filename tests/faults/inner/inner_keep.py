@@ -3,8 +3,8 @@ the guest to a file in the test's work dir, then fails on purpose, so `--keep-wo
 
 from __future__ import annotations
 
-from harness.migration import MigrationConfig
-from harness.testbed import Testbed
+from harness.migration.migrate import MigrationConfig
+from harness.migration.testbed import Testbed
 
 
 def test_saves_to_a_file_then_fails(testbed: Testbed) -> None:

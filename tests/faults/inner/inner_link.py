@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import netns
-
-
+from harness.hosts import netns
 @pytest.mark.link()
 def test_holds_a_link_until_killed(link: netns.Link | None) -> None:
     assert link is not None

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import workloads
-from harness.migration import MigrationConfig
-from harness.pytest_plugin import Pair
-from harness.testbed import Testbed
-from harness.workloads import Dirty
-from harness.units import MiB
+from harness.vm import workloads
+from harness.migration.migrate import MigrationConfig
+from harness.plugin.plugin import Pair
+from harness.migration.testbed import Testbed
+from harness.vm.workloads import Dirty
+from harness.core.units import MiB
 
 
 @pytest.mark.timeout(int(os.environ.get("QMH_INNER_TIMEOUT", "600")))

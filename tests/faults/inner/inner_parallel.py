@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from harness.machine import Machine
-from harness.report import Artefacts
+from harness.vm.machine import Machine
+from harness.report.artefacts import Artefacts
 
 
 @pytest.mark.parametrize("n", [1, 2])

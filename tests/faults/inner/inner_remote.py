@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import netns, remote
-from harness.machine import Machine
+from harness.hosts import netns
+
+from harness.hosts import remote
+from harness.vm.machine import Machine
 from tests.behaviour.test_remote import remote_host, remote_side, testbed  # noqa: F401 (fixtures)
 
 

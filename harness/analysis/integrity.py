@@ -1,0 +1,67 @@
+"""Host-side integrity: dump guest RAM on both (paused) sides with pmemsave and compare page by page."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.vm.machine import Machine
+
+PAGE = 4096
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RamComparison:
+    equal: bool
+    size_bytes: int
+    source_sha256: str
+    destination_sha256: str
+    differing_pages: int
+    first_differing: list[int] = field(default_factory=list)  # guest-physical page frame numbers
+
+    def describe(self) -> str:
+        if self.equal:
+            return f"guest RAM identical ({self.size_bytes >> 20} MiB, sha256 {self.source_sha256[:16]}…)"
+        pfns = ", ".join(hex(p) for p in self.first_differing[:8])
+        return (f"guest RAM differs in {self.differing_pages} of {self.size_bytes // PAGE} pages "
+                f"(first pfns: {pfns})")
+
+    def to_json(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def compare_dumps(source: Path, destination: Path, keep: int = 64) -> RamComparison:
+    with open(source, "rb") as fs, open(destination, "rb") as fd:
+        size_s, size_d = fs.seek(0, 2), fd.seek(0, 2)
+        if size_s != size_d:
+            raise ValueError(f"RAM dumps differ in size: {size_s} vs {size_d}")
+        hs, hd = hashlib.sha256(), hashlib.sha256()
+        differing, first = 0, []
+        with mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ) as ms, \
+                mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ) as md:
+            for offset in range(0, size_s, CHUNK):
+                a, b = ms[offset:offset + CHUNK], md[offset:offset + CHUNK]
+                hs.update(a)
+                hd.update(b)
+                if a != b:
+                    for page in range(0, len(a), PAGE):
+                        if a[page:page + PAGE] != b[page:page + PAGE]:
+                            differing += 1
+                            if len(first) < keep:
+                                first.append((offset + page) // PAGE)
+    return RamComparison(differing == 0, size_s, hs.hexdigest(), hd.hexdigest(), differing, first)
+
+
+def compare_guest_ram(source: Machine, destination: Machine, size_bytes: int, workdir: Path) -> RamComparison:
+    """Both machines must be paused (source after completion, destination started with -S)."""
+    dumps = [workdir / f"{m.name}.ram" for m in (source, destination)]
+    try:
+        source.pmemsave(dumps[0], size_bytes)
+        destination.pmemsave(dumps[1], size_bytes)
+        return compare_dumps(*dumps)
+    finally:
+        for dump in dumps:
+            dump.unlink(missing_ok=True)

@@ -1,0 +1,189 @@
+"""Pure judgements: measured data in, a Verdict out (passed, measured value, bound, one-line reason)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable
+
+from harness.analysis.integrity import RamComparison
+from harness.migration.sampler import Series
+from harness.core.units import MiB
+
+
+@dataclass(frozen=True)
+class PlotHint:
+    """Where a verdict's threshold or window belongs on the migration plots (harness/report/plots.py draws it).
+
+    kind   "hline": a threshold `value` on the panel of `key` (in the unit query-migrate reports `key` in,
+                    e.g. bytes for ram.remaining, pages/s for ram.dirty-pages-rate)
+           "vline": an instant `value` (seconds since that migration's `migrate`), on every panel
+           "span":  a window from `value` to `end` seconds, shaded on every panel
+    key    a query-migrate path; a key without a built-in panel gets a panel of its own (hline only)
+    series the migration's name (Testbed.migrate(name=…)) whose plot it belongs to; None: every plot
+    """
+    kind: str
+    value: float
+    end: float | None = None
+    key: str | None = None
+    label: str = ""
+    series: str | None = None
+
+
+def threshold(key: str, value: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("hline", float(value), key=key, label=label, series=series)
+
+
+def instant(t: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("vline", float(t), label=label, series=series)
+
+
+def window(t_start: float, t_end: float, label: str = "", series: str | None = None) -> PlotHint:
+    return PlotHint("span", float(t_start), end=float(t_end), label=label, series=series)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement: its name, whether it passed, the measured value, the bound and a one-line reason saying what
+    anchors the bound. Built by the functions below; recorded (pass or fail) before any is asserted."""
+    name: str
+    passed: bool
+    measured: Any
+    bound: Any
+    why: str
+    # Optional plot hints (thresholds, windows): drawn on the test's plots, never part of the judgement.
+    hints: tuple[PlotHint, ...] = ()
+
+    def with_hints(self, *hints: PlotHint) -> "Verdict":
+        """`artefacts.verdict(oracles.ratio_at_most(…).with_hints(oracles.window(t0, t1, series="on")))`"""
+        return replace(self, hints=self.hints + hints)
+
+    def check(self) -> "Verdict":
+        if not self.passed:
+            raise AssertionError(f"{self.name}: {self.why} (measured {self.measured!r}, bound {self.bound!r})")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def completed(info: dict[str, Any]) -> Verdict:
+    status = info.get("status")
+    return Verdict("migration completed", status == "completed", status, "completed",
+                   "status is completed" if status == "completed"
+                   else f"status {status}: {info.get('error-desc', 'no error description')}")
+
+
+def refused(info: dict[str, Any], message: str) -> Verdict:
+    """The migration failed with QEMU's own `message` in its error-desc: a refusal the test provoked."""
+    status, error = info.get("status"), info.get("error-desc") or ""
+    return Verdict(f"refused with {message!r}", status == "failed" and message in error, error or status, message,
+                   f"status {status}: {error or 'no error description'}")
+
+
+def ram_identical(comparison: RamComparison) -> Verdict:
+    return Verdict("host RAM hashes equal", comparison.equal, comparison.differing_pages, 0, comparison.describe())
+
+
+def guest_invariant(passed: bool, line: str) -> Verdict:
+    return Verdict("guest seqcheck invariant", passed, line, "SEQCHECK PASS", line)
+
+
+def downtime_within(downtime_ms: float | None, limit_ms: float, slack_ms: float) -> Verdict:
+    bound = limit_ms + slack_ms
+    if downtime_ms is None:
+        return Verdict("downtime within limit", False, None, bound, "query-migrate reported no downtime")
+    ok = downtime_ms <= bound
+    return Verdict("downtime within limit", ok, downtime_ms, bound,
+                   f"downtime {downtime_ms:.0f} ms {'≤' if ok else '>'} downtime-limit {limit_ms:.0f} ms "
+                   f"+ slack {slack_ms:.0f} ms")
+
+
+def stop_copy_data_within(downtime_bytes: float | None, bandwidth_bps: float, limit_ms: float,
+                          tolerance: float) -> Verdict:
+    """QEMU may switch over only when what is left fits in downtime-limit at the migration bandwidth.
+
+    Judged on the bytes sent while the guest was stopped (ram.downtime-bytes), not on the downtime in ms: a fast
+    link (loopback) sends even a wrongly large remainder within the limit and hides the wrong decision.
+    """
+    budget = bandwidth_bps * limit_ms / 1000.0
+    bound = budget * (1.0 + tolerance)
+    name = "stop-copy data within bandwidth × downtime-limit"
+    if downtime_bytes is None:
+        return Verdict(name, False, None, bound, "query-migrate reported no ram.downtime-bytes")
+    ok = downtime_bytes <= bound
+    return Verdict(name, ok, downtime_bytes, round(bound),
+                   f"{downtime_bytes / MiB:.1f} MiB sent while stopped {'≤' if ok else '>'} "
+                   f"{budget / MiB:.1f} MiB (bandwidth × downtime-limit) + {tolerance:.0%}")
+
+
+def went_through(series: Series, statuses: Iterable[str], side: str = "source") -> Verdict:
+    """The run really visited these states (e.g. postcopy-active), so it tested what it claims to."""
+    seen = [status for _, status in series.status_changes(side)]
+    missing = [s for s in statuses if s not in seen]
+    return Verdict(f"{side} went through {', '.join(statuses)}", not missing, seen, list(statuses),
+                   "all states seen" if not missing else f"never saw {missing}; status sequence {seen}")
+
+
+def progressed(name: str, before: float, after: float, minimum: float) -> Verdict:
+    delta = after - before
+    return Verdict(name, delta >= minimum, delta, minimum,
+                   f"advanced by {delta:g} ({before:g} → {after:g}); needed ≥ {minimum:g}")
+
+
+def ratio_at_most(name: str, value: float, baseline: float, factor: float, floor: float = 0.0) -> Verdict:
+    """value ≤ factor × baseline (with `floor` as the smallest baseline, so near-zero baselines don't divide)."""
+    base = max(baseline, floor)
+    ratio = value / base if base else float("inf") if value else 1.0
+    return Verdict(name, ratio <= factor, round(ratio, 3), factor,
+                   f"{value:g} vs baseline {baseline:g}: ratio {ratio:.2f} {'≤' if ratio <= factor else '>'} {factor}")
+
+
+def at_most(name: str, value: float | None, bound: float, unit: str = "", anchor: str = "") -> Verdict:
+    """value ≤ bound, for a bound that does not come from the judged run: a mechanism-derived absolute (syncs per
+    pass) or a multiple of a reference measured outside the judged arm. `anchor` says which, for the report."""
+    if value is None:
+        return Verdict(name, False, None, bound, f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = value <= bound
+    text = f"{value:.3g}{unit} {'≤' if ok else '>'} {bound:g}{unit}"
+    return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def at_least(name: str, value: float | None, bound: float, anchor: str = "") -> Verdict:
+    """value ≥ bound: a floor showing the scenario provoked what it measures (rounds, levels, decisions), or a
+    minimum the mechanism implies. `anchor` says which, for the report."""
+    if value is None:
+        return Verdict(name, False, None, bound, f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = value >= bound
+    text = f"{value:.3g} {'≥' if ok else '<'} {bound:g}"
+    return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:
+    """measured == expected, for a value the test knows exactly: a parameter it set, a count it made, a state."""
+    ok = measured == expected
+    text = f"{measured!r} {'==' if ok else '≠'} {expected!r}"
+    return Verdict(name, ok, measured, expected, f"{text} ({why})" if why else text)
+
+
+def still_running(machine: Any, after: str, name: str = "source still running") -> Verdict:
+    """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
+    return equals(name, machine.runstate(), "running", f"runstate after {after}")
+
+
+def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:
+    """low ≤ value ≤ high (e.g. measured/expected for an effect whose size follows from the mechanism)."""
+    if value is None:
+        return Verdict(name, False, None, [low, high], f"nothing measured ({anchor})" if anchor else "nothing measured")
+    ok = low <= value <= high
+    text = f"{value:.3g} {'within' if ok else 'outside'} [{low:g}, {high:g}]"
+    return Verdict(name, ok, round(value, 4), [low, high], f"{text} ({anchor})" if anchor else text)
+
+
+def record_all(artefacts: Any, verdicts: Iterable[Verdict]) -> None:
+    """Record every verdict before asserting any, so a failing run documents which oracles passed and which did
+    not (self-validation reads the old oracles' verdicts next to the new anchors' in one run)."""
+    verdicts = list(verdicts)
+    for verdict in verdicts:
+        artefacts.verdict(verdict, check=False)
+    for verdict in verdicts:
+        verdict.check()

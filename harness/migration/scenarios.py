@@ -1,0 +1,178 @@
+"""Scenario skeletons several behaviour files share: a migration under a known workload, then the integrity oracles.
+
+Each takes the MigrationConfig that makes the test's point (multifd, TLS, xbzrle, compression, …) and runs the same
+workloads, waits and integrity checks, so that what differs between two tests is only what they are about:
+
+  precopy_with_integrity   seqinc (+ a dirtier), precopy to completion, both sides paused: RAM hashes equal, then
+                           seqcheck on the destination;
+  postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
+  postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
+  postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
+                           cut), recovered, completed with the guest intact;
+  resend_window            a hot set rewritten flat out while the bandwidth holds precopy back: after two passes
+                           every page sent is one the destination already has, and the counters the test names are
+                           measured over a window of that; then the limits are lifted, the migration converges and
+                           the integrity oracles run (for what xbzrle and multifd compression send per page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from harness.analysis import oracles
+
+from harness.vm import workloads
+from harness.analysis.series import counter_delta
+from harness.analysis.integrity import RamComparison, compare_guest_ram
+from harness.vm.machine import Machine
+from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
+from harness.migration.testbed import Testbed
+from harness.core.units import MiB
+from harness.vm.workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
+
+SEQINC_MIB = 32
+SEQINC_PASSES_PER_S = 1     # 32 MiB/s of rewrites: checkable after any migration, convergent at 128 MiB/s
+DIRTY_MIB = 128
+COMPLETION_TIMEOUT = 120.0
+
+
+def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
+                           dirty_mibps: float) -> dict[str, Any]:
+    """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused (`paused_pair`); record and
+    assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the source's
+    final query-migrate, for the test's own oracles."""
+    seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
+    if dirty_mibps:
+        workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=dirty_mibps))
+    migration = testbed.migrate(pair.source, pair.destination, config)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    testbed.artefacts.verdict(oracles.completed(final))
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+
+    comparison, check = compare_then_check(testbed, pair.source, pair.destination, seq)
+    testbed.artefacts.write_json("ram-comparison", comparison)
+    testbed.artefacts.verdict(oracles.ram_identical(comparison))
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return final
+
+
+def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
+                       seq: RunningWorkload) -> tuple[RamComparison, SeqCheck]:
+    """The end of a migration to a paused destination, both sides paused: host RAM hashes of both, then the
+    destination runs on and seqcheck reads the invariant of seqinc `seq` there."""
+    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    destination.qmp.cmd("cont")
+    return comparison, workloads.seqcheck(destination, seq)
+
+
+def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
+                        config: MigrationConfig = MigrationConfig()) -> tuple[RunningWorkload, Migration]:
+    """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy. `config`
+    adds to postcopy-ram and the two bandwidths (e.g. TLS credentials, preempt)."""
+    seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
+    workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=64))
+    config = (config.with_capabilities(postcopy_ram=True)
+              .with_parameters(max_bandwidth=32 * MiB, max_postcopy_bandwidth=postcopy_bandwidth))
+    migration = testbed.migrate(pair.source, pair.destination, config)
+    migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
+    migration.start_postcopy()
+    return seq, migration
+
+
+def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int) -> dict[str, Any]:
+    """postcopy_under_load to completion: completed, went through postcopy-active, the destination faulted pages
+    in by request (≥ 1), and the seqinc invariant on the destination. Returns the final query-migrate."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=postcopy_bandwidth)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+    testbed.artefacts.verdict(oracles.completed(final))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active"]))
+    requests = final.get("ram", {}).get("postcopy-requests", 0)
+    testbed.artefacts.verdict(oracles.progressed("destination faulted pages in by request", 0, requests, 1))
+    check = workloads.seqcheck(pair.destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return final
+
+
+def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migration], None]) -> None:
+    """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
+    sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
+    with the guest's invariant intact."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
+    migration.wait_status({"postcopy-active"}, 30)
+    migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
+                   "2 MiB sent in postcopy")
+    interrupt(migration)
+    migration.recover()
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+    testbed.artefacts.verdict(oracles.completed(final))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active", "postcopy-paused"]))
+    testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-recover"], side="destination"))
+    wait_runstate(pair.destination, {"running"}, 30)
+    check = workloads.seqcheck(pair.destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+
+
+@dataclass(frozen=True)
+class ResendWindow:
+    """What `resend_window` measured: each named query-migrate counter's increase over [t_start, t_end] (series
+    time), the final query-migrate, and the integrity checks of the end state."""
+    t_start: float
+    t_end: float
+    counters: Mapping[str, float]
+    final: Mapping[str, Any]
+    comparison: RamComparison
+    check: SeqCheck
+
+    def integrity_verdicts(self) -> list[oracles.Verdict]:
+        """completed, host RAM hashes equal, seqinc invariant: the guest's memory itself."""
+        return [oracles.completed(dict(self.final)), oracles.ram_identical(self.comparison),
+                oracles.guest_invariant(self.check.passed, self.check.line)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t_start": self.t_start, "t_end": self.t_end, "counters": dict(self.counters),
+                "final": dict(self.final)}
+
+
+HOT_SET_MIB = 64
+RESEND_SEQINC_MIB = 16
+RESEND_BANDWIDTH = 16 * MiB     # far below the dirtier's rate: no convergence while the window lasts
+CONVERGE_BANDWIDTH = 1024 * MiB
+# The switch-over threshold is QEMU's measured throughput (bytes on the wire per second) × downtime-limit: 5 s of
+# it is ≫ what the hot set leaves dirty when pages go whole or as deltas. A compressed stream measures a throughput
+# of a few MB/s for hundreds of MiB/s of pages, so a compressing test passes a longer limit.
+CONVERGE_DOWNTIME_MS = 5000
+RESEND_COMPLETION_TIMEOUT = 180.0
+
+
+def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters: Iterable[str],
+                  window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
+    """The `dirty` workload rewrites 8 words of each page of a HOT_SET_MIB hot set (random order, flat out) and
+    seqinc one byte of each page of its own set, on a `paused_pair`; `config` (plus RESEND_BANDWIDTH and a 100 ms
+    downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
+    is one the destination has) `counters` are measured over `window_s` seconds; then CONVERGE_BANDWIDTH and
+    `converge_downtime_ms` are set (the scenario's own end of the window) and precopy converges with the dirtier still running: nothing talks to
+    the guest while the migration loads the host. Both sides end paused: RAM is compared, then the destination
+    runs seqcheck."""
+    source, destination = pair.source, pair.destination
+    seq = workloads.start(source, SeqInc(size_mib=RESEND_SEQINC_MIB, rate_passes=1))
+    workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
+    config = config.with_parameters(max_bandwidth=RESEND_BANDWIDTH, downtime_limit=100)
+    migration = testbed.migrate(source, destination, config)
+    migration.wait_dirty_syncs(3, timeout=120)
+    t_start = migration.series.samples["source"][-1]["t"]
+    t_end = t_start + window_s
+    migration.wait_until(t_end, f"{window_s:g}s of re-sending pages the destination has")
+    migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": CONVERGE_BANDWIDTH,
+                                                         "downtime-limit": converge_downtime_ms})
+    final = migration.wait_completed(RESEND_COMPLETION_TIMEOUT)
+    series = migration.finish()
+    deltas = {name: counter_delta(series, name, t_start, t_end) for name in counters}
+    result = ResendWindow(t_start, t_end, deltas, final, *compare_then_check(testbed, source, destination, seq))
+    testbed.artefacts.write_json("window", result)
+    return result

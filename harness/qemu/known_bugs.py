@@ -1,0 +1,90 @@
+"""QEMU bugs, fixed upstream, that an older binary under test still has: the one place a verdict depends on a version.
+
+Features are read from the QMP schema (harness.qemu.binary.Features), never from the version. A bug fix leaves no such
+footprint, so a test that an old binary fails because of a *known, fixed* QEMU bug would otherwise be a plain
+failure in every cross-version run with that binary. A test names the bugs it is exposed to with
+`@pytest.mark.known_bug("key")`; when the side the bug lives on runs a version below the fix, under the accelerator
+the bug needs, the test becomes an expected failure whose reason names the bug, the side and the fix: non-strict for a race (a
+run that happens to pass is not news), strict for a deterministic bug (a pass means the build has the fix). `--assume-fixed KEY` turns an
+entry off for a build that carries the fix as a backport (a distribution's stable branch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.qemu.binary import version_numbers
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    key: str
+    side: str                     # "source" or "destination": where the bug acts
+    fixed_in: tuple[int, int]     # first QEMU release (major, minor) with the fix
+    accel: str | None             # the accelerator the bug needs ("tcg"), None for any
+    fix: str                      # upstream commit and subject
+    effect: str                   # what a test sees
+    # A race shows in some runs only: a pass is no news (non-strict). A deterministic bug fails every run: a pass
+    # means this build has the fix after all (a backport), and says so by failing (strict: --assume-fixed KEY).
+    deterministic: bool = False
+
+    def reason(self, version: str) -> str:
+        accel = f", {self.accel.upper()}" if self.accel else ""
+        return (f"known QEMU bug on the {self.side} ({version.split()[0]} < {self.fixed_in[0]}.{self.fixed_in[1]}"
+                f"{accel}): {self.effect}; fixed by {self.fix} (--assume-fixed {self.key} if this build has it)")
+
+
+KNOWN_BUGS = {bug.key: bug for bug in [
+    KnownBug(
+        key="tcg-dirty-tlb",
+        side="source", fixed_in=(9, 0), accel="tcg",
+        fix="03bfc2188f06 (physmem: Fix migration dirty bitmap coherency with TCG memory access)",
+        # Found with the 7.2 → 10.0 matrix: the pages that differ hold older jiffies, timekeeper and hrtimer data
+        # and kernel stacks; with guest RAM not a multiple of 256 KiB (the slow path, which does reset the TLB)
+        # the same runs keep RAM identical.
+        effect="the dirty-bitmap sync's 64-page fast path clears dirty bits without resetting TCG's TLB "
+               "write-notdirty state, so later guest stores to those pages are never logged or re-sent: RAM "
+               "differs after a live migration and the guest may crash on the destination"),
+    KnownBug(
+        key="serialized-iterative-devices",
+        side="source", fixed_in=(9, 0), accel=None, deterministic=True,
+        # B1's seed. Distributions have backported it to older versions (e.g. a 7.2 el9 build): --assume-fixed.
+        fix="4e1871c450a1 (migration: Don't serialize devices in qemu_savevm_state_iterate())",
+        effect="a round ends at the first iterative device that is not finished, so devices after RAM (dirty "
+               "bitmaps, VFIO, s390x storage attributes) iterate only once RAM is done"),
+    KnownBug(
+        key="preempt-requests-wait-for-migration-thread",
+        side="source", fixed_in=(8, 0), accel=None,
+        # B2 on a 7.2 source (7.2 -> 10.0 and 7.2 -> 7.2; a 10.0 source passes against a 7.2 destination). Source
+        # trace (ram_save_queue_pages -> get_queued_page): a request waits p50 0.24 ms, p90 96 ms, p99 98 ms with
+        # preempt, the same as without (0.28 / 97 / 98 ms); the guest's stalls follow (p90 95-99 ms). In 8.0 the
+        # "preempt-full" series made the return-path thread send a requested page itself
+        # (ram_save_host_page_urgent); not bisected inside 7.2..8.0, so the fix named is that series' key commit.
+        fix="93589827443e (migration: Send requested page directly in rp-return thread)",
+        effect="with postcopy-preempt a requested page still waits in the source's queue for the migration "
+               "thread, up to one 100 ms rate-limit window, as without preempt: preempt does not shorten the "
+               "guest's stalls"),
+]}
+
+def release(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a QemuBinary.version string ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"), None if unknown.
+    A development build (10.0.50 …) counts as its major.minor, which already has every fix of the release before."""
+    numbers = version_numbers(version)
+    return numbers[:2] if numbers else None
+
+
+def affecting(keys: list[str], versions: dict[str, str], accel: str,
+              assume_fixed: frozenset[str]) -> list[tuple[KnownBug, str]]:
+    """The named bugs this run has, each with its xfail reason: the bug's side runs a release below the fix
+    (versions: side → QemuBinary.version), under the accelerator it needs. An unknown key is a programming error."""
+    reasons = []
+    for key in keys:
+        bug = KNOWN_BUGS[key]
+        version = versions[bug.side]
+        have = release(version)
+        if key in assume_fixed or have is None or have >= bug.fixed_in:
+            continue
+        if bug.accel is not None and bug.accel != accel:
+            continue
+        reasons.append((bug, bug.reason(version)))
+    return reasons

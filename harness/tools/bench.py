@@ -1,0 +1,718 @@
+"""`make bench`: what the harness costs and how well its instruments measure, against the project's targets.
+
+  python -m harness.tools.bench [--qemu-binary PATH] [--accel auto|kvm|tcg] [--out artefacts/bench.json] [--quick]
+
+Measures, on the guest image and QEMU the suite uses:
+  boot        boot-to-SSH median/p90 (images/measure-boot.py's measure(): OpenSSH client, console marker first);
+              for a guest arch other than the host's (--arch s390x), the host arch's guest is timed in the same run
+              too (--baseline-arch) and the ratio reported
+  overhead    a harness-driven boot + precopy migration of an idle guest (Testbed, 100 Hz sampler, artefacts,
+              plots) vs the same guest and migration driven bare (subprocess + plain qemu.qmp calls, MIGRATION
+              events): median seconds of each, the ratio and the absolute overhead per test
+  sampler     achieved query-migrate rate (Hz, both sides) and its cost to the guest: the `dirty` workload's
+              flat-out rate during a non-converging migration with the sampler at 100 Hz vs without any sampling
+  workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
+  parallel    one small selection of behaviour tests (--parallel-selection) run by pytest serially, then with
+              pytest-xdist -n N (--workers, default 2), back to back: the wall-time speedup and its efficiency
+              (speedup / N), and whether every test id got the same verdict (pass/fail/skip/…) both times
+  suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
+Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
+measurement could not run at all: 2 (or, with --strict, 1 when a target was missed); 4 when bench could not start
+(a bad --qemu-binary/--arch/--image-dir, or OUT's directory holds a `bench` it did not make: only a directory
+carrying its marker file is ever deleted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from qemu.qmp import EventListener, QMPClient
+
+from harness.analysis import oracles
+
+from harness.core import workdirs
+
+from harness.vm import workloads
+from harness.vm.accel import choose_accel
+from harness.analysis.series import ClockMap, parse_rate_log, progress_mib, rate_between
+from harness.qemu.arch import ARCHES, arch_spec, host_arch
+from harness.qemu.compat import choose_platform
+from harness.qemu.image import GuestImage, ImageMissing
+from harness.vm.machine import Machine, _die_with_parent, free_tcp_port
+from harness.migration.migrate import Migration, MigrationConfig
+from harness.qemu.binary import QemuBinary, QemuNotFound
+from harness.report.artefacts import Artefacts
+from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
+from harness.tools.validate import read_run
+from harness.migration.testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
+from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
+from harness.core.units import MiB
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Targets (README "Benchmark").
+BOOT_TARGET_S = 3.0
+SAMPLER_MIN_HZ = 50.0
+SAMPLER_MAX_SLOWDOWN = 0.05
+WORKLOAD_MAX_ERROR = 0.05
+OVERHEAD_MAX_S = 1.0
+
+# A few short behaviour tests (4–16 s each here on TCG): two that boot a pair, one snapshot, one precopy.
+PARALLEL_SELECTION = (
+    "tests/behaviour/test_tls.py::test_tls_refuses_a_destination_it_cannot_authenticate",
+    "tests/behaviour/test_snapshots.py::test_background_snapshot_saves_the_guest_as_it_was_when_it_began",
+    "tests/behaviour/test_basics.py::test_precopy_completes_with_identical_ram_and_intact_guest[dirty8MiBps]",
+)
+PARALLEL_WORKERS = 2
+
+WORKLOAD_RATES_MIBPS = (8, 32, 64)
+RATE_WINDOW_S = 5.0
+HOT_SET_MIB = 64                  # re-dirtied flat out during the sampler-cost windows
+SAMPLER_BANDWIDTH = 32 * MiB      # ≪ the guest's dirty rate: the migration stays active and dirty-logging
+SAMPLER_WINDOW_S = 8.0
+SAMPLER_SETTLE_S = 1.0            # after `migrate`, before the window: setup and the first bitmap sync done
+
+
+# Written into the scratch directory bench makes: only a directory carrying it is ever deleted by a later bench.
+SCRATCH_MARKER = ".qmh-bench-scratch"
+COULD_NOT_RUN = 4
+
+
+class BenchUnusable(RuntimeError):
+    """A bad input: bench stops with this one line and exit 4 before measuring anything."""
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def load_measure_boot() -> ModuleType:
+    """images/measure-boot.py is a stand-alone stdlib script (hyphenated name): load it from its path."""
+    spec = importlib.util.spec_from_file_location("measure_boot", REPO / "images" / "measure-boot.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- boot ----------------------------------------------------------------------------------------------------------
+def measure_boots(env: Environment, boots: int) -> dict[str, Any]:
+    measure_boot = load_measure_boot()
+    accel = env.accel.name
+    options = measure_boot.BootOptions(
+        qemu=str(env.source_binary.path), accel=accel, machine=env.arch.machine,
+        cpu=env.arch.cpu_kvm if accel == "kvm" else env.arch.cpu_tcg, memory=DEFAULT_MEMORY_MIB,
+        qemu_arg=env.source_binary.base_args()[1:])
+    return measure_boot.measure(str(env.image.directory), boots, options, progress=lambda i, r: log(
+        f"{env.arch.name} boot {i + 1}/{boots}: {r['boot_to_ssh_s']} s"))
+
+
+def bench_boot(env: Environment, boots: int, baseline: Environment | None = None) -> dict[str, Any]:
+    """`env`'s boot-to-SSH; with a baseline (another arch's guest), that one's too, measured right after on the
+    same host load, and the ratios of the medians and p90s."""
+    result = measure_boots(env, boots)
+    result = {**result, "arch": env.arch.name, "target_s": BOOT_TARGET_S, "pass": result["median"] <= BOOT_TARGET_S}
+    if baseline is not None:
+        base = measure_boots(baseline, boots)
+        result["baseline"] = {"arch": baseline.arch.name, **{k: base[k] for k in ("median", "p90", "samples")}}
+        result["ratio_median"] = round(result["median"] / base["median"], 2)
+        result["ratio_p90"] = round(result["p90"] / base["p90"], 2)
+    return result
+
+
+# -- harness overhead ------------------------------------------------------------------------------------------
+def harness_trial(env: Environment, directory: Path) -> dict[str, float]:
+    """What a simple test does: boot a source to SSH, start a destination, migrate, record, report, clean up."""
+    t0 = time.monotonic()
+    artefacts = Artefacts(directory, "bench::harness")
+    bed = Testbed(env, artefacts)
+    try:
+        source = bed.boot("source")
+        t_booted = time.monotonic()
+        destination = bed.incoming(source)
+        migration = bed.migrate(source, destination, MigrationConfig())
+        final = migration.wait_completed(120)
+        t_migrated = time.monotonic()
+        migration.finish()
+        artefacts.verdict(oracles.completed(final))
+    finally:
+        bed.close()
+    t_closed = time.monotonic()
+    artefacts.finalize("passed")
+    t_end = time.monotonic()
+    return {"total_s": t_end - t0, "boot_s": t_booted - t0, "migrate_s": t_migrated - t_booted,
+            "teardown_s": t_closed - t_migrated, "report_s": t_end - t_closed}
+
+
+def bare_argv(env: Environment, qmp_socket: Path, console: Path, ssh_port: int | None,
+              incoming: bool) -> list[str]:
+    """The same guest as harness.vm.machine builds, written out by hand."""
+    arch, accel = env.arch, env.accel.name
+    argv = env.source_binary.base_args() + [
+        "-machine", arch.machine, "-accel", accel, "-cpu", arch.cpu_kvm if accel == "kvm" else arch.cpu_tcg,
+        "-smp", "1", "-m", f"{DEFAULT_MEMORY_MIB}M", "-nodefaults", "-no-user-config", "-display", "none",
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-chardev", f"file,id=console,path={console}", *arch.console_args,
+        "-kernel", str(env.image.kernel), "-initrd", str(env.image.initrd), "-append", env.image.cmdline]
+    if ssh_port is not None:
+        argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                 "-device", f"{arch.nic},netdev=net0{arch.nic_options}"]
+    return argv + (["-incoming", "defer"] if incoming else [])
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bare trial: {what} not within {timeout}s")
+        time.sleep(0.005)
+
+
+def _bare_ssh(env: Environment, workdir: Path, port: int, timeout: float) -> None:
+    measure_boot = load_measure_boot()
+    keytype, key = env.image.host_key_pub.read_text().split()[:2]
+    known_hosts = workdir / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {keytype} {key}\n")
+    command = measure_boot.ssh_command(str(env.image.directory), str(known_hosts), port, env.image.ssh_user, 5)
+    deadline = time.monotonic() + timeout
+    while subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("bare trial: ssh never succeeded")
+        time.sleep(0.02)
+
+
+async def _bare_migrate(source_socket: Path, destination_socket: Path, uri: str, timeout: float) -> None:
+    source, destination = QMPClient("bare-source"), QMPClient("bare-destination")
+    await source.connect(str(source_socket))
+    await destination.connect(str(destination_socket))
+    try:
+        listeners = {client: EventListener("MIGRATION") for client in (source, destination)}
+        for client, listener in listeners.items():
+            client.register_listener(listener)
+            await client.execute("migrate-set-capabilities",
+                                 {"capabilities": [{"capability": "events", "state": True}]})
+        await destination.execute("migrate-incoming", {"uri": uri})
+        await source.execute("migrate", {"uri": uri})
+
+        async def completed(listener: EventListener) -> None:
+            async for event in listener:
+                status = event["data"]["status"]
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise RuntimeError(f"bare migration {status}")
+
+        await asyncio.wait_for(asyncio.gather(*(completed(lst) for lst in listeners.values())), timeout)
+        for client in (source, destination):
+            try:
+                await client.execute("quit")
+            except Exception:  # QEMU may close the socket before its answer arrives
+                pass
+    finally:
+        for client in (source, destination):
+            try:
+                await client.disconnect()
+            except EOFError:  # after `quit` the connection ends with EOF: expected
+                pass
+
+
+def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
+    """The same boot + migration with nothing but subprocess, a console poll, ssh and qemu.qmp."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # A private dir with an owner record: a concurrent run's reap_stale() leaves it alone while this one lives.
+    workdir = workdirs.private_dir("bare")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        t0 = time.monotonic()
+        port = free_tcp_port()
+        source_socket, destination_socket = workdir / "source.qmp", workdir / "destination.qmp"
+        console = directory / "source.console.log"
+        # The bare arm bypasses Machine, but its QEMUs must die with bench as Machine's do (even on SIGKILL).
+        processes.append(subprocess.Popen(bare_argv(env, source_socket, console, port, incoming=False),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True,
+                                          preexec_fn=_die_with_parent))
+        marker = env.image.ready_marker
+        _wait_for(lambda: console.exists() and marker in console.read_text(errors="replace"), 60, "ready marker")
+        _bare_ssh(env, workdir, port, 30)
+        t_booted = time.monotonic()
+        processes.append(subprocess.Popen(
+            bare_argv(env, destination_socket, directory / "destination.console.log", free_tcp_port(),
+                      incoming=True),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent))
+        _wait_for(lambda: source_socket.exists() and destination_socket.exists(), 30, "QMP sockets")
+        asyncio.run(_bare_migrate(source_socket, destination_socket, f"unix:{workdir / 'migration.sock'}", 120))
+        t_migrated = time.monotonic()
+        for process in processes:
+            process.wait(30)
+        t_end = time.monotonic()
+        return {"total_s": t_end - t0, "boot_s": t_booted - t0, "migrate_s": t_migrated - t_booted,
+                "teardown_s": t_end - t_migrated, "report_s": 0.0}
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _median_phases(trials: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(t[key] for t in trials), 3) for key in trials[0]}
+
+
+def bench_overhead(env: Environment, directory: Path, trials: int) -> dict[str, Any]:
+    import matplotlib.pyplot  # noqa: F401  # a session imports it once; per test it costs nothing
+    harness, bare = [], []
+    for i in range(trials):  # interleaved, so drift on a shared host hits both alike
+        harness.append(harness_trial(env, directory / f"harness-{i}"))
+        log(f"overhead trial {i + 1}/{trials}: harness {harness[-1]['total_s']:.2f} s")
+        bare.append(bare_trial(env, directory / f"bare-{i}"))
+        log(f"overhead trial {i + 1}/{trials}: bare {bare[-1]['total_s']:.2f} s")
+    h, b = _median_phases(harness), _median_phases(bare)
+    overhead = round(h["total_s"] - b["total_s"], 3)
+    return {"harness_median": h, "bare_median": b, "ratio": round(h["total_s"] / b["total_s"], 3),
+            "overhead_s": overhead, "overhead_by_phase_s": {k: round(h[k] - b[k], 3) for k in h},
+            "harness_trials": harness, "bare_trials": bare, "target_s": OVERHEAD_MAX_S,
+            "pass": overhead <= OVERHEAD_MAX_S}
+
+
+# -- workload rate accuracy ------------------------------------------------------------------------------------
+def bench_workload_rates(source: Machine) -> dict[str, Any]:
+    rates = []
+    for requested in WORKLOAD_RATES_MIBPS:
+        running = workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=requested, order="random"),
+                                  name=f"rate{requested}")
+        time.sleep(RATE_WINDOW_S)  # the measurement window itself, not a wait for a condition
+        result = running.stop(source)
+        achieved = float(result["achieved_mibps"])
+        error = achieved / requested - 1
+        rates.append({"requested_mibps": requested, "achieved_mibps": round(achieved, 3),
+                      "elapsed_s": result.get("elapsed_s"), "error": round(error, 4),
+                      "pass": abs(error) <= WORKLOAD_MAX_ERROR})
+        log(f"dirty at {requested} MiB/s: achieved {achieved:.2f} MiB/s")
+    return {"rates": rates, "target_error": WORKLOAD_MAX_ERROR, "pass": all(r["pass"] for r in rates)}
+
+
+# -- sampler rate and cost -------------------------------------------------------------------------------------
+# The sampler's cost to the guest, resolved to ±2 %: one non-converging migration runs throughout (dirty logging on,
+# as in every test the sampler watches), and the Sampler is switched on and off in many short windows, each pair in
+# a random order. The guest's own progress log (LoggedDirty, every 100 ms) gives each window's rate afterwards, read
+# once, so nothing reaches into the guest during the windows. A pair's ratio cancels host drift slower than a pair;
+# the cost is 1 − the median ratio, its uncertainty a bootstrap 95 % interval over the pairs. An earlier design (one
+# migration per 8 s window, 3 pairs) gave 3 %, 18 % and 9 % slowdowns with a 19 % spread: per-migration variance
+# (setup, first sync, which pages the hot set hit) swamped a few-percent cost.
+SAMPLER_PAIRS = 20
+SAMPLER_PAIR_WINDOW_S = 2.0       # each arm of a pair; the guest logs 20 points in it
+SAMPLER_EDGE_S = 0.2              # off each window's ends: the sampler's threads starting/joining, clock mapping
+SAMPLER_RESOLUTION = 0.02         # the ±2 % the cost must be resolved to; wider than that is NOISY, not a verdict
+BOOTSTRAP_RESAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class SamplerWindow:
+    phase: str              # "idle" (no migration) or "migrating"
+    pair: int
+    sampled: bool
+    t_start: float          # host time.monotonic()
+    t_end: float
+    harness_cores: float    # CPU the harness process (all its threads) used in the window, per wall second
+    achieved_hz: dict[str, float] = field(default_factory=dict)
+
+
+def bootstrap_interval(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of `values` (seeded: the same data gives the same interval)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return medians[int(tail * resamples)], medians[min(resamples - 1, int((1 - tail) * resamples))]
+
+
+def sampler_cost(rates: list[tuple[float, float]]) -> dict[str, Any]:
+    """(sampled, unsampled) guest rates per pair → cost = 1 − median ratio, with its 95 % interval; `resolved`
+    when the interval's half-width is within SAMPLER_RESOLUTION (pure: unit-tested)."""
+    ratios = [s / u for s, u in rates if u > 0]
+    if len(ratios) < 3:
+        return {"pairs": len(ratios), "cost": None, "interval": None, "resolved": False}
+    low, high = bootstrap_interval(ratios)
+    median = statistics.median(ratios)
+    return {"pairs": len(ratios), "ratios": [round(r, 4) for r in ratios], "cost": round(1 - median, 4),
+            "interval": [round(1 - high, 4), round(1 - low, 4)], "half_width": round((high - low) / 2, 4),
+            "resolved": (high - low) / 2 <= SAMPLER_RESOLUTION}
+
+
+def sampler_window(source: Machine, destination: Machine, phase: str, pair: int, sampled: bool) -> SamplerWindow:
+    """One arm of a pair: SAMPLER_PAIR_WINDOW_S with the harness's Sampler polling both sides at its default
+    rate, or with nothing polling."""
+    started, cpu = time.monotonic(), time.process_time()
+    if not sampled:
+        time.sleep(SAMPLER_PAIR_WINDOW_S)  # the unsampled window itself
+        ended = time.monotonic()
+        return SamplerWindow(phase, pair, False, started, ended, (time.process_time() - cpu) / (ended - started))
+    sampler = Sampler({"source": source.qmp, "destination": destination.qmp}).start()
+    time.sleep(SAMPLER_PAIR_WINDOW_S)      # the sampled window itself
+    series = sampler.stop()
+    ended = time.monotonic()
+    return SamplerWindow(phase, pair, True, started, ended, (time.process_time() - cpu) / (ended - started),
+                         {side: round(series.achieved_hz(side), 1) for side in series.samples if series.samples[side]})
+
+
+def sampler_pairs(source: Machine, destination: Machine, phase: str, pairs: int,
+                  order: random.Random) -> list[SamplerWindow]:
+    windows = []
+    for pair in range(pairs):
+        arms = [False, True]
+        order.shuffle(arms)
+        windows += [sampler_window(source, destination, phase, pair, sampled) for sampled in arms]
+    return windows
+
+
+def bench_sampler(bed: Testbed, source: Machine, pairs: int) -> dict[str, Any]:
+    """The sampler's rate and cost in two phases of one guest's life: with the destination waiting and no
+    migration ("idle": the guest's rate steady, so the cost resolves), then during a non-converging migration
+    ("migrating": as in the tests, but there the guest's rate swings between 2 s windows — pair ratios with a
+    standard deviation of 0.14 measured here — so 20 pairs leave an interval of about ±6 %)."""
+    running = workloads.start(source, LoggedDirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"), name="hot")
+    destination = bed.incoming(source, name="destination-sampler")
+    config = MigrationConfig(parameters={"max-bandwidth": SAMPLER_BANDWIDTH, "downtime-limit": 50})
+    # Driven with plain QMP commands, never through a Sampler of its own: the only polling is the windows'.
+    migration = Migration(source, destination, config, bed.workdir, name="sampler")
+    readings = [guest_clock_reading(source)]
+    order = random.Random(1)
+    try:
+        migration.configure(destination, "destination")
+        destination.qmp.cmd("migrate-incoming", uri=migration.uri)
+        windows = sampler_pairs(source, destination, "idle", pairs, order)
+        migration.configure(source, "source")
+        source.qmp.cmd("migrate", uri=migration.uri)
+        time.sleep(SAMPLER_SETTLE_S)  # setup and the first bitmap sync done before any window
+        windows += sampler_pairs(source, destination, "migrating", pairs, order)
+        status = source.qmp.cmd("query-migrate")["status"]
+        if status != "active":
+            raise RuntimeError(f"sampler: migration {status!r} during the windows, not an active precopy")
+    finally:
+        # The cancel ends the destination's incoming stream: its exit is this measurement's doing, not a fault.
+        destination.expect_exit("migrate_cancel ends its incoming stream")
+        source.qmp.cmd("migrate_cancel")
+        destination.shutdown()
+    readings.append(guest_clock_reading(source))
+    log_rows = parse_rate_log(source.shell.run(f"cat {RATE_LOG}", timeout=60).stdout)
+    running.stop(source)
+    clock = ClockMap.fit(readings)
+    points = progress_mib(log_rows, clock)
+
+    def mibps(w: SamplerWindow) -> float | None:
+        return rate_between(points, w.t_start + SAMPLER_EDGE_S, w.t_end - SAMPLER_EDGE_S)
+
+    phases = {}
+    for phase in ("idle", "migrating"):
+        by_pair: dict[int, dict[bool, float | None]] = {}
+        for w in windows:
+            if w.phase == phase:
+                by_pair.setdefault(w.pair, {})[w.sampled] = mibps(w)
+        phases[phase] = sampler_cost([(arms[True], arms[False]) for arms in by_pair.values()
+                                      if arms.get(True) and arms.get(False)])
+        log(f"sampler {phase}: cost {phases[phase]['cost']} (95 % {phases[phase]['interval']})")
+    achieved = [hz for w in windows if w.sampled for hz in w.achieved_hz.values()]
+    min_hz = min(achieved, default=0.0)
+    # The verdict: the migrating phase's when resolved, else the idle phase's (a lower bound on the cost: the
+    # sampler's CPU is the same, QEMU's answers are cheaper), else none.
+    judged = next((phase for phase in ("migrating", "idle") if phases[phase]["resolved"]), None)
+    return {"requested_hz": DEFAULT_SAMPLING_HZ, "achieved_hz_min": min_hz,
+            "achieved_hz": [w.achieved_hz for w in windows if w.sampled],
+            "phases": phases, "judged_phase": judged, **(phases[judged] if judged else phases["migrating"]),
+            "dirty_mibps": [{"phase": w.phase, "pair": w.pair, "sampled": w.sampled, "mibps": mibps(w)}
+                            for w in windows],
+            # The sampler's own CPU (its tasks on the QMP sessions' loops): on a host with no core to spare, this is
+            # what the guest's vCPU thread competes with.
+            "harness_cores": {arm: round(statistics.median(w.harness_cores for w in windows if w.sampled == on), 4)
+                              for arm, on in (("sampled", True), ("unsampled", False))},
+            "window_s": SAMPLER_PAIR_WINDOW_S, "clock": clock.to_json(), "rate_log_rows": len(log_rows),
+            "target_hz": SAMPLER_MIN_HZ, "target_slowdown": SAMPLER_MAX_SLOWDOWN, "resolution": SAMPLER_RESOLUTION,
+            # An interval wider than ±2 % cannot say whether the cost is under the target: no verdict, not a PASS.
+            "pass": None if judged is None else (min_hz >= SAMPLER_MIN_HZ
+                                                 and phases[judged]["interval"][1] < SAMPLER_MAX_SLOWDOWN)}
+
+
+# -- parallel efficiency ---------------------------------------------------------------------------------------
+@dataclass
+class SelectionRun:
+    """One pytest run of the selection: its wall time, exit status and each test id's verdict (results.json)."""
+    wall_s: float
+    returncode: int
+    verdicts: dict[str, str]
+
+
+def run_selection(selection: list[str], pytest_args: list[str], artefacts: Path) -> SelectionRun:
+    """Run the selection; its verdicts judged as validate and flake judge a run (validate.read_run): a run that
+    could not happen — usage error, interruption, nothing collected — raises, it never counts as "identical"."""
+    junit = artefacts.parent / f"{artefacts.name}.junit.xml"
+    argv = [sys.executable, "-m", "pytest", *selection, "-p", "no:cacheprovider", "-q", "--progress-interval", "0",
+            "--artefacts", str(artefacts), f"--junitxml={junit}", *pytest_args]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    (artefacts.parent / f"{artefacts.name}.log").write_text(proc.stdout + proc.stderr)
+    cases, why = read_run(proc.returncode, junit)
+    if why is not None:
+        raise RuntimeError(f"pytest {' '.join(pytest_args)} could not run: {why}: "
+                           + (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1])
+    return SelectionRun(round(wall, 1), proc.returncode, {test: case.outcome for test, case in cases.items()})
+
+
+def parallel_efficiency(serial: SelectionRun, parallel: SelectionRun, workers: int) -> dict[str, Any]:
+    """The report of one serial and one parallel run of the same selection (pure: what `bench_parallel` measured)."""
+    ids = sorted(set(serial.verdicts) | set(parallel.verdicts))
+    differ = {i: {"serial": serial.verdicts.get(i), "parallel": parallel.verdicts.get(i)} for i in ids
+              if serial.verdicts.get(i) != parallel.verdicts.get(i)}
+    speedup = serial.wall_s / parallel.wall_s if parallel.wall_s > 0 else 0.0
+    return {"workers": workers, "tests": len(ids), "serial_s": serial.wall_s, "parallel_s": parallel.wall_s,
+            "wall_time_ratio": round(parallel.wall_s / serial.wall_s, 3) if serial.wall_s > 0 else None,
+            "speedup": round(speedup, 3), "efficiency": round(speedup / workers, 3),
+            "serial_exit": serial.returncode, "parallel_exit": parallel.returncode,
+            "verdicts": serial.verdicts, "verdicts_identical": not differ, "differences": differ,
+            "pass": not differ}
+
+
+def bench_parallel(env: Environment, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """The selection serially, then with -n workers, on bench's QEMU, arch, accelerator and image. Both runs take
+    the host CPU budget (harness.hosts.parallel) like any run, so the parallel one overlaps only what the budget lets."""
+    selection = args.parallel_selection or list(PARALLEL_SELECTION)
+    common = ["--qemu-binary", str(env.source_binary.path), "--arch", env.arch.name, "--accel", env.accel.name,
+              *(["--image-dir", args.image_dir] if args.image_dir else [])]
+    serial = run_selection(selection, common, directory / "serial")
+    log(f"parallel: serial run {serial.wall_s:.0f} s, {serial.verdicts}")
+    parallel = run_selection(selection, [*common, "-n", str(args.workers)], directory / f"n{args.workers}")
+    log(f"parallel: -n {args.workers} run {parallel.wall_s:.0f} s, {parallel.verdicts}")
+    return {"selection": selection, **parallel_efficiency(serial, parallel, args.workers)}
+
+
+# -- suite wall time -------------------------------------------------------------------------------------------
+def suite_wall_time(junit: Path) -> dict[str, Any] | None:
+    """Wall time of the last run that wrote `junit` (make check / .ci/run), and its behaviour tests' share."""
+    if not junit.is_file():
+        return None
+    try:
+        root = ET.parse(junit).getroot()
+    except ET.ParseError:
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    cases = [c for s in suites for c in s.iter("testcase")]
+    behaviour = sum(float(c.get("time", 0)) for c in cases if c.get("classname", "").startswith("tests.behaviour"))
+    return {"file": str(junit), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(junit.stat().st_mtime)),
+            "total_s": round(sum(float(s.get("time", 0)) for s in suites), 1),
+            "behaviour_tests_s": round(behaviour, 1), "tests": len(cases)}
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+def verdict(ok: bool | None) -> str:
+    return "—" if ok is None else "PASS" if ok else "MISS"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    boot = results.get("boot")
+    if boot:
+        where = ", ".join(filter(None, [boot.get("arch", results.get("arch")), boot["accel"]]))
+        rows.append((f"boot-to-SSH ({where})",
+                     f"median {boot['median']:.2f} s, p90 {boot['p90']:.2f} s", f"≤ {BOOT_TARGET_S:g} s",
+                     verdict(boot["pass"])))
+        base = boot.get("baseline")
+        if base:
+            rows.append((f"  vs {base['arch']} in the same run", f"median {base['median']:.2f} s, p90 "
+                         f"{base['p90']:.2f} s: ×{boot['ratio_median']:.2f} (median), ×{boot['ratio_p90']:.2f} (p90)",
+                         "", ""))
+    overhead = results.get("overhead")
+    if overhead:
+        h, b = overhead["harness_median"], overhead["bare_median"]
+        rows.append(("harness overhead per test", f"{overhead['overhead_s']:+.2f} s (harness {h['total_s']:.2f} s "
+                     f"vs bare {b['total_s']:.2f} s, ×{overhead['ratio']:.2f})", f"≤ {OVERHEAD_MAX_S:g} s",
+                     verdict(overhead["pass"])))
+        phases = overhead["overhead_by_phase_s"]
+        rows.append(("  by phase", ", ".join(f"{k.removesuffix('_s')} {v:+.2f} s" for k, v in phases.items()
+                                             if k != "total_s"), "", ""))
+    sampler = results.get("sampler")
+    if sampler:
+        rows.append(("sampler rate (100 Hz asked)", f"min {sampler['achieved_hz_min']:.0f} Hz over sides/windows",
+                     f"≥ {SAMPLER_MIN_HZ:g} Hz", verdict(sampler["achieved_hz_min"] >= SAMPLER_MIN_HZ)))
+        cost = "n/a" if sampler["cost"] is None else (
+            f"{sampler['cost']:+.1%} (95 % {sampler['interval'][0]:+.1%} … {sampler['interval'][1]:+.1%}, "
+            f"{sampler['pairs']} pairs of {sampler['window_s']:g} s, {sampler.get('judged_phase') or 'migrating'}); "
+            f"harness CPU "
+            f"{sampler['harness_cores']['sampled']:.2f} cores sampling")
+        rows.append(("sampler cost to the guest", cost,
+                     f"< {SAMPLER_MAX_SLOWDOWN:.0%}",
+                     "NOISY" if sampler["pass"] is None else verdict(sampler["pass"])))
+    workload = results.get("workload")
+    if workload:
+        for r in workload["rates"]:
+            rows.append((f"dirty rate {r['requested_mibps']} MiB/s", f"achieved {r['achieved_mibps']:.2f} MiB/s "
+                         f"({r['error']:+.1%})", f"within {WORKLOAD_MAX_ERROR:.0%}", verdict(r["pass"])))
+    par = results.get("parallel")
+    if par:
+        rows.append((f"parallel efficiency (-n {par['workers']}, {par['tests']} tests)",
+                     f"serial {par['serial_s']:.0f} s, -n {par['workers']} {par['parallel_s']:.0f} s: "
+                     f"×{par['speedup']:.2f} ({par['efficiency']:.0%} of {par['workers']})", "",
+                     ""))
+        rows.append(("  verdicts serial vs parallel", "identical" if par["verdicts_identical"] else
+                     "DIFFER: " + ", ".join(f"{k.rsplit('::', 1)[-1]} {v['serial']}/{v['parallel']}"
+                                            for k, v in par["differences"].items()), "identical",
+                     verdict(par["verdicts_identical"])))
+    suite = results.get("suite")
+    rows.append(("suite wall time (last junit.xml)",
+                 f"{suite['total_s']:.0f} s total, behaviour tests {suite['behaviour_tests_s']:.0f} s "
+                 f"({suite['tests']} tests, {suite['written']})" if suite else "null (no artefacts/junit.xml)",
+                 "", ""))
+    for name, error in results.get("errors", {}).items():
+        rows.append((name, f"ERROR: {error}"[:100], "", "MISS"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
+def fresh_scratch(path: Path) -> Path:
+    """An empty scratch directory at `path`. Deletes only what an earlier bench made (it carries SCRATCH_MARKER);
+    a file, a symlink or a non-empty directory bench did not make is refused, never deleted."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BenchUnusable(f"{path} exists and is not a directory bench made: move it, or pass another --out")
+    if path.is_dir():
+        if (path / SCRATCH_MARKER).is_file():
+            shutil.rmtree(path)
+        elif any(path.iterdir()):
+            raise BenchUnusable(f"{path} is a non-empty directory bench did not make (no {SCRATCH_MARKER}): "
+                                f"move it, or pass another --out")
+        else:
+            path.rmdir()
+    path.mkdir(parents=True)
+    (path / SCRATCH_MARKER).write_text(f"made by harness.tools.bench (pid {os.getpid()}); deleted by the next bench\n")
+    return path
+
+
+def environment(args: argparse.Namespace, scratch: Path, arch_name: str | None = None,
+                image_dir: str | None = None, accel: str | None = None) -> Environment:
+    """--arch's guest (or `arch_name`'s, e.g. the boot baseline's, from its default image directory and on the
+    accelerator `accel` instead of --accel's choice)."""
+    arch_name = arch_name or args.arch
+    if arch_name not in ARCHES:
+        raise BenchUnusable(f"--arch {arch_name}: unsupported guest arch; known: {', '.join(sorted(ARCHES))}")
+    arch = arch_spec(arch_name)
+    try:
+        image = GuestImage.load(Path(image_dir or REPO / "build" / "images" / arch_name), hold=True, current=True)
+        binary = QemuBinary.locate(args.qemu_binary if arch_name == args.arch else None, arch.qemu_binary)
+        binary.identify(arch.name)
+    except (ImageMissing, QemuNotFound) as exc:
+        raise BenchUnusable(str(exc)) from None
+    choice = choose_accel(accel or args.accel, binary, image, scratch / "accel-probe",
+                          cache_dir=REPO / "build" / "cache")
+    return Environment(binary, binary, image, arch, choice, choose_platform(arch, choice.name, None, None,
+                                                                            same_binary=True))
+
+
+def baseline_arch(args: argparse.Namespace) -> str | None:
+    """The arch whose boot is timed beside --arch's: --baseline-arch, else the host's when --arch is another."""
+    name = args.baseline_arch if args.baseline_arch is not None else host_arch()
+    return None if name in ("", "none", args.arch) or "boot" not in (args.only or ["boot"]) else name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.tools.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--qemu-binary", default=os.environ.get("QEMU_BINARY"))
+    parser.add_argument("--accel", default=os.environ.get("HARNESS_ACCEL", "auto"), choices=["auto", "kvm", "tcg"])
+    parser.add_argument("--arch", default=os.environ.get("HARNESS_ARCH", host_arch()))
+    parser.add_argument("--image-dir", default=None)
+    parser.add_argument("--baseline-arch", default=None,
+                        help="also time this arch's guest boot (its image in build/images/ARCH) and report the ratio; "
+                             "default: the host's arch when --arch is another; 'none': no baseline")
+    parser.add_argument("--out", default="artefacts/bench.json", help="JSON results (default artefacts/bench.json)")
+    parser.add_argument("--junit", default="artefacts/junit.xml", help="the last make check's JUnit XML")
+    parser.add_argument("--boots", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=3, help="harness/bare overhead trials (each)")
+    parser.add_argument("--pairs", type=int, default=SAMPLER_PAIRS,
+                        help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each, per phase")
+    parser.add_argument("--workers", type=int, default=PARALLEL_WORKERS, help="parallel part: pytest-xdist -n N")
+    parser.add_argument("--parallel-selection", action="append", metavar="NODEID",
+                        help="parallel part: a test (node id or file) of the selection, repeatable (default: "
+                             "a few short behaviour tests)")
+    parser.add_argument("--only", action="append", choices=["boot", "overhead", "workload", "sampler", "parallel"],
+                        help="run only these parts (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    reaped = workdirs.reap_stale()
+    if reaped:
+        log(f"reaped {len(reaped)} temp dir(s) left by dead runs: {' '.join(map(str, reaped))}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = fresh_scratch(out.parent / "bench")
+        env = environment(args, scratch)
+        baseline = baseline_arch(args)
+        # The baseline boots on the same accelerator: a TCG s390x guest against a KVM x86 one would be no ratio.
+        baseline_env = environment(args, scratch, baseline, accel=env.accel.name) if baseline else None
+    except (BenchUnusable, OSError) as exc:
+        print(f"bench: could not run: {exc}", file=sys.stderr, flush=True)
+        return COULD_NOT_RUN
+    parts = set(args.only or ["boot", "overhead", "workload", "sampler", "parallel"])
+    t0 = time.monotonic()
+    results: dict[str, Any] = {"qemu": str(env.source_binary), "accel": env.accel.describe(), "arch": env.arch.name,
+                               "image": env.image.inputs_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "errors": {}}
+    log(f"{env.accel.describe()}; QEMU {env.source_binary}")
+
+    def run(name: str, action: Callable[[], Any]) -> None:
+        if name not in parts:
+            return
+        started = time.monotonic()
+        try:
+            results[name] = action()
+        except Exception as exc:  # one failed measurement must not hide the others
+            results["errors"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log(f"{name} failed: {exc!r}")
+        log(f"{name}: {time.monotonic() - started:.0f} s")
+
+    run("boot", lambda: bench_boot(env, args.boots, baseline_env))
+    run("overhead", lambda: bench_overhead(env, scratch / "overhead", args.trials))
+    if parts & {"workload", "sampler"}:
+        bed = Testbed(env, Artefacts(scratch / "guest", "bench::guest"))
+        try:
+            source = bed.boot("source")
+            run("workload", lambda: bench_workload_rates(source))
+            run("sampler", lambda: bench_sampler(bed, source, args.pairs))
+        except Exception as exc:
+            results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            bed.close()
+    run("parallel", lambda: bench_parallel(env, args, scratch / "parallel"))
+    results["suite"] = suite_wall_time(Path(args.junit))
+    results["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(table(results))
+    print(f"bench: {results['bench_wall_s']:.0f} s; JSON in {out}; {shlex.quote(str(scratch))} has the trials")
+    if results["errors"]:
+        return 2
+    missed = [k for k in ("boot", "overhead", "workload", "sampler", "parallel")
+              if k in results and results[k]["pass"] is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

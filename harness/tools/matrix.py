@@ -1,0 +1,228 @@
+"""`make matrix`: the behaviour tests over pairs of QEMU versions, as a pair × test table.
+
+    python -m harness.tools.matrix --old build/qemu/debian-7.2…/qemu-system-x86_64 [--new /usr/bin/qemu-system-x86_64] \\
+        [--lock FILE] [--artefacts artefacts/matrix] [-- PYTEST SELECTION AND ARGS]
+
+Pairs: old → new (the host upgrade), new → old (backward: QEMU supports it wherever the old binary knows the
+machine type) and new → new. `--old`/`--new` take any binary or build tree, as --qemu-binary does. Each pair is one
+pytest run with --qemu-src/--qemu-dst, so the harness picks the machine type and CPU model both binaries support
+(harness.qemu.compat) and skips a test needing a feature one side lacks, naming the side ("QEMU lacks capability 'x'
+on the source").
+
+A cell is `pass`, `fail` (with the first failing verdict or the crash), `skip` or `xfail` (with pytest's reason), or
+`refused`: on a backward pair, a failure whose text carries the destination QEMU's own refusal to load the stream
+(e.g. "error while loading state for instance 0x0 of device …"): QEMU's message is shown. A forward pair's refusal
+is a failure (loading an older stream is what QEMU promises). The table is printed, written to ARTEFACTS/matrix.json
+and ARTEFACTS/index.html (cells link to each pair's run index).
+
+Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed; 4 a pytest run could not run (pytest
+exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.core.checkout import ROOT, require_checkout
+from harness.tools.flake import exclusive, failure_reasons
+from harness.qemu.binary import QemuBinary, QemuNotFound, version_numbers
+from harness.report.index import render_matrix
+from harness.report.artefacts import atomic_write_text, safe_name
+from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
+
+# Every behaviour file, so a new behaviour joins the matrix without an edit here; `slow` matrices stay out.
+DEFAULT_TESTS = ["tests/behaviour", "-m", "not slow"]
+# What a destination QEMU prints when it will not load a stream (savevm.c, migration.c, ram.c): its own words.
+REFUSALS = ("load of migration failed", "error while loading state", "Machine type received", "Unknown savevm section",
+            "Missing section footer", "Unknown ramblock", "Length mismatch", "Unknown combination of migration flags",
+            "Failed to load")
+_QEMU_LINE = re.compile(r"^\s*qemu-system-[\w-]+: (.+)$", re.M)
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: str          # label, e.g. "7.2"
+    destination: str
+    source_spec: str
+    destination_spec: str
+    backward: bool       # the destination is the older version
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}→{self.destination}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.source}-to-{self.destination}"
+
+
+@dataclass
+class Cell:
+    outcome: str         # pass | fail | skip | xfail | refused
+    reason: str = ""
+    link: str = ""       # the test's row in the pair's run index, relative to the matrix's directory
+
+
+@dataclass
+class PairRun:
+    pair: Pair
+    cells: dict[str, Cell] = field(default_factory=dict)
+    platform: str = ""   # the harness's machine type / CPU choice and why (from the run header)
+    seconds: float = 0.0
+    could_not_run: str | None = None
+
+
+def version_of(spec: str, arch: str = "x86_64") -> tuple[int, ...]:
+    """(major, minor, micro) of a binary or build tree; QemuNotFound with one line if it is not a QEMU."""
+    binary = QemuBinary.locate(spec, f"qemu-system-{arch}")
+    numbers = version_numbers(binary.identify(arch))
+    if numbers is None:
+        raise QemuNotFound(f"{spec}: cannot read a version from `-version`")
+    return numbers
+
+
+def pairs_for(old: str, new: str, old_version: tuple[int, ...], new_version: tuple[int, ...]) -> list[Pair]:
+    o, n = ".".join(map(str, old_version[:2])), ".".join(map(str, new_version[:2]))
+    if o == n:
+        o, n = f"old-{o}", f"new-{n}"
+    return [Pair(o, n, old, new, old_version > new_version), Pair(n, o, new, old, new_version > old_version),
+            Pair(n, n, new, new, False)]
+
+
+def refusal(message: str) -> str | None:
+    """QEMU's own lines refusing to load a stream, if the failure text carries them."""
+    lines = [m.strip() for m in _QEMU_LINE.findall(message)]
+    refusing = [line for line in lines if any(r in line for r in REFUSALS)]
+    return "; ".join(dict.fromkeys(refusing)) if refusing else None
+
+
+def cell_for(case: Case, pair: Pair, reason: str = "") -> Cell:
+    """One JUnit case as a matrix cell. `reason` is the failing verdict's first line, if the run recorded one."""
+    first = (case.message.strip().splitlines() or [""])[0]
+    if case.outcome == "passed":
+        return Cell("pass")
+    if case.outcome in ("skipped", "xfailed"):
+        return Cell("skip" if case.outcome == "skipped" else "xfail", first)
+    refused = refusal(case.message) if pair.backward else None
+    if refused:
+        return Cell("refused", refused)
+    return Cell("fail", reason or first)
+
+
+def run_pair(pair: Pair, artefacts: Path, pytest_args: Sequence[str], lock: Path | None) -> PairRun:
+    directory = artefacts / pair.slug
+    junit = artefacts / f"{pair.slug}.junit.xml"
+    junit.unlink(missing_ok=True)   # an earlier run's file must never be read as this run's
+    args = [sys.executable, "-m", "pytest", *pytest_args, "--qemu-src", pair.source_spec, "--qemu-dst",
+            pair.destination_spec, "--artefacts", str(directory), f"--junitxml={junit}", "-p", "no:cacheprovider",
+            "-q"]
+    print(f"[matrix] {pair.name}: {' '.join(args[3:])}", flush=True)
+    started = time.monotonic()
+    with exclusive(lock):
+        code, error_line = run_pytest(args)
+    run = PairRun(pair, seconds=time.monotonic() - started)
+    cases, run.could_not_run = read_run(code, junit, error_line)
+    latest = directory / "latest"
+    root = latest.resolve() if latest.exists() else None
+    reasons = failure_reasons(root)
+    if root is not None:
+        try:
+            run.platform = json.loads((root / "results.json").read_text())["header"].get("machine and CPU", "")
+        except (OSError, ValueError, KeyError):
+            pass
+    for test, case in cases.items():
+        cell = run.cells[test] = cell_for(case, pair, reasons.get(test, ""))
+        if root is not None:
+            cell.link = f"{pair.slug}/latest/index.html#{safe_name(test)}"
+    return run
+
+
+OK_OUTCOMES = ("pass", "skip", "xfail", "refused")
+
+
+def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
+    """The pair × test table (tests as rows, pairs as columns) with numbered reasons under it; ok = no fail."""
+    tests = sorted({t for run in runs for t in run.cells})
+    notes: dict[str, int] = {}
+    rows = [["test", *(run.pair.name for run in runs)]]
+    for test in tests:
+        row = [test.split("/")[-1]]
+        for run in runs:
+            cell = run.cells.get(test)
+            if cell is None:
+                row.append("-")
+                continue
+            text = cell.outcome
+            if cell.reason:
+                note = notes.setdefault(f"{cell.outcome}: {cell.reason[:300]}", len(notes) + 1)
+                text += f" [{note}]"
+            row.append(text)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"[{n}] {text}" for text, n in notes.items()]
+    lines += [f"{run.pair.name}: {run.platform}" for run in runs if run.platform]
+    ok = all(c.outcome in OK_OUTCOMES for run in runs for c in run.cells.values())
+    return "\n".join(lines), ok
+
+
+def to_json(runs: Sequence[PairRun], ok: bool) -> dict[str, Any]:
+    return {"ok": ok, "pairs": [{"pair": run.pair.name, **asdict(run.pair), "platform": run.platform,
+                                 "seconds": round(run.seconds, 1), "could_not_run": run.could_not_run,
+                                 "cells": {t: asdict(c) for t, c in run.cells.items()}} for run in runs]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    require_checkout("qmh-matrix", COULD_NOT_RUN)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", required=True, help="the older QEMU: a binary or build tree")
+    parser.add_argument("--new", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
+                        help="the newer QEMU (default: qemu-system-x86_64 on PATH)")
+    parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "matrix")
+    parser.add_argument("--lock", type=Path, default=None, help="hold a flock on this file during each pair's run")
+    parser.add_argument("pytest_args", nargs="*", help="pytest selection and arguments after -- (default: "
+                                                       "every behaviour file, not slow)")
+    options = parser.parse_args(argv)
+    if not options.old.strip():
+        # `make matrix` passes what scripts/fetch-debian-qemu.sh printed: nothing if it failed (its error is above).
+        print("[matrix] could not run: --old is empty (no older QEMU); nothing judged", flush=True)
+        return COULD_NOT_RUN
+    try:
+        versions = version_of(options.old), version_of(options.new)
+    except QemuNotFound as exc:
+        print(f"[matrix] could not run: {exc}; nothing judged", flush=True)
+        return COULD_NOT_RUN
+    pytest_args = options.pytest_args or DEFAULT_TESTS
+    if not any(a.startswith("--accel") for a in pytest_args):
+        pytest_args = [*pytest_args, "--accel", "tcg"]
+    options.artefacts.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for pair in pairs_for(options.old, options.new, *versions):
+        run = run_pair(pair, options.artefacts, pytest_args, options.lock)
+        runs.append(run)
+        if run.could_not_run:
+            line = f"[matrix] could not run {pair.name}: {run.could_not_run}; nothing judged (exit {COULD_NOT_RUN})"
+            atomic_write_text(options.artefacts / "matrix.json",
+                              json.dumps({**to_json(runs, False), "could_not_run": line}, indent=1) + "\n")
+            print(line, flush=True)
+            return COULD_NOT_RUN
+    table, ok = render_text(runs)
+    data = to_json(runs, ok)
+    atomic_write_text(options.artefacts / "matrix.json", json.dumps(data, indent=1) + "\n")
+    atomic_write_text(options.artefacts / "index.html", render_matrix(data))
+    print("\n" + table)
+    print(f"\n[matrix] {'every cell passed, skipped with a reason or was refused by QEMU' if ok else 'NOT OK'}; "
+          f"{options.artefacts / 'matrix.json'}, {options.artefacts / 'index.html'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

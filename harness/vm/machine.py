@@ -1,0 +1,666 @@
+"""One QEMU process: its command line, QMP session, console, SSH forward and guaranteed cleanup.
+
+Every Machine owns a private 0700 temp dir (QMP socket, migration sockets) and writes its command line, QEMU's own
+output, the guest console and any trace log into the artefacts directory, which outlives it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Collection
+
+from harness.qemu.arch import ArchSpec
+from harness.hosts import netns
+from harness.hosts import parallel
+from harness.core import workdirs
+from harness.vm.guest import GuestPanicked, GuestShell
+from harness.qemu.image import GuestImage
+from harness.qemu.binary import QemuBinary
+from harness.qemu.qmp import QMPSession
+
+log = logging.getLogger(__name__)
+
+_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
+
+
+def _kill_all_live() -> None:
+    for machine in list(_LIVE):
+        machine.kill()
+
+
+atexit.register(_kill_all_live)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the harness dies, even by SIGKILL (no orphan QEMU)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def free_tcp_port() -> int:
+    """A port free right now. Racy by nature (another process may bind it before QEMU does): migration sockets
+    do not use it any more (the destination binds port 0 and reports the port); the SSH forward probes with it
+    through parallel.reserve_port, so no other harness process (an xdist sibling, a second run) is handed the same
+    port before QEMU binds it, and retries when a process outside the harness took it first. For a QEMU in its own
+    network namespace (harness.hosts.netns) the port is bound on that namespace's loopback, where nothing else listens:
+    free here is free enough there."""
+    return parallel.probe_free_port()
+
+
+class MachineError(RuntimeError):
+    pass
+
+
+class LocalHost:
+    """Where a Machine's QEMU runs: this host (the default). harness.hosts.remote.RemoteQemu is the same interface for a
+    QEMU started on another host over SSH; Machine asks its host for every host-specific part of a launch (the
+    binary's arguments, the QMP address, the console chardev, image and work-file paths, the process itself, its
+    signals, the guest's SSH socket, files QEMU wrote) and does all the rest — command line, exit watching,
+    QemuExited, QMP, cleanup — the same way for both."""
+
+    def where(self) -> str:
+        return "local"
+
+    def prepare(self, name: str) -> None:
+        pass
+
+    def reserve_port(self) -> parallel.PortReservation:
+        """A port for the guest's SSH forward, held against other harness processes (xdist workers, other runs)
+        until released. `free_tcp_port` is looked up at each call, so a test can stand in for the probe."""
+        return parallel.reserve_port(probe=lambda: free_tcp_port())
+
+    def base_args(self, binary: QemuBinary) -> list[str]:
+        return binary.base_args()
+
+    def qmp_arg(self, qmp_socket: Path) -> str:
+        return f"unix:{qmp_socket},server=on,wait=off"
+
+    def console_chardev(self, console: Path) -> str:
+        return f"file,id=console,path={console}"
+
+    def image_path(self, path: Path) -> str:
+        return str(path)
+
+    def work_path(self, path: Path) -> str:
+        return str(path)
+
+    def script(self, args: list[str]) -> str:
+        return "#!/bin/sh\n# launched by the harness; exact command line\n" + shlex.join(args) + "\n"
+
+    def start(self, args: list[str], output: Path, console: Path) -> "subprocess.Popen[bytes]":
+        with open(output, "ab") as out:
+            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+
+    def signal(self, process: "subprocess.Popen[bytes]", sig: int) -> None:
+        os.killpg(process.pid, sig)
+
+    def guest_socket(self, namespace: str | None) -> Callable[[str, int, float], socket.socket] | None:
+        if namespace is None:
+            return None
+        return lambda host, port, timeout: netns.connect_in(namespace, host, port, timeout)
+
+    def dump_path(self, local: Path) -> str:
+        return str(local)
+
+    def after_dump(self, remote: str, local: Path) -> None:
+        pass
+
+    def release(self, process: Any, trace: Path) -> None:
+        pass
+
+
+# What a crashing QEMU dies of. Never "expected", whatever a test declared: a deliberate kill sends SIGKILL/SIGTERM.
+CRASH_SIGNALS = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                           signal.SIGTRAP, signal.SIGSYS})
+# Kernel messages that mean the guest is gone for good (its vCPUs spin or halt; SSH will never answer again).
+PANIC_MARKERS = ("Kernel panic - not syncing", "kernel BUG at")
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a QEMU process ended (Popen.returncode: negative = killed by that signal)."""
+    returncode: int
+    t: float               # time.monotonic() when the harness saw it
+
+    @property
+    def signal(self) -> signal.Signals | None:
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode)
+        except ValueError:
+            return None
+
+    def describe(self) -> str:
+        if self.returncode >= 0:
+            return f"exit status {self.returncode}"
+        sig = self.signal
+        return f"killed by {sig.name if sig else f'signal {-self.returncode}'}"
+
+
+@dataclass(frozen=True)
+class ExitExpectation:
+    """A test's (or the harness's) declaration that this QEMU may end now, and how it may end."""
+    reason: str
+    codes: frozenset[int] = frozenset({0})
+    signals: frozenset[int] = frozenset()
+
+    def allows(self, info: ExitInfo) -> bool:
+        if info.returncode >= 0:
+            return info.returncode in self.codes
+        return -info.returncode in self.signals and -info.returncode not in CRASH_SIGNALS
+
+
+class QemuExited(MachineError):
+    """A QEMU process ended. `side` is the role it had where that was noticed (source/destination), else None."""
+
+    def __init__(self, name: str, info: ExitInfo, output_tail: str, console_tail: str = "",
+                 side: str | None = None, when: str = "", expected: str | None = None, report: str = "") -> None:
+        self.name, self.info, self.side, self.output_tail, self.console_tail = name, info, side, output_tail, console_tail
+        self.expected, self.when, self.report = expected, when, report
+        who = f"{side} QEMU ({name})" if side and side != name else f"{name} QEMU"
+        text = f"{who} {info.describe()}" + (f" {when}" if when else "")
+        if expected:
+            text += f" (expected: {expected})"
+        if report:
+            text += f"\nmigration state:{report}"
+        text += f"\nQEMU output tail:\n{output_tail}"
+        if console_tail:
+            text += f"\nguest console tail:\n{console_tail}"
+        super().__init__(text)
+
+    @property
+    def returncode(self) -> int:
+        return self.info.returncode
+
+    @property
+    def signal_name(self) -> str | None:
+        return self.info.signal.name if self.info.signal else None
+
+    def with_report(self, report: str) -> "QemuExited":
+        """The same exit, with the migration's state (both sides' last samples) added to the message."""
+        return QemuExited(self.name, self.info, self.output_tail, self.console_tail, self.side, self.when,
+                          self.expected, report)
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A block device: a -blockdev (JSON) and the guest device that exposes it."""
+    node_name: str
+    blockdev: dict[str, Any]
+    device_options: str = ""
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    arch: ArchSpec
+    accel: str = "tcg"
+    accel_properties: tuple[str, ...] = ()   # e.g. ("dirty-ring-size=4096",): -accel kvm,dirty-ring-size=4096
+    memory_mib: int = 512
+    cpus: int = 1
+    machine_type: str | None = None      # None: the arch's alias (q35)
+    cpu: str | None = None               # None: the arch's default for the accelerator (max / host)
+    incoming: str | None = None          # e.g. "defer"
+    start_paused: bool = False           # -S
+    network: bool = True
+    disks: tuple[Disk, ...] = ()
+    trace_events: tuple[str, ...] = ()
+    globals: tuple[str, ...] = ()        # -global values, e.g. "migration.multifd-flush-after-each-section=on"
+    memory_backend: str | None = None    # e.g. "memory-backend-file,mem-path=/dev/hugepages,share=on"
+    extra_args: tuple[str, ...] = ()
+    qmp_timeout: float = 60.0
+    wrapper: tuple[str, ...] = ()        # --qemu-wrapper: prefixed to the command line (gdb, valgrind, rr)
+    # The network namespace QEMU runs in (--topology netns; the wrapper then starts with `ip netns exec NAME`):
+    # its SSH hostfwd is on that namespace's loopback, so the guest shell connects from inside it.
+    netns: str | None = None
+    # The remote host this QEMU runs on (harness.hosts.remote.RemoteHost; Testbed gives the Machine its RemoteQemu), or
+    # None: here.
+    remote: Any = None
+
+
+@dataclass
+class MachineFiles:
+    cmdline: Path
+    output: Path
+    console: Path
+    trace: Path
+
+
+class Machine:
+    """A QEMU process. Use as a context manager; cleanup runs whatever happens in the body."""
+
+    def __init__(self, binary: QemuBinary, image: GuestImage, config: MachineConfig, name: str,
+                 artefacts: Path, host: Any = None) -> None:
+        self.binary, self.image, self.config, self.name = binary, image, config, name
+        # LocalHost, or harness.hosts.remote.RemoteQemu for a QEMU on another host.
+        self.host = host if host is not None else LocalHost()
+        artefacts.mkdir(parents=True, exist_ok=True)
+        self.files = MachineFiles(
+            cmdline=artefacts / f"{name}.cmdline.sh",
+            output=artefacts / f"{name}.qemu.log",
+            console=artefacts / f"{name}.console.log",
+            trace=artefacts / f"{name}.trace.log",
+        )
+        self.tmpdir: Path | None = None
+        self.process: Any = None     # subprocess.Popen, or harness.hosts.remote.RemoteProcess
+        self.qmp: QMPSession = QMPSession(name)
+        self.ssh_port: int | None = None
+        self._shell: GuestShell | None = None
+        self.launched_at: float | None = None
+        # Exit bookkeeping: the watcher thread records how QEMU ended and tells whoever waits (see on_exit).
+        self.exit_info: ExitInfo | None = None
+        self._exited = threading.Event()
+        self._exit_lock = threading.Lock()
+        self._exit_listeners: list[Callable[["Machine"], None]] = []
+        self._harness_ended: str | None = None      # "quit" or "kill": the harness itself ended it
+        self._expectations: list[ExitExpectation] = []
+        self.exit_reported = False                  # raised to the test once: teardown does not repeat it
+        # Consoles the guest now running here printed on before it migrated in (its earlier life).
+        self.console_history: list[Path] = []
+        self.qmp.explain_failure = self._dead_error
+
+    # -- command line -------------------------------------------------------------------------------------------
+    def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
+        cfg, arch = self.config, self.config.arch
+        host = self.host
+        args = [*cfg.wrapper, *host.base_args(self.binary),
+                "-name", f"{self.name},debug-threads=on",
+                "-machine", cfg.machine_type or arch.machine,
+                "-accel", ",".join((cfg.accel, *cfg.accel_properties)),
+                "-cpu", cfg.cpu or (arch.cpu_kvm if cfg.accel == "kvm" else arch.cpu_tcg),
+                "-smp", str(cfg.cpus),
+                "-nodefaults", "-no-user-config", "-display", "none",
+                "-qmp", host.qmp_arg(qmp_socket),
+                "-chardev", host.console_chardev(self.files.console), *arch.console_args,
+                "-kernel", host.image_path(self.image.kernel), "-initrd", host.image_path(self.image.initrd),
+                "-append", self.image.cmdline,
+        ]
+        if cfg.memory_backend:
+            args += ["-m", f"{cfg.memory_mib}M",
+                     "-object", f"{cfg.memory_backend},id=ram0,size={cfg.memory_mib}M",
+                     "-machine", "memory-backend=ram0"]
+        else:
+            args += ["-m", f"{cfg.memory_mib}M"]
+        if cfg.network and ssh_port is not None:
+            args += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                     "-device", f"{arch.nic},netdev=net0{arch.nic_options}"]
+        for disk in cfg.disks:
+            args += ["-blockdev", json.dumps(disk.blockdev),
+                     "-device", f"{arch.disk},drive={disk.node_name}{disk.device_options}"]
+        for value in cfg.globals:
+            args += ["-global", value]
+        if cfg.trace_events:
+            # -msg timestamp=on makes the log backend prefix each line with PID@EPOCH (see harness.analysis.trace).
+            args += ["-D", host.work_path(self.files.trace), "-msg", "timestamp=on"]
+            for event in cfg.trace_events:
+                args += ["-trace", f"enable={event}"]
+        if cfg.start_paused:
+            args.append("-S")
+        if cfg.incoming:
+            args += ["-incoming", cfg.incoming]
+        return args + list(cfg.extra_args)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    HOSTFWD_ATTEMPTS = 3
+    # What QEMU says when a port it was given is taken: the SSH forward's (any host), QMP's (a remote's loopback).
+    PORT_TAKEN = ("could not set up host forwarding", "address already in use")
+
+    def launch(self, timeout: float = 30.0) -> "Machine":
+        # workdirs.private_dir: 0700, and reaped by a later run if this one is SIGKILLed.
+        self.tmpdir = workdirs.private_dir(self.name)
+        qmp_socket = self.tmpdir / "qmp.sock"
+        self.host.prepare(self.name)
+        for attempt in range(self.HOSTFWD_ATTEMPTS):
+            # Reserved until QEMU answers QMP (by then its netdev, with the forward, is up).
+            reservation = self.host.reserve_port() if self.config.network else None
+            self.ssh_port = reservation.port if reservation else None
+            args = self.command_line(qmp_socket, self.ssh_port)
+            self.files.cmdline.write_text(self.host.script(args))
+            output_start = self.files.output.stat().st_size if self.files.output.exists() else 0
+            try:
+                self._start(args)
+                self._connect_qmp(qmp_socket, timeout)
+                return self
+            except QemuExited:
+                # Someone took the forwarded port between our probe and QEMU's bind: try another port. Only this
+                # attempt's output counts (the log is appended to across attempts).
+                output = self._output_since(output_start).lower()
+                if attempt + 1 < self.HOSTFWD_ATTEMPTS and any(taken in output for taken in self.PORT_TAKEN):
+                    log.warning("%s: a port (SSH %s) was taken before QEMU bound it; retrying with others",
+                                self.name, self.ssh_port)
+                    self._reset_exit_state()
+                    if isinstance(self.host, LocalHost):
+                        qmp_socket.unlink(missing_ok=True)
+                    self.qmp.close()
+                    self.qmp = QMPSession(self.name)
+                    self.qmp.explain_failure = self._dead_error
+                    continue
+                raise
+            finally:
+                if reservation is not None:
+                    reservation.release()
+        raise AssertionError("unreachable")
+
+    def _start(self, args: list[str]) -> None:
+        self.launched_at = time.monotonic()
+        self.process = self.host.start(args, self.files.output, self.files.console)
+        _LIVE.add(self)
+        process = self.process
+        threading.Thread(target=self._watch, args=(process,), name=f"qemu-watch-{self.name}", daemon=True).start()
+
+    def _watch(self, process: Any) -> None:
+        """Block in wait() for QEMU's end; record it and wake every waiter at once (no polling deadline)."""
+        returncode = process.wait()
+        with self._exit_lock:
+            if process is not self.process:
+                return  # a retried launch replaced it
+            self.exit_info = ExitInfo(returncode, time.monotonic())
+            listeners = list(self._exit_listeners)
+        self._exited.set()
+        if self._harness_ended is None and not self._expected_now():
+            log.warning("%s: QEMU %s unexpectedly", self.name, self.exit_info.describe())
+        for listener in listeners:
+            try:
+                listener(self)
+            except Exception as exc:  # a listener must not keep the others from hearing of it
+                log.debug("exit listener of %s: %r", self.name, exc)
+
+    def _reset_exit_state(self) -> None:
+        self._reap()
+        with self._exit_lock:
+            self.exit_info = None
+            self._exited.clear()
+            self.exit_reported = False
+
+    def _output_since(self, offset: int) -> str:
+        try:
+            with open(self.files.output, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _connect_qmp(self, qmp_socket: Path, timeout: float) -> None:
+        """Connect to QMP while watching the process: QEMU leaves its socket file behind when it exits, so the
+        file existing proves nothing; a QEMU that exits at start ends this at once with its own error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.raise_if_exited("at start")
+            if qmp_socket.exists():
+                try:
+                    self.qmp.connect(qmp_socket, timeout=0.5)
+                    return
+                except Exception as exc:  # refused/EOF while QEMU starts up (or dies): look at the process again
+                    self.raise_if_exited("at start")
+                    last = exc
+                else:  # pragma: no cover
+                    return
+            else:
+                last = None
+            if time.monotonic() > deadline:
+                raise MachineError(f"{self.name}: no QMP connection after {timeout}s ({last!r}), QEMU still "
+                                   f"running\n{self.output_tail()}")
+            self._exited.wait(0.02)
+
+    # -- exits --------------------------------------------------------------------------------------------------
+    def on_exit(self, listener: Callable[["Machine"], None]) -> Callable[[], None]:
+        """Call `listener(machine)` from the watcher thread when QEMU exits (at once if it already has);
+        returns a function that unregisters it."""
+        with self._exit_lock:
+            already = self.exit_info is not None
+            if not already:
+                self._exit_listeners.append(listener)
+        if already:
+            listener(self)
+
+        def remove() -> None:
+            with self._exit_lock:
+                if listener in self._exit_listeners:
+                    self._exit_listeners.remove(listener)
+        return remove
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_info is not None
+
+    def wait_exit(self, timeout: float) -> ExitInfo | None:
+        """Wait up to `timeout` s for QEMU to end (without asking it to); returns how it ended, or None."""
+        if self.process is not None:
+            self._exited.wait(timeout)
+        return self.exit_info
+
+    def expect_exit(self, reason: str, codes: Collection[int] = (0, 1),
+                    signals: Collection[int] = (signal.SIGKILL, signal.SIGTERM)) -> "_ExpectedExit":
+        """Declare that this QEMU may exit now (a test about to kill it, a destination whose incoming stream was
+        cancelled). Waits then no longer treat its exit as a fault, and teardown does not count it as abnormal —
+        unless it dies of a crash signal (SIGABRT, SIGSEGV, …), which is never expected. As a context manager
+        the declaration is withdrawn on leaving the block if QEMU is still running."""
+        expectation = ExitExpectation(reason, frozenset(codes), frozenset(int(s) for s in signals))
+        with self._exit_lock:
+            self._expectations.append(expectation)
+        return _ExpectedExit(self, expectation)
+
+    def _withdraw(self, expectation: ExitExpectation) -> None:
+        with self._exit_lock:
+            if self.exit_info is None and expectation in self._expectations:
+                self._expectations.remove(expectation)
+
+    def _expected_now(self) -> str | None:
+        """The reason this exit was expected (declared and of an allowed kind), else None."""
+        info = self.exit_info
+        if info is None:
+            return None
+        for expectation in self._expectations:
+            if expectation.allows(info):
+                return expectation.reason
+        return None
+
+    def unexpected_exit(self) -> bool:
+        """QEMU has exited and neither the harness nor the test asked for it."""
+        return self.exit_info is not None and self._harness_ended is None and self._expected_now() is None
+
+    def exit_error(self, side: str | None = None, when: str = "") -> QemuExited:
+        assert self.exit_info is not None
+        return QemuExited(self.name, self.exit_info, self.output_tail(), self.console_tail(10), side, when,
+                          expected=self._expected_now())
+
+    def raise_if_exited(self, when: str = "", side: str | None = None) -> None:
+        """Raise QemuExited if QEMU has ended, whether expected or not (used where a live QEMU is needed)."""
+        if self.exit_info is not None:
+            if self.unexpected_exit():
+                self.exit_reported = True
+            raise self.exit_error(side, when)
+
+    def _dead_error(self) -> BaseException | None:
+        """For QMPSession/GuestShell: why talking to this machine failed, if the reason is that QEMU is gone."""
+        if self.exit_info is None and self.process is not None and self.process.poll() is not None:
+            self._exited.wait(1.0)  # the watcher records it within moments
+        if self.exit_info is None:
+            return None
+        # Not marked exit_reported: the caller may swallow this (cleanup does), so teardown still judges the exit.
+        return self.exit_error(when="(noticed by a QMP or SSH request)")
+
+    def _guest_error(self) -> BaseException | None:
+        return self._dead_error() or self.guest_panic()
+
+    def guest_panic(self) -> GuestPanicked | None:
+        """The guest kernel panicked (seen on this console or, for a migrated guest, on the one it came from)."""
+        for path in [*self.console_history, self.files.console]:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            if any(marker in text for marker in PANIC_MARKERS):
+                return GuestPanicked(f"{self.name}: the guest kernel panicked (console {path.name}); its console "
+                                     f"tail:\n{self._tail(path, 25)}")
+        return None
+
+    def abnormal_exit(self) -> QemuExited | None:
+        """After QEMU ended: the exit as an error if it was abnormal — a non-zero status or a signal the harness
+        did not send, and not one a test declared — else None. A QEMU that aborts on `quit` is abnormal."""
+        info = self.exit_info
+        if info is None:
+            return None
+        if self._expected_now() is not None:
+            return None
+        if self._harness_ended == "kill" and info.signal == signal.SIGKILL:
+            return None
+        if info.returncode == 0:
+            return None
+        when = "on quit" if self._harness_ended == "quit" else "(not asked to by the harness or the test)"
+        return QemuExited(self.name, info, self.output_tail(), self.console_tail(10), when=when)
+
+    def wait_console(self, marker: str, timeout: float) -> float:
+        """Wait for `marker` on the guest console; returns seconds since launch."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.files.console.exists() and marker in self.files.console.read_text(errors="replace"):
+                return time.monotonic() - (self.launched_at or 0.0)
+            self.raise_if_exited("before the guest was ready")
+            if (panic := self.guest_panic()) is not None:
+                raise panic
+            if time.monotonic() > deadline:
+                status = self.qmp.cmd("query-status", timeout=5)
+                raise MachineError(f"{self.name}: guest not ready after {timeout}s (QEMU says {status}); "
+                                   f"console tail:\n{self.console_tail()}")
+            self._exited.wait(0.02)
+
+    def wait_booted(self, timeout: float = 60.0) -> float:
+        """Wait for the guest's ready marker, then for a command to run over SSH."""
+        start = time.monotonic()
+        self.wait_console(self.image.ready_marker, timeout)
+        self.shell.wait_ready(max(1.0, timeout - (time.monotonic() - start)))
+        return time.monotonic() - (self.launched_at or start)
+
+    @property
+    def shell(self) -> GuestShell:
+        if self._shell is None:
+            if self.ssh_port is None:
+                raise MachineError(f"{self.name} has no network")
+            self._shell = GuestShell(self.ssh_port, self.image.client_key, self.image.host_key_pub,
+                                     self.image.ssh_user, liveness=self._guest_error,
+                                     open_socket=self.host.guest_socket(self.config.netns))
+        return self._shell
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.exit_info is None and self.process.poll() is None
+
+    def runstate(self) -> str:
+        return str(self.qmp.cmd("query-status", timeout=10)["status"])
+
+    def shutdown(self, timeout: float = 10.0) -> ExitInfo | None:
+        """Ask QEMU to quit, then insist. Always releases process, sockets and temp dir. Returns how QEMU ended;
+        whether that was abnormal (e.g. it aborted on quit) is `abnormal_exit()`, which Testbed.close raises."""
+        try:
+            if self.is_running():
+                with self._exit_lock:
+                    if self.exit_info is None and self._harness_ended is None:
+                        self._harness_ended = "quit"
+                try:
+                    self.qmp.cmd("quit", timeout=min(timeout, 5.0))
+                except Exception:  # EOF after quit is expected; a dead monitor is handled below
+                    pass
+                if self.qmp.closed and self.exit_info is None:
+                    # The session was closed before (a test, a fault): quit never reached QEMU, so do not wait.
+                    log.warning("%s: QMP session already closed; killing QEMU", self.name)
+                    with self._exit_lock:
+                        self._harness_ended = "kill"
+                elif not self._exited.wait(timeout):
+                    # Reported, not failed: the harness sends this SIGKILL itself (a hang on quit shows here).
+                    log.warning("%s did not quit within %ss; killing it", self.name, timeout)
+                    with self._exit_lock:
+                        if self.exit_info is None:
+                            self._harness_ended = "kill"
+        finally:
+            self.kill()
+        return self.exit_info
+
+    def kill(self) -> ExitInfo | None:
+        """SIGKILL QEMU (if still running) and release everything. A harness kill is never an abnormal exit."""
+        if self.process is not None and self.process.poll() is None:
+            with self._exit_lock:
+                if self.exit_info is None and self._harness_ended != "quit":
+                    self._harness_ended = "kill"
+            try:
+                self.host.signal(self.process, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap()
+        self.qmp.close()
+        self.host.release(self.process, self.files.trace)
+        if self.tmpdir is not None:
+            workdirs.remove(self.tmpdir)
+            self.tmpdir = None
+        _LIVE.discard(self)
+        return self.exit_info
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.host.signal(self.process, signal.SIGKILL)
+                self.process.wait(10)
+            self._exited.wait(5)  # the watcher's record (exit_info) is what teardown judges
+
+    def send_signal(self, sig: int) -> None:
+        """Signal QEMU's process group, e.g. a fault test's deliberate SIGKILL (declare it with expect_exit
+        first if the exit is not the failure under test)."""
+        assert self.process is not None
+        self.host.signal(self.process, sig)
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    # -- diagnostics --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _tail(path: Path, lines: int) -> str:
+        if not path.exists():
+            return "(none)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def output_tail(self, lines: int = 20) -> str:
+        return self._tail(self.files.output, lines)
+
+    def console_tail(self, lines: int = 20) -> str:
+        return self._tail(self.files.console, lines)
+
+    # -- guest memory -------------------------------------------------------------------------------------------
+    def pmemsave(self, path: Path, size_bytes: int, timeout: float = 120.0) -> None:
+        """Guest RAM into `path` here (a remote QEMU dumps into its run dir; the file is then fetched)."""
+        target = self.host.dump_path(path)
+        self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
+        self.host.after_dump(target, path)
+
+
+class _ExpectedExit:
+    """Returned by Machine.expect_exit: usable bare (the declaration stands) or as a context manager."""
+
+    def __init__(self, machine: Machine, expectation: ExitExpectation) -> None:
+        self.machine, self.expectation = machine, expectation
+
+    def __enter__(self) -> ExitExpectation:
+        return self.expectation
+
+    def __exit__(self, *exc: object) -> None:
+        self.machine._withdraw(self.expectation)
