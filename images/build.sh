@@ -150,7 +150,7 @@ fi
 # ---------------------------------------------------------------------------
 # Host tools
 # ---------------------------------------------------------------------------
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep 'install ok installed' >/dev/null; }
 
 host_setup() {
     local missing=() p
@@ -158,7 +158,7 @@ host_setup() {
         installed "$p" || missing+=("$p")
     done
     if [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] &&
-        ! dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH"; then
+        ! dpkg --print-foreign-architectures | grep -x "$DEB_ARCH" >/dev/null; then
         log "adding foreign architecture $DEB_ARCH"
         dpkg --add-architecture "$DEB_ARCH"
         apt-get update -qq
@@ -199,7 +199,7 @@ candidates() {
 resolve_packages() {
     local -A deps=() seen=()
     local line p d queue=() image_pkg
-    if ! dependency_edges "$KERNEL_META" | grep -q .; then
+    if ! dependency_edges "$KERNEL_META" | grep . >/dev/null; then
         log "apt knows no $KERNEL_META:$DEB_ARCH, running apt-get update"
         apt-get update -qq
     fi

@@ -131,7 +131,7 @@ qb_git() { git --git-dir="$QB_GIT_DIR" --work-tree="$QB_SRC" -c core.autocrlf=fa
 qb_ensure_deps() {
     local missing=() p
     for p in "${QB_APT_DEPS[@]}"; do
-        dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+        dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep '^install ok installed' >/dev/null || missing+=("$p")
     done
     local f fw_missing=0
     for f in "${QB_FIRMWARE_FILES[@]}"; do [[ -e $f ]] || fw_missing=1; done

@@ -52,11 +52,11 @@ fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$pkg")
 done
 # On Debian 12 the reference QEMU is the backports one; a 7.2 from the main suite is replaced.
 for pkg in "${!QEMU_PACKAGES[@]}"; do
-    if [ ${#apt_target[@]} -gt 0 ] && ! "${QEMU_PACKAGES[$pkg]}" --version 2>/dev/null | grep -q 'version 10\.'; then
+    if [ ${#apt_target[@]} -gt 0 ] && ! "${QEMU_PACKAGES[$pkg]}" --version 2>/dev/null | grep 'version 10\.' >/dev/null; then
         missing+=("$pkg")
     fi
 done
