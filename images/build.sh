@@ -67,7 +67,7 @@ x86_64)
     KERNEL_FORMAT=vmlinux
     GNU_TRIPLET=x86_64-linux-gnu
     CONSOLE=ttyS0
-    MODULES="virtio_pci virtio_net virtio_blk"
+    MODULES="virtio_pci virtio_net virtio_blk virtio_console"
     # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
     # skip TSC watchdog, timer check and delay-loop calibration.
     ARCH_CMDLINE="8250.nr_uarts=1 no_timer_check tsc=reliable lpj=4000000"
@@ -83,7 +83,7 @@ s390x)
     GNU_TRIPLET=s390x-linux-gnu
     CONSOLE=ttysclp0
     # virtio_ccw (the CCW transport) and the virtio core are built into Debian's s390x kernel.
-    MODULES="virtio_net virtio_blk"
+    MODULES="virtio_net virtio_blk virtio_console"
     ARCH_CMDLINE=""
     INITRD_COMPRESS=none
     ;;
@@ -129,7 +129,7 @@ MODULE_STRIP_BTF=${MODULE_STRIP_BTF-1}
 OBJCOPY=${CC%gcc}objcopy
 
 READY_MARKER=HARNESS-GUEST-READY
-WORKLOADS=(dirty seqinc seqcheck probe)
+WORKLOADS=(dirty seqinc seqcheck probe heartbeat)
 GUEST_PACKAGES_FIXED=(busybox-static dropbear-bin)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -22,6 +22,8 @@ class ArchSpec:
     console_args: tuple[str, ...]
     # Extra -device options that keep boot fast (no option ROM to load, no PXE).
     nic_options: str = ""
+    # The virtio-serial bus device (the guest heartbeat's port, harness.heartbeat).
+    virtio_serial: str = "virtio-serial-pci"
 
 
 ARCHES: dict[str, ArchSpec] = {
@@ -45,6 +47,7 @@ ARCHES: dict[str, ArchSpec] = {
         cpu_kvm="host",
         cpu_models=("qemu",),
         nic="virtio-net-ccw",
+        virtio_serial="virtio-serial-ccw",
         disk="virtio-blk-ccw",
         console_args=("-device", "sclpconsole,chardev=console"),
     ),

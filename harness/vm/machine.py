@@ -27,6 +27,7 @@ from harness.qemu.arch import ArchSpec
 from harness.hosts import netns
 from harness.hosts import parallel
 from harness.core import workdirs
+from harness.vm.heartbeat import HeartbeatReader, device_args as heartbeat_device_args
 from harness.vm.guest import GuestPanicked, GuestShell
 from harness.qemu.image import GuestImage
 from harness.qemu.binary import QemuBinary
@@ -235,6 +236,9 @@ class MachineConfig:
     # The remote host this QEMU runs on (harness.hosts.remote.RemoteHost; Testbed gives the Machine its RemoteQemu), or
     # None: here.
     remote: Any = None
+    # A virtio-serial port the guest `heartbeat` workload ticks on, read and timestamped by the harness
+    # (harness.vm.heartbeat): the blackout as the guest lived it. Local QEMUs only.
+    heartbeat: bool = False
 
 
 @dataclass
@@ -277,6 +281,7 @@ class Machine:
         # Consoles the guest now running here printed on before it migrated in (its earlier life).
         self.console_history: list[Path] = []
         self.qmp.explain_failure = self._dead_error
+        self.heartbeat: HeartbeatReader | None = None
 
     # -- command line -------------------------------------------------------------------------------------------
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
@@ -308,6 +313,10 @@ class Machine:
                      "-device", f"{arch.disk},drive={disk.node_name}{disk.device_options}"]
         for value in cfg.globals:
             args += ["-global", value]
+        if cfg.heartbeat:
+            if not isinstance(host, LocalHost):
+                raise MachineError(f"{self.name}: the heartbeat port needs a local QEMU")
+            args += heartbeat_device_args(arch.virtio_serial, str(qmp_socket.with_name("heartbeat.sock")))
         if cfg.trace_events:
             # -msg timestamp=on makes the log backend prefix each line with PID@EPOCH (see harness.analysis.trace).
             args += ["-D", host.work_path(self.files.trace), "-msg", "timestamp=on"]
@@ -339,6 +348,8 @@ class Machine:
             try:
                 self._start(args)
                 self._connect_qmp(qmp_socket, timeout)
+                if self.config.heartbeat:
+                    self.heartbeat = HeartbeatReader(self.name, qmp_socket.with_name("heartbeat.sock")).start()
                 return self
             except QemuExited:
                 # Someone took the forwarded port between our probe and QEMU's bind: try another port. Only this
@@ -603,6 +614,8 @@ class Machine:
                 pass
         self._reap()
         self.qmp.close()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.host.release(self.process, self.files.trace)
         if self.tmpdir is not None:
             workdirs.remove(self.tmpdir)

@@ -76,6 +76,17 @@ class SeqInc:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """One byte every `period_us` on the virtio-serial port named "heartbeat" (MachineConfig(heartbeat=True)),
+    which the host timestamps (harness.heartbeat)."""
+    period_us: int = 1000
+    program: str = field(default="heartbeat", init=False)
+
+    def argv(self) -> list[str]:
+        return ["--period-us", str(self.period_us)]
+
+
+@dataclass(frozen=True)
 class Probe:
     """Touch pages of a region in a seeded random order, recording per-access latency."""
     size_mib: int
@@ -91,7 +102,7 @@ class Probe:
         return args + (["--wait-signal"] if self.wait_signal else [])
 
 
-WorkloadSpec = Dirty | SeqInc | Probe
+WorkloadSpec = Dirty | SeqInc | Probe | Heartbeat
 
 
 @dataclass(frozen=True)
