@@ -44,7 +44,8 @@ def window(t_start: float, t_end: float, label: str = "", series: str | None = N
 @dataclass(frozen=True)
 class Verdict:
     """One judgement: its name, whether it passed, the measured value, the bound and a one-line reason saying what
-    anchors the bound. Built by the functions below; recorded (pass or fail) before any is asserted."""
+    anchors the bound. Built by the functions below; recorded with Artefacts.verdict (pass or fail), and the first
+    failing one fails the test once the test has recorded all it could."""
     name: str
     passed: bool
     measured: Any
@@ -177,13 +178,3 @@ def within_band(name: str, value: float | None, low: float, high: float, anchor:
     ok = low <= value <= high
     text = f"{value:.3g} {'within' if ok else 'outside'} [{low:g}, {high:g}]"
     return Verdict(name, ok, round(value, 4), [low, high], f"{text} ({anchor})" if anchor else text)
-
-
-def record_all(artefacts: Any, verdicts: Iterable[Verdict]) -> None:
-    """Record every verdict before asserting any, so a failing run documents which oracles passed and which did
-    not (self-validation reads the old oracles' verdicts next to the new anchors' in one run)."""
-    verdicts = list(verdicts)
-    for verdict in verdicts:
-        artefacts.verdict(verdict, check=False)
-    for verdict in verdicts:
-        verdict.check()

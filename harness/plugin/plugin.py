@@ -75,6 +75,7 @@ from harness.qemu.known_bugs import KNOWN_BUGS, affecting
 from harness.vm.machine import Machine
 from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.migration.migrate import TERMINAL_STATUSES
+from harness.migration.postmortem import postmortem
 from harness.report.index import TestResult, write_index
 from harness.report.artefacts import Artefacts, atomic_write_text, progress_line, safe_name
 from harness.migration.testbed import Environment, Testbed
@@ -533,6 +534,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         uffd = host.userfaultfd()
         if not uffd.available:
             pytest.skip(uffd.reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """One verdict idiom: Artefacts.verdict records and never raises, so every oracle a test computes is recorded;
+    here, once the body has ended, the first failing verdict fails the test — or, when there is more to say (a
+    guest kernel crash, a QEMU exit, a lost SSH session, an error after failing verdicts), the post-mortem's
+    message, whose first line says what broke first (harness.migration.postmortem). Skips, xfails and
+    interrupts (BaseExceptions) pass through untouched."""
+    artefacts = item.stash.get(ARTEFACTS_KEY, None)
+    testbed = getattr(item, "funcargs", {}).get("testbed")
+    try:
+        result = yield
+    except Exception as exc:
+        if artefacts is None:
+            raise
+        diagnosed = postmortem(testbed, artefacts, exc)
+        if diagnosed is None:
+            raise
+        raise diagnosed from exc
+    if artefacts is not None:
+        diagnosed = postmortem(testbed, artefacts, None)
+        if diagnosed is not None:
+            raise diagnosed
+        artefacts.raise_first_failure()
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

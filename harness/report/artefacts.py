@@ -58,11 +58,29 @@ class Artefacts:
         self.series[name] = series
         self.write_json(f"{name}.series", series.to_json())
 
-    def verdict(self, verdict: Verdict, check: bool = True) -> Verdict:
-        """Record a verdict (pass or fail) and, unless told otherwise, assert it."""
-        self.verdicts.append(verdict)
+    def verdict(self, *verdicts: Verdict) -> Verdict:
+        """Record one or more verdicts, pass or fail, and return the last. Nothing is raised here: the test goes
+        on to compute its other oracles, and a failing verdict fails the test when its body ends (the plugin
+        calls `raise_first_failure`; harness.migration.postmortem when the body raised), so a failed test's
+        verdicts.json always holds every oracle it could compute. A step that cannot go on after a failure
+        (a seqcheck on a guest that never arrived) asks `failed()` first."""
+        if not verdicts:
+            raise ValueError("verdict() needs at least one verdict")
+        self.verdicts.extend(verdicts)
         self.write_json("verdicts", [v.to_json() for v in self.verdicts])
-        return verdict.check() if check else verdict
+        return verdicts[-1]
+
+    def failed(self) -> list[Verdict]:
+        """The recorded verdicts that failed, in the order they were recorded."""
+        return [v for v in self.verdicts if not v.passed]
+
+    def recorded(self, name: str) -> bool:
+        return any(v.name == name for v in self.verdicts)
+
+    def raise_first_failure(self) -> None:
+        """Raise the first failing verdict's AssertionError (its one line: name, why, measured, bound)."""
+        for verdict in self.verdicts:
+            verdict.check()
 
     def add_histogram(self, name: str, data: Mapping[str, Any], unit: str = "µs", title: str = "",
                       thresholds: Mapping[str, float] | None = None, log_x: bool = True) -> Path:

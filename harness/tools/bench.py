@@ -152,6 +152,7 @@ def harness_trial(env: Environment, directory: Path) -> dict[str, float]:
         t_migrated = time.monotonic()
         migration.finish()
         artefacts.verdict(oracles.completed(final))
+        artefacts.raise_first_failure()
     finally:
         bed.close()
     t_closed = time.monotonic()

@@ -28,6 +28,7 @@ from harness.hosts import netns
 from harness.hosts import parallel
 from harness.core import workdirs
 from harness.vm.heartbeat import HeartbeatReader, device_args as heartbeat_device_args
+from harness.vm.console import ConsoleCrash, ConsoleWatcher, crash_lines
 from harness.vm.guest import GuestPanicked, GuestShell
 from harness.qemu.image import GuestImage
 from harness.qemu.binary import QemuBinary
@@ -282,6 +283,7 @@ class Machine:
         self.console_history: list[Path] = []
         self.qmp.explain_failure = self._dead_error
         self.heartbeat: HeartbeatReader | None = None
+        self.console_watcher: ConsoleWatcher | None = None
 
     # -- command line -------------------------------------------------------------------------------------------
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
@@ -375,6 +377,8 @@ class Machine:
         self.launched_at = time.monotonic()
         self.process = self.host.start(args, self.files.output, self.files.console)
         _LIVE.add(self)
+        if self.console_watcher is None:   # one per Machine: a retried launch appends to the same console
+            self.console_watcher = ConsoleWatcher(self.files.console).start()
         process = self.process
         threading.Thread(target=self._watch, args=(process,), name=f"qemu-watch-{self.name}", daemon=True).start()
 
@@ -522,6 +526,14 @@ class Machine:
                                      f"tail:\n{self._tail(path, 25)}")
         return None
 
+    def console_crashes(self) -> list[ConsoleCrash]:
+        """Kernel crash lines on this QEMU's own console (harness.vm.console), with the host time each was seen."""
+        if self.console_watcher is not None:
+            self.console_watcher.poll()
+            return self.console_watcher.crashes
+        text = self.files.console.read_text(errors="replace") if self.files.console.exists() else ""
+        return crash_lines(text, self.files.console.name)
+
     def abnormal_exit(self) -> QemuExited | None:
         """After QEMU ended: the exit as an error if it was abnormal — a non-zero status or a signal the harness
         did not send, and not one a test declared — else None. A QEMU that aborts on `quit` is abnormal."""
@@ -616,6 +628,8 @@ class Machine:
         self.qmp.close()
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.console_watcher is not None:
+            self.console_watcher.stop()
         self.host.release(self.process, self.files.trace)
         if self.tmpdir is not None:
             workdirs.remove(self.tmpdir)

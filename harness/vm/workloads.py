@@ -78,7 +78,7 @@ class SeqInc:
 @dataclass(frozen=True)
 class Heartbeat:
     """One byte every `period_us` on the virtio-serial port named "heartbeat" (MachineConfig(heartbeat=True)),
-    which the host timestamps (harness.heartbeat)."""
+    which the host timestamps (harness.vm.heartbeat)."""
     period_us: int = 1000
     program: str = field(default="heartbeat", init=False)
 

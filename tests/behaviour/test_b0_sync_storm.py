@@ -137,7 +137,7 @@ def compare_sync_rates(testbed: Testbed, extra_caps: dict[str, bool]) -> None:
     verdicts.append(oracles.ratio_at_most(
         "exact pending computations/s with postcopy-ram on vs off", enabled.exact_per_second,
         baseline.exact_per_second, MAX_RATIO, floor=1 / WINDOW_S))
-    oracles.record_all(testbed.artefacts, verdicts)
+    testbed.artefacts.verdict(*verdicts)
 
 
 @pytest.mark.needs_userfaultfd

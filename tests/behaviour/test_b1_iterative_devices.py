@@ -205,8 +205,8 @@ def test_dirty_bitmap_iterates_alongside_ram_in_postcopy(testbed: Testbed) -> No
         "postcopy_start_t": switch, "migration_seconds": migration_seconds, "coverage": result,
         "section_counts": log.section_counts(), "log": log})
 
-    oracles.record_all(testbed.artefacts, [oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
-                               *coverage_verdicts(result), bitmap_verdict(sent, received)])
+    testbed.artefacts.verdict(oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
+                               *coverage_verdicts(result), bitmap_verdict(sent, received))
 
 
 @SERIALIZED
@@ -233,4 +233,4 @@ def test_storage_attributes_iterate_alongside_ram(testbed: Testbed) -> None:
     result = iteration.coverage(log, LEAD, STORAGE_ATTRIBUTES)
     testbed.artefacts.write_json("iteration-rounds", {"coverage": result, "section_counts": log.section_counts(),
                                                       "log": log})
-    oracles.record_all(testbed.artefacts, [oracles.completed(final), *coverage_verdicts(result)])
+    testbed.artefacts.verdict(oracles.completed(final), *coverage_verdicts(result))

@@ -393,7 +393,7 @@ def test_preempt_serves_page_requests_promptly(testbed: Testbed, scenario: Scena
     verdicts = [*check_run(testbed, on, scenario), *check_run(testbed, off, scenario)]
     verdicts += judge_latency(testbed, scenario, on, off)
     verdicts += [*judge_blocktime(testbed, on), *judge_blocktime(testbed, off)]
-    oracles.record_all(testbed.artefacts, verdicts)
+    testbed.artefacts.verdict(*verdicts)
 
 
 def qemu_latency(run: PostcopyRun) -> dict[str, Any]:
@@ -414,13 +414,13 @@ def test_destination_latency_metrics_agree_with_guest(testbed: Testbed) -> None:
     the same-run control); its mean and per-vCPU means close to the guest's mean stall, and its overlapped
     blocktime close to the guest's stall sum (anchor: the guest's own view)."""
     on, off = compare_preempt(testbed, ANONYMOUS)
-    oracles.record_all(testbed.artefacts, [*check_run(testbed, on, ANONYMOUS), *check_run(testbed, off, ANONYMOUS)])
+    testbed.artefacts.verdict(*check_run(testbed, on, ANONYMOUS), *check_run(testbed, off, ANONYMOUS))
     figures = {run.label: qemu_latency(run) for run in (on, off)}
     link_us = on.link_rtt.p50_us
     testbed.artefacts.write_json("qemu-latency", {"link_rtt_us": link_us, **figures})
     mine = figures[on.label]
     for run in (on, off):
-        oracles.record_all(testbed.artefacts, judge_blocktime(testbed, run))
+        testbed.artefacts.verdict(*judge_blocktime(testbed, run))
         # With the reworked accounting the overlapped total must agree with the guest too (one vCPU: it equals
         # the per-vCPU figure).
         total_ms = run.blocktime_ms or 0

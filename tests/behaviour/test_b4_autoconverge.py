@@ -317,7 +317,7 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
         verdicts.append(oracles.at_least("throttle held at max-cpu-throttle", held, 1,
                                          anchor=f"throttle decisions after reaching {maximum}%; steps "
                                                 f"{on.throttle_steps}"))
-    oracles.record_all(testbed.artefacts, verdicts)
+    testbed.artefacts.verdict(*verdicts)
 
 
 @pytest.mark.needs(capabilities=["auto-converge"], fields=["ram.dirty-sync-count", "cpu-throttle-percentage"])

@@ -87,12 +87,11 @@ def test_max_bandwidth_change_takes_effect_within_a_second(testbed: Testbed) -> 
                             t_raised + SETTLE_S + WINDOW_S).bytes_per_second
     testbed.artefacts.write_json("rates", {"high": HIGH, "low": LOW, "before": before, "lowered": lowered,
                                            "raised": raised, "t_lowered": t_lowered, "t_raised": t_raised})
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.equals("precopy active throughout", status, "active",
                        "the dirtier must keep precopy from converging at either limit"),
         judge_rate("bytes/s before the change / HIGH", before, HIGH),
         reported_low,
         judge_rate(f"bytes/s from {SETTLE_S:g} s after lowering / LOW", lowered, LOW),
         reported_high,
-        judge_rate(f"bytes/s from {SETTLE_S:g} s after raising / HIGH", raised, HIGH),
-    ])
+        judge_rate(f"bytes/s from {SETTLE_S:g} s after raising / HIGH", raised, HIGH))

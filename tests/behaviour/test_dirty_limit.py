@@ -69,7 +69,7 @@ def test_dirty_limit_holds_the_guest_to_the_limit(testbed: Testbed) -> None:
     comparison, check = compare_then_check(testbed, source, destination, seq)
     testbed.artefacts.write_json("dirty-limit", {"unlimited_mibps": unlimited, "limited_mibps": limited,
                                                  "quotas": quotas, "final": final})
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.at_least("guest dirty rate before the limit / limit", unlimited / LIMIT_MIBPS, PROVOKE_FACTOR,
                          anchor="a floor: the workload must outrun the limit"),
         oracles.at_most("guest dirty rate under the limit / limit", limited / LIMIT_MIBPS, LIMIT_TOLERANCE,
@@ -77,5 +77,4 @@ def test_dirty_limit_holds_the_guest_to_the_limit(testbed: Testbed) -> None:
         oracles.equals("vCPU quotas (MiB/s)", sorted({q.get("limit-rate") for q in quotas}), [LIMIT_MIBPS],
                        why="query-vcpu-dirty-limit"),
         oracles.completed(final), oracles.ram_identical(comparison),
-        oracles.guest_invariant(check.passed, check.line),
-    ])
+        oracles.guest_invariant(check.passed, check.line))

@@ -158,4 +158,4 @@ def test_preempt_serves_page_requests_promptly_over_a_link(testbed: Testbed, lin
                        "B2 over a link: guest stall p50/p99 in link round trips, preempt on and off "
                        f"(runs of this session so far: {sorted({p.configured_rtt_ms for p in stall_points})} ms)",
                        curves)
-    oracles.record_all(testbed.artefacts, verdicts)
+    testbed.artefacts.verdict(*verdicts)

@@ -71,4 +71,4 @@ def test_multifd_compression_sends_less_and_keeps_ram_identical(testbed: Testbed
     else:
         judged = oracles.at_most(name, per_page, MAX_COMPRESSED_SHARE,
                                  anchor=f"the page size: what `none` sends; {pages:.0f} pages of 8 words and zeros")
-    oracles.record_all(testbed.artefacts, window.integrity_verdicts() + [judged])
+    testbed.artefacts.verdict(*window.integrity_verdicts(), judged)

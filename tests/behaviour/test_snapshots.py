@@ -84,15 +84,14 @@ def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Te
     marker = restored_on.shell.run(f"test -e {MARKER}", check=False, idempotent=True).exit_status == 0
     testbed.artefacts.write_json("snapshot", {"status_after_marker": still_saving, "restored": restored.details,
                                               "marker_in_restored_guest": marker, "final": final})
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.completed(final),
         oracles.still_running(source, "the background snapshot"),
         oracles.equals("snapshot still saving when the marker was written", still_saving, "active",
                        why="the marker must land after the snapshot's moment and before its end"),
         oracles.guest_invariant(restored.passed, restored.line),
         oracles.equals("file written after the snapshot began, in the restored guest", marker, False,
-                       why="mechanism: write protection keeps each page as it was at the snapshot's moment"),
-    ])
+                       why="mechanism: write protection keeps each page as it was at the snapshot's moment"))
 
 
 def run_job(machine: Machine, command: str, job_id: str, **arguments: Any) -> dict[str, Any]:
@@ -160,7 +159,7 @@ def test_snapshot_load_restores_the_saved_guest_by_its_tag(testbed: Testbed) -> 
     second = saved(testbed, machine, seq, "second")
     machine.qmp.cmd("stop")
     load = run_job(machine, "snapshot-load", "load-first", tag="first", vmstate=NODE, devices=[NODE])
-    oracles.record_all(testbed.artefacts, job_verdicts(first["job"], second["job"], load))
+    testbed.artefacts.verdict(*job_verdicts(first["job"], second["job"], load))
     machine.pmemsave(at_load, machine.config.memory_mib * MiB)
     comparison = compare_dumps(at_save, at_load)
     machine.qmp.cmd("cont")
@@ -171,7 +170,7 @@ def test_snapshot_load_restores_the_saved_guest_by_its_tag(testbed: Testbed) -> 
     restored_pass = {"base": restored.details.get("base"), "step_at": restored.details.get("step_at")}
     testbed.artefacts.write_json("load-first", {"job": load, "ram": comparison, "restored": restored.details,
                                                 "running": running.details})
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.ram_identical(comparison),
         oracles.equals("restored pass (seqinc frozen in the snapshot)", restored_pass,
                        {k: first["frozen"][k] for k in ("base", "step_at")},
@@ -179,5 +178,4 @@ def test_snapshot_load_restores_the_saved_guest_by_its_tag(testbed: Testbed) -> 
         oracles.guest_invariant(restored.passed, restored.line),
         oracles.progressed("seqinc passes after the load", restored_pass["base"] or 0,
                            running.details.get("base", 0), 1),
-        oracles.guest_invariant(running.passed, running.line),
-    ])
+        oracles.guest_invariant(running.passed, running.line))

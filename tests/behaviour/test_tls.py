@@ -91,7 +91,7 @@ def test_precopy_over_tls_authenticates_every_channel_and_keeps_ram_identical(te
     if channels:
         config = config.with_parameters(multifd_channels=channels)
     precopy_with_integrity(testbed, paused_pair, config.with_parameters(max_bandwidth=128 * MiB), dirty_mibps=16)
-    oracles.record_all(testbed.artefacts, handshake_verdicts(paused_pair, multifd=channels))
+    testbed.artefacts.verdict(*handshake_verdicts(paused_pair, multifd=channels))
 
 
 @pytest.mark.known_bug("tcg-dirty-tlb")
@@ -105,12 +105,11 @@ def test_postcopy_over_tls_completes_with_intact_guest(testbed: Testbed, pair: P
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     migration.finish()
     check = workloads.seqcheck(pair.destination, seq)
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.completed(final),
         oracles.went_through(migration.series, ["postcopy-active"]),
         oracles.guest_invariant(check.passed, check.line),
-        *handshake_verdicts(pair, preempt=int(preempt)),
-    ])
+        *handshake_verdicts(pair, preempt=int(preempt)))
 
 
 @NEEDS
@@ -125,5 +124,5 @@ def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair
     migration = testbed.migrate(pair.source, pair.destination, config)
     final = migration.wait_outcome(60)
     migration.finish()
-    oracles.record_all(testbed.artefacts, [oracles.refused(final, message),
-                                           oracles.still_running(pair.source, "the refused handshake")])
+    testbed.artefacts.verdict(oracles.refused(final, message),
+                                           oracles.still_running(pair.source, "the refused handshake"))

@@ -61,7 +61,7 @@ def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: T
     window = resend_window(testbed, paused_pair, config, COUNTERS, WINDOW_S)
     deltas, delta_bytes, normal, wire, misses, overflows = (window.counters[name] for name in COUNTERS)
     pages = deltas + normal
-    oracles.record_all(testbed.artefacts, window.integrity_verdicts() + [
+    testbed.artefacts.verdict(*window.integrity_verdicts(),
         oracles.at_least("pages sent as xbzrle deltas / pages sent", deltas / pages if pages else None,
                          MIN_DELTA_SHARE, anchor=f"mechanism: the hot set is cached; {deltas:.0f} deltas, "
                                                  f"{normal:.0f} whole pages in {WINDOW_S:g}s"),
@@ -72,5 +72,4 @@ def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: T
         oracles.at_most("xbzrle cache misses / pages sent", misses / pages if pages else None, MAX_MISS_SHARE,
                         anchor=f"mechanism: the hot set is cached; {misses:.0f} misses"),
         oracles.equals("xbzrle overflows in the window", overflows, 0,
-                       why="mechanism: a few changed words never encode larger than their page"),
-    ])
+                       why="mechanism: a few changed words never encode larger than their page"))

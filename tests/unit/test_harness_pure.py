@@ -137,8 +137,9 @@ def test_artefacts_record_verdicts_and_plot(tmp_path: Path) -> None:
     record = Artefacts(tmp_path / safe_name("tests/x.py::test_a[1-2]"))
     record.add_series("migration", _series())
     record.verdict(oracles.completed({"status": "completed"}))
+    record.verdict(oracles.downtime_within(900, 300, 100))
     with pytest.raises(AssertionError):
-        record.verdict(oracles.downtime_within(900, 300, 100))
+        record.raise_first_failure()
     record.finalize("FAILED")
     names = sorted(p.name for p in record.directory.iterdir())
     assert names == ["migration.png", "migration.series.json", "verdicts.json"]
@@ -189,19 +190,15 @@ def test_exact_and_runstate_oracles() -> None:
     assert not stopped.passed and stopped.name == "source still running" and "migrate_cancel" in stopped.why
 
 
-def test_record_all_records_every_verdict_before_failing() -> None:
-    recorded = []
-
-    class Recorder:
-        def verdict(self, verdict: oracles.Verdict, check: bool = True) -> oracles.Verdict:
-            assert check is False
-            recorded.append(verdict)
-            return verdict
-
-    with pytest.raises(AssertionError, match="first"):
-        oracles.record_all(Recorder(), [oracles.at_most("first", 2, 1), oracles.at_most("second", 0, 1),
-                                        oracles.at_most("third", 5, 1)])
-    assert [v.name for v in recorded] == ["first", "second", "third"]
+def test_every_verdict_is_recorded_before_the_first_failing_one_raises(tmp_path: Path) -> None:
+    record = Artefacts(tmp_path / "t")
+    record.verdict(oracles.at_most("first", 2, 1), oracles.at_most("second", 0, 1))
+    record.verdict(oracles.at_most("third", 5, 1))      # recorded although "first" failed before it
+    assert [v.name for v in record.failed()] == ["first", "third"] and record.recorded("second")
+    with pytest.raises(AssertionError, match="^first: "):
+        record.raise_first_failure()
+    assert [v["name"] for v in json.loads((tmp_path / "t" / "verdicts.json").read_text())] == [
+        "first", "second", "third"]
 
 
 def test_rate_log_clock_map_and_throttle_effect() -> None:

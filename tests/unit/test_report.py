@@ -122,8 +122,9 @@ def test_finalize_adds_a_comparison_of_several_migrations(tmp_path: Path) -> Non
     record = Artefacts(tmp_path / "t", "tests/t.py::test_storm")
     record.add_series("off", recorded_migration(0.5, postcopy_at=None))
     record.add_series("on", recorded_migration(10, postcopy_at=None))
+    record.verdict(storm_verdict())
     with pytest.raises(AssertionError):
-        record.verdict(storm_verdict())
+        record.raise_first_failure()
     record.finalize("FAILED", failure="AssertionError: dirty syncs/s …")
     assert sorted(p.name for p in record.directory.glob("*.png")) == ["comparison.png", "off.png", "on.png"]
     assert json.loads((record.directory / "verdicts.json").read_text())[0]["hints"][0]["kind"] == "span"
@@ -167,7 +168,7 @@ def test_index_links_every_test_its_verdicts_plots_and_files(tmp_path: Path) -> 
     run = base / "run-20260102-000000-000000"
     failing = Artefacts(run / "t_storm", "tests/t.py::test_storm")
     failing.add_series("on", recorded_migration(10))
-    failing.verdict(storm_verdict(), check=False)
+    failing.verdict(storm_verdict())
     failing.finalize("FAILED")
     stalled = Artefacts(run / "t_stall", "tests/t.py::test_stall")
     stalled.verdict(oracles.completed({"status": "completed"}))

@@ -1,0 +1,115 @@
+"""The switchover blackout measured outside QEMU's own accounting, and QEMU's timing figures held to it.
+
+Two independent measures of how long the guest was stopped at switchover, both on the host's clock:
+  - QMP events: the source's STOP to the destination's RESUME (the harness stamps each event as it arrives);
+  - the guest heartbeat (harness.vm.heartbeat): the last tick the source's port delivered to the first tick the
+    destination's port delivered — the blackout the guest itself lived through, as the outside world saw it.
+QEMU's `downtime` (query-migrate, ms) runs from just before the source stops its vCPUs to the end of the
+source's completion, so on the mechanism it lies inside STOP→RESUME, a little short of it by the destination's
+last load and start. A QEMU that measures from a later point, or stops the clock early, reports well below what
+both measures saw.
+
+Every time here is seconds on the migration series' clock (time.monotonic() − Series.t0). Pure: data in, numbers
+and Verdicts out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from harness.analysis.oracles import Verdict, at_most, within_band
+from harness.migration.sampler import Series
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """The switchover as each measure saw it (series seconds; None when that measure saw nothing)."""
+    stop_t: float | None                 # source STOP event
+    resume_t: float | None               # destination RESUME event
+    last_source_tick: float | None       # last heartbeat arrival from the source before STOP→RESUME ended
+    first_destination_tick: float | None  # first heartbeat arrival from the destination
+    source_tick_gap_max: float | None    # largest gap between source ticks before STOP: the heartbeat's own jitter
+    reported_ms: float | None            # query-migrate `downtime`
+
+    JSON_DERIVED = ("events_ms", "heartbeat_ms")
+
+    @property
+    def events_ms(self) -> float | None:
+        if self.stop_t is None or self.resume_t is None:
+            return None
+        return (self.resume_t - self.stop_t) * 1e3
+
+    @property
+    def heartbeat_ms(self) -> float | None:
+        if self.last_source_tick is None or self.first_destination_tick is None:
+            return None
+        return (self.first_destination_tick - self.last_source_tick) * 1e3
+
+
+def first_event(series: Series, side: str, name: str, after: float = float("-inf")) -> float | None:
+    return next((t for t in series.event_times(name, side) if t >= after), None)
+
+
+def measure(series: Series, source_arrivals: Sequence[tuple[float, int]],
+            destination_arrivals: Sequence[tuple[float, int]], reported_ms: float | None) -> Blackout:
+    """The blackout of the migration in `series`; arrivals are (time.monotonic(), bytes) from the heartbeat
+    readers of the source and the destination."""
+    stop = first_event(series, "source", "STOP")
+    resume = first_event(series, "destination", "RESUME", after=stop if stop is not None else float("-inf"))
+    source = [t - series.t0 for t, _ in source_arrivals]
+    destination = [t - series.t0 for t, _ in destination_arrivals]
+    before_stop = [t for t in source if stop is None or t <= stop]
+    # The source's port can deliver ticks sent just before STOP a moment after the event reached us: the last
+    # source tick is the last one before the destination's first, whatever the event said.
+    first_dst = destination[0] if destination else None
+    last_src = max((t for t in source if first_dst is None or t < first_dst), default=None)
+    gaps = [b - a for a, b in zip(before_stop, before_stop[1:])]
+    return Blackout(stop, resume, last_src, first_dst, max(gaps) if gaps else None, reported_ms)
+
+
+def reported_vs_events(blackout: Blackout, low: float, high: float) -> Verdict:
+    """QEMU's downtime over STOP→RESUME on the host clock, within [low, high] (a band from the mechanism: the
+    reported interval lies inside the observed one)."""
+    events = blackout.events_ms
+    ratio = blackout.reported_ms / events if blackout.reported_ms is not None and events else None
+    return within_band("reported downtime / STOP→RESUME blackout (host clock)", ratio, low, high,
+                       anchor=f"QMP event times taken by the harness: reported {fmt(blackout.reported_ms)} ms, "
+                              f"STOP→RESUME {fmt(events)} ms")
+
+
+def heartbeat_vs_events(blackout: Blackout, low: float, high: float) -> Verdict:
+    """The guest's lived blackout over STOP→RESUME within [low, high]: two measures outside QEMU's accounting
+    agree, so the event clock measures what the guest lived."""
+    events, heard = blackout.events_ms, blackout.heartbeat_ms
+    ratio = heard / events if heard is not None and events else None
+    return within_band("guest heartbeat blackout / STOP→RESUME blackout", ratio, low, high,
+                       anchor=f"the guest's ticks stamped by the host: {fmt(heard)} ms without a tick, "
+                              f"STOP→RESUME {fmt(events)} ms")
+
+
+def blackout_within_limit(blackout: Blackout, limit_ms: float, slack_ms: float) -> Verdict:
+    """The limit the test set, as the guest lived it (not as QEMU reports it)."""
+    return at_most("guest heartbeat blackout within downtime-limit", blackout.heartbeat_ms, limit_ms + slack_ms,
+                   " ms", f"downtime-limit {limit_ms:g} ms + slack {slack_ms:g} ms")
+
+
+def total_time_vs_host(series: Series, final: dict[str, Any], low: float, high: float) -> Verdict:
+    """QEMU's total-time over the host's time from sending `migrate` to the source's `completed` event."""
+    start = next((m["t"] for m in series.marks if m["what"] == "migrate"), None)
+    done = next((t for t, status in series.status_changes("source") if status == "completed"), None)
+    host_ms = (done - start) * 1e3 if start is not None and done is not None else None
+    total = final.get("total-time")
+    ratio = total / host_ms if total is not None and host_ms else None
+    return within_band("total-time / host time from migrate to completed", ratio, low, high,
+                       anchor=f"the series' own clock: total-time {fmt(total)} ms, host {fmt(host_ms)} ms")
+
+
+def setup_time_within_total(final: dict[str, Any]) -> Verdict:
+    setup, total = final.get("setup-time"), final.get("total-time")
+    return at_most("setup-time within total-time", setup, total if total is not None else 0, " ms",
+                   "setup is part of the migration")
+
+
+def fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.0f}"
