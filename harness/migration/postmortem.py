@@ -87,7 +87,7 @@ def comparable(migration: Migration) -> bool:
         return False
     if migration.series.status("source") != "completed":
         return False
-    if any(event.name == "RESUME" for event in destination.qmp.events()):
+    if any(event.name == "RESUME" for event in destination.qmp.events):
         return False
     try:
         return source.runstate() in ("postmigrate", "paused") and destination.runstate() == "paused"

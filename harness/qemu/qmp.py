@@ -37,9 +37,12 @@ class QMPEvent:
     t: float  # host time.monotonic() when received
     name: str
     data: dict[str, Any]
+    # QEMU's own stamp (the event's "timestamp": the host's wall clock read when QEMU emitted it), in seconds:
+    # free of the harness's delivery delay, so two events' interval is exact to the microsecond.
+    wall: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": self.t, "event": self.name, "data": self.data}
+        return {"t": self.t, "event": self.name, "data": self.data, "wall": self.wall}
 
 
 class QMPSession:
@@ -116,7 +119,9 @@ class QMPSession:
 
     async def _pump_events(self) -> None:
         async for event in self._listener:
-            record = QMPEvent(time.monotonic(), event["event"], dict(event.get("data", {})))
+            stamp = event.get("timestamp") or {}
+            wall = stamp["seconds"] + stamp["microseconds"] / 1e6 if "seconds" in stamp else None
+            record = QMPEvent(time.monotonic(), event["event"], dict(event.get("data", {})), wall)
             with self._events_changed:
                 self._events.append(record)
                 self._events_changed.notify_all()

@@ -45,11 +45,15 @@ DOWNTIME_SLACK_MS = 250.0
 # Half again is the tolerance. A limit read 1000× too large switches over after the first pass: 72.6 MiB, 5×.
 # s390x guest (TCG, 1 run): 0.96×, inside the x86 range, so one tolerance serves both arches.
 STOP_COPY_TOLERANCE = 0.5
-# QEMU's downtime over the STOP→RESUME blackout on the host clock (harness.analysis.blackout): on the mechanism a
-# little under 1 (it ends when the source is done, before the destination's last load and start). Uncalibrated.
-REPORTED_SHARE = (0.5, 1.05)
-# The guest's lived blackout (its heartbeat, stamped by the host) over STOP→RESUME. Uncalibrated.
-HEARTBEAT_SHARE = (0.9, 1.5)
+# QEMU's downtime over the same interval on the host clock, the source's STOP → completed events
+# (harness.analysis.blackout): 1 on the mechanism, less event delivery and ms rounding. Uncalibrated.
+REPORTED_SHARE = (0.5, 1.5)
+# QEMU's downtime over the blackout the guest lived (its heartbeat, stamped by the host): ≤ 1 on the mechanism.
+# 1 run: 10 ms reported, 33 ms lived (the fresh TCG destination's first ~20 ms). Uncalibrated.
+REPORTED_OVER_LIVED = 1.2
+# The guest's lived blackout over STOP→RESUME: ≥ 1 on the mechanism (a stopped guest cannot tick), less event
+# delivery. 1 run: 2.7 (33 ms vs 12 ms). Uncalibrated.
+HEARTBEAT_OVER_EVENTS = 0.8
 # total-time over the host's time from `migrate` to the completed event. Uncalibrated.
 TOTAL_TIME_SHARE = (0.9, 1.01)
 
@@ -102,8 +106,9 @@ def test_downtime_stays_within_downtime_limit(testbed: Testbed, pair: Pair) -> N
         oracles.downtime_within(final.get("downtime"), limit_ms, DOWNTIME_SLACK_MS),
         oracles.stop_copy_data_within(final.get("ram", {}).get("downtime-bytes"), bandwidth, limit_ms,
                                       STOP_COPY_TOLERANCE),
-        blackout.reported_vs_events(observed, *REPORTED_SHARE),
-        blackout.heartbeat_vs_events(observed, *HEARTBEAT_SHARE),
+        blackout.reported_vs_source_clock(observed, *REPORTED_SHARE),
+        blackout.reported_within_lived(observed, REPORTED_OVER_LIVED),
+        blackout.heartbeat_covers_events(observed, HEARTBEAT_OVER_EVENTS),
         blackout.blackout_within_limit(observed, limit_ms, DOWNTIME_SLACK_MS),
         blackout.total_time_vs_host(series, final, *TOTAL_TIME_SHARE),
         blackout.setup_time_within_total(final))
