@@ -10,6 +10,11 @@ Oracles and what anchors each (#16 audit: none of these compares two arms of one
   - bytes sent while stopped ≤ max-bandwidth × downtime-limit × (1 + STOP_COPY_TOLERANCE) — a mechanism-derived
     absolute from the two parameters the test set (QEMU may switch over only when the rest fits), not from the
     measured downtime a fast link would flatter;
+  - reported downtime / the same interval on the host clock (the source's STOP → completed QMP event
+    timestamps) within a band around 1; reported downtime ≤ about the blackout the guest lived (its heartbeat,
+    stamped by the host); that blackout ≥ about STOP→RESUME and within downtime-limit + DOWNTIME_SLACK_MS;
+    total-time / host time from migrate to completed within a band; setup-time ≤ total-time — measures outside
+    QEMU's own accounting (harness.analysis.blackout);
   - completed / went through postcopy-active, postcopy-paused, postcopy-recover — QEMU's status sequence;
   - postcopy-requests ≥ 1 — a floor (the destination really faulted pages in);
   - after cancel: source runstate running, the guest's own workload counter still advancing, and a second
