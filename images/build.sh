@@ -129,7 +129,7 @@ MODULE_STRIP_BTF=${MODULE_STRIP_BTF-1}
 OBJCOPY=${CC%gcc}objcopy
 
 READY_MARKER=HARNESS-GUEST-READY
-WORKLOADS=(dirty seqinc seqcheck probe heartbeat)
+WORKLOADS=(dirty seqinc seqcheck probe heartbeat pagelife)
 GUEST_PACKAGES_FIXED=(busybox-static dropbear-bin)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
