@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.vm.machine import Machine, QemuExited
+from harness.migration.relay import StreamRelay
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
 from harness.core.units import MiB
 
@@ -138,6 +139,9 @@ class MigrationConfig:
     # the destination); everything is set on both unless listed here.
     source_only_parameters: frozenset[str] = frozenset()
     expect: Outcome = Outcome.COMPLETED
+    # The source connects through a byte-counting relay (harness.migration.relay), so that what the transport
+    # carried can be set beside what QEMU reports it sent: Migration.relay. Sockets on this host only.
+    relay: bool = False
 
     def with_capabilities(self, **caps: bool) -> "MigrationConfig":
         return dataclasses.replace(self, capabilities={**self.capabilities,
@@ -229,6 +233,7 @@ class Migration:
         self._cancel_requested = False
         self.cancel_outcome: CancelOutcome | None = None
         self._unlisten: list[Callable[[], None]] = []
+        self.relay: StreamRelay | None = None
 
     def _make_uri(self, transport: str, suffix: str = "") -> str:
         if transport == "unix":
@@ -294,6 +299,11 @@ class Migration:
         self._watch(self.source)
         if self.destination is not None:
             self._watch(self.destination)
+        if self.config.relay:   # made once sampling runs: finish() (teardown) closes it
+            if self.destination is None:
+                raise ValueError(f"{self.name}: a relay needs a destination socket (a file has its own size)")
+            self.relay = StreamRelay(self.uri, self.workdir, self.name)
+            self.uri = self.relay.uri
         self.sampler.series.mark("migrate", uri=self.uri)
         self.source.qmp.cmd("migrate", uri=self.uri)
         return self
@@ -585,6 +595,9 @@ class Migration:
         # As QEMU's own postcopy recovery test: the destination listens, then the source resumes at once.
         """Resume a paused postcopy over a fresh channel (migrate-recover, then migrate resume=true)."""
         assert self.destination is not None
+        if self.relay is not None:
+            raise ValueError(f"{self.name}: recovery through a relay is not supported (its target is the old "
+                             f"listener)")
         previous = self.uri
         self._recoveries += 1
         self.uri = self._make_uri(self.config.transport, suffix="-recover")
@@ -598,6 +611,8 @@ class Migration:
         """Stop sampling (idempotent) and hand the series to whoever records it."""
         if self._series is None and self.sampler is not None:
             self._series = self.sampler.stop()
+            if self.relay is not None:
+                self.relay.close()
             for unlisten in self._unlisten:
                 unlisten()
             if self._on_finish is not None:

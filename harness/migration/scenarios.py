@@ -9,16 +9,19 @@ workloads, waits and integrity checks, so that what differs between two tests is
   postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
                            cut), recovered, completed with the guest intact;
-  resend_window            a hot set rewritten flat out while the bandwidth holds precopy back: after two passes
-                           every page sent is one the destination already has, and the counters the test names are
-                           measured over a window of that; then the limits are lifted, the migration converges and
-                           the integrity oracles run (for what xbzrle and multifd compression send per page).
+  held_precopy             a hot set rewritten flat out while the bandwidth holds precopy back; after two passes
+                           the test's own step runs (a window of counters, a workload's phases), then the limits
+                           are lifted, the migration converges (a file: saved, then restored) and the integrity
+                           oracles run;
+  resend_window            held_precopy whose step is a window in which every page sent is one the destination
+                           already has, with the counters the test names measured over it (for what xbzrle and
+                           multifd compression send per page).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from harness.analysis import oracles
 
@@ -30,6 +33,8 @@ from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
+
+T = TypeVar("T")
 
 SEQINC_MIB = 32
 SEQINC_PASSES_PER_S = 1     # 32 MiB/s of rewrites: checkable after any migration, convergent at 128 MiB/s
@@ -70,15 +75,20 @@ def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
 
 
 def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
-                        config: MigrationConfig = MigrationConfig()) -> tuple[RunningWorkload, Migration]:
-    """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy. `config`
-    adds to postcopy-ram and the two bandwidths (e.g. TLS credentials, preempt)."""
+                        config: MigrationConfig = MigrationConfig(), dirty_mib: int = DIRTY_MIB,
+                        before_postcopy: Callable[[Migration], None] | None = None,
+                        ) -> tuple[RunningWorkload, Migration]:
+    """seqinc + a 64 MiB/s dirtier of `dirty_mib`, precopy until the first pass is done, then
+    `before_postcopy(migration)` (the test's own steps while precopy still runs, e.g. a workload's phases), then
+    the switch to postcopy. `config` adds to postcopy-ram and the two bandwidths (e.g. TLS credentials, preempt)."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
-    workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=64))
+    workloads.start(pair.source, Dirty(size_mib=dirty_mib, rate_mibps=64))
     config = (config.with_capabilities(postcopy_ram=True)
               .with_parameters(max_bandwidth=32 * MiB, max_postcopy_bandwidth=postcopy_bandwidth))
     migration = testbed.migrate(pair.source, pair.destination, config)
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
+    if before_postcopy is not None:
+        before_postcopy(migration)
     migration.start_postcopy()
     return seq, migration
 
@@ -121,6 +131,22 @@ def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migratio
 
 
 @dataclass(frozen=True)
+class HeldPrecopy(Generic[T]):
+    """What `held_precopy` ends with: the (unfinished) migration, the source's final query-migrate, the
+    integrity checks of the end state, and what the test's `during` step returned."""
+    migration: Migration
+    final: Mapping[str, Any]
+    comparison: RamComparison
+    check: SeqCheck
+    during: T
+
+    def integrity_verdicts(self) -> list[oracles.Verdict]:
+        """completed, host RAM hashes equal, seqinc invariant: the guest's memory itself."""
+        return [oracles.completed(dict(self.final)), oracles.ram_identical(self.comparison),
+                oracles.guest_invariant(self.check.passed, self.check.line)]
+
+
+@dataclass(frozen=True)
 class ResendWindow:
     """What `resend_window` measured: each named query-migrate counter's increase over [t_start, t_end] (series
     time), the final query-migrate, and the integrity checks of the end state."""
@@ -151,29 +177,49 @@ CONVERGE_DOWNTIME_MS = 5000
 RESEND_COMPLETION_TIMEOUT = 180.0
 
 
-def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters: Iterable[str],
-                  window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
-    """The `dirty` workload rewrites 8 words of each page of a HOT_SET_MIB hot set (random order, flat out) and
-    seqinc one byte of each page of its own set, on a `paused_pair`; `config` (plus RESEND_BANDWIDTH and a 100 ms
-    downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
-    is one the destination has) `counters` are measured over `window_s` seconds; then CONVERGE_BANDWIDTH and
-    `converge_downtime_ms` are set (the scenario's own end of the window) and precopy converges with the dirtier still running: nothing talks to
-    the guest while the migration loads the host. Both sides end paused: RAM is compared, then the destination
-    runs seqcheck."""
+def held_precopy(testbed: Testbed, pair: Any, config: MigrationConfig, during: Callable[[Migration], T],
+                 hot_set_mib: int = HOT_SET_MIB, bandwidth: int = RESEND_BANDWIDTH,
+                 converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> HeldPrecopy[T]:
+    """A precopy held back, then let go. The `dirty` workload rewrites 8 words of each page of a `hot_set_mib`
+    hot set (random order, flat out) and seqinc one byte of each page of its own set, on a `paused_pair`; `config`
+    (plus `bandwidth` and a 100 ms downtime-limit) keeps precopy re-sending them. From the third dirty sync (two
+    passes done: every page now sent is one the destination has) the test's `during(migration)` runs; then
+    CONVERGE_BANDWIDTH and `converge_downtime_ms` are set (the scenario's own end of the hold) and precopy
+    converges with the dirtier still running: nothing talks to the guest while the migration loads the host. A
+    `file` transport saves into its file and is then restored into the paused destination. Both sides end paused:
+    RAM is compared, then the destination runs seqcheck. The migration is not finished: the caller reads what it
+    needs (e.g. the relay's counts) and finishes it."""
     source, destination = pair.source, pair.destination
     seq = workloads.start(source, SeqInc(size_mib=RESEND_SEQINC_MIB, rate_passes=1))
-    workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
-    config = config.with_parameters(max_bandwidth=RESEND_BANDWIDTH, downtime_limit=100)
-    migration = testbed.migrate(source, destination, config)
+    workloads.start(source, Dirty(size_mib=hot_set_mib, rate_mibps=0, order="random"))
+    config = config.with_parameters(max_bandwidth=bandwidth, downtime_limit=100)
+    to_file = config.transport == "file"
+    migration = testbed.migrate(source, None if to_file else destination, config)
     migration.wait_dirty_syncs(3, timeout=120)
-    t_start = migration.series.samples["source"][-1]["t"]
-    t_end = t_start + window_s
-    migration.wait_until(t_end, f"{window_s:g}s of re-sending pages the destination has")
+    result = during(migration)
     migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": CONVERGE_BANDWIDTH,
                                                          "downtime-limit": converge_downtime_ms})
+    if to_file:
+        migration.wait_status({"completed"}, RESEND_COMPLETION_TIMEOUT)
+        migration.restore_into(destination)
     final = migration.wait_completed(RESEND_COMPLETION_TIMEOUT)
-    series = migration.finish()
+    return HeldPrecopy(migration, final, *compare_then_check(testbed, source, destination, seq), result)
+
+
+def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters: Iterable[str],
+                  window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
+    """held_precopy over a HOT_SET_MIB hot set at RESEND_BANDWIDTH whose `during` step is a window of `window_s`
+    seconds from the third dirty sync: every page sent in it is one the destination already has. `counters`
+    are measured over that window."""
+    def window(migration: Migration) -> tuple[float, float]:
+        t_start = migration.series.samples["source"][-1]["t"]
+        migration.wait_until(t_start + window_s, f"{window_s:g}s of re-sending pages the destination has")
+        return t_start, t_start + window_s
+
+    held = held_precopy(testbed, pair, config, window, converge_downtime_ms=converge_downtime_ms)
+    series = held.migration.finish()
+    t_start, t_end = held.during
     deltas = {name: counter_delta(series, name, t_start, t_end) for name in counters}
-    result = ResendWindow(t_start, t_end, deltas, final, *compare_then_check(testbed, source, destination, seq))
+    result = ResendWindow(t_start, t_end, deltas, held.final, held.comparison, held.check)
     testbed.artefacts.write_json("window", result)
     return result

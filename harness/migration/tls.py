@@ -126,3 +126,17 @@ def _general_name(host: str) -> x509.GeneralName:
 def _write(path: Path, data: bytes) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.write_bytes(data)
+
+
+def secure_pair(source: Any, destination: Any, workdir: Path, hostname: str = DESTINATION_HOSTNAME,
+                rogue_ca: bool = False) -> dict[str, str]:
+    """Credentials on both sides of a migration from a CA made now (the destination a server certificate naming
+    DESTINATION_HOSTNAME, the source a client one), and the TLS parameters to migrate with. `rogue_ca`: the
+    source belongs to another CA, which it trusts and which issued its own certificate (QEMU checks a side's own
+    certificate against its CA when the credentials are created), so neither side knows the other's issuer.
+    Raises TlsUnavailable when the QEMU cannot create the credentials; `tls-hostname` is the source's alone."""
+    ca = Authority.create("migration test CA")
+    source_ca = Authority.create("some other CA") if rogue_ca else ca
+    add_creds(destination, write_endpoint_dir(workdir / "tls-destination", ca, "server"), "server")
+    add_creds(source, write_endpoint_dir(workdir / "tls-source", source_ca, "client"), "client")
+    return {"tls-creds": CREDS_ID, "tls-hostname": hostname}

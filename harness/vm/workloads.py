@@ -102,7 +102,26 @@ class Probe:
         return args + (["--wait-signal"] if self.wait_signal else [])
 
 
-WorkloadSpec = Dirty | SeqInc | Probe | Heartbeat
+@dataclass(frozen=True)
+class PageLife:
+    """Pages through the lifecycle migration handles on separate paths (guest-workloads/pagelife.c): zeroed after
+    being sent, discarded and reused, unmapped and remapped, zero then written, sparsely changed, zeroed and
+    restored; `thp` madvises the region for transparent huge pages (in 2 MiB runs per class, so huge pages are
+    dropped or rewritten whole). Each next_phase() runs one more step; stop() checks every page and returns the
+    verdict (`result`, `bad_pages`, `listed`, per-class counts)."""
+    size_mib: int = 32
+    thp: bool = False
+    seed: int = 1
+    program: str = field(default="pagelife", init=False)
+
+    PHASES = 3
+
+    def argv(self) -> list[str]:
+        args = ["--size-mib", str(self.size_mib), "--seed", str(self.seed)]
+        return args + (["--thp", "--chunk-kib", "2048"] if self.thp else [])
+
+
+WorkloadSpec = Dirty | SeqInc | Probe | Heartbeat | PageLife
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,20 @@ class RunningWorkload:
         elapsed = float(last["elapsed_s"]) - float(first["elapsed_s"])
         return (float(last["bytes_dirtied"]) - float(first["bytes_dirtied"])) / MiB / elapsed
 
+    def next_phase(self, on: HasShell, timeout: float = 30.0) -> dict[str, Any]:
+        """PageLife: run its next phase (SIGUSR1) and wait, in the guest, until its status says it is done; that
+        status."""
+        want = int(self.status(on).get("phase", 0)) + 1
+        loops = int(timeout * 10)
+        status = self._path("status.json")
+        # Not re-run on a lost session: a second SIGUSR1 would run a second phase.
+        script = (f"kill -USR1 {self.pid}; i=0; while ! grep -q '\"phase\": {want},' {status} && "
+                  f"[ $i -lt {loops} ]; do sleep 0.1; i=$((i+1)); done; cat {status}")
+        reached = json.loads(on.shell.run(script, timeout=timeout + 10).stdout)
+        if reached.get("phase") != want:
+            raise RuntimeError(f"{self.name}: phase {want} not done within {timeout}s (status {reached})")
+        return dict(reached)
+
     def is_alive(self, on: HasShell) -> bool:
         return on.shell.run(f"kill -0 {self.pid}", check=False, idempotent=True).ok
 
@@ -172,7 +205,7 @@ def start(on: HasShell, spec: WorkloadSpec, name: str | None = None, timeout: fl
     name = name or spec.program
     base = f"{RUN_DIR}/{name}"
     command = shlex.join([spec.program, *spec.argv(), "--pidfile", f"{base}.pid", "--out", f"{base}.json",
-                          *(["--status", f"{base}.status.json"] if isinstance(spec, Dirty) else [])])
+                          *(["--status", f"{base}.status.json"] if isinstance(spec, (Dirty, PageLife)) else [])])
     loops = int(timeout * 10)
     # Never re-run (GuestShell.run's default): if the session breaks after the script was sent, the workload may
     # already be starting without its pidfile written yet, and a second run would start a second one. The

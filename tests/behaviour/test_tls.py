@@ -29,7 +29,7 @@ from harness.migration.migrate import MigrationConfig, Outcome
 from harness.plugin.plugin import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed
-from harness.migration.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
+from harness.migration.tls import DESTINATION_HOSTNAME, TlsUnavailable, secure_pair
 from harness.analysis.trace import parse_file
 from harness.core.units import MiB
 
@@ -46,20 +46,13 @@ GUEST = pytest.mark.guest(trace_events=TRACE_EVENTS)
 
 def over_tls(testbed: Testbed, pair: Pair, hostname: str = DESTINATION_HOSTNAME, rogue_ca: bool = False,
              expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
-    """Credentials on both sides and the TLS parameters. `rogue_ca`: the source belongs to another CA, which it
-    trusts and which issued its own certificate (QEMU checks a side's own certificate against its CA when the
-    credentials are created), so neither side knows the other's issuer."""
-    ca = Authority.create("migration test CA")
-    source_ca = Authority.create("some other CA") if rogue_ca else ca
+    """harness.migration.tls.secure_pair's credentials and parameters (skipped where QEMU cannot make them), over
+    TCP to 127.0.0.1."""
     try:
-        add_creds(pair.destination, write_endpoint_dir(testbed.workdir / "tls-destination", ca, "server"),
-                  "server")
-        add_creds(pair.source, write_endpoint_dir(testbed.workdir / "tls-source", source_ca, "client"),
-                  "client")
+        parameters = secure_pair(pair.source, pair.destination, testbed.workdir, hostname, rogue_ca)
     except TlsUnavailable as unavailable:
         pytest.skip(str(unavailable))
-    return MigrationConfig(capabilities=capabilities, transport="tcp",
-                           parameters={"tls-creds": CREDS_ID, "tls-hostname": hostname},
+    return MigrationConfig(capabilities=capabilities, transport="tcp", parameters=parameters,
                            source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
 
 
