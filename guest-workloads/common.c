@@ -318,6 +318,23 @@ void wl_install_stop_handlers(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+void wl_block_usr1(void (*handler)(int), int stop_too, sigset_t *old)
+{
+    struct sigaction sa;
+    sigset_t block;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    if (stop_too) {
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGINT);
+    }
+    sigprocmask(SIG_BLOCK, &block, old);
+}
+
 /* ---- memory ------------------------------------------------------------ */
 
 void *wl_map_anon(size_t bytes, int populate)

@@ -136,6 +136,12 @@ void wl_sleep_until_ns(uint64_t t_ns);
 /* Set by SIGTERM/SIGINT once wl_install_stop_handlers() was called. */
 extern volatile sig_atomic_t wl_stop_requested;
 void wl_install_stop_handlers(void);
+/*
+ * Install `handler` for SIGUSR1 and block SIGUSR1 (and SIGTERM/SIGINT when
+ * stop_too) until the program waits with sigsuspend(): a signal sent early is
+ * not lost.  *old receives the mask before.
+ */
+void wl_block_usr1(void (*handler)(int), int stop_too, sigset_t *old);
 
 /* ---- memory ------------------------------------------------------------ */
 

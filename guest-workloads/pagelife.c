@@ -433,8 +433,7 @@ int main(int argc, char **argv)
     struct wl_common c = {.size_mib = 32, .seed = 1};
     struct opts o = {.chunk_kib = DEFAULT_CHUNK_KIB};
     struct state s = {0};
-    struct sigaction sa;
-    sigset_t block, old, wait_mask;
+    sigset_t old, wait_mask;
     unsigned char *raw;
 
     wl_parse_args(argc, argv, WL_OPT_SIZE_MIB | WL_OPT_SEED | WL_OPT_PIDFILE | WL_OPT_OUT, extra, handle, &o,
@@ -451,15 +450,7 @@ int main(int argc, char **argv)
     s.thp = o.thp;
     wl_install_stop_handlers();
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_usr1;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigemptyset(&block);
-    sigaddset(&block, SIGUSR1);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    wl_block_usr1(on_usr1, 1, &old);   /* SIGTERM too: a check never interrupts a phase */
 
     /* 2 MiB aligned, so a THP region can hold huge pages from its first byte */
     raw = wl_map_anon(s.bytes + HUGE, 0);

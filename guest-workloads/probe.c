@@ -132,8 +132,7 @@ int main(int argc, char **argv)
     struct opts o = {.rounds = 1, .max_samples = 1ULL << 22};
     struct wl_json j = {0};
     struct wl_rng rng;
-    struct sigaction sa;
-    sigset_t block, old;
+    sigset_t old;
     unsigned char *mem;
     uint32_t *perm;
     struct raw_record *rec = NULL;
@@ -161,14 +160,7 @@ int main(int argc, char **argv)
     wl_install_stop_handlers();
     wl_rng_seed(&rng, c.seed);
 
-    /* SIGUSR1 is blocked until we wait for it, so an early one is not lost. */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_usr1;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigemptyset(&block);
-    sigaddset(&block, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    wl_block_usr1(on_usr1, 0, &old);
 
     perm = malloc(npages * sizeof(*perm));
     if (o.raw)
