@@ -180,12 +180,12 @@ RESEND_COMPLETION_TIMEOUT = 180.0
 
 
 def held_precopy(testbed: Testbed, pair: Any, config: MigrationConfig, during: Callable[[Migration], T],
-                 hot_set_mib: int = HOT_SET_MIB, bandwidth: int = RESEND_BANDWIDTH,
-                 converge_downtime_ms: int = CONVERGE_DOWNTIME_MS, hot_set_mibps: float = 0,
+                 hot_set: Dirty = Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"),
+                 bandwidth: int = RESEND_BANDWIDTH, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS,
                  hold_downtime_ms: int = 100) -> HeldPrecopy[T]:
-    """A precopy held back, then let go. The `dirty` workload rewrites 8 words of each page of a `hot_set_mib`
-    hot set (random order, at `hot_set_mibps`, 0 = flat out; above `bandwidth` either way) and seqinc one byte of
-    each page of its own set, on a `paused_pair`; `config` (plus `bandwidth` and `hold_downtime_ms` of
+    """A precopy held back, then let go. The `dirty` workload rewrites a `hot_set` (by default 8 words of each
+    page of HOT_SET_MIB, random order, flat out; above `bandwidth` in any case) and seqinc one byte of each page
+    of its own set, on a `paused_pair`; `config` (plus `bandwidth` and `hold_downtime_ms` of
     downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
     is one the destination has) the test's `during(migration)` runs; then CONVERGE_BANDWIDTH and
     `converge_downtime_ms` are set (the scenario's own end of the hold) and precopy converges with the dirtier
@@ -195,7 +195,7 @@ def held_precopy(testbed: Testbed, pair: Any, config: MigrationConfig, during: C
     counts) and finishes it."""
     source, destination = pair.source, pair.destination
     seq = workloads.start(source, SeqInc(size_mib=RESEND_SEQINC_MIB, rate_passes=1))
-    workloads.start(source, Dirty(size_mib=hot_set_mib, rate_mibps=hot_set_mibps, order="random"))
+    workloads.start(source, hot_set)
     config = config.with_parameters(max_bandwidth=bandwidth, downtime_limit=hold_downtime_ms)
     to_file = config.transport == "file"
     migration = testbed.migrate(source, None if to_file else destination, config)

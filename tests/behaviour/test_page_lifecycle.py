@@ -43,14 +43,14 @@ from harness.migration.testbed import Testbed
 from harness.migration.tls import TlsUnavailable, secure_pair
 from harness.plugin.plugin import Pair
 from harness.vm import workloads
-from harness.vm.workloads import PageLife, RunningWorkload
+from harness.vm.workloads import Dirty, PageLife, RunningWorkload
 
 PAGE = 4096
 LIFE_MIB = 32
-HOT_SET_MIB = 16             # held_precopy's hot set, rewritten at twice BANDWIDTH: not flat out, which starves
-HOT_SET_MIBPS = 64           # the guest's one vCPU
-# QEMU switches over once what is dirty fits in its measured throughput × downtime-limit: under xbzrle a page of the
-# hot set costs ~100 bytes, and at 100 ms the migration completed before the phases ran. 1 ms: below the dirtying.
+# held_precopy's hot set: whole pages of random data at twice BANDWIDTH, so that every encoding (xbzrle, zlib, zstd)
+# sends it whole and the hold depends on the bandwidth alone. (Its default, 8 words a page, costs ~100 bytes a page
+# under xbzrle: passes of milliseconds, and a migration that completed in a gap of the dirtier, before the phases.)
+HOT_SET = Dirty(size_mib=16, rate_mibps=64, order="random", full_page=True)
 HOLD_DOWNTIME_MS = 1
 BANDWIDTH = 32 * MiB         # a pass of the hot set in about half a second: phases two syncs apart stay short
 POSTCOPY_DIRTY_MIB = 32
@@ -209,8 +209,8 @@ def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: 
     life = workloads.start(paused_pair.source, PageLife(size_mib=LIFE_MIB, thp=transport.thp))
     before = Before()
     held = held_precopy(testbed, paused_pair, with_tls(transport, testbed, paused_pair),
-                        lambda migration: step_through(life, migration, before), hot_set_mib=HOT_SET_MIB,
-                        bandwidth=BANDWIDTH, hot_set_mibps=HOT_SET_MIBPS, hold_downtime_ms=HOLD_DOWNTIME_MS)
+                        lambda migration: step_through(life, migration, before), hot_set=HOT_SET,
+                        bandwidth=BANDWIDTH, hold_downtime_ms=HOLD_DOWNTIME_MS)
     migration = held.migration
     carried = migration.relay.drain(10.0) if migration.relay else None
     allocated = migration.file_path.stat().st_blocks * 512 if transport.kind == "file" else None
