@@ -4,7 +4,7 @@ The workloads are built natively (static, as for the guest) with
 `make -C guest-workloads OUT=<tmpdir>` and exercised directly on the host: no
 QEMU needed.  Covers argument validation, the seqinc/seqcheck pattern
 (including deliberately corrupted pattern files), dirty's rate control and
-seeding, and probe's statistics.
+seeding, probe's statistics, and pagelife's phases and page check.
 """
 
 import json
@@ -98,6 +98,10 @@ BAD_ARGS = [
     ("probe", ["--size-mib", "-1"], "--size-mib"),
     ("probe", ["--seed", "abc"], "--seed"),
     ("probe", ["--raw", ""], "--raw"),
+    ("pagelife", ["--chunk-kib", "3"], "--chunk-kib"),
+    ("pagelife", ["--chunk-kib", "96"], "--chunk-kib"),
+    ("pagelife", ["--size-mib", "1", "--chunk-kib", "2048"], "--size-mib"),
+    ("pagelife", ["--status", ""], "--status"),
 ]
 
 
@@ -119,7 +123,7 @@ def test_size_larger_than_ram_is_a_usage_error(bins):
     assert "--size-mib" in r.stderr and "memory" in r.stderr
 
 
-@pytest.mark.parametrize("prog", ["dirty", "seqinc", "seqcheck", "probe"])
+@pytest.mark.parametrize("prog", ["dirty", "seqinc", "seqcheck", "probe", "pagelife"])
 def test_help(bins, prog):
     r = run(bins, prog, "--help")
     assert r.returncode == 0
@@ -547,3 +551,89 @@ def test_probe_duration(bins, tmp_path):
     assert js["stopped_by"] == "duration" and js["count"] > 0
     assert sum(c for _, c in js["histogram"]) == js["count"]
     assert 0.25 <= (js["ended_at_ns"] - js["started_at_ns"]) / 1e9 <= 1.0
+
+
+# --------------------------------------------------------------------------
+# pagelife: each class through its phases, checked page by page
+# --------------------------------------------------------------------------
+
+def start_pagelife(bins, tmp_path, *args):
+    files = {name: tmp_path / f"pl.{name}" for name in ("pid", "json", "status")}
+    p = subprocess.Popen([str(bins / "pagelife"), "--size-mib", "8", *args, "--pidfile", str(files["pid"]),
+                          "--out", str(files["json"]), "--status", str(files["status"])],
+                         stdout=subprocess.PIPE, text=True)
+    wait_for(files["pid"])
+    return p, files
+
+
+def next_phase(p, files, phase):
+    p.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while json.loads(files["status"].read_text())["phase"] != phase:
+        assert time.monotonic() < deadline, "phase %d not reached" % phase
+        time.sleep(0.01)
+    return json.loads(files["status"].read_text())
+
+
+@pytest.mark.parametrize("args", [[], ["--thp", "--chunk-kib", "2048", "--size-mib", "16"]], ids=["4k", "thp"])
+def test_pagelife_every_phase_then_every_page_as_expected(bins, tmp_path, args):
+    p, files = start_pagelife(bins, tmp_path, *args)
+    for phase in (1, 2, 3):
+        next_phase(p, files, phase)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    res = json.loads(files["json"].read_text())
+    assert out.startswith("PAGELIFE PASS pages=") and res["result"] == "PASS" and res["phase"] == 3
+    assert res["bad_pages"] == 0 and res["listed"] == []
+    classes = res["classes"]
+    assert len(classes) == 8 and all(c["pages"] == res["pages"] // 8 for c in classes.values())
+    assert classes["zeroed"]["expected"] == "zero" and classes["zeroed-restored"]["expected"] == "gen0"
+    assert res["zeroings"] == 2 * classes["zeroed"]["pages"] and res["churned_pages"] == 3 * res["pages"] // 8
+
+
+M64 = (1 << 64) - 1
+
+
+def mix64(x):
+    """common.h's wl_mix64 (splitmix64's finaliser)."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def pagelife_gen(page, gen, seed=1):
+    """pagelife.c's word_of() for every word of `page`, generation `gen`."""
+    words = [0x50414745464C4946 ^ gen, page]
+    words += [((mix64((seed * 0x10001 + page * 4 + gen) & M64) + k) & M64) | 1 for k in range(2, 512)]
+    return struct.pack(U64[0] + "512Q", *words)
+
+
+def region_of(pid, size):
+    """The start of pagelife's region: its own mapping (madvise split it off), `size` bytes, 2 MiB aligned."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if end - start == size and start % (2 << 20) == 0:
+            return start
+    raise AssertionError(f"no {size}-byte mapping in /proc/{pid}/maps")
+
+
+def test_pagelife_names_each_page_that_holds_something_else(bins, tmp_path):
+    p, files = start_pagelife(bins, tmp_path)
+    region, chunk = region_of(p.pid, 8 << 20), 16 * 4096   # before phase 1 remaps chunks of it
+    next_phase(p, files, 1)
+    with open(f"/proc/{p.pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(region + chunk)                  # the first zeroed page (16) holds its old content again:
+        mem.write(pagelife_gen(16, 0))            # what a zero page not written on the destination leaves
+        mem.seek(region + 4096)                   # a kept page (1) zeroed
+        mem.write(bytes(4096))
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    res = json.loads(files["json"].read_text())
+    assert res["result"] == "FAIL" and res["bad_pages"] == 2, out
+    assert out.startswith("PAGELIFE FAIL 2 of 2048 pages wrong: page 1 (kept): expected gen0, found zero")
+    listed = {e["page"]: e for e in res["listed"]}
+    assert listed[1]["found"] == "zero" and listed[16]["class"] == "zeroed"
+    assert listed[16]["expected"] == "zero" and listed[16]["found"] == "gen0"
+    assert res["classes"]["kept"]["bad"] == 1 and res["classes"]["zeroed"]["bad"] == 1
