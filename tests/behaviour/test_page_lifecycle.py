@@ -118,6 +118,17 @@ POSTCOPY = [
 ]
 
 
+THP_SYSFS = "/sys/kernel/mm/transparent_hugepage"
+
+
+def start_pagelife(machine: Any, thp: bool) -> RunningWorkload:
+    """pagelife on `machine`; with `thp` the guest's THP is first set to `madvise` (enabled and defrag): its kernel
+    turns THP off on a machine of less than 512 MiB of RAM (mm/huge_memory.c, hugepage_init), as this guest's."""
+    if thp:
+        machine.shell.run(f"echo madvise > {THP_SYSFS}/enabled && echo madvise > {THP_SYSFS}/defrag")
+    return workloads.start(machine, PageLife(size_mib=LIFE_MIB, thp=thp))
+
+
 @dataclass
 class Before:
     """Counters just before the first phase: what the phases' pages are measured from."""
@@ -206,7 +217,7 @@ def lifecycle_verdicts(transport: Transport, result: dict[str, Any], final: dict
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.parametrize("transport", [t.param() for t in PRECOPY])
 def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: Transport) -> None:
-    life = workloads.start(paused_pair.source, PageLife(size_mib=LIFE_MIB, thp=transport.thp))
+    life = start_pagelife(paused_pair.source, transport.thp)
     before = Before()
     held = held_precopy(testbed, paused_pair, with_tls(transport, testbed, paused_pair),
                         lambda migration: step_through(life, migration, before), hot_set=HOT_SET,
@@ -229,7 +240,7 @@ def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: 
 @pytest.mark.guest(trace_events=(PACKAGED,))
 @pytest.mark.parametrize("transport", [t.param() for t in POSTCOPY])
 def test_page_lifecycle_postcopy(testbed: Testbed, pair: Pair, transport: Transport) -> None:
-    life = workloads.start(pair.source, PageLife(size_mib=LIFE_MIB, thp=transport.thp))
+    life = start_pagelife(pair.source, transport.thp)
     before = Before()
     seq, migration = postcopy_under_load(testbed, pair, POSTCOPY_BANDWIDTH, transport.config, POSTCOPY_DIRTY_MIB,
                                          before_postcopy=lambda m: step_through(life, m, before))
