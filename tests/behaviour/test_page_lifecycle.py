@@ -230,7 +230,7 @@ def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: 
     testbed.artefacts.write_json("pagelife", result)
     testbed.artefacts.write_json("bytes", {"relay": carried, "before": before.info, "carried_before": before.carried,
                                            "file_allocated": allocated})
-    oracles.record_all(testbed.artefacts, held.integrity_verdicts() + lifecycle_verdicts(
+    testbed.artefacts.verdict(*held.integrity_verdicts(), *lifecycle_verdicts(
         transport, result, dict(held.final), before, carried, allocated))
 
 
@@ -251,7 +251,7 @@ def test_page_lifecycle_postcopy(testbed: Testbed, pair: Pair, transport: Transp
     result = life.stop(pair.destination)
     testbed.artefacts.write_json("pagelife", result)
     testbed.artefacts.write_json("bytes", {"relay": carried, "before": before.info, "carried_before": before.carried})
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         oracles.completed(final), oracles.went_through(migration.series, ["postcopy-active"]),
         oracles.guest_invariant(check.passed, check.line),
-        *lifecycle_verdicts(transport, result, final, before, carried, None, packaged_bytes(pair))])
+        *lifecycle_verdicts(transport, result, final, before, carried, None, packaged_bytes(pair)))
