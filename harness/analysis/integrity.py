@@ -7,9 +7,9 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.core.units import PAGE
 from harness.vm.machine import Machine
 
-PAGE = 4096
 CHUNK = 1 << 20
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.migration.sampler import Series
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 
 def value_at(series: Series, path: str, t: float, side: str = "source") -> Any:
@@ -55,7 +55,7 @@ class CounterWindow:
 
     @property
     def bytes_per_sync(self) -> float | None:
-        return self.transferred_bytes / self.syncs if self.syncs else None
+        return ratio(self.transferred_bytes, self.syncs)
 
     def to_json(self) -> dict[str, Any]:
         return {"t_start": self.t_start, "t_end": self.t_end, "seconds": self.seconds, "syncs": self.syncs,
@@ -181,7 +181,7 @@ def slowdown_slope(levels: list[ThrottleLevel]) -> float | None:
     0 when the throttle has no effect."""
     sxx = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) ** 2 for lv in levels)
     sxy = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) * (1 - lv.ratio) for lv in levels)
-    return sxy / sxx if sxx > 0 else None
+    return ratio(sxy, sxx)
 
 
 @dataclass(frozen=True)
@@ -243,4 +243,4 @@ def sleep_slope(levels: list[ThrottleSleep]) -> float | None:
     by window length: 1.0 when the vCPU sleeps exactly the share the throttle sets, 0 when it never sleeps."""
     sxx = sum((lv.t_end - lv.t_start) * (lv.percent / 100) ** 2 for lv in levels)
     sxy = sum((lv.t_end - lv.t_start) * (lv.percent / 100) * lv.share for lv in levels)
-    return sxy / sxx if sxx > 0 else None
+    return ratio(sxy, sxx)

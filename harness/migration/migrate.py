@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from harness.vm.machine import Machine, QemuExited
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
-from harness.core.units import MiB
+from harness.core.units import PAGE, MiB
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def convergence_note(series: Series, side: str = "source") -> str:
                  f"({verdict}), dirty-sync-count {count}")
     else:
         note += f"; {len(passes)} dirty sync(s) after the first sample: too early to tell whether it converges"
-    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
+    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or PAGE
     mbps, remaining = lookup(info, "ram.mbps"), lookup(info, "ram.remaining")
     if remaining is not None:
         note += f"; remaining now {remaining / MiB:.1f} MiB"

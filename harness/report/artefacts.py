@@ -22,7 +22,7 @@ from harness.analysis.oracles import Verdict
 from harness.report.plots import plot_comparison, plot_histograms, plot_series
 from harness.migration.sampler import Series, lookup
 from harness.core.stats import Histogram
-from harness.core.units import MiB
+from harness.core.units import PAGE, MiB
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -174,7 +174,7 @@ def progress_line(name: str, series: Series, elapsed: float) -> str:
     syncs = lookup(info, "ram.dirty-sync-count")
     if syncs is not None:
         parts.append(f"syncs {syncs}")
-    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
+    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or PAGE
     if rate:
         parts.append(f"dirty {rate * page / MiB:.0f} MiB/s")
     throttle = lookup(info, "cpu-throttle-percentage")

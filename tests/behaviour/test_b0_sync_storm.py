@@ -34,7 +34,7 @@ from harness.qemu.qmp import ExecuteError
 from harness.migration.testbed import Testbed
 from harness.analysis.trace import parse_file
 from harness.vm.workloads import Dirty
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SET / BANDWIDTH = 2 s
 BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges
@@ -70,10 +70,10 @@ class SyncWindow:
         return self.counters.transferred_bytes / (HOT_SET_MIB * MiB)
 
     def syncs_per_hot_set_pass(self) -> float | None:
-        return self.counters.syncs / self.hot_set_passes if self.hot_set_passes else None
+        return ratio(self.counters.syncs, self.hot_set_passes)
 
     def exact_per_hot_set_pass(self) -> float | None:
-        return self.exact_pending_computations / self.hot_set_passes if self.hot_set_passes else None
+        return ratio(self.exact_pending_computations, self.hot_set_passes)
 
 
 def non_converging_window(testbed: Testbed, source: Machine, label: str, capabilities: dict[str, bool]) -> SyncWindow:

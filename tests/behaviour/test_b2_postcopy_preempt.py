@@ -58,7 +58,7 @@ from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Probe, SeqInc
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 PROBE_SEED = 2002
 # The probe is started on the source and the source paused as soon as the signal is sent (see postcopy_run):
@@ -173,7 +173,7 @@ class PostcopyRun:
     @property
     def vcpu_blocktime_ms_per_vcpu(self) -> float | None:
         per_vcpu = self.destination_final.get("postcopy-vcpu-blocktime")
-        return sum(per_vcpu) / len(per_vcpu) if per_vcpu else None
+        return ratio(sum(per_vcpu), len(per_vcpu))
 
     def first_stall(self) -> dict[str, Any] | None:
         """Where the first stall came (diagnostic: how far the probe got on the source before the switch)."""
@@ -308,14 +308,14 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
     testbed.artefacts.write_json("latency-verdict-inputs", {
         "link_rtt_us": link_us, "link_rtt_definition": definition,
         "link_rtt_on": on.link_rtt, "link_rtt_off": off.link_rtt,
-        "p50_in_link_rtts": median_us / link_us if link_us else None,
-        "p99_in_link_rtts": on.stalls.p99_us / link_us if link_us else None,
-        "max_in_link_rtts": on.stalls.max_us / link_us if link_us else None,
+        "p50_in_link_rtts": ratio(median_us, link_us),
+        "p99_in_link_rtts": ratio(on.stalls.p99_us, link_us),
+        "max_in_link_rtts": ratio(on.stalls.max_us, link_us),
         "link_multiples": {"p50": scenario.p50_link_multiple, "p99": scenario.p99_link_multiple,
                            "max": scenario.max_link_multiple},
-        "own_median_us": median_us, "p99_over_own_median": on.stalls.p99_us / median_us if median_us else None,
+        "own_median_us": median_us, "p99_over_own_median": ratio(on.stalls.p99_us, median_us),
         "p99_ratio_bound": P99_RATIO, "preempt_on": on.stalls, "preempt_off": off.stalls,
-        "p99_ratio": on.stalls.p99_us / off.stalls.p99_us if off.stalls.p99_us else None})
+        "p99_ratio": ratio(on.stalls.p99_us, off.stalls.p99_us)})
     plot_latency_distributions(
         testbed.artefacts.path("stalls.png"),
         f"B2 {scenario.name}: per-access stalls ≥ {scenario.stall_floor_us:g} µs in postcopy, "
@@ -328,7 +328,7 @@ def judge_latency(testbed: Testbed, scenario: Scenario, on: PostcopyRun, off: Po
                                   ("p99", on.stalls.p99_us, scenario.p99_link_multiple),
                                   ("max", on.stalls.max_us, scenario.max_link_multiple)):
         verdicts.append(oracles.at_most(f"preempt {name} stall in link RTTs",
-                                        value / link_us if link_us else None, multiple, "×", anchor))
+                                        ratio(value, link_us), multiple, "×", anchor))
     verdicts.append(oracles.ratio_at_most("p99 stall with preempt vs without", on.stalls.p99_us,
                                           off.stalls.p99_us, P99_RATIO))
     return verdicts
@@ -343,8 +343,8 @@ def judge_blocktime(testbed: Testbed, run: PostcopyRun) -> list[oracles.Verdict]
         "guest_stall_ms_per_vcpu": guest_ms, "postcopy_vcpu_blocktime_ms_per_vcpu": vcpu_ms,
         "postcopy_blocktime_ms": total_ms,
         "postcopy_vcpu_blocktime": run.destination_final.get("postcopy-vcpu-blocktime"),
-        "vcpu_ratio": vcpu_ms / guest_ms if vcpu_ms is not None and guest_ms else None,
-        "total_ratio": total_ms / guest_ms if total_ms is not None and guest_ms else None,
+        "vcpu_ratio": ratio(vcpu_ms, guest_ms),
+        "total_ratio": ratio(total_ms, guest_ms),
         "band": [BLOCKTIME_BELOW, BLOCKTIME_ABOVE]})
     verdicts.append(oracles.Verdict(f"{run.label}: blocktime reported", None not in (vcpu_ms, total_ms),
                                     {"postcopy-blocktime": total_ms, "per vCPU": vcpu_ms}, "numbers",

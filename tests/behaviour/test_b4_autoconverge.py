@@ -60,7 +60,7 @@ from harness.migration.sampler import Series
 from harness.migration.testbed import Testbed
 from harness.analysis.trace import parse_file
 from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 TIMER_PERIOD_S = 5.0         # CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS in migration/cpu-throttle.c
 # Measured on TCG here: timer syncs land 5.0–5.3 s apart (the tick is on QEMU_CLOCK_VIRTUAL_RT plus the time the
@@ -230,7 +230,7 @@ def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeR
     first = min(on.throttle_first_seen.values(), default=on.t_end)
     window = (first - BASELINE_S, first - SETTLE_S)
     raw, ran = rate_between(points, *window), ran_of_runnable(*window)
-    baseline = raw / ran if raw is not None and ran else None
+    baseline = ratio(raw, ran)
     levels = throttle_levels(points, on.throttle_first_seen, on.t_end, baseline or 0.0, SETTLE_S, MIN_LEVEL_S,
                              ran_of_runnable)
     return ThrottleEffect(window, baseline, ran, levels, slowdown_slope(levels),

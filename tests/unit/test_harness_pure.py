@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.analysis import oracles
-from harness.analysis.integrity import PAGE, compare_dumps
+from harness.analysis.integrity import compare_dumps
+from harness.core.units import PAGE
 from harness.migration.migrate import MigrationConfig, Outcome, summarize
 from harness.qemu.binary import Features
 from harness.report.plots import plot_series
@@ -346,3 +347,10 @@ def test_guest_rate_per_runnable_time_gives_back_host_load_but_not_the_throttle(
                                 lambda a, b: ran_share_of_runnable(samples, a, b))
     assert corrected[0].ratio == pytest.approx(0.8) and corrected[0].ran_of_runnable == pytest.approx(1.0)
     assert slowdown_slope(corrected) == pytest.approx(1.0)
+
+
+def test_ratio_leaves_an_unmeasurable_figure_unmeasured() -> None:
+    """units.ratio: None for a missing figure or a zero denominator (never a ZeroDivisionError, 0 or inf)."""
+    from harness.core.units import ratio
+    assert ratio(3, 4) == 0.75 and ratio(0, 4) == 0.0
+    assert ratio(3, 0) is None and ratio(None, 4) is None and ratio(3, None) is None
