@@ -12,21 +12,29 @@ workloads, waits and integrity checks, so that what differs between two tests is
   resend_window            a hot set rewritten flat out while the bandwidth holds precopy back: after two passes
                            every page sent is one the destination already has, and the counters the test names are
                            measured over a window of that; then the limits are lifted, the migration converges and
-                           the integrity oracles run (for what xbzrle and multifd compression send per page).
+                           the integrity oracles run (for what xbzrle and multifd compression send per page);
+  non_converging_windows   per arm (a WindowArm: label, capabilities, parameters), precopy that cannot converge,
+                           watched for a fixed window after its first pass and then cancelled: what QEMU did in the
+                           window (the series, its counters, the source's trace events) for the test to judge one
+                           arm against its mechanism and the arms against each other (B0, B4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.series import counter_delta
+from harness.analysis.series import CounterWindow, counter_delta, counter_window, increment_times
+from harness.analysis.trace import parse_file
 from harness.analysis.integrity import RamComparison, compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
+from harness.migration.sampler import Series
+from harness.qemu.qmp import ExecuteError
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
@@ -177,3 +185,104 @@ def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters
     result = ResendWindow(t_start, t_end, deltas, final, *compare_then_check(testbed, source, destination, seq))
     testbed.artefacts.write_json("window", result)
     return result
+
+
+@dataclass(frozen=True)
+class WindowArm:
+    """One arm of a non-converging window: its label (names its destination, migration and artefacts) and what its
+    migration is asked to do. The scenario's parameters (bandwidth, downtime-limit) keep precopy from converging."""
+    label: str
+    capabilities: Mapping[str, bool] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> MigrationConfig:
+        return MigrationConfig(capabilities=dict(self.capabilities), parameters=dict(self.parameters))
+
+
+@dataclass(frozen=True)
+class NonConvergingWindow:
+    """The scenario as data: its arms, in order, each watched for `window_s` seconds after its first pass (the
+    dirty sync that made dirty-sync-count 2, within `first_pass_timeout`), and the source trace events whose times
+    in the window the test judges (the source must have been booted with them)."""
+    arms: tuple[WindowArm, ...]
+    window_s: float
+    first_pass_timeout: float = 120.0
+    trace_events: tuple[str, ...] = ()
+
+
+class ArmRefused(Exception):
+    """QEMU refused an arm's capabilities or parameters before the migration began (a test may skip on it)."""
+
+
+@dataclass(frozen=True)
+class ArmWindow:
+    """What one arm's window showed: the series (series time throughout), the window [t_start, t_end], the
+    source's status at its end, and the series times of each asked-for trace event inside the window."""
+    label: str
+    t_start: float
+    t_end: float
+    status: str | None
+    trace_times: Mapping[str, list[float]]
+    series: Series = field(repr=False, compare=False)
+
+    @property
+    def counters(self) -> CounterWindow:
+        """How far dirty-sync-count and ram.transferred moved in the window."""
+        return counter_window(self.series, self.t_start, self.t_end)
+
+    def increments(self, path: str, include_start: bool = False) -> list[float]:
+        """Sample times in the window at which counter `path` went up; the sample that opened the window (the
+        first pass's end) only with `include_start`."""
+        return [t for t in increment_times(self.series, path)
+                if (t >= self.t_start if include_start else t > self.t_start) and t <= self.t_end]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "t_start": self.t_start, "t_end": self.t_end, "status": self.status,
+                "trace_times": dict(self.trace_times), "counters": self.counters}
+
+
+def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConvergingWindow,
+                          arm: WindowArm) -> ArmWindow:
+    """One arm: a fresh destination, precopy with the arm's config; after the first pass, `scenario.window_s` of
+    it, then the scenario's own cancel (Migration.observe_after_first_pass). A window in which precopy was not
+    'active' to the end did not measure what it claims: that raises, naming the status."""
+    destination = testbed.incoming(source, name=f"destination-{arm.label}")
+    migration = testbed.prepare_migration(source, destination, arm.config, name=arm.label)
+    try:
+        migration.start()
+    except ExecuteError as exc:
+        raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
+    t_start, status = migration.observe_after_first_pass(scenario.window_s, scenario.first_pass_timeout)
+    t_end = t_start + scenario.window_s
+    if status != "active":
+        raise AssertionError(f"{arm.label}: precopy was {status!r} during the window, not a non-converging "
+                             "'active' phase: the scenario did not provoke what it measures")
+    series = migration.series
+    times: dict[str, list[float]] = {}
+    if scenario.trace_events:
+        trace = parse_file(source.files.trace)
+        for event in scenario.trace_events:
+            in_series = (r.t - series.wall_t0 for r in trace.named(event) if r.t is not None)
+            times[event] = [t for t in in_series if t_start <= t <= t_end]
+    window = ArmWindow(arm.label, t_start, t_end, status, times, series)
+    testbed.artefacts.write_json(f"arm-{arm.label}", window)
+    return window
+
+
+def non_converging_windows(testbed: Testbed, scenario: NonConvergingWindow,
+                           source: Machine | Callable[[WindowArm], Machine],
+                           around: Callable[[WindowArm], AbstractContextManager[Any]] | None = None,
+                           ) -> dict[str, ArmWindow]:
+    """Every arm of `scenario` in order, by label. `source` is one Machine all arms migrate from in turn (each
+    arm's cancel leaves it running), or a function booting a fresh source per arm, which is shut down after its
+    arm so that no two arms compete for the host's CPUs. `around(arm)` wraps an arm (e.g. a host-side sampler of
+    the source's threads)."""
+    windows = {}
+    for arm in scenario.arms:
+        machine = source(arm) if callable(source) else source
+        with (around(arm) if around is not None else nullcontext()):
+            windows[arm.label] = non_converging_window(testbed, machine, scenario, arm)
+        if callable(source):
+            machine.shutdown()
+    return windows
