@@ -244,17 +244,23 @@ class ArmWindow:
 
 def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConvergingWindow,
                           arm: WindowArm) -> ArmWindow:
-    """One arm: a fresh destination, precopy with the arm's config; after the first pass, `scenario.window_s` of
-    it, then the scenario's own cancel (Migration.observe_after_first_pass). A window in which precopy was not
-    'active' to the end did not measure what it claims: that raises, naming the status."""
+    """One arm: a fresh destination, precopy with the arm's config; once the first pass has ended (dirty-sync-count
+    2), `scenario.window_s` more of it, the source's status noted, then the scenario's own cancel — never the
+    failure under test — and sampling stops. A window in which precopy was not 'active' to the end did not measure
+    what it claims: that raises, naming the status."""
     destination = testbed.incoming(source, name=f"destination-{arm.label}")
     migration = testbed.prepare_migration(source, destination, arm.config, name=arm.label)
     try:
         migration.start()
     except ExecuteError as exc:
         raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
-    t_start, status = migration.observe_after_first_pass(scenario.window_s, scenario.first_pass_timeout)
+    migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
+    t_start = migration.series.samples["source"][-1]["t"]
     t_end = t_start + scenario.window_s
+    migration.wait_until(t_end, f"{scenario.window_s:g}s after the first pass")
+    status = migration.status()
+    migration.cancel_and_wait(timeout=60)
+    migration.finish()
     if status != "active":
         raise AssertionError(f"{arm.label}: precopy was {status!r} during the window, not a non-converging "
                              "'active' phase: the scenario did not provoke what it measures")

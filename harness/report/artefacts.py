@@ -18,11 +18,12 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.analysis.progress import dirty_mibps
 from harness.analysis.oracles import Verdict
 from harness.report.plots import plot_comparison, plot_histograms, plot_series
 from harness.migration.sampler import Series, lookup
 from harness.core.stats import Histogram
-from harness.core.units import PAGE, MiB
+from harness.core.units import MiB
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -174,9 +175,9 @@ def progress_line(name: str, series: Series, elapsed: float) -> str:
     syncs = lookup(info, "ram.dirty-sync-count")
     if syncs is not None:
         parts.append(f"syncs {syncs}")
-    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or PAGE
+    rate = dirty_mibps(info)
     if rate:
-        parts.append(f"dirty {rate * page / MiB:.0f} MiB/s")
+        parts.append(f"dirty {rate:.0f} MiB/s")
     throttle = lookup(info, "cpu-throttle-percentage")
     if throttle:
         parts.append(f"throttle {throttle}%")

@@ -13,7 +13,9 @@ import pytest
 
 from harness.qemu.arch import arch_spec
 from harness.vm.machine import ExitInfo, Machine, MachineConfig, QemuExited
-from harness.migration.migrate import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
+from harness.analysis.cancel import classify_cancel, is_channel_error
+from harness.analysis.progress import convergence_note
+from harness.migration.migrate import CancelNotHonoured
 from harness.migration.sampler import Series
 from harness.core.units import MiB
 

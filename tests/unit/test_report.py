@@ -232,7 +232,8 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
 
 
 def test_bench_reads_the_suite_wall_time_from_junit_and_prints_targets(tmp_path: Path) -> None:
-    from harness.tools.bench import suite_wall_time, table
+    from harness.tools.bench import table
+    from harness.tools.bench_parallel import suite_wall_time
     assert suite_wall_time(tmp_path / "missing.xml") is None
     junit = tmp_path / "junit.xml"
     junit.write_text('<testsuites><testsuite name="pytest" time="181.5">'
