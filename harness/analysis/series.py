@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.migration.sampler import Series
-from harness.core.units import MiB, ratio
+from harness.core.units import PAGE, MiB, ratio
 
 
 def value_at(series: Series, path: str, t: float, side: str = "source") -> Any:
@@ -112,12 +112,10 @@ class ClockMap:
         return {"offset": self.offset, "scale": self.scale}
 
 
-GUEST_PAGE_BYTES = 4096       # the `dirty` log counts pages: 4 KiB on the x86_64 and s390x Linux guests
-
-
 def progress_mib(rows: list[tuple[float, int]], clock: ClockMap, t0: float = 0.0) -> list[tuple[float, float]]:
-    """A `dirty --rate-log` (parse_rate_log) as a cumulative MiB track on the host's clock, seconds since `t0`."""
-    return [(clock.host(g) - t0, pages * GUEST_PAGE_BYTES / MiB) for g, pages in rows]
+    """A `dirty --rate-log` (parse_rate_log) as a cumulative MiB track on the host's clock, seconds since `t0` (the
+    log counts guest pages: units.PAGE on both guest arches)."""
+    return [(clock.host(g) - t0, pages * PAGE / MiB) for g, pages in rows]
 
 
 def interpolate(points: list[tuple[float, float]], t: float) -> float | None:
