@@ -66,7 +66,7 @@ def test_validate_uuid_lets_the_same_vm_or_an_unset_side_through(testbed: Testbe
                                                                  expected: list[str]) -> None:
     source = testbed.boot(extra_args=uuid_args(source_uuid))
     pair = Pair(source, testbed.incoming(source, paused=True, extra_args=uuid_args(destination_uuid)))
-    precopy_with_integrity(testbed, pair, VALIDATE, dirty_mibps=0)     # (1), asserted there
+    precopy_with_integrity(testbed, pair, VALIDATE, dirty_mibps=0)     # (1), recorded there
     testbed.artefacts.verdict(said(pair.destination, expected))
 
 
@@ -81,8 +81,7 @@ def test_a_mismatched_uuid_is_refused_by_the_destination(testbed: Testbed) -> No
     migration.finish()
     testbed.artefacts.write_json("final-query-migrate", final)
     before, after = dirty.wait_progress(source)
-    oracles.record_all(testbed.artefacts, [
+    testbed.artefacts.verdict(
         said(destination, [f"UUID received is {SOURCE_UUID} and local is {OTHER_UUID}"]),
         oracles.still_running(source, "the destination's refusal"),
-        oracles.progressed("source guest's own dirty counter advances after the refusal", before, after, 1),
-    ])
+        oracles.progressed("source guest's own dirty counter advances after the refusal", before, after, 1))
