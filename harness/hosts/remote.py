@@ -1,9 +1,9 @@
 """Remote QEMUs: a Machine's QEMU started on another host over SSH (paramiko), configured by a hosts file.
 
-What a Machine needs of the host its QEMU runs on is one small interface, `QemuHost` (harness.vm.machine): the command
+What a Machine needs of the host its QEMU runs on is one small interface, `QemuHost` (harness.hosts.qemu_host): the command
 line's host-specific parts (binary, QMP address, console chardev, image and trace paths), starting the process and
 knowing how it ended, signalling it, reaching its guest's SSH forward, fetching a file it wrote. `LocalHost` there
-is this host; `RemoteQemu` here is a QEMU on the far side of one paramiko transport:
+is this host (harness.hosts.local); `RemoteQemu` here is a QEMU on the far side of one paramiko transport:
 
   - the command is a small sh wrapper (`WRAPPER`, `remote_command`): QEMU runs in the background with the channel's
     stdout as its console (`-chardev stdio`) and its stderr as its output; a watcher blocks reading the channel's
@@ -48,6 +48,7 @@ import paramiko
 from harness.hosts import netns
 
 from harness.core import workdirs
+from harness.core.process import die_with_parent
 from harness.hosts.parallel import PortReservation
 
 log = logging.getLogger(__name__)
@@ -479,7 +480,7 @@ class _Bridge:
 
 @dataclass(eq=False)
 class RemoteQemu:
-    """Where one Machine's QEMU runs when its side is remote (harness.vm.machine.QemuHost): on `connection`'s host,
+    """Where one Machine's QEMU runs when its side is remote (harness.hosts.qemu_host.QemuHost): on `connection`'s host,
     in a private 0700 run dir under its work dir, with QMP and the guest's SSH forward on its loopback."""
     connection: Connection
     run_dir: str | None = None
@@ -648,7 +649,6 @@ class TestSshd:
 def start_sshd(namespace: str, address: str, log_path: Path, port: int = 22) -> TestSshd:
     """sshd on `address`:`port` inside `namespace`, with a fresh host key and client key (ed25519, generated here,
     0600 in a 0700 dir: root only) and a key-only config (sshd_config)."""
-    from harness.vm.machine import _die_with_parent
     directory = workdirs.private_dir("sshd")
     try:
         for name in ("host_ed25519", "client_ed25519"):
@@ -664,7 +664,7 @@ def start_sshd(namespace: str, address: str, log_path: Path, port: int = 22) -> 
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen([*netns.exec_prefix(namespace), SSHD, "-D", "-e", "-f", str(config)],
                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True, preexec_fn=die_with_parent)
     except BaseException:
         workdirs.remove(directory)
         raise

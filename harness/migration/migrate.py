@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.vm.machine import Machine, QemuExited
-from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.core.units import MiB
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.analysis import oracles
 from harness.analysis.diagnosis import RAM_VERDICT, Reference, crash_headline, failure_message
-from harness.analysis.integrity import compare_guest_ram
+from harness.vm.ram import compare_guest_ram
 from harness.core.units import MiB
 from harness.migration.migrate import Migration
 from harness.report.artefacts import Artefacts

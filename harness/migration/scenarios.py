@@ -24,7 +24,8 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.analysis.series import counter_delta
-from harness.analysis.integrity import RamComparison, compare_guest_ram
+from harness.analysis.integrity import RamComparison
+from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
 from harness.migration.testbed import Testbed

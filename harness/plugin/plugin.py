@@ -77,7 +77,8 @@ from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.migration.migrate import TERMINAL_STATUSES
 from harness.migration.postmortem import postmortem
 from harness.report.index import TestResult, write_index
-from harness.report.artefacts import Artefacts, atomic_write_text, progress_line, safe_name
+from harness.core.files import atomic_write_text
+from harness.report.artefacts import Artefacts, progress_line, safe_name
 from harness.migration.testbed import Environment, Testbed
 
 log = logging.getLogger("harness")

@@ -21,7 +21,7 @@ from harness.qemu.arch import arch_spec, host_arch
 from harness.qemu.image import GuestImage
 from harness.vm.machine import Machine, MachineConfig
 from harness.qemu.binary import QemuBinary, binary_key
-from harness.report.artefacts import atomic_write_text
+from harness.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -6,27 +6,23 @@ output, the guest console and any trace log into the artefacts directory, which 
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import logging
-import os
-import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Collection
 
-from harness.qemu.arch import ArchSpec
-from harness.hosts import netns
-from harness.hosts import parallel
+from harness.analysis.oracles import Verdict, equals
 from harness.core import workdirs
+from harness.core.process import LiveSet
+from harness.hosts.local import LocalHost
+from harness.hosts.qemu_host import QemuHost
+from harness.qemu.arch import ArchSpec
 from harness.vm.heartbeat import HeartbeatReader, device_args as heartbeat_device_args
 from harness.vm.console import ConsoleCrash, ConsoleWatcher, crash_lines
 from harness.vm.guest import GuestPanicked, GuestShell
@@ -36,98 +32,11 @@ from harness.qemu.qmp import QMPSession
 
 log = logging.getLogger(__name__)
 
-_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
-
-
-def _kill_all_live() -> None:
-    for machine in list(_LIVE):
-        machine.kill()
-
-
-atexit.register(_kill_all_live)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the harness dies, even by SIGKILL (no orphan QEMU)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def free_tcp_port() -> int:
-    """A port free right now. Racy by nature (another process may bind it before QEMU does): migration sockets
-    do not use it any more (the destination binds port 0 and reports the port); the SSH forward probes with it
-    through parallel.reserve_port, so no other harness process (an xdist sibling, a second run) is handed the same
-    port before QEMU binds it, and retries when a process outside the harness took it first. For a QEMU in its own
-    network namespace (harness.hosts.netns) the port is bound on that namespace's loopback, where nothing else listens:
-    free here is free enough there."""
-    return parallel.probe_free_port()
+_LIVE: "LiveSet[Machine]" = LiveSet()   # killed at exit, whatever ended the run
 
 
 class MachineError(RuntimeError):
     pass
-
-
-class LocalHost:
-    """Where a Machine's QEMU runs: this host (the default). harness.hosts.remote.RemoteQemu is the same interface for a
-    QEMU started on another host over SSH; Machine asks its host for every host-specific part of a launch (the
-    binary's arguments, the QMP address, the console chardev, image and work-file paths, the process itself, its
-    signals, the guest's SSH socket, files QEMU wrote) and does all the rest — command line, exit watching,
-    QemuExited, QMP, cleanup — the same way for both."""
-
-    def where(self) -> str:
-        return "local"
-
-    def prepare(self, name: str) -> None:
-        pass
-
-    def reserve_port(self) -> parallel.PortReservation:
-        """A port for the guest's SSH forward, held against other harness processes (xdist workers, other runs)
-        until released. `free_tcp_port` is looked up at each call, so a test can stand in for the probe."""
-        return parallel.reserve_port(probe=lambda: free_tcp_port())
-
-    def base_args(self, binary: QemuBinary) -> list[str]:
-        return binary.base_args()
-
-    def qmp_arg(self, qmp_socket: Path) -> str:
-        return f"unix:{qmp_socket},server=on,wait=off"
-
-    def console_chardev(self, console: Path) -> str:
-        return f"file,id=console,path={console}"
-
-    def image_path(self, path: Path) -> str:
-        return str(path)
-
-    def work_path(self, path: Path) -> str:
-        return str(path)
-
-    def script(self, args: list[str]) -> str:
-        return "#!/bin/sh\n# launched by the harness; exact command line\n" + shlex.join(args) + "\n"
-
-    def start(self, args: list[str], output: Path, console: Path) -> "subprocess.Popen[bytes]":
-        with open(output, "ab") as out:
-            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-
-    def signal(self, process: "subprocess.Popen[bytes]", sig: int) -> None:
-        os.killpg(process.pid, sig)
-
-    def guest_socket(self, namespace: str | None) -> Callable[[str, int, float], socket.socket] | None:
-        if namespace is None:
-            return None
-        return lambda host, port, timeout: netns.connect_in(namespace, host, port, timeout)
-
-    def dump_path(self, local: Path) -> str:
-        return str(local)
-
-    def after_dump(self, remote: str, local: Path) -> None:
-        pass
-
-    def release(self, process: Any, trace: Path) -> None:
-        pass
 
 
 # What a crashing QEMU dies of. Never "expected", whatever a test declared: a deliberate kill sends SIGKILL/SIGTERM.
@@ -254,10 +163,10 @@ class Machine:
     """A QEMU process. Use as a context manager; cleanup runs whatever happens in the body."""
 
     def __init__(self, binary: QemuBinary, image: GuestImage, config: MachineConfig, name: str,
-                 artefacts: Path, host: Any = None) -> None:
+                 artefacts: Path, host: QemuHost | None = None) -> None:
         self.binary, self.image, self.config, self.name = binary, image, config, name
         # LocalHost, or harness.hosts.remote.RemoteQemu for a QEMU on another host.
-        self.host = host if host is not None else LocalHost()
+        self.host: QemuHost = host if host is not None else LocalHost()
         artefacts.mkdir(parents=True, exist_ok=True)
         self.files = MachineFiles(
             cmdline=artefacts / f"{name}.cmdline.sh",
@@ -583,6 +492,10 @@ class Machine:
 
     def is_running(self) -> bool:
         return self.process is not None and self.exit_info is None and self.process.poll() is None
+
+    def still_running(self, after: str, name: str = "source still running") -> Verdict:
+        """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
+        return equals(name, self.runstate(), "running", f"runstate after {after}")
 
     def runstate(self) -> str:
         return str(self.qmp.cmd("query-status", timeout=10)["status"])

@@ -55,8 +55,8 @@ from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
 from harness.analysis.oracles import Verdict
 from harness.qemu.binary import QemuBinary
-from harness.report.artefacts import record_of
-from harness.migration.sampler import Series
+from harness.core.files import record_of
+from harness.analysis.samples import Series
 from harness.migration.testbed import Testbed
 from harness.analysis.trace import parse_file
 from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading

@@ -86,7 +86,7 @@ def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Te
                                               "marker_in_restored_guest": marker, "final": final})
     testbed.artefacts.verdict(
         oracles.completed(final),
-        oracles.still_running(source, "the background snapshot"),
+        source.still_running("the background snapshot"),
         oracles.equals("snapshot still saving when the marker was written", still_saving, "active",
                        why="the marker must land after the snapshot's moment and before its end"),
         oracles.guest_invariant(restored.passed, restored.line),

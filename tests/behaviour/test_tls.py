@@ -125,4 +125,4 @@ def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair
     final = migration.wait_outcome(60)
     migration.finish()
     testbed.artefacts.verdict(oracles.refused(final, message),
-                                           oracles.still_running(pair.source, "the refused handshake"))
+                              pair.source.still_running("the refused handshake"))

@@ -13,7 +13,8 @@ from harness.migration.migrate import MigrationConfig, Outcome, summarize
 from harness.qemu.binary import Features
 from harness.report.plots import plot_series
 from harness.report.artefacts import Artefacts, safe_name
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.vm.machine import Machine
 
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
@@ -186,7 +187,7 @@ def test_exact_and_runstate_oracles() -> None:
     class Paused:
         def runstate(self) -> str:
             return "paused"
-    stopped = oracles.still_running(Paused(), "migrate_cancel")
+    stopped = Machine.still_running(Paused(), "migrate_cancel")  # type: ignore[arg-type]
     assert not stopped.passed and stopped.name == "source still running" and "migrate_cancel" in stopped.why
 
 

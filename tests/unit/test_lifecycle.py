@@ -14,7 +14,7 @@ import pytest
 from harness.qemu.arch import arch_spec
 from harness.vm.machine import ExitInfo, Machine, MachineConfig, QemuExited
 from harness.migration.migrate import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 

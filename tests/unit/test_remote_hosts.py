@@ -142,3 +142,20 @@ def test_the_test_sshd_takes_keys_only_and_forwards_only_to_its_loopback(tmp_pat
                  "AllowTcpForwarding local", "X11Forwarding no", "AllowAgentForwarding no", "PermitTunnel no",
                  f"HostKey {tmp_path / 'host_ed25519'}", f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}"]:
         assert line in lines
+
+
+@pytest.mark.parametrize("host_class", ["LocalHost", "RemoteQemu"])
+def test_both_hosts_satisfy_the_qemu_host_interface(host_class: str) -> None:
+    """LocalHost and RemoteQemu are each a QemuHost: every member, with the parameters the Protocol names (Machine
+    calls them by position, so a renamed or missing parameter would only show on that host's first launch)."""
+    import inspect
+    from harness.hosts.local import LocalHost
+    from harness.hosts.qemu_host import QemuHost
+    cls = {"LocalHost": LocalHost, "RemoteQemu": remote.RemoteQemu}[host_class]
+    host = LocalHost() if cls is LocalHost else remote.RemoteQemu(connection=None)  # type: ignore[arg-type]
+    assert isinstance(host, QemuHost)
+    members = [name for name, value in vars(QemuHost).items() if callable(value) and not name.startswith("_")]
+    assert len(members) == 15
+    for name in members:
+        wanted = list(inspect.signature(getattr(QemuHost, name)).parameters)
+        assert len(inspect.signature(getattr(cls, name)).parameters) == len(wanted), name
