@@ -50,6 +50,14 @@ class Environment:
     local_address: str | None = None
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A migrating pair: the booted source and the destination waiting for it (the `pair` and `paused_pair`
+    fixtures)."""
+    source: Machine
+    destination: Machine
+
+
 class AbnormalExits(MachineError):
     """Teardown found QEMUs that ended abnormally (crashed, exited non-zero, aborted on quit) without the test
     having been told. Everything was cleaned up before this was raised."""

@@ -27,7 +27,7 @@ from harness.hosts import remote
 from harness.core import workdirs
 from harness.qemu.image import GuestImage
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.report.artefacts import Artefacts
 from harness.migration.scenarios import postcopy_with_integrity, precopy_with_integrity
 from harness.migration.testbed import Environment, Testbed

@@ -45,7 +45,7 @@ from harness.vm import workloads
 from harness.analysis.integrity import compare_dumps
 from harness.vm.machine import Disk, Machine
 from harness.migration.migrate import MigrationConfig, wait_runstate
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, SeqInc

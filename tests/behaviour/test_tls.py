@@ -26,7 +26,7 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.migration.migrate import MigrationConfig, Outcome
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed
 from harness.migration.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir

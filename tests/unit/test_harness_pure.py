@@ -315,7 +315,7 @@ def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
 
 
 def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> None:
-    from harness.plugin.plugin import binary_specs
+    from harness.plugin.session import binary_specs
     env = {"QTEST_QEMU_BINARY": "/q", "QTEST_QEMU_BINARY_SRC": "/src", "QTEST_QEMU_BINARY_DST": "/dst"}
     assert binary_specs(None, None, None, env) == {"source": ("$QTEST_QEMU_BINARY_SRC", "/src"),
                                                    "destination": ("$QTEST_QEMU_BINARY_DST", "/dst")}
