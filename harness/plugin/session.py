@@ -18,7 +18,9 @@ import pytest
 
 from harness.core import workdirs
 from harness.hosts import capabilities as host
-from harness.hosts import netns, remote
+from harness.hosts import netns
+from harness.hosts.hosts_file import HostsFile, HostsFileError, load_hosts
+from harness.hosts.ssh import Connection, RemoteUnusable
 from harness.plugin.xdist_roles import HOST_INPUT, UNUSABLE_OUTPUT
 from harness.qemu.arch import ARCHES, ArchSpec, arch_spec, host_arch
 from harness.qemu.binary import QemuBinary, QemuNotFound
@@ -29,7 +31,7 @@ from harness.qemu.known_bugs import KNOWN_BUGS
 log = logging.getLogger("harness")
 
 SETUP_KEY = pytest.StashKey["SessionSetup"]()
-HOSTS_KEY = pytest.StashKey[remote.HostsFile]()         # --hosts, checked
+HOSTS_KEY = pytest.StashKey[HostsFile]()         # --hosts, checked
 
 # Fixtures through which a test boots or probes QEMU: a selected test that uses one of them (directly or through
 # testbed, guest, pair, …) makes the session resolve and check binaries, arch and image before anything runs.
@@ -240,7 +242,7 @@ def session_check(session: pytest.Session) -> None:
                 say(config, f"harness: {found.describe()}")
 
 
-def check_hosts(config: pytest.Config, image: GuestImage) -> remote.HostsFile:
+def check_hosts(config: pytest.Config, image: GuestImage) -> HostsFile:
     """--hosts read and every remote side checked over SSH (reachable with the key, the host key as given, its
     QEMU binary a QEMU, its image dir holding the image's files, its work dir writable): SessionUnusable (one
     line) on the first problem. Each side's description then carries the remote QEMU's version."""
@@ -249,16 +251,16 @@ def check_hosts(config: pytest.Config, image: GuestImage) -> remote.HostsFile:
         raise SessionUnusable(f"harness: --hosts {path}: a remote host is not in this host's network namespaces; "
                               "use --topology loopback (the default)")
     try:
-        hosts = remote.load_hosts(path)
+        hosts = load_hosts(path)
         checked = {}
         for side, found in hosts.remotes.items():
-            connection = remote.Connection(found)
+            connection = Connection(found)
             try:
                 version = connection.check([image.kernel.name, image.initrd.name])
             finally:
                 connection.close()
             checked[side] = dataclasses.replace(found, version=version)
-    except (remote.HostsFileError, remote.RemoteUnusable) as exc:
+    except (HostsFileError, RemoteUnusable) as exc:
         raise SessionUnusable(f"harness: --hosts {path}: {exc}") from None
     return dataclasses.replace(hosts, remotes=checked)
 

@@ -143,7 +143,7 @@ class MachineConfig:
     # The network namespace QEMU runs in (--topology netns; the wrapper then starts with `ip netns exec NAME`):
     # its SSH hostfwd is on that namespace's loopback, so the guest shell connects from inside it.
     netns: str | None = None
-    # The remote host this QEMU runs on (harness.hosts.remote.RemoteHost; Testbed gives the Machine its RemoteQemu), or
+    # The remote host this QEMU runs on (harness.hosts.hosts_file.RemoteHost; Testbed gives the Machine its RemoteQemu), or
     # None: here.
     remote: Any = None
     # A virtio-serial port the guest `heartbeat` workload ticks on, read and timestamped by the harness
@@ -165,7 +165,7 @@ class Machine:
     def __init__(self, binary: QemuBinary, image: GuestImage, config: MachineConfig, name: str,
                  artefacts: Path, host: QemuHost | None = None) -> None:
         self.binary, self.image, self.config, self.name = binary, image, config, name
-        # LocalHost, or harness.hosts.remote.RemoteQemu for a QEMU on another host.
+        # LocalHost, or harness.hosts.remote_qemu.RemoteQemu for a QEMU on another host.
         self.host: QemuHost = host if host is not None else LocalHost()
         artefacts.mkdir(parents=True, exist_ok=True)
         self.files = MachineFiles(
@@ -175,7 +175,7 @@ class Machine:
             trace=artefacts / f"{name}.trace.log",
         )
         self.tmpdir: Path | None = None
-        self.process: Any = None     # subprocess.Popen, or harness.hosts.remote.RemoteProcess
+        self.process: Any = None     # subprocess.Popen, or harness.hosts.remote_qemu.RemoteProcess
         self.qmp: QMPSession = QMPSession(name)
         self.ssh_port: int | None = None
         self._shell: GuestShell | None = None
