@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.analysis.samples import Series, lookup
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.core.units import MiB

@@ -24,7 +24,8 @@ from harness.core.units import MiB
 from harness.migration.migrate import Migration
 from harness.report.artefacts import Artefacts
 from harness.vm.guest import GuestPanicked, GuestUnreachable
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 
 log = logging.getLogger(__name__)
 

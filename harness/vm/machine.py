@@ -25,6 +25,7 @@ from harness.hosts.qemu_host import QemuHost
 from harness.qemu.arch import ArchSpec
 from harness.vm.heartbeat import HeartbeatReader, device_args as heartbeat_device_args
 from harness.vm.console import ConsoleCrash, ConsoleWatcher, crash_lines
+from harness.vm.exits import ExitExpectation, ExitInfo, ExpectedExit, MachineError, QemuExited
 from harness.vm.guest import GuestPanicked, GuestShell
 from harness.qemu.image import GuestImage
 from harness.qemu.binary import QemuBinary
@@ -35,82 +36,8 @@ log = logging.getLogger(__name__)
 _LIVE: "LiveSet[Machine]" = LiveSet()   # killed at exit, whatever ended the run
 
 
-class MachineError(RuntimeError):
-    pass
-
-
-# What a crashing QEMU dies of. Never "expected", whatever a test declared: a deliberate kill sends SIGKILL/SIGTERM.
-CRASH_SIGNALS = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                           signal.SIGTRAP, signal.SIGSYS})
 # Kernel messages that mean the guest is gone for good (its vCPUs spin or halt; SSH will never answer again).
 PANIC_MARKERS = ("Kernel panic - not syncing", "kernel BUG at")
-
-
-@dataclass(frozen=True)
-class ExitInfo:
-    """How a QEMU process ended (Popen.returncode: negative = killed by that signal)."""
-    returncode: int
-    t: float               # time.monotonic() when the harness saw it
-
-    @property
-    def signal(self) -> signal.Signals | None:
-        if self.returncode >= 0:
-            return None
-        try:
-            return signal.Signals(-self.returncode)
-        except ValueError:
-            return None
-
-    def describe(self) -> str:
-        if self.returncode >= 0:
-            return f"exit status {self.returncode}"
-        sig = self.signal
-        return f"killed by {sig.name if sig else f'signal {-self.returncode}'}"
-
-
-@dataclass(frozen=True)
-class ExitExpectation:
-    """A test's (or the harness's) declaration that this QEMU may end now, and how it may end."""
-    reason: str
-    codes: frozenset[int] = frozenset({0})
-    signals: frozenset[int] = frozenset()
-
-    def allows(self, info: ExitInfo) -> bool:
-        if info.returncode >= 0:
-            return info.returncode in self.codes
-        return -info.returncode in self.signals and -info.returncode not in CRASH_SIGNALS
-
-
-class QemuExited(MachineError):
-    """A QEMU process ended. `side` is the role it had where that was noticed (source/destination), else None."""
-
-    def __init__(self, name: str, info: ExitInfo, output_tail: str, console_tail: str = "",
-                 side: str | None = None, when: str = "", expected: str | None = None, report: str = "") -> None:
-        self.name, self.info, self.side, self.output_tail, self.console_tail = name, info, side, output_tail, console_tail
-        self.expected, self.when, self.report = expected, when, report
-        who = f"{side} QEMU ({name})" if side and side != name else f"{name} QEMU"
-        text = f"{who} {info.describe()}" + (f" {when}" if when else "")
-        if expected:
-            text += f" (expected: {expected})"
-        if report:
-            text += f"\nmigration state:{report}"
-        text += f"\nQEMU output tail:\n{output_tail}"
-        if console_tail:
-            text += f"\nguest console tail:\n{console_tail}"
-        super().__init__(text)
-
-    @property
-    def returncode(self) -> int:
-        return self.info.returncode
-
-    @property
-    def signal_name(self) -> str | None:
-        return self.info.signal.name if self.info.signal else None
-
-    def with_report(self, report: str) -> "QemuExited":
-        """The same exit, with the migration's state (both sides' last samples) added to the message."""
-        return QemuExited(self.name, self.info, self.output_tail, self.console_tail, self.side, self.when,
-                          self.expected, report)
 
 
 @dataclass(frozen=True)
@@ -373,7 +300,7 @@ class Machine:
         return self.exit_info
 
     def expect_exit(self, reason: str, codes: Collection[int] = (0, 1),
-                    signals: Collection[int] = (signal.SIGKILL, signal.SIGTERM)) -> "_ExpectedExit":
+                    signals: Collection[int] = (signal.SIGKILL, signal.SIGTERM)) -> ExpectedExit:
         """Declare that this QEMU may exit now (a test about to kill it, a destination whose incoming stream was
         cancelled). Waits then no longer treat its exit as a fault, and teardown does not count it as abnormal —
         unless it dies of a crash signal (SIGABRT, SIGSEGV, …), which is never expected. As a context manager
@@ -381,7 +308,7 @@ class Machine:
         expectation = ExitExpectation(reason, frozenset(codes), frozenset(int(s) for s in signals))
         with self._exit_lock:
             self._expectations.append(expectation)
-        return _ExpectedExit(self, expectation)
+        return ExpectedExit(expectation, self._withdraw)
 
     def _withdraw(self, expectation: ExitExpectation) -> None:
         with self._exit_lock:
@@ -591,16 +518,3 @@ class Machine:
         target = self.host.dump_path(path)
         self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
         self.host.after_dump(target, path)
-
-
-class _ExpectedExit:
-    """Returned by Machine.expect_exit: usable bare (the declaration stands) or as a context manager."""
-
-    def __init__(self, machine: Machine, expectation: ExitExpectation) -> None:
-        self.machine, self.expectation = machine, expectation
-
-    def __enter__(self) -> ExitExpectation:
-        return self.expectation
-
-    def __exit__(self, *exc: object) -> None:
-        self.machine._withdraw(self.expectation)

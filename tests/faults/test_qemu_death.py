@@ -10,7 +10,8 @@ import time
 import pytest
 
 from harness.vm import workloads
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, MonitorLost
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed

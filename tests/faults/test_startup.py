@@ -14,7 +14,8 @@ from typing import Iterator
 import pytest
 
 from harness.core import process as process_module
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.migration.testbed import Testbed
 
 # Generous for a loaded 2-core host: QEMU itself needs ~0.1–0.3 s to parse its options and exit.
