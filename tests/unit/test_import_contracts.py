@@ -62,3 +62,13 @@ def test_contracts_fail_on_a_deliberate_violation(copy_of_harness: Path, module:
     result = lint_imports(copy_of_harness, contract)
     assert result.returncode != 0, result.stdout + result.stderr
     assert "1 broken" in result.stdout and culprit in result.stdout, result.stdout
+
+
+def test_matrix_reads_result_files_without_loading_the_vm_stack() -> None:
+    """What the layers buy: the matrix tool (result files in, a table out) loads no Machine, host, migration or SSH
+    code — checked in a fresh interpreter, where nothing else has imported them first."""
+    probe = ("import sys, harness.tools.matrix; print(sorted(m for m in sys.modules if m.startswith(("
+             "'harness.vm', 'harness.hosts', 'harness.migration', 'harness.plugin', 'paramiko', 'qemu.qmp'))))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
