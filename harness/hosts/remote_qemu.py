@@ -1,9 +1,9 @@
 """Remote QEMUs: a Machine's QEMU started on another host over SSH (paramiko), configured by a hosts file.
 
-What a Machine needs of the host its QEMU runs on is one small interface, `QemuHost` (harness.hosts.qemu_host): the command
-line's host-specific parts (binary, QMP address, console chardev, image and trace paths), starting the process and
-knowing how it ended, signalling it, reaching its guest's SSH forward, fetching a file it wrote. `LocalHost` there
-is this host (harness.hosts.local); `RemoteQemu` here is a QEMU on the far side of one paramiko transport:
+What a Machine needs of the host its QEMU runs on is one small interface, `QemuHost` (harness.hosts.qemu_host): the
+command line's host-specific parts (binary, QMP address, console chardev, image and trace paths), starting the
+process and knowing how it ended, signalling it, reaching its guest's SSH forward, fetching a file it wrote.
+`LocalHost` (harness.hosts.local) is this host; `RemoteQemu` here is a QEMU on the far side of one paramiko transport:
 
   - the command is a small sh wrapper (`WRAPPER`, `remote_command`): QEMU runs in the background with the channel's
     stdout as its console (`-chardev stdio`) and its stderr as its output; a watcher blocks reading the channel's

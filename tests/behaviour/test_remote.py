@@ -1,9 +1,9 @@
-"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.hosts.remote_qemu), here a host the test makes
-itself: an sshd of its own inside the link's destination namespace (or the source's), so the "remote" is reached
-only by SSH over the veth. The harness connects to that sshd from the other namespace (netns.connect_in) and
+"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.hosts.remote_qemu), here a host the test
+makes itself: an sshd of its own inside the link's destination namespace (or the source's), so the "remote" is
+reached only by SSH over the veth. The harness connects to that sshd from the other namespace (netns.connect_in) and
 everything of the remote QEMU — its launch, QMP, the guest's SSH, the logs and RAM dumps — goes over that one
-paramiko transport; the remote host's image dir and work dir are directories the test makes as a host's admin
-would (a copy of the guest image), which the harness touches only through SFTP and the remote command.
+paramiko transport; the remote host's image dir and work dir are directories the test makes as a host's admin would
+(a copy of the guest image), which the harness touches only through SFTP and the remote command.
 
 Oracles: those of test_basics' precopy and postcopy (harness.migration.scenarios: completion, RAM identical by host-side
 hashes — the remote's dump fetched over SFTP —, the seqinc invariant, postcopy requests ≥ 1), the same skeletons
