@@ -16,7 +16,8 @@ from harness.qemu.arch import ArchSpec
 from harness.qemu.compat import PlatformChoice
 from harness.qemu.image import GuestImage
 from harness.vm.exits import MachineError, QemuExited
-from harness.vm.machine import Machine, MachineConfig
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig
 from harness.hosts.netns import Link
 from harness.hosts.hosts_file import RemoteHost

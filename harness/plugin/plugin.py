@@ -49,10 +49,12 @@ A migration running longer than --progress-interval seconds prints one line per 
 
 from __future__ import annotations
 
+# In import order (each after the plugin modules it imports), so pytest imports every one itself, with its assertion
+# rewriting, before another module's import could load it first.
 pytest_plugins = [
-    "harness.plugin.options",
-    "harness.plugin.session",
     "harness.plugin.xdist_roles",
+    "harness.plugin.session",
+    "harness.plugin.options",
     "harness.plugin.results",
     "harness.plugin.progress",
     "harness.plugin.fixtures",

@@ -43,7 +43,8 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.analysis.integrity import compare_dumps
-from harness.vm.machine import Disk, Machine
+from harness.vm.config import Disk
+from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig, wait_runstate
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed

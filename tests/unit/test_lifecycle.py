@@ -13,7 +13,8 @@ import pytest
 
 from harness.qemu.arch import arch_spec
 from harness.vm.exits import ExitInfo, QemuExited
-from harness.vm.machine import Machine, MachineConfig
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
 from harness.migration.migrate import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
 from harness.analysis.samples import Series
 from harness.core.units import MiB
