@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 
 # How QEMU describes the stream it is tearing down breaking under it (migration/qemu-file.c, channel errors):
 # after migrate_cancel these mean the cancel did its work, not that the migration failed on its own.

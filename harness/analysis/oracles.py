@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 from harness.analysis.integrity import RamComparison
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 
@@ -164,11 +164,6 @@ def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:
     ok = measured == expected
     text = f"{measured!r} {'==' if ok else '≠'} {expected!r}"
     return Verdict(name, ok, measured, expected, f"{text} ({why})" if why else text)
-
-
-def still_running(machine: Any, after: str, name: str = "source still running") -> Verdict:
-    """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
-    return equals(name, machine.runstate(), "running", f"runstate after {after}")
 
 
 def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.core.units import PAGE, MiB
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
 
 
 def dirty_mibps(info: Mapping[str, Any]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import PAGE, MiB, ratio
 
 

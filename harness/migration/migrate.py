@@ -25,8 +25,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from harness.analysis.cancel import CancelOutcome, classify_cancel
 from harness.analysis.progress import convergence_note, summarize
-from harness.vm.machine import Machine, QemuExited
-from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
+from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
+from harness.core.units import MiB
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,15 @@ from typing import Any, Callable, Iterable, Mapping
 from harness.analysis import oracles
 
 from harness.vm import workloads
+from harness.analysis.samples import Series
 from harness.analysis.series import CounterWindow, counter_delta, counter_window, increment_times
 from harness.analysis.trace import parse_file
-from harness.analysis.integrity import RamComparison, compare_guest_ram
+from harness.analysis.integrity import RamComparison
+from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
-from harness.migration.sampler import Series
 from harness.qemu.qmp import ExecuteError
-from harness.migration.testbed import Testbed
+from harness.migration.testbed import Pair, Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
 
@@ -45,7 +46,7 @@ DIRTY_MIB = 128
 COMPLETION_TIMEOUT = 120.0
 
 
-def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
+def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig,
                            dirty_mibps: float) -> dict[str, Any]:
     """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused (`paused_pair`); record and
     assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the source's
@@ -77,7 +78,7 @@ def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
     return comparison, workloads.seqcheck(destination, seq)
 
 
-def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
+def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
                         config: MigrationConfig = MigrationConfig()) -> tuple[RunningWorkload, Migration]:
     """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy. `config`
     adds to postcopy-ram and the two bandwidths (e.g. TLS credentials, preempt)."""
@@ -91,7 +92,7 @@ def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
     return seq, migration
 
 
-def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int) -> dict[str, Any]:
+def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -> dict[str, Any]:
     """postcopy_under_load to completion: completed, went through postcopy-active, the destination faulted pages
     in by request (≥ 1), and the seqinc invariant on the destination. Returns the final query-migrate."""
     seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=postcopy_bandwidth)
@@ -107,7 +108,7 @@ def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int
     return final
 
 
-def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migration], None]) -> None:
+def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None]) -> None:
     """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
     sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
     with the guest's invariant intact."""
@@ -159,7 +160,7 @@ CONVERGE_DOWNTIME_MS = 5000
 RESEND_COMPLETION_TIMEOUT = 180.0
 
 
-def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters: Iterable[str],
+def resend_window(testbed: Testbed, pair: Pair, config: MigrationConfig, counters: Iterable[str],
                   window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
     """The `dirty` workload rewrites 8 words of each page of a HOT_SET_MIB hot set (random order, flat out) and
     seqinc one byte of each page of its own set, on a `paused_pair`; `config` (plus RESEND_BANDWIDTH and a 100 ms

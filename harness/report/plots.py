@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.analysis.oracles import PlotHint, Verdict
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
 from harness.core.stats import Histogram, log2_histogram
 from harness.core.units import PAGE, MiB
 

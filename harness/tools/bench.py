@@ -52,7 +52,8 @@ from harness.vm.accel import choose_accel
 from harness.qemu.arch import ARCHES, arch_spec, host_arch
 from harness.qemu.compat import choose_platform
 from harness.qemu.image import GuestImage, ImageMissing
-from harness.vm.machine import Machine, _die_with_parent, free_tcp_port
+from harness.core.process import die_with_parent, free_tcp_port
+from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
 from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.report.artefacts import Artefacts
@@ -233,7 +234,7 @@ def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
         processes.append(subprocess.Popen(bare_argv(env, source_socket, console, port, incoming=False),
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, start_new_session=True,
-                                          preexec_fn=_die_with_parent))
+                                          preexec_fn=die_with_parent))
         marker = env.image.ready_marker
         _wait_for(lambda: console.exists() and marker in console.read_text(errors="replace"), 60, "ready marker")
         _bare_ssh(env, workdir, port, 30)
@@ -242,7 +243,7 @@ def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
             bare_argv(env, destination_socket, directory / "destination.console.log", free_tcp_port(),
                       incoming=True),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent))
+            start_new_session=True, preexec_fn=die_with_parent))
         _wait_for(lambda: source_socket.exists() and destination_socket.exists(), 30, "QMP sockets")
         asyncio.run(_bare_migrate(source_socket, destination_socket, f"unix:{workdir / 'migration.sock'}", 120))
         t_migrated = time.monotonic()

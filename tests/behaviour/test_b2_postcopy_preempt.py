@@ -11,7 +11,7 @@ The same QEMU binary and probe seed run twice, preempt on and off, each on a fre
 anchors each (docs/BEHAVIOURS.md: a regression must not be able to move the yardstick with the measurement):
   (a) with preempt, p50, p99 and max stall ≤ fixed multiples of the LINK RTT: the median host round trip of an
       8-byte request answered with one page over a unix stream socket between two processes (the migration
-      transport here), measured on the same host just before the run's migration starts (harness.analysis.latency.
+      transport here), measured on the same host just before the run's migration starts (harness.hosts.round_trips.
       transport_round_trips_us). Anchor: a measurement outside the judged path — no QEMU code can move it, and it
       scales with host speed as the fault round trip does (two socket hops, two thread wake-ups). Until #16 the
       yardstick was the run's own median stall, which a preempt path that serves every request uniformly slower
@@ -50,8 +50,8 @@ from harness.hosts import capabilities as host
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.latency import (Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
-                             transport_round_trips_us)
+from harness.analysis.latency import Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw
+from harness.hosts.round_trips import transport_round_trips_us
 from harness.report.plots import plot_latency_distributions
 from harness.core.stats import log2_histogram
 from harness.vm.machine import Machine

@@ -55,8 +55,8 @@ from harness.analysis.series import (ClockMap, ThreadTimes, ThrottleLevel, Throt
 from harness.hosts.capabilities import ThreadTimesSampler
 from harness.analysis.oracles import Verdict
 from harness.qemu.binary import QemuBinary
-from harness.report.artefacts import record_of
-from harness.migration.sampler import Series
+from harness.core.files import record_of
+from harness.analysis.samples import Series
 from harness.migration.scenarios import ArmWindow, NonConvergingWindow, WindowArm, non_converging_windows
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading

@@ -26,7 +26,7 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.migration.migrate import MigrationConfig, Outcome
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed
 from harness.migration.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
@@ -125,4 +125,4 @@ def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair
     final = migration.wait_outcome(60)
     migration.finish()
     testbed.artefacts.verdict(oracles.refused(final, message),
-                                           oracles.still_running(pair.source, "the refused handshake"))
+                              pair.source.still_running("the refused handshake"))

@@ -27,7 +27,7 @@ from harness.analysis import oracles
 from harness.migration.migrate import MigrationConfig, Outcome
 from harness.migration.scenarios import precopy_with_integrity
 from harness.migration.testbed import Testbed
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.vm import workloads
 from harness.vm.machine import Machine
 from harness.vm.workloads import Dirty

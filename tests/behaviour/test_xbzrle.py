@@ -30,7 +30,7 @@ import pytest
 
 from harness.analysis import oracles
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import resend_window
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB, PAGE, ratio

@@ -15,7 +15,8 @@ from harness.migration.migrate import MigrationConfig, Outcome
 from harness.qemu.binary import Features
 from harness.report.plots import plot_series
 from harness.report.artefacts import Artefacts, safe_name
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.vm.machine import Machine
 
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
@@ -188,7 +189,7 @@ def test_exact_and_runstate_oracles() -> None:
     class Paused:
         def runstate(self) -> str:
             return "paused"
-    stopped = oracles.still_running(Paused(), "migrate_cancel")
+    stopped = Machine.still_running(Paused(), "migrate_cancel")  # type: ignore[arg-type]
     assert not stopped.passed and stopped.name == "source still running" and "migrate_cancel" in stopped.why
 
 
@@ -316,7 +317,7 @@ def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
 
 
 def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> None:
-    from harness.plugin.plugin import binary_specs
+    from harness.plugin.session import binary_specs
     env = {"QTEST_QEMU_BINARY": "/q", "QTEST_QEMU_BINARY_SRC": "/src", "QTEST_QEMU_BINARY_DST": "/dst"}
     assert binary_specs(None, None, None, env) == {"source": ("$QTEST_QEMU_BINARY_SRC", "/src"),
                                                    "destination": ("$QTEST_QEMU_BINARY_DST", "/dst")}

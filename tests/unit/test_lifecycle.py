@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from harness.qemu.arch import arch_spec
-from harness.vm.machine import ExitInfo, Machine, MachineConfig, QemuExited
+from harness.vm.exits import ExitInfo, QemuExited
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
 from harness.analysis.cancel import classify_cancel, is_channel_error
 from harness.analysis.progress import convergence_note
 from harness.migration.migrate import CancelNotHonoured
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 

@@ -17,7 +17,7 @@ from harness.hosts import parallel
 
 from harness.core import workdirs
 from harness.hosts.parallel import BudgetTimeout, CpuBudget, cpus_needed, reserve_port, runtime_dir
-from harness.plugin.plugin import point_latest, run_name
+from harness.plugin.results import point_latest, run_name
 
 
 # -- ports ---------------------------------------------------------------------------------------------------------

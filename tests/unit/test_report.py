@@ -13,7 +13,7 @@ from harness.report.index import TestResult, write_index
 from harness.report.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
 from harness.report.artefacts import Artefacts, progress_line
 from harness.core.stats import Histogram
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 pytest_plugins = ["pytester"]
@@ -201,7 +201,7 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
     """A real pytest session with the plugin: per-test artefacts and plots, then index.html — no QEMU involved."""
     pytester.makepyfile(test_inner="""
         from harness.analysis import oracles
-        from harness.migration.sampler import Series
+        from harness.analysis.samples import Series
 
         def test_fails_a_verdict(artefacts):
             series = Series(t0=0, hz=10)

@@ -16,7 +16,7 @@ from harness.tools import bench, bench_parallel, bench_sampler
 
 from harness.tools import flake
 
-from harness.vm import machine
+from harness.core import process
 from harness.tools.flake import RunRecord, aggregate
 from harness.tools.validate import Case
 
@@ -81,7 +81,7 @@ def test_bench_bare_qemus_die_with_the_harness(tmp_path: Path, monkeypatch) -> N
                           source_binary=SimpleNamespace(base_args=lambda: ["qemu"]))
     with pytest.raises(RuntimeError, match="stop before"):
         bench.bare_trial(env, tmp_path / "bare")
-    assert seen["preexec_fn"] is machine._die_with_parent
+    assert seen["preexec_fn"] is process.die_with_parent
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "s390x"])
