@@ -62,6 +62,23 @@ def classify_cancel(series: Series, side: str = "source") -> CancelOutcome:
     return CancelOutcome(kind, status, error, t_cancel, None if kind == "not-ended" else t_end, accepted)
 
 
+def announced_statuses(series: Series, side: str = "source") -> list[str]:
+    """`side`'s status sequence as its MIGRATION events announced it, in order. Unlike status_changes, no polled
+    sample is mixed in: QEMU emits these as it changes state, so even a state that lasts a millisecond shows."""
+    return [str(e["data"].get("status")) for e in series.events.get(side, []) if e["event"] == "MIGRATION"]
+
+
+def interrupted_status(series: Series, side: str = "source") -> str | None:
+    """The status a migrate_cancel took `side` out of: the one announced just before the first 'cancelling' (None
+    when the migration never entered 'cancelling'): what QEMU itself announced, whatever the harness's own timing
+    of the cancel was."""
+    statuses = announced_statuses(series, side)
+    if "cancelling" not in statuses:
+        return None
+    index = statuses.index("cancelling")
+    return statuses[index - 1] if index else None
+
+
 def cancel_end(status: str | None, error_desc: str | None) -> tuple[str, bool]:
     """(kind, accepted) of a cancelled migration's status: the one rule of what a deliberate cancel may end in."""
     if status == "cancelled":

@@ -166,6 +166,14 @@ def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:
     return Verdict(name, ok, measured, expected, f"{text} ({why})" if why else text)
 
 
+def holds_no_more(name: str, before: int, after: int, added: list[str]) -> Verdict:
+    """A process holds nothing it did not hold before (open fds, threads: read from the host kernel, by kind):
+    the reference is the same process before the migration, which the failure under test cannot move. `added`
+    is what it holds beyond that; the counts are given for the reader."""
+    text = f"{after} held after, {before} before the migration"
+    return Verdict(name, not added, added, [], f"{text}; added: {', '.join(added)}" if added else text)
+
+
 def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:
     """low ≤ value ≤ high (e.g. measured/expected for an effect whose size follows from the mechanism)."""
     if value is None:

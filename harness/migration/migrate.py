@@ -179,12 +179,17 @@ class Migration:
         if self.destination is not None and self.config.expect is not Outcome.COMPLETED:
             # Declared: the destination's incoming migration fails, and QEMU then exits 1.
             self.destination.expect_exit(f"{self.name} is declared {self.config.expect.value}", codes=(1,))
-        self.sampler = Sampler(sides, hz=self.hz).start()
+        # The series takes events from here on, but polling starts once `migrate` has returned: a query asked
+        # before it would report the previous migration's end ('failed', 'cancelled', 'completed') as this one's.
+        self.sampler = Sampler(sides, hz=self.hz)
         self._watch(self.source)
         if self.destination is not None:
             self._watch(self.destination)
         self.sampler.series.mark("migrate", uri=self.uri)
-        self.source.qmp.cmd("migrate", uri=self.uri)
+        try:
+            self.source.qmp.cmd("migrate", uri=self.uri)
+        finally:
+            self.sampler.start()
         return self
 
     def _watch(self, machine: Machine) -> None:
@@ -407,13 +412,23 @@ class Migration:
         self.series.mark("migrate-start-postcopy")
         self.source.qmp.cmd("migrate-start-postcopy")
 
-    def cancel(self) -> None:
-        self.series.mark("migrate_cancel")
+    def cancel(self, and_then: tuple[str, ...] = ()) -> list[Any]:
+        """migrate_cancel on the source. `and_then`: commands (without arguments) sent right behind it without
+        waiting for its answer (QMPSession.pipeline: e.g. a second cancel that must land while the first is still
+        'cancelling'); returns their answers."""
+        self.series.mark("migrate_cancel", and_then=list(and_then))
         self._cancel_requested = True
         if self.destination is not None:
             # The destination's incoming stream ends mid-load: QEMU then exits (status 1). That is the cancel.
             self.destination.expect_exit(f"migrate_cancel of {self.name!r} ends its incoming stream")
-        self.source.qmp.cmd("migrate_cancel")
+        if not and_then:
+            self.source.qmp.cmd("migrate_cancel")
+            return []
+        answers = self.source.qmp.pipeline("migrate_cancel", *and_then)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return answers[1:]
 
     def cancel_and_wait(self, timeout: float) -> CancelOutcome:
         """Cancel (unless cancel() was called already) and wait for the source to end; returns how it ended.

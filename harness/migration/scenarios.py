@@ -5,6 +5,8 @@ workloads, waits and integrity checks, so that what differs between two tests is
 
   precopy_with_integrity   seqinc (+ a dirtier), precopy to completion, both sides paused: RAM hashes equal, then
                            seqcheck on the destination;
+  migrates_again           after a failed or cancelled migration, the same source to a fresh paused destination:
+                           completed, RAM hashes equal, seqcheck;
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
   postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
@@ -78,6 +80,24 @@ def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
     return comparison, workloads.seqcheck(destination, seq)
 
 
+def migrates_again(testbed: Testbed, source: Machine, seq: RunningWorkload, name: str = "migrates-again") -> None:
+    """After a migration of `source` failed or was cancelled: the same source migrates plainly (what the earlier one
+    set — capabilities, TLS, a switchover limit — switched off again) to a fresh paused destination at 128 MiB/s.
+    Records completed, host RAM hashes equal and the seqinc invariant on the destination: a failure must not spoil
+    the next migration."""
+    destination = testbed.incoming(source, name=f"{name}-destination", paused=True)
+    left_on = {c["capability"]: False for c in source.qmp.cmd("query-migrate-capabilities")
+               if c["state"] and c["capability"] != "events"}
+    plain = MigrationConfig(capabilities=left_on, parameters={"max-bandwidth": 128 * MiB, "downtime-limit": 300,
+                                                              "tls-creds": "", "tls-hostname": ""})
+    migration = testbed.migrate(source, destination, plain, name=name)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.verdict(oracles.completed(final))
+    _, check = compare_then_check(testbed, source, destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+
+
 def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
                         config: MigrationConfig = MigrationConfig()) -> tuple[RunningWorkload, Migration]:
     """seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then the switch to postcopy. `config`
@@ -108,11 +128,12 @@ def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: in
     return final
 
 
-def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None]) -> None:
-    """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
-    sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
-    with the guest's invariant intact."""
-    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
+def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None],
+                      config: MigrationConfig = MigrationConfig()) -> None:
+    """Postcopy under load (`config` adds to it, e.g. postcopy-preempt), 2 MiB into postcopy `interrupt(migration)`
+    breaks its channel (it returns once both sides are postcopy-paused and the channel can be made again),
+    recovery (migrate-recover + resume), completion with the guest's invariant intact."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB, config=config)
     migration.wait_status({"postcopy-active"}, 30)
     migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
                    "2 MiB sent in postcopy")

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.migration.migrate import MigrationConfig, Outcome
+
 # The destination's name in its certificate: a name of the reserved .test TLD, resolvable nowhere, so it can
 # only match through tls-hostname (a URI's 127.0.0.1 never matches it).
 DESTINATION_HOSTNAME = "destination.migration.test"
@@ -95,6 +97,21 @@ def add_creds(machine: Any, directory: Path, endpoint: str, creds_id: str = CRED
         if "GNUTLS" in str(error).upper():
             raise TlsUnavailable(f"QEMU lacks GnuTLS on the {machine.name}: {error}") from error
         raise
+
+
+def over_tls(workdir: Path, source: Any, destination: Any, hostname: str = DESTINATION_HOSTNAME,
+             rogue_ca: bool = False, expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
+    """Credentials on both sides (made in `workdir`) and the MigrationConfig of a TCP migration over TLS that names
+    the destination by `hostname`. `rogue_ca`: the source belongs to another CA, which it trusts and which issued
+    its own certificate (QEMU checks a side's own certificate against its CA when the credentials are created),
+    so neither side knows the other's issuer. Raises TlsUnavailable on a QEMU without GnuTLS."""
+    ca = Authority.create("migration test CA")
+    source_ca = Authority.create("some other CA") if rogue_ca else ca
+    add_creds(destination, write_endpoint_dir(workdir / "tls-destination", ca, "server"), "server")
+    add_creds(source, write_endpoint_dir(workdir / "tls-source", source_ca, "client"), "client")
+    return MigrationConfig(capabilities=capabilities, transport="tcp",
+                           parameters={"tls-creds": CREDS_ID, "tls-hostname": hostname},
+                           source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -20,6 +20,8 @@ Oracles and what anchors each (docs/BEHAVIOURS.md):
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from harness.analysis import oracles
@@ -29,7 +31,8 @@ from harness.migration.migrate import MigrationConfig, Outcome
 from harness.migration.testbed import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed
-from harness.migration.tls import CREDS_ID, DESTINATION_HOSTNAME, Authority, TlsUnavailable, add_creds, write_endpoint_dir
+from harness.migration import tls
+from harness.migration.tls import DESTINATION_HOSTNAME
 from harness.analysis.trace import parse_file
 from harness.core.units import MiB
 
@@ -44,23 +47,12 @@ NEEDS = pytest.mark.needs(parameters=["tls-creds", "tls-hostname"], trace_events
 GUEST = pytest.mark.guest(trace_events=TRACE_EVENTS)
 
 
-def over_tls(testbed: Testbed, pair: Pair, hostname: str = DESTINATION_HOSTNAME, rogue_ca: bool = False,
-             expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
-    """Credentials on both sides and the TLS parameters. `rogue_ca`: the source belongs to another CA, which it
-    trusts and which issued its own certificate (QEMU checks a side's own certificate against its CA when the
-    credentials are created), so neither side knows the other's issuer."""
-    ca = Authority.create("migration test CA")
-    source_ca = Authority.create("some other CA") if rogue_ca else ca
+def over_tls(testbed: Testbed, pair: Pair, **options: Any) -> MigrationConfig:
+    """harness.migration.tls.over_tls on this test's pair; a QEMU without GnuTLS skips the test with its reason."""
     try:
-        add_creds(pair.destination, write_endpoint_dir(testbed.workdir / "tls-destination", ca, "server"),
-                  "server")
-        add_creds(pair.source, write_endpoint_dir(testbed.workdir / "tls-source", source_ca, "client"),
-                  "client")
-    except TlsUnavailable as unavailable:
+        return tls.over_tls(testbed.workdir, pair.source, pair.destination, **options)
+    except tls.TlsUnavailable as unavailable:
         pytest.skip(str(unavailable))
-    return MigrationConfig(capabilities=capabilities, transport="tcp",
-                           parameters={"tls-creds": CREDS_ID, "tls-hostname": hostname},
-                           source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
 
 
 def handshake_verdicts(pair: Pair, main: int = 1, multifd: int = 0, preempt: int = 0) -> list[oracles.Verdict]:
