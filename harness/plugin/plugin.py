@@ -49,6 +49,11 @@ A migration running longer than --progress-interval seconds prints one line per 
 
 from __future__ import annotations
 
+from harness.core.python_bugs import serialize_ast_parse
+
+# Before any test can fail: a failure's report must not die of CPython's ast race (harness.core.python_bugs).
+serialize_ast_parse()
+
 # In import order (each after the plugin modules it imports), so pytest imports every one itself, with its assertion
 # rewriting, before another module's import could load it first.
 pytest_plugins = [
