@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.analysis.oracles import Verdict, at_least, at_most, within_band
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 
 
 @dataclass(frozen=True)

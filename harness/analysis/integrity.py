@@ -1,4 +1,4 @@
-"""Host-side integrity: dump guest RAM on both (paused) sides with pmemsave and compare page by page."""
+"""Host-side integrity: two dumps of guest RAM compared page by page (harness.vm.ram takes the dumps with pmemsave)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.vm.machine import Machine
-
-PAGE = 4096
+from harness.core.units import PAGE
 CHUNK = 1 << 20
 
 
@@ -53,15 +51,3 @@ def compare_dumps(source: Path, destination: Path, keep: int = 64) -> RamCompari
                             if len(first) < keep:
                                 first.append((offset + page) // PAGE)
     return RamComparison(differing == 0, size_s, hs.hexdigest(), hd.hexdigest(), differing, first)
-
-
-def compare_guest_ram(source: Machine, destination: Machine, size_bytes: int, workdir: Path) -> RamComparison:
-    """Both machines must be paused (source after completion, destination started with -S)."""
-    dumps = [workdir / f"{m.name}.ram" for m in (source, destination)]
-    try:
-        source.pmemsave(dumps[0], size_bytes)
-        destination.pmemsave(dumps[1], size_bytes)
-        return compare_dumps(*dumps)
-    finally:
-        for dump in dumps:
-            dump.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from harness.analysis.trace import TraceRecord
+from harness.core.units import ratio
 
 ROUND_MARKER = "savevm_state_iterate"
 RATE_LIMIT_WAIT = "migration_rate_limit_pre"
@@ -165,7 +166,7 @@ class Coverage:
 
     @property
     def fraction(self) -> float | None:
-        return self.with_other / self.eligible if self.eligible else None
+        return ratio(self.with_other, self.eligible)
 
     def describe(self) -> str:
         return (f"{self.other} iterated in {self.with_other}/{self.eligible} {self.lead} rounds with budget left "

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 from harness.analysis.integrity import RamComparison
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 
@@ -166,9 +166,12 @@ def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:
     return Verdict(name, ok, measured, expected, f"{text} ({why})" if why else text)
 
 
-def still_running(machine: Any, after: str, name: str = "source still running") -> Verdict:
-    """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
-    return equals(name, machine.runstate(), "running", f"runstate after {after}")
+def holds_no_more(name: str, before: int, after: int, added: list[str]) -> Verdict:
+    """A process holds nothing it did not hold before (open fds, threads: read from the host kernel, by kind):
+    the reference is the same process before the migration, which the failure under test cannot move. `added`
+    is what it holds beyond that; the counts are given for the reader."""
+    text = f"{after} held after, {before} before the migration"
+    return Verdict(name, not added, added, [], f"{text}; added: {', '.join(added)}" if added else text)
 
 
 def within_band(name: str, value: float | None, low: float, high: float, anchor: str = "") -> Verdict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.migration.sampler import Series
-from harness.core.units import MiB
+from harness.analysis.samples import Series
+from harness.core.units import PAGE, MiB, ratio
 
 
 def value_at(series: Series, path: str, t: float, side: str = "source") -> Any:
@@ -55,7 +55,7 @@ class CounterWindow:
 
     @property
     def bytes_per_sync(self) -> float | None:
-        return self.transferred_bytes / self.syncs if self.syncs else None
+        return ratio(self.transferred_bytes, self.syncs)
 
     def to_json(self) -> dict[str, Any]:
         return {"t_start": self.t_start, "t_end": self.t_end, "seconds": self.seconds, "syncs": self.syncs,
@@ -112,12 +112,10 @@ class ClockMap:
         return {"offset": self.offset, "scale": self.scale}
 
 
-GUEST_PAGE_BYTES = 4096       # the `dirty` log counts pages: 4 KiB on the x86_64 and s390x Linux guests
-
-
 def progress_mib(rows: list[tuple[float, int]], clock: ClockMap, t0: float = 0.0) -> list[tuple[float, float]]:
-    """A `dirty --rate-log` (parse_rate_log) as a cumulative MiB track on the host's clock, seconds since `t0`."""
-    return [(clock.host(g) - t0, pages * GUEST_PAGE_BYTES / MiB) for g, pages in rows]
+    """A `dirty --rate-log` (parse_rate_log) as a cumulative MiB track on the host's clock, seconds since `t0` (the
+    log counts guest pages: units.PAGE on both guest arches)."""
+    return [(clock.host(g) - t0, pages * PAGE / MiB) for g, pages in rows]
 
 
 def interpolate(points: list[tuple[float, float]], t: float) -> float | None:
@@ -181,7 +179,7 @@ def slowdown_slope(levels: list[ThrottleLevel]) -> float | None:
     0 when the throttle has no effect."""
     sxx = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) ** 2 for lv in levels)
     sxy = sum((lv.t_end - lv.t_start) * (1 - lv.expected_ratio) * (1 - lv.ratio) for lv in levels)
-    return sxy / sxx if sxx > 0 else None
+    return ratio(sxy, sxx)
 
 
 @dataclass(frozen=True)
@@ -243,4 +241,4 @@ def sleep_slope(levels: list[ThrottleSleep]) -> float | None:
     by window length: 1.0 when the vCPU sleeps exactly the share the throttle sets, 0 when it never sleeps."""
     sxx = sum((lv.t_end - lv.t_start) * (lv.percent / 100) ** 2 for lv in levels)
     sxy = sum((lv.t_end - lv.t_start) * (lv.percent / 100) * lv.share for lv in levels)
-    return sxy / sxx if sxx > 0 else None
+    return ratio(sxy, sxx)

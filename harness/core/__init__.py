@@ -1,1 +1,1 @@
-"""Layer 0, core: units, statistics, private work dirs and the checkout — no QEMU, no process, no socket."""
+"""Layer 0, core: units, statistics, file and child-process helpers, private work dirs and the checkout — no QEMU."""

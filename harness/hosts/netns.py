@@ -46,6 +46,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from harness.core import workdirs
+from harness.core.process import die_with_parent
 from harness.hosts.capabilities import HostCapability
 from harness.analysis.latency import LatencySummary
 
@@ -351,11 +352,10 @@ class Link:
         return self.measured
 
     def _iperf3(self, address: str, seconds: float) -> float:
-        from harness.vm.machine import _die_with_parent   # machine imports this module; the SIGKILL-safe child set-up
         server = subprocess.Popen([*exec_prefix(self.destination_ns), "iperf3", "--server", "--one-off",
                                    "--bind", address, "--port", str(IPERF_PORT)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  start_new_session=True, preexec_fn=_die_with_parent)
+                                  start_new_session=True, preexec_fn=die_with_parent)
         try:
             deadline = time.monotonic() + 10
             while True:   # the server listens within moments; until then the client is refused

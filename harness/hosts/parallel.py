@@ -24,12 +24,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable, TextIO
+
+from harness.core.process import free_tcp_port
 
 POLL_S = 0.05      # how often a waiter looks for a free lock (flock has no timeout of its own)
 
@@ -82,13 +83,6 @@ def _try_lock(path: Path) -> TextIO | None:
 
 
 # -- ports ---------------------------------------------------------------------------------------------------------
-def probe_free_port() -> int:
-    """A port free on 127.0.0.1 right now (the kernel's choice for bind(0))."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class PortReservation:
     """A port only this process may hand to a QEMU until release(): call it once QEMU has bound the port."""
@@ -101,7 +95,7 @@ class PortReservation:
             self._lock = None
 
 
-def reserve_port(directory: Path | None = None, probe: Callable[[], int] = probe_free_port,
+def reserve_port(directory: Path | None = None, probe: Callable[[], int] = free_tcp_port,
                  attempts: int = 50) -> PortReservation:
     """A free port that no other harness process holds a reservation on (ports/PORT.lock under `directory`,
     default the runtime dir). The lock file stays (an empty file per port ever used): taking an flock on it is

@@ -1,1 +1,2 @@
-"""Layer 4, migration: driving a migration between two Machines, sampling query-migrate, the testbed and the shared scenario skeletons."""
+"""Layer 5, migration: driving a migration between two Machines, sampling query-migrate, the testbed (and its Pair)
+and the shared scenario skeletons."""

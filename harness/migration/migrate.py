@@ -19,13 +19,17 @@ import dataclasses
 import enum
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from harness.vm.machine import Machine, QemuExited
+from harness.analysis.cancel import CancelOutcome, classify_cancel
+from harness.analysis.progress import convergence_note, summarize
+from harness.analysis.samples import Series, lookup
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
+from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.migration.relay import StreamRelay
-from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler, Series, lookup
 from harness.core.units import MiB
 
 log = logging.getLogger(__name__)
@@ -54,68 +58,6 @@ class MonitorLost(MigrationError):
 class CancelNotHonoured(MigrationError):
     """After migrate_cancel the migration ended some other way than the cancel (completed, or a non-channel
     failure)."""
-
-
-# How QEMU describes the stream it is tearing down breaking under it (migration/qemu-file.c, channel errors):
-# after migrate_cancel these mean the cancel did its work, not that the migration failed on its own.
-CHANNEL_ERROR_MARKERS = ("Channel error", "Input/output error", "Broken pipe", "Unable to write to socket",
-                         "Unable to read from socket", "Connection reset by peer")
-
-
-@dataclass(frozen=True)
-class CancelOutcome:
-    """How a deliberate cancel ended, from the recorded series (see classify_cancel)."""
-    kind: str                   # cancelled | failed-channel-error | failed-other | completed | not-ended
-    status: str | None          # the source's final status
-    error_desc: str | None
-    t_cancel: float             # series time of the migrate_cancel mark
-    t_end: float | None         # series time the terminal status was first seen
-    accepted: bool              # the cancel did what the test asked
-
-    @property
-    def seconds_after_cancel(self) -> float | None:
-        return None if self.t_end is None else self.t_end - self.t_cancel
-
-    @property
-    def channel_error_race(self) -> bool:
-        return self.kind == "failed-channel-error"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds_after_cancel": self.seconds_after_cancel}
-
-
-def is_channel_error(error_desc: str | None) -> bool:
-    return bool(error_desc) and any(m in str(error_desc) for m in CHANNEL_ERROR_MARKERS)
-
-
-def classify_cancel(series: Series, side: str = "source") -> CancelOutcome:
-    """Classify the end of a migration the harness cancelled. Pure: works on a recorded Series.
-
-    'cancelled' is the clean outcome. 'failed' whose error-desc is a channel/socket error is also the cancel's
-    doing (migrate_cancel shuts the channel down; on 10.0.2 the migration thread sometimes reports that as
-    'failed' ~3 ms later instead of 'cancelled') — accepted, but recorded as such. Any other failure, or
-    'completed' (the cancel came too late), is not what the test asked for."""
-    cancels = [m["t"] for m in series.marks if m.get("what") == "migrate_cancel"]
-    if not cancels:
-        raise ValueError("no migrate_cancel mark in the series: this migration was not cancelled by the harness")
-    t_cancel = cancels[-1]
-    status = series.status(side)
-    error = series.latest(side).get("error-desc")
-    t_end = next((t for t, s in series.status_changes(side) if t >= t_cancel and s == status), None)
-    kind, accepted = cancel_end(status, error)
-    return CancelOutcome(kind, status, error, t_cancel, None if kind == "not-ended" else t_end, accepted)
-
-
-def cancel_end(status: str | None, error_desc: str | None) -> tuple[str, bool]:
-    """(kind, accepted) of a cancelled migration's status: the one rule classify_cancel and bench's bare-QMP arms
-    share."""
-    if status == "cancelled":
-        return "cancelled", True
-    if status == "failed":
-        return ("failed-channel-error", True) if is_channel_error(error_desc) else ("failed-other", False)
-    if status == "completed":
-        return "completed", False
-    return "not-ended", False
 
 
 class Outcome(enum.Enum):
@@ -150,59 +92,6 @@ class MigrationConfig:
     def with_parameters(self, **params: Any) -> "MigrationConfig":
         return dataclasses.replace(self, parameters={**self.parameters,
                                                      **{k.replace("_", "-"): v for k, v in params.items()}})
-
-
-def summarize(info: Mapping[str, Any]) -> str:
-    """One line of what a query-migrate answer says, for failure messages."""
-    keys = ["status", "ram.transferred", "ram.remaining", "ram.dirty-sync-count", "ram.dirty-pages-rate",
-            "cpu-throttle-percentage", "ram.postcopy-requests", "error-desc"]
-    parts = [f"{k}={v}" for k in keys if (v := lookup(dict(info), k)) is not None]
-    return ", ".join(parts) or "(no sample)"
-
-
-def left_after_syncs(series: Series, side: str = "source") -> list[tuple[float, int, float]]:
-    """(t, dirty-sync-count, ram.remaining) at the first sample after each dirty sync: what each pass left."""
-    found: list[tuple[float, int, float]] = []
-    last_count = None
-    for sample in series.samples.get(side) or []:
-        count, remaining = lookup(sample["info"], "ram.dirty-sync-count"), lookup(sample["info"], "ram.remaining")
-        if count is None or remaining is None:
-            continue
-        if last_count is not None and count > last_count:
-            found.append((sample["t"], count, remaining))
-        last_count = count
-    return found
-
-
-def convergence_note(series: Series, side: str = "source") -> str:
-    """Whether `side`'s precopy was converging (pure: for stall messages). A pass over the dirty set ends with a
-    dirty sync, after which ram.remaining is what the guest re-dirtied meanwhile: converging means that set
-    shrinks pass after pass; if it does not (by 10 %), the guest dirties as fast as QEMU sends. The rates in
-    query-migrate are given for the reader, not judged: dirty-pages-rate is pages per sync period, which a hot
-    set smaller than one pass caps."""
-    samples = series.samples.get(side) or []
-    if not samples:
-        return f"{side}: no query-migrate sample at all"
-    last = samples[-1]
-    info = last["info"]
-    note = f"{side} still {info.get('status')!r} at t={last['t']:.1f}s"
-    passes = left_after_syncs(series, side)
-    if len(passes) >= 2:
-        (_, _, before), (_, count, after) = passes[-2], passes[-1]
-        verdict = "converging" if after < 0.9 * before else "not converging: the re-dirtied set did not shrink"
-        note += (f"; left after the last two dirty syncs: {before / MiB:.1f} → {after / MiB:.1f} MiB "
-                 f"({verdict}), dirty-sync-count {count}")
-    else:
-        note += f"; {len(passes)} dirty sync(s) after the first sample: too early to tell whether it converges"
-    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
-    mbps, remaining = lookup(info, "ram.mbps"), lookup(info, "ram.remaining")
-    if remaining is not None:
-        note += f"; remaining now {remaining / MiB:.1f} MiB"
-    if rate is not None:
-        note += f", dirty-pages-rate {rate * page / MiB:.1f} MiB/s"
-    if isinstance(mbps, (int, float)):
-        note += f", throughput {mbps * 1e6 / 8 / MiB:.1f} MiB/s"
-    return note
 
 
 class Migration:
@@ -295,17 +184,22 @@ class Migration:
         if self.destination is not None and self.config.expect is not Outcome.COMPLETED:
             # Declared: the destination's incoming migration fails, and QEMU then exits 1.
             self.destination.expect_exit(f"{self.name} is declared {self.config.expect.value}", codes=(1,))
-        self.sampler = Sampler(sides, hz=self.hz).start()
+        # The series takes events from here on, but polling starts once `migrate` has returned: a query asked
+        # before it would report the previous migration's end ('failed', 'cancelled', 'completed') as this one's.
+        self.sampler = Sampler(sides, hz=self.hz)
         self._watch(self.source)
         if self.destination is not None:
             self._watch(self.destination)
-        if self.config.relay:   # made once sampling runs: finish() (teardown) closes it
+        if self.config.relay:   # made once the sampler exists: finish() (teardown) closes it
             if self.destination is None:
                 raise ValueError(f"{self.name}: a relay needs a destination socket (a file has its own size)")
             self.relay = StreamRelay(self.uri, self.workdir, self.name)
             self.uri = self.relay.uri
         self.sampler.series.mark("migrate", uri=self.uri)
-        self.source.qmp.cmd("migrate", uri=self.uri)
+        try:
+            self.source.qmp.cmd("migrate", uri=self.uri)
+        finally:
+            self.sampler.start()
         return self
 
     def _watch(self, machine: Machine) -> None:
@@ -473,20 +367,6 @@ class Migration:
         now = self.series.samples["source"][-1]["t"] if self.series.samples["source"] else 0.0
         return self.wait(lambda s: s.samples["source"][-1]["t"] >= t, max(0.0, t - now) + slack, what)
 
-    def observe_after_first_pass(self, seconds: float, first_pass_timeout: float = 120.0) -> tuple[float, str | None]:
-        """The skeleton of a non-converging precopy window: wait for the first pass to end (dirty-sync-count 2),
-        watch `seconds` more, note the status, then cancel — the scenario's own end, never the failure under test —
-        and stop sampling. Returns (series time the window began, source status at its end); what happened in the
-        window is in `self.series`."""
-        self.wait_dirty_syncs(2, timeout=first_pass_timeout)
-        t_start = self.series.samples["source"][-1]["t"]
-        self.wait_until(t_start + seconds, f"{seconds:g}s after the first pass")
-        status = self.status()
-        self.cancel()
-        self.wait_status({"cancelled"}, timeout=60)
-        self.finish()
-        return t_start, status
-
     def wait_outcome(self, timeout: float) -> dict[str, Any]:
         """Wait for the declared outcome (config.expect) and return the source's final query-migrate; any other end
         raises: MigrationFailed for a failure not declared, MigrationError for a success that should have failed,
@@ -542,13 +422,23 @@ class Migration:
         self.series.mark("migrate-start-postcopy")
         self.source.qmp.cmd("migrate-start-postcopy")
 
-    def cancel(self) -> None:
-        self.series.mark("migrate_cancel")
+    def cancel(self, and_then: tuple[str, ...] = ()) -> list[Any]:
+        """migrate_cancel on the source. `and_then`: commands (without arguments) sent right behind it without
+        waiting for its answer (QMPSession.pipeline: e.g. a second cancel that must land while the first is still
+        'cancelling'); returns their answers."""
+        self.series.mark("migrate_cancel", and_then=list(and_then))
         self._cancel_requested = True
         if self.destination is not None:
             # The destination's incoming stream ends mid-load: QEMU then exits (status 1). That is the cancel.
             self.destination.expect_exit(f"migrate_cancel of {self.name!r} ends its incoming stream")
-        self.source.qmp.cmd("migrate_cancel")
+        if not and_then:
+            self.source.qmp.cmd("migrate_cancel")
+            return []
+        answers = self.source.qmp.pipeline("migrate_cancel", *and_then)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return answers[1:]
 
     def cancel_and_wait(self, timeout: float) -> CancelOutcome:
         """Cancel (unless cancel() was called already) and wait for the source to end; returns how it ended.

@@ -19,12 +19,13 @@ from typing import Any
 
 from harness.analysis import oracles
 from harness.analysis.diagnosis import RAM_VERDICT, Reference, crash_headline, failure_message
-from harness.analysis.integrity import compare_guest_ram
+from harness.vm.ram import compare_guest_ram
 from harness.core.units import MiB
 from harness.migration.migrate import Migration
 from harness.report.artefacts import Artefacts
 from harness.vm.guest import GuestPanicked, GuestUnreachable
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 
 log = logging.getLogger(__name__)
 

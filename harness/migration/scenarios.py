@@ -5,6 +5,8 @@ workloads, waits and integrity checks, so that what differs between two tests is
 
   precopy_with_integrity   seqinc (+ a dirtier), precopy to completion, both sides paused: RAM hashes equal, then
                            seqcheck on the destination;
+  migrates_again           after a failed or cancelled migration, the same source to a fresh paused destination:
+                           completed, RAM hashes equal, seqcheck;
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
   postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
@@ -15,22 +17,31 @@ workloads, waits and integrity checks, so that what differs between two tests is
                            oracles run;
   resend_window            held_precopy whose step is a window in which every page sent is one the destination
                            already has, with the counters the test names measured over it (for what xbzrle and
-                           multifd compression send per page).
+                           multifd compression send per page);
+  non_converging_windows   per arm (a WindowArm: label, capabilities, parameters), precopy that cannot converge,
+                           watched for a fixed window after its first pass and then cancelled: what QEMU did in the
+                           window (the series, its counters, the source's trace events) for the test to judge one
+                           arm against its mechanism and the arms against each other (B0, B4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.series import counter_delta
-from harness.analysis.integrity import RamComparison, compare_guest_ram
+from harness.analysis.samples import Series
+from harness.analysis.series import CounterWindow, counter_delta, counter_window, increment_times
+from harness.analysis.trace import parse_file
+from harness.analysis.integrity import RamComparison
+from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
-from harness.migration.testbed import Testbed
+from harness.qemu.qmp import ExecuteError
+from harness.migration.testbed import Pair, Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, RunningWorkload, SeqCheck, SeqInc
 
@@ -42,7 +53,7 @@ DIRTY_MIB = 128
 COMPLETION_TIMEOUT = 120.0
 
 
-def precopy_with_integrity(testbed: Testbed, pair: Any, config: MigrationConfig,
+def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig,
                            dirty_mibps: float) -> dict[str, Any]:
     """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused (`paused_pair`); record and
     assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the source's
@@ -74,7 +85,25 @@ def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
     return comparison, workloads.seqcheck(destination, seq)
 
 
-def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
+def migrates_again(testbed: Testbed, source: Machine, seq: RunningWorkload, name: str = "migrates-again") -> None:
+    """After a migration of `source` failed or was cancelled: the same source migrates plainly (what the earlier one
+    set — capabilities, TLS, a switchover limit — switched off again) to a fresh paused destination at 128 MiB/s.
+    Records completed, host RAM hashes equal and the seqinc invariant on the destination: a failure must not spoil
+    the next migration."""
+    destination = testbed.incoming(source, name=f"{name}-destination", paused=True)
+    left_on = {c["capability"]: False for c in source.qmp.cmd("query-migrate-capabilities")
+               if c["state"] and c["capability"] != "events"}
+    plain = MigrationConfig(capabilities=left_on, parameters={"max-bandwidth": 128 * MiB, "downtime-limit": 300,
+                                                              "tls-creds": "", "tls-hostname": ""})
+    migration = testbed.migrate(source, destination, plain, name=name)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.verdict(oracles.completed(final))
+    _, check = compare_then_check(testbed, source, destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+
+
+def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
                         config: MigrationConfig = MigrationConfig(), dirty_mib: int = DIRTY_MIB,
                         before_postcopy: Callable[[Migration], None] | None = None,
                         ) -> tuple[RunningWorkload, Migration]:
@@ -93,7 +122,7 @@ def postcopy_under_load(testbed: Testbed, pair: Any, postcopy_bandwidth: int,
     return seq, migration
 
 
-def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int) -> dict[str, Any]:
+def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -> dict[str, Any]:
     """postcopy_under_load to completion: completed, went through postcopy-active, the destination faulted pages
     in by request (≥ 1), and the seqinc invariant on the destination. Returns the final query-migrate."""
     seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=postcopy_bandwidth)
@@ -109,11 +138,12 @@ def postcopy_with_integrity(testbed: Testbed, pair: Any, postcopy_bandwidth: int
     return final
 
 
-def postcopy_recovers(testbed: Testbed, pair: Any, interrupt: Callable[[Migration], None]) -> None:
-    """Postcopy under load, 2 MiB into postcopy `interrupt(migration)` breaks its channel (it returns once both
-    sides are postcopy-paused and the channel can be made again), recovery (migrate-recover + resume), completion
-    with the guest's invariant intact."""
-    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB)
+def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None],
+                      config: MigrationConfig = MigrationConfig()) -> None:
+    """Postcopy under load (`config` adds to it, e.g. postcopy-preempt), 2 MiB into postcopy `interrupt(migration)`
+    breaks its channel (it returns once both sides are postcopy-paused and the channel can be made again),
+    recovery (migrate-recover + resume), completion with the guest's invariant intact."""
+    seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB, config=config)
     migration.wait_status({"postcopy-active"}, 30)
     migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
                    "2 MiB sent in postcopy")
@@ -179,7 +209,7 @@ CONVERGE_DOWNTIME_MS = 5000
 RESEND_COMPLETION_TIMEOUT = 180.0
 
 
-def held_precopy(testbed: Testbed, pair: Any, config: MigrationConfig, during: Callable[[Migration], T],
+def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: Callable[[Migration], T],
                  hot_set: Dirty = Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"),
                  bandwidth: int = RESEND_BANDWIDTH, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS,
                  hold_downtime_ms: int = 100) -> HeldPrecopy[T]:
@@ -210,7 +240,7 @@ def held_precopy(testbed: Testbed, pair: Any, config: MigrationConfig, during: C
     return HeldPrecopy(migration, final, *compare_then_check(testbed, source, destination, seq), result)
 
 
-def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters: Iterable[str],
+def resend_window(testbed: Testbed, pair: Pair, config: MigrationConfig, counters: Iterable[str],
                   window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
     """held_precopy over a HOT_SET_MIB hot set at RESEND_BANDWIDTH whose `during` step is a window of `window_s`
     seconds from the third dirty sync: every page sent in it is one the destination already has. `counters`
@@ -227,3 +257,110 @@ def resend_window(testbed: Testbed, pair: Any, config: MigrationConfig, counters
     result = ResendWindow(t_start, t_end, deltas, held.final, held.comparison, held.check)
     testbed.artefacts.write_json("window", result)
     return result
+
+
+@dataclass(frozen=True)
+class WindowArm:
+    """One arm of a non-converging window: its label (names its destination, migration and artefacts) and what its
+    migration is asked to do. The scenario's parameters (bandwidth, downtime-limit) keep precopy from converging."""
+    label: str
+    capabilities: Mapping[str, bool] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> MigrationConfig:
+        return MigrationConfig(capabilities=dict(self.capabilities), parameters=dict(self.parameters))
+
+
+@dataclass(frozen=True)
+class NonConvergingWindow:
+    """The scenario as data: its arms, in order, each watched for `window_s` seconds after its first pass (the
+    dirty sync that made dirty-sync-count 2, within `first_pass_timeout`), and the source trace events whose times
+    in the window the test judges (the source must have been booted with them)."""
+    arms: tuple[WindowArm, ...]
+    window_s: float
+    first_pass_timeout: float = 120.0
+    trace_events: tuple[str, ...] = ()
+
+
+class ArmRefused(Exception):
+    """QEMU refused an arm's capabilities or parameters before the migration began (a test may skip on it)."""
+
+
+@dataclass(frozen=True)
+class ArmWindow:
+    """What one arm's window showed: the series (series time throughout), the window [t_start, t_end], the
+    source's status at its end, and the series times of each asked-for trace event inside the window."""
+    label: str
+    t_start: float
+    t_end: float
+    status: str | None
+    trace_times: Mapping[str, list[float]]
+    series: Series = field(repr=False, compare=False)
+
+    @property
+    def counters(self) -> CounterWindow:
+        """How far dirty-sync-count and ram.transferred moved in the window."""
+        return counter_window(self.series, self.t_start, self.t_end)
+
+    def increments(self, path: str, include_start: bool = False) -> list[float]:
+        """Sample times in the window at which counter `path` went up; the sample that opened the window (the
+        first pass's end) only with `include_start`."""
+        return [t for t in increment_times(self.series, path)
+                if (t >= self.t_start if include_start else t > self.t_start) and t <= self.t_end]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "t_start": self.t_start, "t_end": self.t_end, "status": self.status,
+                "trace_times": dict(self.trace_times), "counters": self.counters}
+
+
+def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConvergingWindow,
+                          arm: WindowArm) -> ArmWindow:
+    """One arm: a fresh destination, precopy with the arm's config; once the first pass has ended (dirty-sync-count
+    2), `scenario.window_s` more of it, the source's status noted, then the scenario's own cancel — never the
+    failure under test — and sampling stops. A window in which precopy was not 'active' to the end did not measure
+    what it claims: that raises, naming the status."""
+    destination = testbed.incoming(source, name=f"destination-{arm.label}")
+    migration = testbed.prepare_migration(source, destination, arm.config, name=arm.label)
+    try:
+        migration.start()
+    except ExecuteError as exc:
+        raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
+    migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
+    t_start = migration.series.samples["source"][-1]["t"]
+    t_end = t_start + scenario.window_s
+    migration.wait_until(t_end, f"{scenario.window_s:g}s after the first pass")
+    status = migration.status()
+    migration.cancel_and_wait(timeout=60)
+    migration.finish()
+    if status != "active":
+        raise AssertionError(f"{arm.label}: precopy was {status!r} during the window, not a non-converging "
+                             "'active' phase: the scenario did not provoke what it measures")
+    series = migration.series
+    times: dict[str, list[float]] = {}
+    if scenario.trace_events:
+        trace = parse_file(source.files.trace)
+        for event in scenario.trace_events:
+            in_series = (r.t - series.wall_t0 for r in trace.named(event) if r.t is not None)
+            times[event] = [t for t in in_series if t_start <= t <= t_end]
+    window = ArmWindow(arm.label, t_start, t_end, status, times, series)
+    testbed.artefacts.write_json(f"arm-{arm.label}", window)
+    return window
+
+
+def non_converging_windows(testbed: Testbed, scenario: NonConvergingWindow,
+                           source: Machine | Callable[[WindowArm], Machine],
+                           around: Callable[[WindowArm], AbstractContextManager[Any]] | None = None,
+                           ) -> dict[str, ArmWindow]:
+    """Every arm of `scenario` in order, by label. `source` is one Machine all arms migrate from in turn (each
+    arm's cancel leaves it running), or a function booting a fresh source per arm, which is shut down after its
+    arm so that no two arms compete for the host's CPUs. `around(arm)` wraps an arm (e.g. a host-side sampler of
+    the source's threads)."""
+    windows = {}
+    for arm in scenario.arms:
+        machine = source(arm) if callable(source) else source
+        with (around(arm) if around is not None else nullcontext()):
+            windows[arm.label] = non_converging_window(testbed, machine, scenario, arm)
+        if callable(source):
+            machine.shutdown()
+    return windows

@@ -15,10 +15,14 @@ from harness.vm.accel import AccelChoice
 from harness.qemu.arch import ArchSpec
 from harness.qemu.compat import PlatformChoice
 from harness.qemu.image import GuestImage
-from harness.vm.machine import Machine, MachineConfig, MachineError, QemuExited
+from harness.vm.exits import MachineError, QemuExited
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig
 from harness.hosts.netns import Link
-from harness.hosts.remote import Connection, RemoteHost, RemoteQemu
+from harness.hosts.hosts_file import RemoteHost
+from harness.hosts.remote_qemu import RemoteQemu
+from harness.hosts.ssh import Connection
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ
 from harness.qemu.binary import QemuBinary
 from harness.report.artefacts import Artefacts
@@ -44,10 +48,18 @@ class Environment:
     platform: PlatformChoice     # machine type + CPU model on both sides, and why (harness.qemu.compat)
     # --qemu-wrapper: the command each side's QEMU runs under ("source": boot, "destination": incoming).
     wrappers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # --hosts: the sides whose QEMU runs on another host over SSH (harness.hosts.remote), and where a remote source
+    # --hosts: the sides whose QEMU runs on another host over SSH (harness.hosts.remote_qemu), and where a remote source
     # reaches a local destination.
     remotes: Mapping[str, RemoteHost] = field(default_factory=dict)
     local_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A migrating pair: the booted source and the destination waiting for it (the `pair` and `paused_pair`
+    fixtures)."""
+    source: Machine
+    destination: Machine
 
 
 class AbnormalExits(MachineError):
@@ -70,7 +82,7 @@ class Testbed:
     replaced by tcp, the same kind of stream). Without one, everything is on this namespace's loopback.
 
     A side in `remotes` (--hosts, or set by a test before it boots that side) runs its QEMU on that host over SSH
-    (harness.hosts.remote): one connection per side for the whole test, closed at close() after its QEMUs are gone."""
+    (harness.hosts.remote_qemu): one connection per side for the whole test, closed at close() after its QEMUs are gone."""
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None) -> None:

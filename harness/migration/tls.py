@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.migration.migrate import MigrationConfig, Outcome
+
 # The destination's name in its certificate: a name of the reserved .test TLD, resolvable nowhere, so it can
 # only match through tls-hostname (a URI's 127.0.0.1 never matches it).
 DESTINATION_HOSTNAME = "destination.migration.test"
@@ -97,6 +99,21 @@ def add_creds(machine: Any, directory: Path, endpoint: str, creds_id: str = CRED
         raise
 
 
+def over_tls(workdir: Path, source: Any, destination: Any, hostname: str = DESTINATION_HOSTNAME,
+             rogue_ca: bool = False, expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
+    """Credentials on both sides (made in `workdir`) and the MigrationConfig of a TCP migration over TLS that names
+    the destination by `hostname`. `rogue_ca`: the source belongs to another CA, which it trusts and which issued
+    its own certificate (QEMU checks a side's own certificate against its CA when the credentials are created),
+    so neither side knows the other's issuer. Raises TlsUnavailable on a QEMU without GnuTLS."""
+    ca = Authority.create("migration test CA")
+    source_ca = Authority.create("some other CA") if rogue_ca else ca
+    add_creds(destination, write_endpoint_dir(workdir / "tls-destination", ca, "server"), "server")
+    add_creds(source, write_endpoint_dir(workdir / "tls-source", source_ca, "client"), "client")
+    return MigrationConfig(capabilities=capabilities, transport="tcp",
+                           parameters={"tls-creds": CREDS_ID, "tls-hostname": hostname},
+                           source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "qemu-migration-harness"),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -127,16 +144,3 @@ def _write(path: Path, data: bytes) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.write_bytes(data)
 
-
-def secure_pair(source: Any, destination: Any, workdir: Path, hostname: str = DESTINATION_HOSTNAME,
-                rogue_ca: bool = False) -> dict[str, str]:
-    """Credentials on both sides of a migration from a CA made now (the destination a server certificate naming
-    DESTINATION_HOSTNAME, the source a client one), and the TLS parameters to migrate with. `rogue_ca`: the
-    source belongs to another CA, which it trusts and which issued its own certificate (QEMU checks a side's own
-    certificate against its CA when the credentials are created), so neither side knows the other's issuer.
-    Raises TlsUnavailable when the QEMU cannot create the credentials; `tls-hostname` is the source's alone."""
-    ca = Authority.create("migration test CA")
-    source_ca = Authority.create("some other CA") if rogue_ca else ca
-    add_creds(destination, write_endpoint_dir(workdir / "tls-destination", ca, "server"), "server")
-    add_creds(source, write_endpoint_dir(workdir / "tls-source", source_ca, "client"), "client")
-    return {"tls-creds": CREDS_ID, "tls-hostname": hostname}

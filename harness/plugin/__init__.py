@@ -1,1 +1,1 @@
-"""Layer 6, plugin: the pytest plugin (options, session, fixtures, result recording)."""
+"""Layer 6, plugin: the pytest plugin (options, session, xdist roles, results, fixtures, progress)."""

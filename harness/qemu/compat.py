@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from harness.qemu.arch import ArchSpec
 from harness.qemu.binary import Features, QemuBinary, _qmp_stdio, binary_key
-from harness.report.artefacts import atomic_write_text
+from harness.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -131,6 +131,14 @@ class QMPSession:
         (e.g. a postcopy destination whose main thread faults on a missing page)."""
         return self._run(self._client.execute(command, arguments or None, oob=oob), timeout)
 
+    def pipeline(self, *commands: str, timeout: float | None = 60.0) -> list[Any]:
+        """Send `commands` (without arguments) back to back, not waiting for one answer before sending the next, and
+        return their answers in order, an error reply as its ExecuteError. QEMU runs them one after another on its
+        main loop, so what a later one sees is, within a moment no round trip allows, what the earlier one left."""
+        async def send_all() -> list[Any]:
+            return await asyncio.gather(*(self._client.execute(c) for c in commands), return_exceptions=True)
+        return self._run(send_all(), timeout)
+
     def spawn(self, coro: Coroutine[Any, Any, T]) -> "Future[T]":
         """Run `coro` on this session's own event loop without waiting for it (a poller that awaits `execute` there
         costs one wake-up per command instead of a hop between threads each way). A poller must keep one command

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.analysis.progress import dirty_mibps
 from harness.analysis.oracles import Verdict
 from harness.report.plots import plot_comparison, plot_histograms, plot_series
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.core.files import json_default
 from harness.core.stats import Histogram
 from harness.core.units import MiB
 
@@ -51,7 +51,7 @@ class Artefacts:
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.directory / (name if name.endswith(".json") else f"{name}.json")
-        path.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+        path.write_text(json.dumps(data, indent=1, default=json_default) + "\n")
         return path
 
     def add_series(self, name: str, series: Series) -> None:
@@ -81,6 +81,7 @@ class Artefacts:
         """Raise the first failing verdict's AssertionError (its one line: name, why, measured, bound)."""
         for verdict in self.verdicts:
             verdict.check()
+
 
     def add_histogram(self, name: str, data: Mapping[str, Any], unit: str = "µs", title: str = "",
                       thresholds: Mapping[str, float] | None = None, log_x: bool = True) -> Path:
@@ -137,29 +138,6 @@ class Artefacts:
                 log.warning("comparison plot failed: %s", exc)
 
 
-def record_of(value: Any) -> dict[str, Any]:
-    """A measurement dataclass as the artefacts write it: its fields (nested records serialised the same way when
-    written), plus the derived figures it names in JSON_DERIVED (properties or no-argument methods) — no
-    hand-written to_json to drift from the fields."""
-    record = {f.name: getattr(value, f.name) for f in fields(value)}
-    for name in getattr(value, "JSON_DERIVED", ()):
-        derived = getattr(value, name)
-        record[name] = derived() if callable(derived) else derived
-    return record
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "to_json"):
-        return value.to_json()
-    if is_dataclass(value) and not isinstance(value, type):
-        return record_of(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    return repr(value)
-
-
 # -- live progress -----------------------------------------------------------------------------------------------
 def progress_line(name: str, series: Series, elapsed: float) -> str:
     """One terminal line about a running (or just finished) migration, from its latest source sample."""
@@ -174,21 +152,10 @@ def progress_line(name: str, series: Series, elapsed: float) -> str:
     syncs = lookup(info, "ram.dirty-sync-count")
     if syncs is not None:
         parts.append(f"syncs {syncs}")
-    rate, page = lookup(info, "ram.dirty-pages-rate"), lookup(info, "ram.page-size") or 4096
+    rate = dirty_mibps(info)
     if rate:
-        parts.append(f"dirty {rate * page / MiB:.0f} MiB/s")
+        parts.append(f"dirty {rate:.0f} MiB/s")
     throttle = lookup(info, "cpu-throttle-percentage")
     if throttle:
         parts.append(f"throttle {throttle}%")
     return ", ".join(parts)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `path` so that a reader (another run listing earlier runs, a browser) sees the old or the new
-    content, never a partial file: a private temporary name in the same directory, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from harness.report.plots import short_text
-from harness.report.artefacts import _json_default, atomic_write_text, safe_name
+from harness.core.files import atomic_write_text, json_default
+from harness.report.artefacts import safe_name
 from harness.core.units import MiB
 
 
@@ -204,7 +205,7 @@ def write_index(run_dir: Path, results: Sequence[TestResult], header: Mapping[st
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "results.json", json.dumps(
         {"header": dict(header), "counts": counts(results), "tests": [r.to_json() for r in results]},
-        indent=1, default=_json_default) + "\n")
+        indent=1, default=json_default) + "\n")
     page = run_dir / "index.html"
     atomic_write_text(page, render_index(results, header, run_dir))
     base = run_dir.parent

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.analysis.oracles import PlotHint, Verdict
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
 from harness.core.stats import Histogram, log2_histogram
-from harness.core.units import MiB
+from harness.core.units import PAGE, MiB
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -68,7 +68,7 @@ def _page_size(series: Series) -> float:
             size = lookup(sample["info"], "ram.page-size")
             if size:
                 return float(size)
-    return 4096.0
+    return float(PAGE)
 
 
 def _panel_scale(panel: Panel, series: Series) -> float:

@@ -10,11 +10,13 @@ Measures, on the guest image and QEMU the suite uses:
               plots) vs the same guest and migration driven bare (subprocess + plain qemu.qmp calls, MIGRATION
               events): median seconds of each, the ratio and the absolute overhead per test
   sampler     achieved query-migrate rate (Hz, both sides) and its cost to the guest: the `dirty` workload's
-              flat-out rate during a non-converging migration with the sampler at 100 Hz vs without any sampling
+              flat-out rate in windows with the sampler at 100 Hz vs without it, with no migration and then during a
+              non-converging one (harness/tools/bench_sampler.py)
   workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
   parallel    one small selection of behaviour tests (--parallel-selection) run by pytest serially, then with
               pytest-xdist -n N (--workers, default 2), back to back: the wall-time speedup and its efficiency
               (speedup / N), and whether every test id got the same verdict (pass/fail/skip/…) both times
+              (harness/tools/bench_parallel.py)
   suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
 Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
 measurement could not run at all: 2 (or, with --strict, 1 when a target was missed); 4 when bench could not start
@@ -29,15 +31,12 @@ import asyncio
 import importlib.util
 import json
 import os
-import random
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -50,43 +49,29 @@ from harness.core import workdirs
 
 from harness.vm import workloads
 from harness.vm.accel import choose_accel
-from harness.analysis.series import ClockMap, parse_rate_log, progress_mib, rate_between
 from harness.qemu.arch import ARCHES, arch_spec, host_arch
 from harness.qemu.compat import choose_platform
 from harness.qemu.image import GuestImage, ImageMissing
-from harness.vm.machine import Machine, _die_with_parent, free_tcp_port
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.core.process import die_with_parent, free_tcp_port
+from harness.vm.machine import Machine
+from harness.migration.migrate import MigrationConfig
 from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.report.artefacts import Artefacts
-from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
-from harness.tools.validate import read_run
+from harness.tools.bench_parallel import PARALLEL_WORKERS, bench_parallel, parallel_rows, suite_wall_time
+from harness.tools.bench_sampler import SAMPLER_PAIR_WINDOW_S, SAMPLER_PAIRS, bench_sampler, sampler_rows
 from harness.migration.testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
-from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
-from harness.core.units import MiB
+from harness.vm.workloads import Dirty
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Targets (README "Benchmark").
 BOOT_TARGET_S = 3.0
-SAMPLER_MIN_HZ = 50.0
-SAMPLER_MAX_SLOWDOWN = 0.05
 WORKLOAD_MAX_ERROR = 0.05
 OVERHEAD_MAX_S = 1.0
 
-# A few short behaviour tests (4–16 s each here on TCG): two that boot a pair, one snapshot, one precopy.
-PARALLEL_SELECTION = (
-    "tests/behaviour/test_tls.py::test_tls_refuses_a_destination_it_cannot_authenticate",
-    "tests/behaviour/test_snapshots.py::test_background_snapshot_saves_the_guest_as_it_was_when_it_began",
-    "tests/behaviour/test_basics.py::test_precopy_completes_with_identical_ram_and_intact_guest[dirty8MiBps]",
-)
-PARALLEL_WORKERS = 2
-
 WORKLOAD_RATES_MIBPS = (8, 32, 64)
 RATE_WINDOW_S = 5.0
-HOT_SET_MIB = 64                  # re-dirtied flat out during the sampler-cost windows
-SAMPLER_BANDWIDTH = 32 * MiB      # ≪ the guest's dirty rate: the migration stays active and dirty-logging
-SAMPLER_WINDOW_S = 8.0
-SAMPLER_SETTLE_S = 1.0            # after `migrate`, before the window: setup and the first bitmap sync done
+HOT_SET_MIB = 64                  # the workload-rate part's dirtier
 
 
 # Written into the scratch directory bench makes: only a directory carrying it is ever deleted by a later bench.
@@ -249,7 +234,7 @@ def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
         processes.append(subprocess.Popen(bare_argv(env, source_socket, console, port, incoming=False),
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, start_new_session=True,
-                                          preexec_fn=_die_with_parent))
+                                          preexec_fn=die_with_parent))
         marker = env.image.ready_marker
         _wait_for(lambda: console.exists() and marker in console.read_text(errors="replace"), 60, "ready marker")
         _bare_ssh(env, workdir, port, 30)
@@ -258,7 +243,7 @@ def bare_trial(env: Environment, directory: Path) -> dict[str, float]:
             bare_argv(env, destination_socket, directory / "destination.console.log", free_tcp_port(),
                       incoming=True),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent))
+            start_new_session=True, preexec_fn=die_with_parent))
         _wait_for(lambda: source_socket.exists() and destination_socket.exists(), 30, "QMP sockets")
         asyncio.run(_bare_migrate(source_socket, destination_socket, f"unix:{workdir / 'migration.sock'}", 120))
         t_migrated = time.monotonic()
@@ -312,217 +297,6 @@ def bench_workload_rates(source: Machine) -> dict[str, Any]:
     return {"rates": rates, "target_error": WORKLOAD_MAX_ERROR, "pass": all(r["pass"] for r in rates)}
 
 
-# -- sampler rate and cost -------------------------------------------------------------------------------------
-# The sampler's cost to the guest, resolved to ±2 %: one non-converging migration runs throughout (dirty logging on,
-# as in every test the sampler watches), and the Sampler is switched on and off in many short windows, each pair in
-# a random order. The guest's own progress log (LoggedDirty, every 100 ms) gives each window's rate afterwards, read
-# once, so nothing reaches into the guest during the windows. A pair's ratio cancels host drift slower than a pair;
-# the cost is 1 − the median ratio, its uncertainty a bootstrap 95 % interval over the pairs. An earlier design (one
-# migration per 8 s window, 3 pairs) gave 3 %, 18 % and 9 % slowdowns with a 19 % spread: per-migration variance
-# (setup, first sync, which pages the hot set hit) swamped a few-percent cost.
-SAMPLER_PAIRS = 20
-SAMPLER_PAIR_WINDOW_S = 2.0       # each arm of a pair; the guest logs 20 points in it
-SAMPLER_EDGE_S = 0.2              # off each window's ends: the sampler's threads starting/joining, clock mapping
-SAMPLER_RESOLUTION = 0.02         # the ±2 % the cost must be resolved to; wider than that is NOISY, not a verdict
-BOOTSTRAP_RESAMPLES = 4000
-
-
-@dataclass(frozen=True)
-class SamplerWindow:
-    phase: str              # "idle" (no migration) or "migrating"
-    pair: int
-    sampled: bool
-    t_start: float          # host time.monotonic()
-    t_end: float
-    harness_cores: float    # CPU the harness process (all its threads) used in the window, per wall second
-    achieved_hz: dict[str, float] = field(default_factory=dict)
-
-
-def bootstrap_interval(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the median of `values` (seeded: the same data gives the same interval)."""
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
-    tail = (1 - level) / 2
-    return medians[int(tail * resamples)], medians[min(resamples - 1, int((1 - tail) * resamples))]
-
-
-def sampler_cost(rates: list[tuple[float, float]]) -> dict[str, Any]:
-    """(sampled, unsampled) guest rates per pair → cost = 1 − median ratio, with its 95 % interval; `resolved`
-    when the interval's half-width is within SAMPLER_RESOLUTION (pure: unit-tested)."""
-    ratios = [s / u for s, u in rates if u > 0]
-    if len(ratios) < 3:
-        return {"pairs": len(ratios), "cost": None, "interval": None, "resolved": False}
-    low, high = bootstrap_interval(ratios)
-    median = statistics.median(ratios)
-    return {"pairs": len(ratios), "ratios": [round(r, 4) for r in ratios], "cost": round(1 - median, 4),
-            "interval": [round(1 - high, 4), round(1 - low, 4)], "half_width": round((high - low) / 2, 4),
-            "resolved": (high - low) / 2 <= SAMPLER_RESOLUTION}
-
-
-def sampler_window(source: Machine, destination: Machine, phase: str, pair: int, sampled: bool) -> SamplerWindow:
-    """One arm of a pair: SAMPLER_PAIR_WINDOW_S with the harness's Sampler polling both sides at its default
-    rate, or with nothing polling."""
-    started, cpu = time.monotonic(), time.process_time()
-    if not sampled:
-        time.sleep(SAMPLER_PAIR_WINDOW_S)  # the unsampled window itself
-        ended = time.monotonic()
-        return SamplerWindow(phase, pair, False, started, ended, (time.process_time() - cpu) / (ended - started))
-    sampler = Sampler({"source": source.qmp, "destination": destination.qmp}).start()
-    time.sleep(SAMPLER_PAIR_WINDOW_S)      # the sampled window itself
-    series = sampler.stop()
-    ended = time.monotonic()
-    return SamplerWindow(phase, pair, True, started, ended, (time.process_time() - cpu) / (ended - started),
-                         {side: round(series.achieved_hz(side), 1) for side in series.samples if series.samples[side]})
-
-
-def sampler_pairs(source: Machine, destination: Machine, phase: str, pairs: int,
-                  order: random.Random) -> list[SamplerWindow]:
-    windows = []
-    for pair in range(pairs):
-        arms = [False, True]
-        order.shuffle(arms)
-        windows += [sampler_window(source, destination, phase, pair, sampled) for sampled in arms]
-    return windows
-
-
-def bench_sampler(bed: Testbed, source: Machine, pairs: int) -> dict[str, Any]:
-    """The sampler's rate and cost in two phases of one guest's life: with the destination waiting and no
-    migration ("idle": the guest's rate steady, so the cost resolves), then during a non-converging migration
-    ("migrating": as in the tests, but there the guest's rate swings between 2 s windows — pair ratios with a
-    standard deviation of 0.14 measured here — so 20 pairs leave an interval of about ±6 %)."""
-    running = workloads.start(source, LoggedDirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"), name="hot")
-    destination = bed.incoming(source, name="destination-sampler")
-    config = MigrationConfig(parameters={"max-bandwidth": SAMPLER_BANDWIDTH, "downtime-limit": 50})
-    # Driven with plain QMP commands, never through a Sampler of its own: the only polling is the windows'.
-    migration = Migration(source, destination, config, bed.workdir, name="sampler")
-    readings = [guest_clock_reading(source)]
-    order = random.Random(1)
-    try:
-        migration.configure(destination, "destination")
-        destination.qmp.cmd("migrate-incoming", uri=migration.uri)
-        windows = sampler_pairs(source, destination, "idle", pairs, order)
-        migration.configure(source, "source")
-        source.qmp.cmd("migrate", uri=migration.uri)
-        time.sleep(SAMPLER_SETTLE_S)  # setup and the first bitmap sync done before any window
-        windows += sampler_pairs(source, destination, "migrating", pairs, order)
-        status = source.qmp.cmd("query-migrate")["status"]
-        if status != "active":
-            raise RuntimeError(f"sampler: migration {status!r} during the windows, not an active precopy")
-    finally:
-        # The cancel ends the destination's incoming stream: its exit is this measurement's doing, not a fault.
-        destination.expect_exit("migrate_cancel ends its incoming stream")
-        source.qmp.cmd("migrate_cancel")
-        destination.shutdown()
-    readings.append(guest_clock_reading(source))
-    log_rows = parse_rate_log(source.shell.run(f"cat {RATE_LOG}", timeout=60).stdout)
-    running.stop(source)
-    clock = ClockMap.fit(readings)
-    points = progress_mib(log_rows, clock)
-
-    def mibps(w: SamplerWindow) -> float | None:
-        return rate_between(points, w.t_start + SAMPLER_EDGE_S, w.t_end - SAMPLER_EDGE_S)
-
-    phases = {}
-    for phase in ("idle", "migrating"):
-        by_pair: dict[int, dict[bool, float | None]] = {}
-        for w in windows:
-            if w.phase == phase:
-                by_pair.setdefault(w.pair, {})[w.sampled] = mibps(w)
-        phases[phase] = sampler_cost([(arms[True], arms[False]) for arms in by_pair.values()
-                                      if arms.get(True) and arms.get(False)])
-        log(f"sampler {phase}: cost {phases[phase]['cost']} (95 % {phases[phase]['interval']})")
-    achieved = [hz for w in windows if w.sampled for hz in w.achieved_hz.values()]
-    min_hz = min(achieved, default=0.0)
-    # The verdict: the migrating phase's when resolved, else the idle phase's (a lower bound on the cost: the
-    # sampler's CPU is the same, QEMU's answers are cheaper), else none.
-    judged = next((phase for phase in ("migrating", "idle") if phases[phase]["resolved"]), None)
-    return {"requested_hz": DEFAULT_SAMPLING_HZ, "achieved_hz_min": min_hz,
-            "achieved_hz": [w.achieved_hz for w in windows if w.sampled],
-            "phases": phases, "judged_phase": judged, **(phases[judged] if judged else phases["migrating"]),
-            "dirty_mibps": [{"phase": w.phase, "pair": w.pair, "sampled": w.sampled, "mibps": mibps(w)}
-                            for w in windows],
-            # The sampler's own CPU (its tasks on the QMP sessions' loops): on a host with no core to spare, this is
-            # what the guest's vCPU thread competes with.
-            "harness_cores": {arm: round(statistics.median(w.harness_cores for w in windows if w.sampled == on), 4)
-                              for arm, on in (("sampled", True), ("unsampled", False))},
-            "window_s": SAMPLER_PAIR_WINDOW_S, "clock": clock.to_json(), "rate_log_rows": len(log_rows),
-            "target_hz": SAMPLER_MIN_HZ, "target_slowdown": SAMPLER_MAX_SLOWDOWN, "resolution": SAMPLER_RESOLUTION,
-            # An interval wider than ±2 % cannot say whether the cost is under the target: no verdict, not a PASS.
-            "pass": None if judged is None else (min_hz >= SAMPLER_MIN_HZ
-                                                 and phases[judged]["interval"][1] < SAMPLER_MAX_SLOWDOWN)}
-
-
-# -- parallel efficiency ---------------------------------------------------------------------------------------
-@dataclass
-class SelectionRun:
-    """One pytest run of the selection: its wall time, exit status and each test id's verdict (results.json)."""
-    wall_s: float
-    returncode: int
-    verdicts: dict[str, str]
-
-
-def run_selection(selection: list[str], pytest_args: list[str], artefacts: Path) -> SelectionRun:
-    """Run the selection; its verdicts judged as validate and flake judge a run (validate.read_run): a run that
-    could not happen — usage error, interruption, nothing collected — raises, it never counts as "identical"."""
-    junit = artefacts.parent / f"{artefacts.name}.junit.xml"
-    argv = [sys.executable, "-m", "pytest", *selection, "-p", "no:cacheprovider", "-q", "--progress-interval", "0",
-            "--artefacts", str(artefacts), f"--junitxml={junit}", *pytest_args]
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    (artefacts.parent / f"{artefacts.name}.log").write_text(proc.stdout + proc.stderr)
-    cases, why = read_run(proc.returncode, junit)
-    if why is not None:
-        raise RuntimeError(f"pytest {' '.join(pytest_args)} could not run: {why}: "
-                           + (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1])
-    return SelectionRun(round(wall, 1), proc.returncode, {test: case.outcome for test, case in cases.items()})
-
-
-def parallel_efficiency(serial: SelectionRun, parallel: SelectionRun, workers: int) -> dict[str, Any]:
-    """The report of one serial and one parallel run of the same selection (pure: what `bench_parallel` measured)."""
-    ids = sorted(set(serial.verdicts) | set(parallel.verdicts))
-    differ = {i: {"serial": serial.verdicts.get(i), "parallel": parallel.verdicts.get(i)} for i in ids
-              if serial.verdicts.get(i) != parallel.verdicts.get(i)}
-    speedup = serial.wall_s / parallel.wall_s if parallel.wall_s > 0 else 0.0
-    return {"workers": workers, "tests": len(ids), "serial_s": serial.wall_s, "parallel_s": parallel.wall_s,
-            "wall_time_ratio": round(parallel.wall_s / serial.wall_s, 3) if serial.wall_s > 0 else None,
-            "speedup": round(speedup, 3), "efficiency": round(speedup / workers, 3),
-            "serial_exit": serial.returncode, "parallel_exit": parallel.returncode,
-            "verdicts": serial.verdicts, "verdicts_identical": not differ, "differences": differ,
-            "pass": not differ}
-
-
-def bench_parallel(env: Environment, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
-    """The selection serially, then with -n workers, on bench's QEMU, arch, accelerator and image. Both runs take
-    the host CPU budget (harness.hosts.parallel) like any run, so the parallel one overlaps only what the budget lets."""
-    selection = args.parallel_selection or list(PARALLEL_SELECTION)
-    common = ["--qemu-binary", str(env.source_binary.path), "--arch", env.arch.name, "--accel", env.accel.name,
-              *(["--image-dir", args.image_dir] if args.image_dir else [])]
-    serial = run_selection(selection, common, directory / "serial")
-    log(f"parallel: serial run {serial.wall_s:.0f} s, {serial.verdicts}")
-    parallel = run_selection(selection, [*common, "-n", str(args.workers)], directory / f"n{args.workers}")
-    log(f"parallel: -n {args.workers} run {parallel.wall_s:.0f} s, {parallel.verdicts}")
-    return {"selection": selection, **parallel_efficiency(serial, parallel, args.workers)}
-
-
-# -- suite wall time -------------------------------------------------------------------------------------------
-def suite_wall_time(junit: Path) -> dict[str, Any] | None:
-    """Wall time of the last run that wrote `junit` (make check / .ci/run), and its behaviour tests' share."""
-    if not junit.is_file():
-        return None
-    try:
-        root = ET.parse(junit).getroot()
-    except ET.ParseError:
-        return None
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    cases = [c for s in suites for c in s.iter("testcase")]
-    behaviour = sum(float(c.get("time", 0)) for c in cases if c.get("classname", "").startswith("tests.behaviour"))
-    return {"file": str(junit), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(junit.stat().st_mtime)),
-            "total_s": round(sum(float(s.get("time", 0)) for s in suites), 1),
-            "behaviour_tests_s": round(behaviour, 1), "tests": len(cases)}
-
-
 # -- report ----------------------------------------------------------------------------------------------------
 def verdict(ok: bool | None) -> str:
     return "—" if ok is None else "PASS" if ok else "MISS"
@@ -550,33 +324,15 @@ def table(results: dict[str, Any]) -> str:
         phases = overhead["overhead_by_phase_s"]
         rows.append(("  by phase", ", ".join(f"{k.removesuffix('_s')} {v:+.2f} s" for k, v in phases.items()
                                              if k != "total_s"), "", ""))
-    sampler = results.get("sampler")
-    if sampler:
-        rows.append(("sampler rate (100 Hz asked)", f"min {sampler['achieved_hz_min']:.0f} Hz over sides/windows",
-                     f"≥ {SAMPLER_MIN_HZ:g} Hz", verdict(sampler["achieved_hz_min"] >= SAMPLER_MIN_HZ)))
-        cost = "n/a" if sampler["cost"] is None else (
-            f"{sampler['cost']:+.1%} (95 % {sampler['interval'][0]:+.1%} … {sampler['interval'][1]:+.1%}, "
-            f"{sampler['pairs']} pairs of {sampler['window_s']:g} s, {sampler.get('judged_phase') or 'migrating'}); "
-            f"harness CPU "
-            f"{sampler['harness_cores']['sampled']:.2f} cores sampling")
-        rows.append(("sampler cost to the guest", cost,
-                     f"< {SAMPLER_MAX_SLOWDOWN:.0%}",
-                     "NOISY" if sampler["pass"] is None else verdict(sampler["pass"])))
+    if results.get("sampler"):
+        rows += sampler_rows(results["sampler"], verdict)
     workload = results.get("workload")
     if workload:
         for r in workload["rates"]:
             rows.append((f"dirty rate {r['requested_mibps']} MiB/s", f"achieved {r['achieved_mibps']:.2f} MiB/s "
                          f"({r['error']:+.1%})", f"within {WORKLOAD_MAX_ERROR:.0%}", verdict(r["pass"])))
-    par = results.get("parallel")
-    if par:
-        rows.append((f"parallel efficiency (-n {par['workers']}, {par['tests']} tests)",
-                     f"serial {par['serial_s']:.0f} s, -n {par['workers']} {par['parallel_s']:.0f} s: "
-                     f"×{par['speedup']:.2f} ({par['efficiency']:.0%} of {par['workers']})", "",
-                     ""))
-        rows.append(("  verdicts serial vs parallel", "identical" if par["verdicts_identical"] else
-                     "DIFFER: " + ", ".join(f"{k.rsplit('::', 1)[-1]} {v['serial']}/{v['parallel']}"
-                                            for k, v in par["differences"].items()), "identical",
-                     verdict(par["verdicts_identical"])))
+    if results.get("parallel"):
+        rows += parallel_rows(results["parallel"], verdict)
     suite = results.get("suite")
     rows.append(("suite wall time (last junit.xml)",
                  f"{suite['total_s']:.0f} s total, behaviour tests {suite['behaviour_tests_s']:.0f} s "
@@ -697,12 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             source = bed.boot("source")
             run("workload", lambda: bench_workload_rates(source))
-            run("sampler", lambda: bench_sampler(bed, source, args.pairs))
+            run("sampler", lambda: bench_sampler(bed, source, args.pairs, log))
         except Exception as exc:
             results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         finally:
             bed.close()
-    run("parallel", lambda: bench_parallel(env, args, scratch / "parallel"))
+    run("parallel", lambda: bench_parallel(env, args, scratch / "parallel", log))
     results["suite"] = suite_wall_time(Path(args.junit))
     results["bench_wall_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -35,7 +35,8 @@ from harness.core.checkout import ROOT, require_checkout
 from harness.tools.flake import exclusive, failure_reasons
 from harness.qemu.binary import QemuBinary, QemuNotFound, version_numbers
 from harness.report.index import render_matrix
-from harness.report.artefacts import atomic_write_text, safe_name
+from harness.core.files import atomic_write_text
+from harness.report.artefacts import safe_name
 from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
 # Every behaviour file, so a new behaviour joins the matrix without an edit here; `slow` matrices stay out.

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from harness.qemu.arch import arch_spec, host_arch
 from harness.qemu.image import GuestImage
-from harness.vm.machine import Machine, MachineConfig
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
 from harness.qemu.binary import QemuBinary, binary_key
-from harness.report.artefacts import atomic_write_text
+from harness.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

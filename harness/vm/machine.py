@@ -6,29 +6,26 @@ output, the guest console and any trace log into the artefacts directory, which 
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import logging
-import os
-import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Collection
 
-from harness.qemu.arch import ArchSpec
-from harness.hosts import netns
-from harness.hosts import parallel
+from harness.analysis.oracles import Verdict, equals
 from harness.core import workdirs
+from harness.core.process import LiveSet
+from harness.hosts.local import LocalHost
+from harness.hosts.qemu_host import QemuHost
 from harness.vm.heartbeat import HeartbeatReader, device_args as heartbeat_device_args
 from harness.vm.console import ConsoleCrash, ConsoleWatcher, crash_lines
+from harness.vm.config import MachineConfig
+from harness.vm.exits import ExitExpectation, ExitInfo, ExpectedExit, MachineError, QemuExited
 from harness.vm.guest import GuestPanicked, GuestShell
 from harness.qemu.image import GuestImage
 from harness.qemu.binary import QemuBinary
@@ -36,210 +33,11 @@ from harness.qemu.qmp import QMPSession
 
 log = logging.getLogger(__name__)
 
-_LIVE: "weakref.WeakSet[Machine]" = weakref.WeakSet()
+_LIVE: "LiveSet[Machine]" = LiveSet()   # killed at exit, whatever ended the run
 
 
-def _kill_all_live() -> None:
-    for machine in list(_LIVE):
-        machine.kill()
-
-
-atexit.register(_kill_all_live)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the harness dies, even by SIGKILL (no orphan QEMU)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def free_tcp_port() -> int:
-    """A port free right now. Racy by nature (another process may bind it before QEMU does): migration sockets
-    do not use it any more (the destination binds port 0 and reports the port); the SSH forward probes with it
-    through parallel.reserve_port, so no other harness process (an xdist sibling, a second run) is handed the same
-    port before QEMU binds it, and retries when a process outside the harness took it first. For a QEMU in its own
-    network namespace (harness.hosts.netns) the port is bound on that namespace's loopback, where nothing else listens:
-    free here is free enough there."""
-    return parallel.probe_free_port()
-
-
-class MachineError(RuntimeError):
-    pass
-
-
-class LocalHost:
-    """Where a Machine's QEMU runs: this host (the default). harness.hosts.remote.RemoteQemu is the same interface for a
-    QEMU started on another host over SSH; Machine asks its host for every host-specific part of a launch (the
-    binary's arguments, the QMP address, the console chardev, image and work-file paths, the process itself, its
-    signals, the guest's SSH socket, files QEMU wrote) and does all the rest — command line, exit watching,
-    QemuExited, QMP, cleanup — the same way for both."""
-
-    def where(self) -> str:
-        return "local"
-
-    def prepare(self, name: str) -> None:
-        pass
-
-    def reserve_port(self) -> parallel.PortReservation:
-        """A port for the guest's SSH forward, held against other harness processes (xdist workers, other runs)
-        until released. `free_tcp_port` is looked up at each call, so a test can stand in for the probe."""
-        return parallel.reserve_port(probe=lambda: free_tcp_port())
-
-    def base_args(self, binary: QemuBinary) -> list[str]:
-        return binary.base_args()
-
-    def qmp_arg(self, qmp_socket: Path) -> str:
-        return f"unix:{qmp_socket},server=on,wait=off"
-
-    def console_chardev(self, console: Path) -> str:
-        return f"file,id=console,path={console}"
-
-    def image_path(self, path: Path) -> str:
-        return str(path)
-
-    def work_path(self, path: Path) -> str:
-        return str(path)
-
-    def script(self, args: list[str]) -> str:
-        return "#!/bin/sh\n# launched by the harness; exact command line\n" + shlex.join(args) + "\n"
-
-    def start(self, args: list[str], output: Path, console: Path) -> "subprocess.Popen[bytes]":
-        with open(output, "ab") as out:
-            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-
-    def signal(self, process: "subprocess.Popen[bytes]", sig: int) -> None:
-        os.killpg(process.pid, sig)
-
-    def guest_socket(self, namespace: str | None) -> Callable[[str, int, float], socket.socket] | None:
-        if namespace is None:
-            return None
-        return lambda host, port, timeout: netns.connect_in(namespace, host, port, timeout)
-
-    def dump_path(self, local: Path) -> str:
-        return str(local)
-
-    def after_dump(self, remote: str, local: Path) -> None:
-        pass
-
-    def release(self, process: Any, trace: Path) -> None:
-        pass
-
-
-# What a crashing QEMU dies of. Never "expected", whatever a test declared: a deliberate kill sends SIGKILL/SIGTERM.
-CRASH_SIGNALS = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                           signal.SIGTRAP, signal.SIGSYS})
 # Kernel messages that mean the guest is gone for good (its vCPUs spin or halt; SSH will never answer again).
 PANIC_MARKERS = ("Kernel panic - not syncing", "kernel BUG at")
-
-
-@dataclass(frozen=True)
-class ExitInfo:
-    """How a QEMU process ended (Popen.returncode: negative = killed by that signal)."""
-    returncode: int
-    t: float               # time.monotonic() when the harness saw it
-
-    @property
-    def signal(self) -> signal.Signals | None:
-        if self.returncode >= 0:
-            return None
-        try:
-            return signal.Signals(-self.returncode)
-        except ValueError:
-            return None
-
-    def describe(self) -> str:
-        if self.returncode >= 0:
-            return f"exit status {self.returncode}"
-        sig = self.signal
-        return f"killed by {sig.name if sig else f'signal {-self.returncode}'}"
-
-
-@dataclass(frozen=True)
-class ExitExpectation:
-    """A test's (or the harness's) declaration that this QEMU may end now, and how it may end."""
-    reason: str
-    codes: frozenset[int] = frozenset({0})
-    signals: frozenset[int] = frozenset()
-
-    def allows(self, info: ExitInfo) -> bool:
-        if info.returncode >= 0:
-            return info.returncode in self.codes
-        return -info.returncode in self.signals and -info.returncode not in CRASH_SIGNALS
-
-
-class QemuExited(MachineError):
-    """A QEMU process ended. `side` is the role it had where that was noticed (source/destination), else None."""
-
-    def __init__(self, name: str, info: ExitInfo, output_tail: str, console_tail: str = "",
-                 side: str | None = None, when: str = "", expected: str | None = None, report: str = "") -> None:
-        self.name, self.info, self.side, self.output_tail, self.console_tail = name, info, side, output_tail, console_tail
-        self.expected, self.when, self.report = expected, when, report
-        who = f"{side} QEMU ({name})" if side and side != name else f"{name} QEMU"
-        text = f"{who} {info.describe()}" + (f" {when}" if when else "")
-        if expected:
-            text += f" (expected: {expected})"
-        if report:
-            text += f"\nmigration state:{report}"
-        text += f"\nQEMU output tail:\n{output_tail}"
-        if console_tail:
-            text += f"\nguest console tail:\n{console_tail}"
-        super().__init__(text)
-
-    @property
-    def returncode(self) -> int:
-        return self.info.returncode
-
-    @property
-    def signal_name(self) -> str | None:
-        return self.info.signal.name if self.info.signal else None
-
-    def with_report(self, report: str) -> "QemuExited":
-        """The same exit, with the migration's state (both sides' last samples) added to the message."""
-        return QemuExited(self.name, self.info, self.output_tail, self.console_tail, self.side, self.when,
-                          self.expected, report)
-
-
-@dataclass(frozen=True)
-class Disk:
-    """A block device: a -blockdev (JSON) and the guest device that exposes it."""
-    node_name: str
-    blockdev: dict[str, Any]
-    device_options: str = ""
-
-
-@dataclass(frozen=True)
-class MachineConfig:
-    arch: ArchSpec
-    accel: str = "tcg"
-    accel_properties: tuple[str, ...] = ()   # e.g. ("dirty-ring-size=4096",): -accel kvm,dirty-ring-size=4096
-    memory_mib: int = 512
-    cpus: int = 1
-    machine_type: str | None = None      # None: the arch's alias (q35)
-    cpu: str | None = None               # None: the arch's default for the accelerator (max / host)
-    incoming: str | None = None          # e.g. "defer"
-    start_paused: bool = False           # -S
-    network: bool = True
-    disks: tuple[Disk, ...] = ()
-    trace_events: tuple[str, ...] = ()
-    globals: tuple[str, ...] = ()        # -global values, e.g. "migration.multifd-flush-after-each-section=on"
-    memory_backend: str | None = None    # e.g. "memory-backend-file,mem-path=/dev/hugepages,share=on"
-    extra_args: tuple[str, ...] = ()
-    qmp_timeout: float = 60.0
-    wrapper: tuple[str, ...] = ()        # --qemu-wrapper: prefixed to the command line (gdb, valgrind, rr)
-    # The network namespace QEMU runs in (--topology netns; the wrapper then starts with `ip netns exec NAME`):
-    # its SSH hostfwd is on that namespace's loopback, so the guest shell connects from inside it.
-    netns: str | None = None
-    # The remote host this QEMU runs on (harness.hosts.remote.RemoteHost; Testbed gives the Machine its RemoteQemu), or
-    # None: here.
-    remote: Any = None
-    # A virtio-serial port the guest `heartbeat` workload ticks on, read and timestamped by the harness
-    # (harness.vm.heartbeat): the blackout as the guest lived it. Local QEMUs only.
-    heartbeat: bool = False
 
 
 @dataclass
@@ -254,10 +52,10 @@ class Machine:
     """A QEMU process. Use as a context manager; cleanup runs whatever happens in the body."""
 
     def __init__(self, binary: QemuBinary, image: GuestImage, config: MachineConfig, name: str,
-                 artefacts: Path, host: Any = None) -> None:
+                 artefacts: Path, host: QemuHost | None = None) -> None:
         self.binary, self.image, self.config, self.name = binary, image, config, name
-        # LocalHost, or harness.hosts.remote.RemoteQemu for a QEMU on another host.
-        self.host = host if host is not None else LocalHost()
+        # LocalHost, or harness.hosts.remote_qemu.RemoteQemu for a QEMU on another host.
+        self.host: QemuHost = host if host is not None else LocalHost()
         artefacts.mkdir(parents=True, exist_ok=True)
         self.files = MachineFiles(
             cmdline=artefacts / f"{name}.cmdline.sh",
@@ -266,7 +64,7 @@ class Machine:
             trace=artefacts / f"{name}.trace.log",
         )
         self.tmpdir: Path | None = None
-        self.process: Any = None     # subprocess.Popen, or harness.hosts.remote.RemoteProcess
+        self.process: Any = None     # subprocess.Popen, or harness.hosts.remote_qemu.RemoteProcess
         self.qmp: QMPSession = QMPSession(name)
         self.ssh_port: int | None = None
         self._shell: GuestShell | None = None
@@ -464,7 +262,7 @@ class Machine:
         return self.exit_info
 
     def expect_exit(self, reason: str, codes: Collection[int] = (0, 1),
-                    signals: Collection[int] = (signal.SIGKILL, signal.SIGTERM)) -> "_ExpectedExit":
+                    signals: Collection[int] = (signal.SIGKILL, signal.SIGTERM)) -> ExpectedExit:
         """Declare that this QEMU may exit now (a test about to kill it, a destination whose incoming stream was
         cancelled). Waits then no longer treat its exit as a fault, and teardown does not count it as abnormal —
         unless it dies of a crash signal (SIGABRT, SIGSEGV, …), which is never expected. As a context manager
@@ -472,7 +270,7 @@ class Machine:
         expectation = ExitExpectation(reason, frozenset(codes), frozenset(int(s) for s in signals))
         with self._exit_lock:
             self._expectations.append(expectation)
-        return _ExpectedExit(self, expectation)
+        return ExpectedExit(expectation, self._withdraw)
 
     def _withdraw(self, expectation: ExitExpectation) -> None:
         with self._exit_lock:
@@ -584,6 +382,10 @@ class Machine:
     def is_running(self) -> bool:
         return self.process is not None and self.exit_info is None and self.process.poll() is None
 
+    def still_running(self, after: str, name: str = "source still running") -> Verdict:
+        """The guest was not stopped by `after` (a cancel, a refused command): its runstate is 'running'."""
+        return equals(name, self.runstate(), "running", f"runstate after {after}")
+
     def runstate(self) -> str:
         return str(self.qmp.cmd("query-status", timeout=10)["status"])
 
@@ -678,16 +480,3 @@ class Machine:
         target = self.host.dump_path(path)
         self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
         self.host.after_dump(target, path)
-
-
-class _ExpectedExit:
-    """Returned by Machine.expect_exit: usable bare (the declaration stands) or as a context manager."""
-
-    def __init__(self, machine: Machine, expectation: ExitExpectation) -> None:
-        self.machine, self.expectation = machine, expectation
-
-    def __enter__(self) -> ExitExpectation:
-        return self.expectation
-
-    def __exit__(self, *exc: object) -> None:
-        self.machine._withdraw(self.expectation)

@@ -219,6 +219,24 @@ def start(on: HasShell, spec: WorkloadSpec, name: str | None = None, timeout: fl
     return RunningWorkload(name, spec, pid)
 
 
+def seqinc_counter(on: HasShell, workload: RunningWorkload) -> int:
+    """seqinc's own pass counter, read in the guest from the first page of its file (its u64 header: the passes
+    the writer completed over that page). That it advances is the guest making progress, by its own work."""
+    assert isinstance(workload.spec, SeqInc), f"{workload.name} is not a seqinc workload"
+    out = on.shell.run(f"od -An -tu8 -N8 {shlex.quote(workload.spec.file)}", idempotent=True).stdout.split()
+    return int(out[0])
+
+
+def wait_seqinc_advances(on: HasShell, workload: RunningWorkload, timeout: float = 15.0) -> tuple[int, int]:
+    """(first, last) seqinc counter read in the guest, polling until it moves or `timeout` passes."""
+    first = last = seqinc_counter(on, workload)
+    deadline = time.monotonic() + timeout
+    while last <= first and time.monotonic() < deadline:
+        time.sleep(0.3)
+        last = seqinc_counter(on, workload)
+    return first, last
+
+
 @dataclass(frozen=True)
 class SeqCheck:
     passed: bool

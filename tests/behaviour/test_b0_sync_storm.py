@@ -27,14 +27,12 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.series import CounterWindow, count_between, counter_window
+from harness.analysis.series import CounterWindow
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
-from harness.qemu.qmp import ExecuteError
+from harness.migration.scenarios import ArmRefused, ArmWindow, NonConvergingWindow, WindowArm, non_converging_windows
 from harness.migration.testbed import Testbed
-from harness.analysis.trace import parse_file
 from harness.vm.workloads import Dirty
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 HOT_SET_MIB = 64            # re-dirtied flat out: one pass over it takes HOT_SET / BANDWIDTH = 2 s
 BANDWIDTH = 32 * MiB        # far below the guest's dirty rate, so precopy never converges
@@ -70,51 +68,42 @@ class SyncWindow:
         return self.counters.transferred_bytes / (HOT_SET_MIB * MiB)
 
     def syncs_per_hot_set_pass(self) -> float | None:
-        return self.counters.syncs / self.hot_set_passes if self.hot_set_passes else None
+        return ratio(self.counters.syncs, self.hot_set_passes)
 
     def exact_per_hot_set_pass(self) -> float | None:
-        return self.exact_pending_computations / self.hot_set_passes if self.hot_set_passes else None
+        return ratio(self.exact_pending_computations, self.hot_set_passes)
 
 
-def non_converging_window(testbed: Testbed, source: Machine, label: str, capabilities: dict[str, bool]) -> SyncWindow:
-    """Precopy for WINDOW_S seconds after the first pass, then cancel; count syncs and exact-pending computations."""
-    destination = testbed.incoming(source, name=f"destination-{label}")
-    config = MigrationConfig(capabilities=capabilities,
-                             parameters={"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS})
-    migration = testbed.prepare_migration(source, destination, config, name=label)
-    try:
-        migration.start()
-    except ExecuteError as exc:
-        pytest.skip(f"QEMU refuses {capabilities}: {exc}")
-    t_start, status = migration.observe_after_first_pass(WINDOW_S)
-    series = migration.series
-    if status != "active":
-        raise AssertionError(f"{label}: precopy was {status!r} during the window, not a non-converging 'active' "
-                             f"phase: the scenario did not provoke what it measures")
-    trace = parse_file(source.files.trace)
-    exact_times = [r.t - series.wall_t0 for r in trace.named("migrate_pending_exact") if r.t is not None]
-    window = SyncWindow(label, counter_window(series, t_start, t_start + WINDOW_S),
-                        count_between(exact_times, t_start, t_start + WINDOW_S))
-    testbed.artefacts.write_json(f"window-{label}", window)
-    return window
+def sync_storm_scenario(extra_caps: dict[str, bool]) -> NonConvergingWindow:
+    """Precopy held far below the guest's dirty rate, with postcopy-ram off and then on (never started)."""
+    parameters = {"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS}
+    return NonConvergingWindow(
+        arms=(WindowArm("postcopy-ram-off", extra_caps, parameters),
+              WindowArm("postcopy-ram-on", {**extra_caps, "postcopy-ram": True}, parameters)),
+        window_s=WINDOW_S, trace_events=("migrate_pending_exact",))
 
 
-def dirtying_source(testbed: Testbed, label: str) -> Machine:
+def dirtying_source(testbed: Testbed, arm: WindowArm) -> Machine:
     # A fresh source per window: re-migrating a source after migrate_cancel is another behaviour (test_basics), and
     # here it once broke the second stream on 10.0.2 ("Getting RAM address failed" on the destination).
-    source = testbed.boot(f"source-{label}", trace_events=TRACE_EVENTS)
+    source = testbed.boot(f"source-{arm.label}", trace_events=TRACE_EVENTS)
     workloads.start(source, Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"))
     return source
 
 
+def sync_window(arm: ArmWindow) -> SyncWindow:
+    return SyncWindow(arm.label, arm.counters, len(arm.trace_times["migrate_pending_exact"]))
+
+
 def compare_sync_rates(testbed: Testbed, extra_caps: dict[str, bool]) -> None:
     verdicts: list[oracles.Verdict] = []
-    windows = []
-    for label, caps in (("postcopy-ram-off", extra_caps), ("postcopy-ram-on", {**extra_caps, "postcopy-ram": True})):
-        source = dirtying_source(testbed, label)
-        windows.append(non_converging_window(testbed, source, label, caps))
-        source.shutdown()   # the two windows must not compete for the host's CPUs
-    baseline, enabled = windows
+    try:
+        arms = non_converging_windows(testbed, sync_storm_scenario(extra_caps), lambda a: dirtying_source(testbed, a))
+    except ArmRefused as exc:
+        pytest.skip(str(exc))
+    baseline, enabled = (sync_window(arm) for arm in arms.values())
+    for window in (baseline, enabled):
+        testbed.artefacts.write_json(f"window-{window.label}", window)
     testbed.artefacts.write_json("sync-rates", {"baseline": baseline, "postcopy_ram_on": enabled,
                                                 "hot_set_mib": HOT_SET_MIB, "bandwidth": BANDWIDTH})
     # (1) The baseline must itself show a few pass-end syncs, or the scenario measured nothing.

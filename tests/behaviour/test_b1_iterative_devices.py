@@ -49,7 +49,8 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.analysis.iteration import Coverage, IterationLog
-from harness.vm.machine import Disk, Machine
+from harness.vm.config import Disk
+from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
 from harness.analysis.oracles import Verdict
 from harness.migration.testbed import Testbed

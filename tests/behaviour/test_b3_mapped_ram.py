@@ -40,12 +40,12 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.integrity import compare_guest_ram
+from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
 from harness.analysis.oracles import Verdict
 from harness.qemu.qmp import ExecuteError
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty, SeqInc
 from harness.core.units import MiB
@@ -374,8 +374,8 @@ def test_mapped_ram_refused_on_socket_uri(testbed: Testbed) -> None:
     testbed.artefacts.verdict(refusal_verdict("source", refused_out))
 
     # Cleanly: neither side is left half-started — the same two QEMUs then save and restore through a file.
-    testbed.artefacts.verdict(oracles.still_running(source, "the refused migrate",
-                                                    name="source still running after the refusal"))
+    testbed.artefacts.verdict(source.still_running("the refused migrate",
+                                         name="source still running after the refusal"))
     file_config = MigrationConfig(capabilities={"mapped-ram": True}, transport="file")
     migration = testbed.migrate(source, None, file_config, name="after-refusal")
     testbed.artefacts.verdict(oracles.completed(migration.wait_status({"completed"}, SAVE_DEADLINE_S)))

@@ -38,7 +38,9 @@ Oracles and what anchors each:
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,20 +49,18 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.series import (ClockMap, ThreadTimes, ThrottleLevel, ThrottleSleep, gaps, increment_times,
+from harness.analysis.series import (ClockMap, ThreadTimes, ThrottleLevel, ThrottleSleep, gaps,
                               parse_rate_log, progress_mib, ran_share_of_runnable, rate_between, sleep_slope,
                               slowdown_slope, throttle_levels, throttle_sleeps)
 from harness.hosts.capabilities import ThreadTimesSampler
-from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
 from harness.analysis.oracles import Verdict
 from harness.qemu.binary import QemuBinary
-from harness.report.artefacts import record_of
-from harness.migration.sampler import Series
+from harness.core.files import record_of
+from harness.analysis.samples import Series
+from harness.migration.scenarios import ArmWindow, NonConvergingWindow, WindowArm, non_converging_windows
 from harness.migration.testbed import Testbed
-from harness.analysis.trace import parse_file
 from harness.vm.workloads import RATE_LOG, Dirty, LoggedDirty, guest_clock_reading
-from harness.core.units import MiB
+from harness.core.units import MiB, ratio
 
 TIMER_PERIOD_S = 5.0         # CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS in migration/cpu-throttle.c
 # Measured on TCG here: timer syncs land 5.0–5.3 s apart (the tick is on QEMU_CLOCK_VIRTUAL_RT plus the time the
@@ -162,22 +162,23 @@ def throttle_steps(series: Series) -> tuple[list[int], dict[int, float]]:
     return steps, first_seen
 
 
-def observe(testbed: Testbed, source: Machine, label: str, parameters: dict[str, Any],
-            auto_converge: bool) -> ConvergeRun:
-    destination = testbed.incoming(source, name=f"destination-{label}")
-    config = MigrationConfig(capabilities={"auto-converge": auto_converge},
-                             parameters={"max-bandwidth": BANDWIDTH, "downtime-limit": 100, **parameters})
-    migration = testbed.migrate(source, destination, config, name=label)
-    t_first_pass, _ = migration.observe_after_first_pass(OBSERVE_S, first_pass_timeout=180)
-    series = migration.series
-    times = [t for t in increment_times(series, "ram.dirty-sync-count")
-             if t_first_pass < t <= t_first_pass + OBSERVE_S]
-    trace = parse_file(source.files.trace)
-    timer = [r for r in trace.named(TIMER_TRACE_EVENT) if r.t is not None
-             and t_first_pass <= r.t - series.wall_t0 <= t_first_pass + OBSERVE_S]
-    run = ConvergeRun(label, times, gaps([t_first_pass, *times]), len(timer), *throttle_steps(series),
-                      series.t0, t_first_pass, t_first_pass + OBSERVE_S)
-    testbed.artefacts.write_json(f"run-{label}", run)
+def auto_converge_scenario(parameters: dict[str, Any]) -> NonConvergingWindow:
+    """A long pass at BANDWIDTH, auto-converge on then off, each watched OBSERVE_S after its first pass."""
+    parameters = {"max-bandwidth": BANDWIDTH, "downtime-limit": 100, **parameters}
+    return NonConvergingWindow(
+        arms=(WindowArm("auto-converge-on", {"auto-converge": True}, parameters),
+              WindowArm("auto-converge-off", {"auto-converge": False}, parameters)),
+        window_s=OBSERVE_S, first_pass_timeout=180, trace_events=(TIMER_TRACE_EVENT,))
+
+
+def converge_run(testbed: Testbed, window: ArmWindow) -> ConvergeRun:
+    """B4's reading of one arm: the syncs after the first pass, their gaps, the timer's syncs, the throttle's
+    steps."""
+    times = window.increments("ram.dirty-sync-count")
+    run = ConvergeRun(window.label, times, gaps([window.t_start, *times]),
+                      len(window.trace_times.get(TIMER_TRACE_EVENT, [])), *throttle_steps(window.series),
+                      window.series.t0, window.t_start, window.t_end)
+    testbed.artefacts.write_json(f"run-{window.label}", run)
     return run
 
 
@@ -230,7 +231,7 @@ def throttle_effect(log: list[tuple[float, int]], clock: ClockMap, on: ConvergeR
     first = min(on.throttle_first_seen.values(), default=on.t_end)
     window = (first - BASELINE_S, first - SETTLE_S)
     raw, ran = rate_between(points, *window), ran_of_runnable(*window)
-    baseline = raw / ran if raw is not None and ran else None
+    baseline = ratio(raw, ran)
     levels = throttle_levels(points, on.throttle_first_seen, on.t_end, baseline or 0.0, SETTLE_S, MIN_LEVEL_S,
                              ran_of_runnable)
     return ThrottleEffect(window, baseline, ran, levels, slowdown_slope(levels),
@@ -296,9 +297,14 @@ def run_periodic_sync_test(testbed: Testbed, parameters: dict[str, Any], initial
     readings = [guest_clock_reading(source)]
     assert source.process is not None
     vcpu_thread = int(source.qmp.cmd("query-cpus-fast")[0]["thread-id"])
-    with ThreadTimesSampler(source.process.pid, vcpu_thread) as vcpu_times:
-        on = observe(testbed, source, "auto-converge-on", parameters, auto_converge=True)
-    off = observe(testbed, source, "auto-converge-off", parameters, auto_converge=False)
+    vcpu_times = ThreadTimesSampler(source.process.pid, vcpu_thread)
+    scenario = auto_converge_scenario(parameters)
+    if not has_periodic_sync(testbed.env.source_binary):
+        scenario = dataclasses.replace(scenario, trace_events=())
+    # The vCPU thread's times are sampled during the auto-converge-on arm only: (4) and (5) read its levels.
+    windows = non_converging_windows(testbed, scenario, source, around=lambda arm: (
+        vcpu_times if arm.label == "auto-converge-on" else nullcontext()))
+    on, off = (converge_run(testbed, windows[label]) for label in ("auto-converge-on", "auto-converge-off"))
     readings.append(guest_clock_reading(source))
     testbed.artefacts.write_json("workload", dirty.status(source))
     log = parse_rate_log(source.shell.run(f"cat {RATE_LOG}", timeout=60).stdout)
@@ -347,17 +353,13 @@ def test_periodic_sync_adds_nothing_when_passes_are_short(testbed: Testbed) -> N
     absolute (#16: not duplicated here, this test is `slow` and was not calibrated for one)."""
     source = testbed.boot(trace_events=(TIMER_TRACE_EVENT,) if has_periodic_sync(testbed.env.source_binary) else ())
     workloads.start(source, Dirty(size_mib=32, rate_mibps=0, order="random"))
-    counts = {}
-    for label, auto_converge in (("auto-converge-off", False), ("auto-converge-on", True)):
-        destination = testbed.incoming(source, name=f"destination-{label}")
-        config = MigrationConfig(capabilities={"auto-converge": auto_converge},
-                                 parameters={"max-bandwidth": 32 * MiB, "downtime-limit": 50,
-                                             "cpu-throttle-initial": 1, "cpu-throttle-increment": 1,
-                                             "max-cpu-throttle": 1})
-        migration = testbed.migrate(source, destination, config, name=label)
-        t0, _ = migration.observe_after_first_pass(15)
-        series = migration.series
-        counts[label] = len([t for t in increment_times(series, "ram.dirty-sync-count") if t0 <= t <= t0 + 15])
+    parameters = {"max-bandwidth": 32 * MiB, "downtime-limit": 50, "cpu-throttle-initial": 1,
+                  "cpu-throttle-increment": 1, "max-cpu-throttle": 1}
+    scenario = NonConvergingWindow(arms=(WindowArm("auto-converge-off", {"auto-converge": False}, parameters),
+                                         WindowArm("auto-converge-on", {"auto-converge": True}, parameters)),
+                                   window_s=15)
+    windows = non_converging_windows(testbed, scenario, source)
+    counts = {label: len(w.increments("ram.dirty-sync-count", include_start=True)) for label, w in windows.items()}
     testbed.artefacts.write_json("sync-counts", counts)
     testbed.artefacts.verdict(oracles.ratio_at_most("syncs with vs without auto-converge",
                                                     counts["auto-converge-on"], counts["auto-converge-off"], 1.5,

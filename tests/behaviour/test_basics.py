@@ -31,7 +31,7 @@ from harness.analysis import blackout, oracles
 
 from harness.vm import workloads
 from harness.migration.migrate import Migration, MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
                                postcopy_recovers, postcopy_with_integrity,
                                precopy_with_integrity)
@@ -153,7 +153,7 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
     migration.wait_status({"cancelled"}, 30)
     migration.finish()
 
-    testbed.artefacts.verdict(oracles.still_running(pair.source, "migrate_cancel"))
+    testbed.artefacts.verdict(pair.source.still_running("migrate_cancel"))
     before, after = dirty.wait_progress(pair.source)
     testbed.artefacts.verdict(oracles.progressed("guest workload keeps running after cancel", before, after, 1))
     check = workloads.seqcheck(pair.source, seq)

@@ -30,7 +30,7 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.analysis.integrity import compare_guest_ram
+from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
 from harness.migration.testbed import Testbed

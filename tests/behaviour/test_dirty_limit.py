@@ -28,7 +28,7 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.migration.migrate import MigrationConfig
-from harness.migration.sampler import lookup
+from harness.analysis.samples import lookup
 from harness.migration.scenarios import compare_then_check
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB

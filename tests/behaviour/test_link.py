@@ -29,7 +29,7 @@ from harness.analysis import oracles
 from harness.analysis.latency import StallPoint, stall_curves
 from harness.migration.migrate import Migration, MigrationConfig
 from harness.report.plots import plot_stalls_vs_rtt
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import postcopy_recovers, precopy_with_integrity
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB

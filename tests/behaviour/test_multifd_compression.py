@@ -27,15 +27,15 @@ import pytest
 
 from harness.analysis import oracles
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import resend_window
 from harness.migration.testbed import Testbed
+from harness.core.units import PAGE, ratio
 
 SOFTWARE = ("zlib", "zstd")
 HARDWARE = ("qpl", "uadk", "qatzip")      # in the schema only when QEMU was built with the library
 CHANNELS = 2
 WINDOW_S = 6.0
-PAGE = 4096
 # Calibration (QEMU 10.0.2, TCG, 2 shared cores, `make flake N=10`, 10/10 passed): page per page on the wire
 # zlib 0.0144–0.0146, zstd 0.0080–0.0123, none 1.00–1.01. The compressed bound is loose on purpose (×17 above
 # the worst run): it separates "compressed" from "stored" (the zlib-level-ignored patch: 1.006), not a few percent.
@@ -63,7 +63,7 @@ def test_multifd_compression_sends_less_and_keeps_ram_identical(testbed: Testbed
                              parameters={"multifd-channels": CHANNELS, "multifd-compression": method})
     window = resend_window(testbed, paused_pair, config, COUNTERS, WINDOW_S, CONVERGE_DOWNTIME_MS)
     pages, wire = (window.counters[name] for name in COUNTERS)
-    per_page = wire / pages / PAGE if pages else None
+    per_page = ratio(wire, pages * PAGE)
     name = f"bytes on the wire per page sent / page size ({method})"
     if method == "none":
         judged = oracles.within_band(name, per_page, MIN_PLAIN_SHARE, MAX_PLAIN_SHARE,

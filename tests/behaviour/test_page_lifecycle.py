@@ -37,11 +37,11 @@ from harness.analysis.trace import parse_file
 from harness.core.units import MiB
 from harness.migration.migrate import Migration, MigrationConfig
 from harness.migration.relay import RelayCounts
-from harness.migration.sampler import lookup
+from harness.analysis.samples import lookup
 from harness.migration.scenarios import COMPLETION_TIMEOUT, held_precopy, postcopy_under_load
 from harness.migration.testbed import Testbed
-from harness.migration.tls import TlsUnavailable, secure_pair
-from harness.plugin.plugin import Pair
+from harness.migration.tls import TlsUnavailable, over_tls
+from harness.migration.testbed import Pair
 from harness.vm import workloads
 from harness.vm.workloads import Dirty, PageLife, RunningWorkload
 
@@ -154,13 +154,15 @@ def step_through(life: RunningWorkload, migration: Migration, before: Before) ->
 
 
 def with_tls(transport: Transport, testbed: Testbed, pair: Pair) -> MigrationConfig:
+    """The transport's config, plus TLS credentials on both sides and their parameters where it asks for TLS."""
     if not transport.tls:
         return transport.config
     try:
-        parameters = secure_pair(pair.source, pair.destination, testbed.workdir)
+        secure = over_tls(testbed.workdir, pair.source, pair.destination)
     except TlsUnavailable as unavailable:
         pytest.skip(str(unavailable))
-    return replace(transport.config.with_parameters(**parameters), source_only_parameters=frozenset({"tls-hostname"}))
+    return replace(transport.config.with_parameters(**secure.parameters),
+                   source_only_parameters=secure.source_only_parameters)
 
 
 def packaged_bytes(pair: Pair) -> int:

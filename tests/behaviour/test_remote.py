@@ -1,9 +1,9 @@
-"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.hosts.remote), here a host the test makes
-itself: an sshd of its own inside the link's destination namespace (or the source's), so the "remote" is reached
-only by SSH over the veth. The harness connects to that sshd from the other namespace (netns.connect_in) and
+"""Remote QEMUs (#19): a side's QEMU started on another host over SSH (harness.hosts.remote_qemu), here a host the test
+makes itself: an sshd of its own inside the link's destination namespace (or the source's), so the "remote" is
+reached only by SSH over the veth. The harness connects to that sshd from the other namespace (netns.connect_in) and
 everything of the remote QEMU — its launch, QMP, the guest's SSH, the logs and RAM dumps — goes over that one
-paramiko transport; the remote host's image dir and work dir are directories the test makes as a host's admin
-would (a copy of the guest image), which the harness touches only through SFTP and the remote command.
+paramiko transport; the remote host's image dir and work dir are directories the test makes as a host's admin would
+(a copy of the guest image), which the harness touches only through SFTP and the remote command.
 
 Oracles: those of test_basics' precopy and postcopy (harness.migration.scenarios: completion, RAM identical by host-side
 hashes — the remote's dump fetched over SFTP —, the seqinc invariant, postcopy requests ≥ 1), the same skeletons
@@ -22,12 +22,14 @@ import pytest
 
 from harness.hosts import netns
 
-from harness.hosts import remote
+from harness.hosts import hosts_file
+from harness.hosts import ssh
+from harness.hosts import sshd
 
 from harness.core import workdirs
 from harness.qemu.image import GuestImage
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.report.artefacts import Artefacts
 from harness.migration.scenarios import postcopy_with_integrity, precopy_with_integrity
 from harness.migration.testbed import Environment, Testbed
@@ -45,37 +47,37 @@ def remote_side(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def remote_host(remote_side: str, link: netns.Link | None, artefacts: Artefacts, environment: Environment,
-                guest_image: GuestImage) -> Iterator[remote.RemoteHost]:
+                guest_image: GuestImage) -> Iterator[hosts_file.RemoteHost]:
     """An sshd in `remote_side`'s namespace on its link address, and a RemoteHost for it reached from the other
     namespace, with an image dir and a work dir of its own (a 0700 dir of this run standing for the host's disk).
     Set up before the testbed (see `testbed` below), so it is stopped only after every QEMU is gone."""
     assert link is not None, "a `link`-marked test always has a link"
-    sshd = remote.start_sshd(link.namespace(remote_side), link.address(remote_side),
+    server = sshd.start_sshd(link.namespace(remote_side), link.address(remote_side),
                              artefacts.path(f"{remote_side}.sshd.log"))
     disk = workdirs.private_dir("remote-host")
     try:
-        remote.wait_listening(sshd, link.namespace(OTHER[remote_side]))
+        sshd.wait_listening(server, link.namespace(OTHER[remote_side]))
         (disk / "images").mkdir(mode=0o700)
         (disk / "work").mkdir(mode=0o700)
         for path in (guest_image.kernel, guest_image.initrd):   # the host admin's copy of the image
             shutil.copy(path, disk / "images" / path.name)
         binary = environment.destination_binary if remote_side == "destination" else environment.source_binary
-        yield sshd.remote_host(remote_side, str(binary.path), str(disk / "images"), str(disk / "work"),
-                               connect_from=link.namespace(OTHER[remote_side]))
+        yield server.remote_host(remote_side, str(binary.path), str(disk / "images"), str(disk / "work"),
+                                 connect_from=link.namespace(OTHER[remote_side]))
     finally:
-        sshd.stop()
+        server.stop()
         leftovers = list((disk / "work").iterdir()) if (disk / "work").exists() else []
         workdirs.remove(disk)
         assert not leftovers, f"the remote's work dir kept {leftovers}"
 
 
 @pytest.fixture
-def testbed(remote_host: remote.RemoteHost, testbed: Testbed) -> Testbed:
+def testbed(remote_host: hosts_file.RemoteHost, testbed: Testbed) -> Testbed:
     testbed.make_remote(remote_host.side, remote_host)
     return testbed
 
 
-def check_record(testbed: Testbed, host: remote.RemoteHost, name: str) -> None:
+def check_record(testbed: Testbed, host: hosts_file.RemoteHost, name: str) -> None:
     """The remote side is named where it ran, with its exact remote command line, its output and its console (the
     source's holds the boot)."""
     platform = json.loads(testbed.artefacts.path("platform.json").read_text())
@@ -90,7 +92,7 @@ def check_record(testbed: Testbed, host: remote.RemoteHost, name: str) -> None:
 
 
 def test_precopy_with_a_remote_side_keeps_ram_identical(testbed: Testbed, paused_pair: Pair,
-                                                        remote_host: remote.RemoteHost) -> None:
+                                                        remote_host: hosts_file.RemoteHost) -> None:
     precopy_with_integrity(testbed, paused_pair, MigrationConfig(parameters={"max-bandwidth": 128 * MiB}),
                            dirty_mibps=8)
     check_record(testbed, remote_host, remote_host.side)
@@ -99,13 +101,13 @@ def test_precopy_with_a_remote_side_keeps_ram_identical(testbed: Testbed, paused
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-start-postcopy"])
 def test_postcopy_with_a_remote_side_keeps_the_guest_intact(testbed: Testbed, pair: Pair,
-                                                           remote_host: remote.RemoteHost) -> None:
+                                                           remote_host: hosts_file.RemoteHost) -> None:
     postcopy_with_integrity(testbed, pair, postcopy_bandwidth=32 * MiB)
     check_record(testbed, remote_host, remote_host.side)
 
 
 @pytest.mark.parametrize("remote_side", ["destination"])
-def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: remote.RemoteHost) -> None:
+def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: hosts_file.RemoteHost) -> None:
     """What --hosts' session check says (exit 4) of a host that is reachable but lacks the QEMU or the image."""
     missing = dataclasses.replace(remote_host, qemu_binary="/nonexistent/qemu-system-x86_64")
     for host, files, start in [
@@ -113,9 +115,9 @@ def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: remote.
                           "a QEMU system emulator there (exit 127"),
             (remote_host, ["no-such-kernel"], f"[destination] {remote_host.address}: image_dir "
                                               f"{remote_host.image_dir} has no no-such-kernel (copy the guest image")]:
-        connection = remote.Connection(host)
+        connection = ssh.Connection(host)
         try:
-            with pytest.raises(remote.RemoteUnusable) as raised:
+            with pytest.raises(ssh.RemoteUnusable) as raised:
                 connection.check(files)
         finally:
             connection.close()

@@ -43,9 +43,10 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.analysis.integrity import compare_dumps
-from harness.vm.machine import Disk, Machine
+from harness.vm.config import Disk
+from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig, wait_runstate
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB
 from harness.vm.workloads import Dirty, SeqInc
@@ -86,7 +87,7 @@ def test_background_snapshot_saves_the_guest_as_it_was_when_it_began(testbed: Te
                                               "marker_in_restored_guest": marker, "final": final})
     testbed.artefacts.verdict(
         oracles.completed(final),
-        oracles.still_running(source, "the background snapshot"),
+        source.still_running("the background snapshot"),
         oracles.equals("snapshot still saving when the marker was written", still_saving, "active",
                        why="the marker must land after the snapshot's moment and before its end"),
         oracles.guest_invariant(restored.passed, restored.line),

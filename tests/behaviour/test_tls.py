@@ -20,16 +20,19 @@ Oracles and what anchors each (docs/BEHAVIOURS.md):
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.migration.migrate import MigrationConfig, Outcome
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed
-from harness.migration.tls import DESTINATION_HOSTNAME, TlsUnavailable, secure_pair
+from harness.migration import tls
+from harness.migration.tls import DESTINATION_HOSTNAME
 from harness.analysis.trace import parse_file
 from harness.core.units import MiB
 
@@ -44,16 +47,12 @@ NEEDS = pytest.mark.needs(parameters=["tls-creds", "tls-hostname"], trace_events
 GUEST = pytest.mark.guest(trace_events=TRACE_EVENTS)
 
 
-def over_tls(testbed: Testbed, pair: Pair, hostname: str = DESTINATION_HOSTNAME, rogue_ca: bool = False,
-             expect: Outcome = Outcome.COMPLETED, **capabilities: bool) -> MigrationConfig:
-    """harness.migration.tls.secure_pair's credentials and parameters (skipped where QEMU cannot make them), over
-    TCP to 127.0.0.1."""
+def over_tls(testbed: Testbed, pair: Pair, **options: Any) -> MigrationConfig:
+    """harness.migration.tls.over_tls on this test's pair; a QEMU without GnuTLS skips the test with its reason."""
     try:
-        parameters = secure_pair(pair.source, pair.destination, testbed.workdir, hostname, rogue_ca)
-    except TlsUnavailable as unavailable:
+        return tls.over_tls(testbed.workdir, pair.source, pair.destination, **options)
+    except tls.TlsUnavailable as unavailable:
         pytest.skip(str(unavailable))
-    return MigrationConfig(capabilities=capabilities, transport="tcp", parameters=parameters,
-                           source_only_parameters=frozenset({"tls-hostname"}), expect=expect)
 
 
 def handshake_verdicts(pair: Pair, main: int = 1, multifd: int = 0, preempt: int = 0) -> list[oracles.Verdict]:
@@ -118,4 +117,4 @@ def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair
     final = migration.wait_outcome(60)
     migration.finish()
     testbed.artefacts.verdict(oracles.refused(final, message),
-                                           oracles.still_running(pair.source, "the refused handshake"))
+                              pair.source.still_running("the refused handshake"))

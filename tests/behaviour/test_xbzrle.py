@@ -30,14 +30,13 @@ import pytest
 
 from harness.analysis import oracles
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.scenarios import resend_window
 from harness.migration.testbed import Testbed
-from harness.core.units import MiB
+from harness.core.units import MiB, PAGE, ratio
 
 CACHE = 256 * MiB           # holds the hot set, seqinc's pages and what else the guest dirties
 WINDOW_S = 6.0              # after the second sync: every page in it has been sent once already
-PAGE = 4096
 # Calibration, QEMU 10.0.2 on TCG here, `make flake N=10` (10/10 passed): deltas 1.0 of the pages sent in every
 # run, 91.3–91.7 bytes per delta (8 changed words and their run headers), 0.0243 page per page on the wire. The
 # bounds are loose on purpose (×1.25, ×5.6, ×10): what they separate is "deltas" from "whole pages" (the
@@ -62,14 +61,14 @@ def test_xbzrle_sends_small_changes_as_deltas_and_keeps_ram_identical(testbed: T
     deltas, delta_bytes, normal, wire, misses, overflows = (window.counters[name] for name in COUNTERS)
     pages = deltas + normal
     testbed.artefacts.verdict(*window.integrity_verdicts(),
-        oracles.at_least("pages sent as xbzrle deltas / pages sent", deltas / pages if pages else None,
+        oracles.at_least("pages sent as xbzrle deltas / pages sent", ratio(deltas, pages),
                          MIN_DELTA_SHARE, anchor=f"mechanism: the hot set is cached; {deltas:.0f} deltas, "
                                                  f"{normal:.0f} whole pages in {WINDOW_S:g}s"),
-        oracles.at_most("bytes per xbzrle delta", delta_bytes / deltas if deltas else None, MAX_DELTA_BYTES,
+        oracles.at_most("bytes per xbzrle delta", ratio(delta_bytes, deltas), MAX_DELTA_BYTES,
                         anchor="mechanism: 8 changed words (dirty) or 1 byte (seqinc) per page"),
-        oracles.at_most("bytes on the wire per page sent / page size", wire / pages / PAGE if pages else None,
+        oracles.at_most("bytes on the wire per page sent / page size", ratio(wire, pages * PAGE),
                         MAX_WIRE_SHARE, anchor="a page costs ≥ its size without xbzrle"),
-        oracles.at_most("xbzrle cache misses / pages sent", misses / pages if pages else None, MAX_MISS_SHARE,
+        oracles.at_most("xbzrle cache misses / pages sent", ratio(misses, pages), MAX_MISS_SHARE,
                         anchor=f"mechanism: the hot set is cached; {misses:.0f} misses"),
         oracles.equals("xbzrle overflows in the window", overflows, 0,
                        why="mechanism: a few changed words never encode larger than their page"))

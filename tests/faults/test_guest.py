@@ -11,7 +11,7 @@ from harness.vm import workloads
 from harness.vm.guest import GuestConnectionLost, GuestPanicked
 from harness.vm.machine import Machine
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
 from harness.core.units import MiB

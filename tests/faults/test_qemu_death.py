@@ -10,9 +10,10 @@ import time
 import pytest
 
 from harness.vm import workloads
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, MigrationConfig, MonitorLost
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
 from harness.core.units import MiB

@@ -1,7 +1,7 @@
-"""Nothing of a remote QEMU outlives a runner killed with SIGKILL (harness.hosts.remote): its SSH connection closes, the
-remote command's watcher kills QEMU and removes its run dir, the test's sshd dies with the runner (PDEATHSIG) and
-its connection's sshd with the connection; the next start reaps the namespaces and the run's private dirs (the
-sshd's keys, the directory standing for the remote's disk)."""
+"""Nothing of a remote QEMU outlives a runner killed with SIGKILL (harness.hosts.remote_qemu): its SSH connection
+closes, the remote command's watcher kills QEMU and removes its run dir, the test's sshd dies with the runner
+(PDEATHSIG) and its connection's sshd with the connection; the next start reaps the namespaces and the run's private
+dirs (the sshd's keys, the directory standing for the remote's disk)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.vm import workloads
 from harness.migration.migrate import MigrationConfig, MigrationStalled
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
 from harness.core.units import MiB

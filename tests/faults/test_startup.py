@@ -13,8 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from harness.vm import machine as machine_module
-from harness.vm.machine import Machine, QemuExited
+from harness.core import process as process_module
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.migration.testbed import Testbed
 
 # Generous for a loaded 2-core host: QEMU itself needs ~0.1–0.3 s to parse its options and exit.
@@ -62,8 +63,8 @@ def test_ssh_port_taken_is_retried_with_another_port(testbed: Testbed, taken_por
     # The race this simulates: another process binds the probed port before QEMU does. The first probe returns
     # the taken port, later probes the real thing.
     ports = iter([taken_port])
-    real = machine_module.free_tcp_port
-    monkeypatch.setattr(machine_module, "free_tcp_port", lambda: next(ports, None) or real())
+    real = process_module.free_tcp_port
+    monkeypatch.setattr(process_module, "free_tcp_port", lambda: next(ports, None) or real())
     start = time.monotonic()
     machine = testbed.launch("hostfwd-retry", testbed.config(memory_mib=128))
     took = time.monotonic() - start
@@ -76,7 +77,7 @@ def test_ssh_port_taken_is_retried_with_another_port(testbed: Testbed, taken_por
 @pytest.mark.timeout(60)
 def test_ssh_port_taken_every_time_ends_with_qemus_error(testbed: Testbed, taken_port: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine_module, "free_tcp_port", lambda: taken_port)
+    monkeypatch.setattr(process_module, "free_tcp_port", lambda: taken_port)
     exc, took = launch_failure(testbed, "hostfwd-taken")
     assert took < Machine.HOSTFWD_ATTEMPTS * REPORTED_WITHIN_S, f"took {took:.1f}s"
     assert f"{taken_port}" in str(exc) and "host forwarding" in str(exc).lower(), str(exc)

@@ -10,7 +10,7 @@ import pytest
 
 from harness.migration import migrate as migration_module
 from harness.migration.migrate import MigrationConfig
-from harness.plugin.plugin import Pair
+from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.vm.machine import Machine, QemuExited
+from harness.vm.exits import QemuExited
+from harness.vm.machine import Machine
 from harness.migration.migrate import wait_runstate
 from harness.report.artefacts import Artefacts
 from harness.migration.testbed import AbnormalExits, Testbed

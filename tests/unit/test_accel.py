@@ -14,7 +14,8 @@ import pytest
 from harness.vm import accel
 from harness.qemu.arch import ARCHES, arch_spec
 from harness.qemu.image import GuestImage
-from harness.vm.machine import Disk, Machine, MachineConfig
+from harness.vm.config import Disk, MachineConfig
+from harness.vm.machine import Machine
 from harness.qemu.binary import QemuBinary
 
 

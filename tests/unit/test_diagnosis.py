@@ -9,7 +9,7 @@ import pytest
 
 from harness.analysis import blackout, oracles
 from harness.analysis.diagnosis import Reference, crash_headline, failure_message
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.vm.console import ConsoleWatcher, crash_kind, crash_lines
 
 # The head of a real x86_64 oops, as the guest's console prints it (printk times on).

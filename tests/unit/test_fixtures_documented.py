@@ -16,7 +16,7 @@ def test_every_harness_fixture_has_its_documentation_in_pytest_fixtures(tmp_path
                            "--qemu-binary", str(tmp_path / "no-qemu")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ours = proc.stdout.split("fixtures defined from harness.plugin.plugin", 1)[1]
+    ours = proc.stdout.split("fixtures defined from harness.plugin.fixtures", 1)[1]
     names = re.findall(r"^(\w+)(?: \[\w+ scope\])? -- ", ours, flags=re.M)
     assert {"testbed", "guest", "pair", "paused_pair", "artefacts", "environment"} <= set(names), ours
     assert "no docstring available" not in ours, ours

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 from harness.analysis import oracles
-from harness.analysis.integrity import PAGE, compare_dumps
-from harness.migration.migrate import MigrationConfig, Outcome, summarize
+from harness.analysis.integrity import compare_dumps
+from harness.core.units import PAGE
+from harness.analysis.progress import summarize
+from harness.migration.migrate import MigrationConfig, Outcome
 from harness.qemu.binary import Features
 from harness.report.plots import plot_series
 from harness.report.artefacts import Artefacts, safe_name
-from harness.migration.sampler import Series, lookup
+from harness.analysis.samples import Series, lookup
+from harness.vm.machine import Machine
 
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
@@ -186,7 +189,7 @@ def test_exact_and_runstate_oracles() -> None:
     class Paused:
         def runstate(self) -> str:
             return "paused"
-    stopped = oracles.still_running(Paused(), "migrate_cancel")
+    stopped = Machine.still_running(Paused(), "migrate_cancel")  # type: ignore[arg-type]
     assert not stopped.passed and stopped.name == "source still running" and "migrate_cancel" in stopped.why
 
 
@@ -314,7 +317,7 @@ def test_exploratory_patches_are_marked_in_their_header(tmp_path) -> None:
 
 
 def test_options_beat_the_qtest_variables_and_each_side_names_its_source() -> None:
-    from harness.plugin.plugin import binary_specs
+    from harness.plugin.session import binary_specs
     env = {"QTEST_QEMU_BINARY": "/q", "QTEST_QEMU_BINARY_SRC": "/src", "QTEST_QEMU_BINARY_DST": "/dst"}
     assert binary_specs(None, None, None, env) == {"source": ("$QTEST_QEMU_BINARY_SRC", "/src"),
                                                    "destination": ("$QTEST_QEMU_BINARY_DST", "/dst")}
@@ -346,3 +349,10 @@ def test_guest_rate_per_runnable_time_gives_back_host_load_but_not_the_throttle(
                                 lambda a, b: ran_share_of_runnable(samples, a, b))
     assert corrected[0].ratio == pytest.approx(0.8) and corrected[0].ran_of_runnable == pytest.approx(1.0)
     assert slowdown_slope(corrected) == pytest.approx(1.0)
+
+
+def test_ratio_leaves_an_unmeasurable_figure_unmeasured() -> None:
+    """units.ratio: None for a missing figure or a zero denominator (never a ZeroDivisionError, 0 or inf)."""
+    from harness.core.units import ratio
+    assert ratio(3, 4) == 0.75 and ratio(0, 4) == 0.0
+    assert ratio(3, 0) is None and ratio(None, 4) is None and ratio(3, None) is None

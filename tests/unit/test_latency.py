@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.latency import (RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw,
-                             transport_round_trips_us)
+from harness.analysis.latency import RAW_RECORD, Access, LatencySummary, dist_percentile_upper_bound_us, parse_probe_raw
+from harness.hosts.round_trips import transport_round_trips_us
 from harness.report.plots import plot_latency_distributions
 from harness.core.stats import log2_histogram, nearest_rank
 

@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 
 from harness.qemu.arch import arch_spec
-from harness.vm.machine import ExitInfo, Machine, MachineConfig, QemuExited
-from harness.migration.migrate import CancelNotHonoured, classify_cancel, convergence_note, is_channel_error
-from harness.migration.sampler import Series
+from harness.vm.exits import ExitInfo, QemuExited
+from harness.vm.config import MachineConfig
+from harness.vm.machine import Machine
+from harness.analysis.cancel import classify_cancel, is_channel_error
+from harness.analysis.progress import convergence_note
+from harness.migration.migrate import CancelNotHonoured
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 
@@ -204,3 +208,20 @@ def test_exit_describe() -> None:
     assert ExitInfo(0, 0.0).describe() == "exit status 0"
     error = QemuExited("destination-x", ExitInfo(-6, 0.0), "qemu: assertion failed", side="destination")
     assert str(error).startswith("destination QEMU (destination-x) killed by SIGABRT")
+
+
+# -- the non-converging window's reading of one arm ------------------------------------------------------------------
+def test_arm_window_counts_the_syncs_after_the_first_pass_and_optionally_the_one_that_opened_it() -> None:
+    """ArmWindow (scenarios.non_converging_window's result): increments in (t_start, t_end] by default — B4's gaps
+    start at the sync that opened the window — and in [t_start, t_end] with include_start; counters over the
+    window."""
+    from harness.migration.scenarios import ArmWindow
+    series = sampled([256, 30, 29, 30, 31])          # dirty-sync-count goes up at t = 1.0, 2.0, 3.0, 4.0
+    for i, sample in enumerate(series.samples["source"]):
+        sample["info"]["ram"]["transferred"] = i * MiB
+    opened = series.samples["source"][10]["t"]       # the sample that saw dirty-sync-count reach 2
+    window = ArmWindow("arm", t_start=opened, t_end=opened + 2.05, status="active", trace_times={}, series=series)
+    assert [round(t, 1) for t in window.increments("ram.dirty-sync-count")] == [2.0, 3.0]
+    assert [round(t, 1) for t in window.increments("ram.dirty-sync-count", include_start=True)] == [1.0, 2.0, 3.0]
+    assert window.counters.syncs == 2 and window.counters.transferred_bytes == 20 * MiB
+    assert window.to_json()["counters"] == window.counters

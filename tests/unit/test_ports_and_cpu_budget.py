@@ -17,7 +17,7 @@ from harness.hosts import parallel
 
 from harness.core import workdirs
 from harness.hosts.parallel import BudgetTimeout, CpuBudget, cpus_needed, reserve_port, runtime_dir
-from harness.plugin.plugin import point_latest, run_name
+from harness.plugin.results import point_latest, run_name
 
 
 # -- ports ---------------------------------------------------------------------------------------------------------
@@ -211,7 +211,8 @@ def test_session_start_reaping_spares_a_live_sibling_workers_dirs(tmp_path: Path
 
 # -- bench's parallel figure ---------------------------------------------------------------------------------------
 def test_bench_reports_the_speedup_and_any_verdict_that_differs() -> None:
-    from harness.tools.bench import SelectionRun, parallel_efficiency, table
+    from harness.tools.bench import table
+    from harness.tools.bench_parallel import SelectionRun, parallel_efficiency
     serial = SelectionRun(60.0, 0, {"t::a": "passed", "t::b": "skipped", "t::c": "passed"})
     same = parallel_efficiency(serial, SelectionRun(40.0, 0, dict(serial.verdicts)), 2)
     assert (same["speedup"], same["efficiency"], same["wall_time_ratio"]) == (1.5, 0.75, 0.667)

@@ -13,7 +13,7 @@ from harness.report.index import TestResult, write_index
 from harness.report.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
 from harness.report.artefacts import Artefacts, progress_line
 from harness.core.stats import Histogram
-from harness.migration.sampler import Series
+from harness.analysis.samples import Series
 from harness.core.units import MiB
 
 pytest_plugins = ["pytester"]
@@ -201,7 +201,7 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
     """A real pytest session with the plugin: per-test artefacts and plots, then index.html — no QEMU involved."""
     pytester.makepyfile(test_inner="""
         from harness.analysis import oracles
-        from harness.migration.sampler import Series
+        from harness.analysis.samples import Series
 
         def test_fails_a_verdict(artefacts):
             series = Series(t0=0, hz=10)
@@ -232,7 +232,8 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
 
 
 def test_bench_reads_the_suite_wall_time_from_junit_and_prints_targets(tmp_path: Path) -> None:
-    from harness.tools.bench import suite_wall_time, table
+    from harness.tools.bench import table
+    from harness.tools.bench_parallel import suite_wall_time
     assert suite_wall_time(tmp_path / "missing.xml") is None
     junit = tmp_path / "junit.xml"
     junit.write_text('<testsuites><testsuite name="pytest" time="181.5">'

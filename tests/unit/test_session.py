@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.plugin.plugin import _plot_outcome
+from harness.plugin.results import plot_outcome
 from tests.fakes import fake_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_a_test_cut_short_by_a_signal_is_recorded_as_interrupted(tmp_path: Path,
 RACER = """
 import sys, time
 from pathlib import Path
-from harness.plugin.plugin import make_run_dir
+from harness.plugin.results import make_run_dir
 base, go = Path(sys.argv[1]), Path(sys.argv[2])
 print("ready", flush=True)
 while not go.exists():
@@ -227,7 +227,7 @@ def _report(outcome: str, **extra: str) -> SimpleNamespace:
 def test_plots_say_passed_only_for_a_call_that_passed(reports: dict, title: str) -> None:
     made = {when: _report(o[0], wasxfail=o[1]) if isinstance(o, tuple) else _report(o)
             for when, o in reports.items()}
-    assert _plot_outcome(made, [r for r in made.values() if r.failed]) == title
+    assert plot_outcome(made, [r for r in made.values() if r.failed]) == title
 
 
 JUNIT_DUMMY = '''

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.tools import bench
+from harness.tools import bench, bench_parallel, bench_sampler
 
 from harness.tools import flake
 
-from harness.vm import machine
+from harness.core import process
 from harness.tools.flake import RunRecord, aggregate
 from harness.tools.validate import Case
 
@@ -81,7 +81,7 @@ def test_bench_bare_qemus_die_with_the_harness(tmp_path: Path, monkeypatch) -> N
                           source_binary=SimpleNamespace(base_args=lambda: ["qemu"]))
     with pytest.raises(RuntimeError, match="stop before"):
         bench.bare_trial(env, tmp_path / "bare")
-    assert seen["preexec_fn"] is machine._die_with_parent
+    assert seen["preexec_fn"] is process.die_with_parent
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "s390x"])
@@ -257,18 +257,18 @@ def test_a_tool_outside_a_checkout_says_so_in_one_line(module: str, code: int, t
 def test_sampler_cost_is_one_minus_the_median_pair_ratio_with_a_bootstrap_interval() -> None:
     """Pairs that agree within ±1 % resolve the cost; pairs scattered by ±10 % do not (NOISY, no verdict)."""
     steady = [(97.0 + (i % 3) * 0.5, 100.0) for i in range(20)]     # sampled arm 2.5–3 % slower in every pair
-    cost = bench.sampler_cost(steady)
+    cost = bench_sampler.sampler_cost(steady)
     assert cost["pairs"] == 20 and cost["resolved"]
     assert 0.02 <= cost["interval"][0] <= cost["cost"] <= cost["interval"][1] <= 0.03
     noisy = [(100.0 + (10 if i % 2 else -10) + i * 0.3, 100.0) for i in range(20)]
-    assert not bench.sampler_cost(noisy)["resolved"]
-    assert bench.sampler_cost([(1.0, 1.0), (1.0, 0.0)]) == {"pairs": 1, "cost": None, "interval": None,
+    assert not bench_sampler.sampler_cost(noisy)["resolved"]
+    assert bench_sampler.sampler_cost([(1.0, 1.0), (1.0, 0.0)]) == {"pairs": 1, "cost": None, "interval": None,
                                                             "resolved": False}
     # Seeded: the same data, the same interval (a re-run of bench's analysis must not move its verdict).
-    assert bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0]) == bench.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
+    assert bench_sampler.bootstrap_interval([1.0, 2.0, 3.0, 4.0]) == bench_sampler.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
 
 
 def test_bench_parallel_refuses_a_selection_run_that_ran_nothing(tmp_path: Path) -> None:
     """Two runs that collected nothing must not count as 'identical verdicts': could-not-run raises."""
     with pytest.raises(RuntimeError, match="no tests collected"):
-        bench.run_selection(["tests/unit/test_tools.py", "-k", "no_such_test_anywhere"], [], tmp_path / "serial")
+        bench_parallel.run_selection(["tests/unit/test_tools.py", "-k", "no_such_test_anywhere"], [], tmp_path / "serial")

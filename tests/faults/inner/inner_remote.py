@@ -13,7 +13,7 @@ import pytest
 
 from harness.hosts import netns
 
-from harness.hosts import remote
+from harness.hosts import hosts_file
 from harness.vm.machine import Machine
 from tests.behaviour.test_remote import remote_host, remote_side, testbed  # noqa: F401 (fixtures)
 
@@ -21,7 +21,7 @@ from tests.behaviour.test_remote import remote_host, remote_side, testbed  # noq
 @pytest.mark.link()
 @pytest.mark.parametrize("remote_side", ["source"])
 def test_holds_a_remote_qemu_until_killed(guest: Machine, link: netns.Link | None,
-                                          remote_host: remote.RemoteHost) -> None:
+                                          remote_host: hosts_file.RemoteHost) -> None:
     assert link is not None and guest.process is not None
     ready = Path(os.environ["QMH_INNER_READY"])
     ready.with_suffix(".tmp").write_text(json.dumps({
