@@ -39,7 +39,8 @@ from harness.analysis.trace import parse_file
 from harness.analysis.integrity import RamComparison
 from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
-from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
+from harness.migration.migrate import Migration, wait_runstate
+from harness.migration.config import MigrationConfig
 from harness.qemu.qmp import ExecuteError
 from harness.migration.testbed import Pair, Testbed
 from harness.core.units import MiB

@@ -18,7 +18,8 @@ from harness.qemu.image import GuestImage
 from harness.vm.exits import MachineError, QemuExited
 from harness.vm.config import MachineConfig
 from harness.vm.machine import Machine
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.hosts.netns import Link
 from harness.hosts.hosts_file import RemoteHost
 from harness.hosts.remote_qemu import RemoteQemu

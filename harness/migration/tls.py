@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.migration.migrate import MigrationConfig, Outcome
+from harness.migration.config import MigrationConfig, Outcome
 
 # The destination's name in its certificate: a name of the reserved .test TLD, resolvable nowhere, so it can
 # only match through tls-hostname (a URI's 127.0.0.1 never matches it).

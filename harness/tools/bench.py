@@ -54,7 +54,7 @@ from harness.qemu.compat import choose_platform
 from harness.qemu.image import GuestImage, ImageMissing
 from harness.core.process import die_with_parent, free_tcp_port
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.report.artefacts import Artefacts
 from harness.tools.bench_parallel import PARALLEL_WORKERS, bench_parallel, parallel_rows, suite_wall_time

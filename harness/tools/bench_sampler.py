@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.analysis.series import ClockMap, parse_rate_log, progress_mib, rate_between
-from harness.migration.migrate import TERMINAL_STATUSES, MigrationConfig
+from harness.migration.migrate import TERMINAL_STATUSES
+from harness.migration.config import MigrationConfig
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB

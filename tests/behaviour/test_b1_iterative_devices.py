@@ -51,7 +51,7 @@ from harness.vm import workloads
 from harness.analysis.iteration import Coverage, IterationLog
 from harness.vm.config import Disk
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.analysis.oracles import Verdict
 from harness.migration.testbed import Testbed
 from harness.analysis.trace import parse_file

@@ -55,7 +55,7 @@ from harness.hosts.round_trips import transport_round_trips_us
 from harness.report.plots import plot_latency_distributions
 from harness.core.stats import log2_histogram
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Probe, SeqInc
 from harness.core.units import MiB, ratio

@@ -42,7 +42,8 @@ from harness.analysis import oracles
 from harness.vm import workloads
 from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
-from harness.migration.migrate import Migration, MigrationConfig, wait_runstate
+from harness.migration.migrate import Migration, wait_runstate
+from harness.migration.config import MigrationConfig
 from harness.analysis.oracles import Verdict
 from harness.qemu.qmp import ExecuteError
 from harness.analysis.samples import Series, lookup

@@ -28,7 +28,8 @@ from harness.analysis import oracles
 
 from harness.vm import workloads
 from harness.analysis.series import counter_window
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
 from harness.core.units import MiB

@@ -30,7 +30,8 @@ import pytest
 from harness.analysis import blackout, oracles
 
 from harness.vm import workloads
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
                                postcopy_recovers, postcopy_with_integrity,

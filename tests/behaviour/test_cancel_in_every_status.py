@@ -37,7 +37,8 @@ import pytest
 
 from harness.analysis import oracles
 from harness.analysis.cancel import interrupted_status
-from harness.migration.migrate import Migration, MigrationConfig, Outcome, wait_runstate
+from harness.migration.migrate import Migration, wait_runstate
+from harness.migration.config import MigrationConfig, Outcome
 from harness.migration.scenarios import (COMPLETION_TIMEOUT, DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S,
                                          migrates_again)
 from harness.migration.testbed import Pair, Testbed

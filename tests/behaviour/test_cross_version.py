@@ -32,7 +32,7 @@ from harness.analysis import oracles
 from harness.vm import workloads
 from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty, SeqInc
 from harness.core.units import MiB

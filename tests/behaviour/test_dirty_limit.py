@@ -27,7 +27,7 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.analysis.samples import lookup
 from harness.migration.scenarios import compare_then_check
 from harness.migration.testbed import Testbed

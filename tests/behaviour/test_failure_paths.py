@@ -29,7 +29,8 @@ import pytest
 from harness.analysis import oracles
 from harness.migration import tls
 from harness.analysis.cancel import CHANNEL_ERROR_MARKERS
-from harness.migration.migrate import Migration, MigrationConfig, Outcome
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig, Outcome
 from harness.migration.scenarios import DIRTY_MIB, SEQINC_MIB, SEQINC_PASSES_PER_S, migrates_again
 from harness.migration.testbed import Pair, Testbed
 from harness.core.units import MiB

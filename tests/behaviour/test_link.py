@@ -27,7 +27,8 @@ from harness.hosts import netns
 
 from harness.analysis import oracles
 from harness.analysis.latency import StallPoint, stall_curves
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.report.plots import plot_stalls_vs_rtt
 from harness.migration.testbed import Pair
 from harness.migration.scenarios import postcopy_recovers, precopy_with_integrity

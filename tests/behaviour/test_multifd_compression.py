@@ -26,7 +26,7 @@ from __future__ import annotations
 import pytest
 
 from harness.analysis import oracles
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.scenarios import resend_window
 from harness.migration.testbed import Testbed

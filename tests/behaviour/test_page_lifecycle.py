@@ -35,7 +35,8 @@ import pytest
 from harness.analysis import oracles
 from harness.analysis.trace import parse_file
 from harness.core.units import MiB
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.migration.relay import RelayCounts
 from harness.analysis.samples import lookup
 from harness.migration.scenarios import COMPLETION_TIMEOUT, held_precopy, postcopy_under_load

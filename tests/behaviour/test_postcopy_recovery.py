@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.migration.migrate import Migration, MigrationConfig
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig
 from harness.migration.scenarios import postcopy_recovers
 from harness.migration.testbed import Pair, Testbed
 

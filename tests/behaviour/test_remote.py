@@ -28,7 +28,7 @@ from harness.hosts import sshd
 
 from harness.core import workdirs
 from harness.qemu.image import GuestImage
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.report.artefacts import Artefacts
 from harness.migration.scenarios import postcopy_with_integrity, precopy_with_integrity

@@ -45,7 +45,8 @@ from harness.vm import workloads
 from harness.analysis.integrity import compare_dumps
 from harness.vm.config import Disk
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig, wait_runstate
+from harness.migration.migrate import wait_runstate
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.core.units import MiB

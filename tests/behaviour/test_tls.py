@@ -27,7 +27,7 @@ import pytest
 from harness.analysis import oracles
 
 from harness.vm import workloads
-from harness.migration.migrate import MigrationConfig, Outcome
+from harness.migration.config import MigrationConfig, Outcome
 from harness.migration.testbed import Pair
 from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load, precopy_with_integrity
 from harness.migration.testbed import Testbed

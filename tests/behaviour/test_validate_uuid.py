@@ -24,7 +24,7 @@ from __future__ import annotations
 import pytest
 
 from harness.analysis import oracles
-from harness.migration.migrate import MigrationConfig, Outcome
+from harness.migration.config import MigrationConfig, Outcome
 from harness.migration.scenarios import precopy_with_integrity
 from harness.migration.testbed import Testbed
 from harness.migration.testbed import Pair

@@ -12,7 +12,7 @@ import pytest
 from harness.core import workdirs
 
 from harness.vm import workloads
-from harness.migration.migrate import MigrationConfig, MigrationFailed, Outcome
+from harness.migration.config import MigrationConfig, MigrationFailed, Outcome
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
 

@@ -10,7 +10,7 @@ import pytest
 from harness.vm import workloads
 from harness.vm.guest import GuestConnectionLost, GuestPanicked
 from harness.vm.machine import Machine
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty

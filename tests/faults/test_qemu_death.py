@@ -12,7 +12,8 @@ import pytest
 from harness.vm import workloads
 from harness.vm.exits import QemuExited
 from harness.vm.machine import Machine
-from harness.migration.migrate import Migration, MigrationConfig, MonitorLost
+from harness.migration.migrate import Migration
+from harness.migration.config import MigrationConfig, MonitorLost
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty

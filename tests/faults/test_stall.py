@@ -8,7 +8,7 @@ import time
 import pytest
 
 from harness.vm import workloads
-from harness.migration.migrate import MigrationConfig, MigrationStalled
+from harness.migration.config import MigrationConfig, MigrationStalled
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from harness.migration import migrate as migration_module
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 

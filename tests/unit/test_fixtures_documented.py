@@ -25,7 +25,8 @@ def test_every_harness_fixture_has_its_documentation_in_pytest_fixtures(tmp_path
 def test_the_public_classes_say_what_they_are() -> None:
     """What a test author touches besides the fixtures: each has a docstring (help() and the API read the same)."""
     from harness.vm.machine import Machine
-    from harness.migration.migrate import Migration, MigrationConfig
+    from harness.migration.migrate import Migration
+    from harness.migration.config import MigrationConfig
     from harness.analysis.oracles import Verdict
     from harness.report.artefacts import Artefacts
     from harness.migration.testbed import Environment, Testbed

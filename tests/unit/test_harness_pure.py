@@ -11,7 +11,7 @@ from harness.analysis import oracles
 from harness.analysis.integrity import compare_dumps
 from harness.core.units import PAGE
 from harness.analysis.progress import summarize
-from harness.migration.migrate import MigrationConfig, Outcome
+from harness.migration.config import MigrationConfig, Outcome
 from harness.qemu.binary import Features
 from harness.report.plots import plot_series
 from harness.report.artefacts import Artefacts, safe_name

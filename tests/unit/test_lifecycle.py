@@ -17,7 +17,7 @@ from harness.vm.config import MachineConfig
 from harness.vm.machine import Machine
 from harness.analysis.cancel import classify_cancel, is_channel_error
 from harness.analysis.progress import convergence_note
-from harness.migration.migrate import CancelNotHonoured
+from harness.migration.config import CancelNotHonoured
 from harness.analysis.samples import Series
 from harness.core.units import MiB
 

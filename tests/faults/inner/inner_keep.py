@@ -3,7 +3,7 @@ the guest to a file in the test's work dir, then fails on purpose, so `--keep-wo
 
 from __future__ import annotations
 
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Testbed
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.vm import workloads
-from harness.migration.migrate import MigrationConfig
+from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
