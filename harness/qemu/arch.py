@@ -22,7 +22,7 @@ class ArchSpec:
     console_args: tuple[str, ...]
     # Extra -device options that keep boot fast (no option ROM to load, no PXE).
     nic_options: str = ""
-    # The virtio-serial bus device (the guest heartbeat's port, harness.heartbeat).
+    # The virtio-serial bus device (the guest heartbeat's port, harness.vm.heartbeat).
     virtio_serial: str = "virtio-serial-pci"
 
 
