@@ -99,17 +99,20 @@ class Testbed:
         self.write_platform()
 
     def write_platform(self) -> None:
-        """platform.json: machine, CPU, accelerator, and per side its binary and where it runs (here or which
-        remote host). Written again when a test makes a side remote."""
+        """platform.json: machine, CPU, accelerator, and per side its binary, where it runs (here or which remote
+        host) and how it is launched there (harness.qemu.launch). Written again when a test makes a side remote."""
         env = self.env
         where = {side: remote.to_json() if (remote := self.remotes.get(side)) else "local" for side in
                  ("source", "destination")}
+        launch = {side: (self.connection(self.remotes[side]).launch if side in self.remotes
+                         else binary.launch).to_json()
+                  for side, binary in (("source", env.source_binary), ("destination", env.destination_binary))}
         self.artefacts.write_json("platform", {
             **env.platform.to_json(), "accelerator": env.accel.describe(),
             "source": self.remotes["source"].qemu_binary if "source" in self.remotes else str(env.source_binary),
             "destination": (self.remotes["destination"].qemu_binary if "destination" in self.remotes
                             else str(env.destination_binary)),
-            "runs_on": where})
+            "runs_on": where, "launch": launch})
 
     def make_remote(self, side: str, remote: RemoteHost) -> None:
         """`side`'s QEMUs from now on run on `remote` (a test's own remote host, e.g. an sshd it started)."""

@@ -87,7 +87,7 @@ class Machine:
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
         cfg, arch = self.config, self.config.arch
         host = self.host
-        args = [*cfg.wrapper, *host.base_args(self.binary),
+        args = [*host.launch(self.binary).command(cfg.wrapper),
                 "-name", f"{self.name},debug-threads=on",
                 "-machine", cfg.machine_type or arch.machine,
                 "-accel", ",".join((cfg.accel, *cfg.accel_properties)),
