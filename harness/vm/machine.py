@@ -100,11 +100,11 @@ class Machine:
                 "-append", self.image.cmdline,
         ]
         if cfg.memory_backend:
-            args += ["-m", f"{cfg.memory_mib}M",
-                     "-object", f"{cfg.memory_backend},id=ram0,size={cfg.memory_mib}M",
+            args += ["-m", cfg.ram_size,
+                     "-object", f"{cfg.memory_backend},id=ram0,size={cfg.ram_size}",
                      "-machine", "memory-backend=ram0"]
         else:
-            args += ["-m", f"{cfg.memory_mib}M"]
+            args += ["-m", cfg.ram_size]
         if cfg.network and ssh_port is not None:
             args += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
                      "-device", f"{arch.nic},netdev=net0{arch.nic_options}"]
