@@ -1,22 +1,26 @@
 """`make matrix`: the behaviour tests over pairs of QEMU versions, as a pair × test table.
 
-    python -m harness.tools.matrix --old build/qemu/debian-7.2…/qemu-system-x86_64 [--new /usr/bin/qemu-system-x86_64] \\
-        [--lock FILE] [--artefacts artefacts/matrix] [-- PYTEST SELECTION AND ARGS]
+    python -m harness.tools.matrix --old build/qemu/debian-7.2…/usr/bin/qemu-system-x86_64 \\
+        [--new /usr/bin/qemu-system-x86_64] [--pairs upgrade,downgrade,same] [--lock FILE] \\
+        [--artefacts artefacts/matrix] [-- PYTEST SELECTION AND ARGS]
 
-Pairs: old → new (the host upgrade), new → old (backward: QEMU supports it wherever the old binary knows the
-machine type) and new → new. `--old`/`--new` take any binary or build tree, as --qemu-binary does. Each pair is one
-pytest run with --qemu-src/--qemu-dst, so the harness picks the machine type and CPU model both binaries support
-(harness.qemu.compat) and skips a test needing a feature one side lacks, naming the side ("QEMU lacks capability 'x'
-on the source").
+Pairs: old → new (upgrade, the host upgrade), new → old (downgrade, backward: QEMU supports it wherever the old
+binary knows the machine type) and new → new (same). `--old`/`--new` take any binary or build tree, as
+--qemu-binary does. Each pair is one pytest run with --qemu-src/--qemu-dst, so the harness picks the machine type
+and CPU model both binaries support (harness.qemu.compat), skips a test needing a feature one side lacks, naming the
+side ("QEMU lacks capability 'x' on the source"), and runs a test exposed to a known bug of one side with the bug's
+workaround where it has one (harness.qemu.known_bugs), else expects it to fail.
 
-A cell is `pass`, `fail` (with the first failing verdict or the crash), `skip` or `xfail` (with pytest's reason), or
-`refused`: on a backward pair, a failure whose text carries the destination QEMU's own refusal to load the stream
-(e.g. "error while loading state for instance 0x0 of device …"): QEMU's message is shown. A forward pair's refusal
-is a failure (loading an older stream is what QEMU promises). The table is printed, written to ARTEFACTS/matrix.json
-and ARTEFACTS/index.html (cells link to each pair's run index).
+A cell is `pass`, `fail` (with the first failing verdict or the crash), `error` (set-up or teardown failed: nothing
+judged), `skip` or `xfail` (with pytest's reason), or `refused`: on a backward pair, a failure whose text carries
+the destination QEMU's own refusal to load the stream (e.g. "error while loading state for instance 0x0 of device
+…"): QEMU's message is shown. A forward pair's refusal is a failure (loading an older stream is what QEMU
+promises). A cell also names the workarounds its test ran with (the test's platform.json). The table, with each
+pair's machine/CPU choice, known bugs and counts under it, is printed at the end and written to
+ARTEFACTS/matrix.json and ARTEFACTS/index.html (harness.report.matrix_page; cells link to each pair's run index).
 
-Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed; 4 a pytest run could not run (pytest
-exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
+Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed or errored; 4 a pytest run could not run
+(pytest exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
 """
 
 from __future__ import annotations
