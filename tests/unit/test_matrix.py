@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from harness.tools.matrix import (Cell, Pair, PairRun, cell_for, counts, main, pairs_for, refusal, render_text, to_json,
-                                   workarounds_of)
+import argparse
+
+import pytest
+
+from harness.tools.matrix import (Cell, Pair, PairRun, _pair_kinds, cell_for, counts, main, pairs_for, refusal,
+                                   render_text, to_json, workarounds_of)
 from harness.report.matrix_page import render_matrix
 from harness.tools.validate import Case
 
@@ -111,3 +115,10 @@ def test_the_page_is_a_compact_grid_with_the_platform_once_per_pair_and_reasons_
     assert "href='7.2-to-10.0/latest/index.html#a' title='workaround: tcg-dirty-tlb: RAM short'>pass*</a>" in page
     assert "title='QEMU lacks &#x27;mapped-ram&#x27; on the source'>skip<" in page
     assert "<div>b2 bug: xfail</div>" in page and "NOT OK" in page
+
+
+def test_pairs_are_chosen_by_kind() -> None:
+    assert _pair_kinds("upgrade") == ["upgrade"] and _pair_kinds("same, downgrade") == ["same", "downgrade"]
+    for bad in ("", "sideways", "upgrade,old"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _pair_kinds(bad)
