@@ -65,7 +65,8 @@ KNOWN_BUGS = {bug.key: bug for bug in [
                "differs after a live migration and the guest may crash on the destination",
         # The fast path needs the RAM block's length to be a multiple of 64 pages (256 KiB); 8 KiB short of the
         # test's size (QEMU rounds -m to 8 KiB) every sync takes the per-page slow path, which does reset the TLB.
-        # Measured: 7.2 -> 10.0 precopy, multifd and cancel-then-migrate keep RAM identical and the guest intact.
+        # Measured: 7.2 -> 10.0 precopy, multifd and cancel-then-migrate keep RAM identical and the guest intact;
+        # B5's hot set stays logged (without it the migration converged at once, dirty-pages-rate 0).
         workaround=Workaround(
             "guest RAM 8 KiB short of its size (e.g. -m 524280K for 512 MiB): not a multiple of 256 KiB, so the "
             "dirty-bitmap sync takes its slow path, which resets the TLB", {"ram_short_kib": 8})),
