@@ -20,7 +20,7 @@ SMOKE_PYTEST_ARGS ?=
 SMOKE_RUN = for arch in $(SMOKE_ARCHES); do \
 	$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done
 
-.PHONY: all setup image smoke-images workloads test check smoke unit bench validate flake matrix qemu-variants bisect-demo \
+.PHONY: all setup image smoke-images workloads test check smoke unit bench validate flake matrix matrix-cell qemu-variants bisect-demo \
 	clean distclean
 
 all: check
@@ -80,14 +80,30 @@ flake: setup image
 	@test -n "$(TESTS)" || { echo "make flake: set TESTS='<pytest selection>' (and N=runs)" >&2; exit 2; }
 	$(PY) -m harness.tools.flake --runs $(N) $(FLAKE_ARGS) -- $(TESTS) --accel tcg --arch $(ARCH) $(PYTEST_ARGS)
 
-# Cross-version: the basics, B0–B4 and the cross-version test (not slow) over 7.2→10.0, 10.0→7.2 and 10.0→10.0,
-# as a pair × test table (also artefacts/matrix/matrix.json and index.html). 7.2 is Debian 12's own package, unpacked
-# under build/qemu/ (scripts/fetch-debian-qemu.sh; the installed QEMU stays). MATRIX_OLD=/path/to/qemu-or-build-tree
-# replaces it; MATRIX_ARGS='--lock FILE -- tests/behaviour/test_basics.py' narrows. Exit 0 / 1 (a cell failed) / 4.
+# Cross-version: every behaviour file (not slow) over 7.2→10.0, 10.0→7.2 and 10.0→10.0, as a pair × test table
+# with per-pair counts at the end (also artefacts/matrix/matrix.json and index.html). 7.2 is Debian 12's own package,
+# unpacked under build/qemu/ (scripts/fetch-debian-qemu.sh; the installed QEMU stays). MATRIX_OLD=/path/to/qemu-or-
+# build-tree replaces it; MATRIX_ARGS='--lock FILE -- tests/behaviour/test_basics.py' narrows. Exit 0 / 1 (a cell
+# failed or errored) / 4 (a pair could not run).
 MATRIX_OLD  ?=
 MATRIX_ARGS ?=
+MATRIX_OLD_BINARY = "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))"
 matrix: setup image
-	$(PY) -m harness.tools.matrix --old "$(or $(MATRIX_OLD),$$(bash scripts/fetch-debian-qemu.sh))" $(MATRIX_ARGS)
+	$(PY) -m harness.tools.matrix --old $(MATRIX_OLD_BINARY) $(MATRIX_ARGS)
+
+# The cross-version cell CI runs (.ci/run): the upgrade pair only (old → new: the old binary is the source, so a
+# known bug's workaround is exercised), four representative tests — precopy with a dirtying guest, a cancel then a
+# second migration, precopy over a namespace link, postcopy with the old QEMU on a remote host (test_remote's sshd).
+MATRIX_CELL_TESTS = \
+	'tests/behaviour/test_basics.py::test_precopy_completes_with_identical_ram_and_intact_guest[dirty8MiBps]' \
+	tests/behaviour/test_basics.py::test_cancel_leaves_source_running_and_migratable \
+	tests/behaviour/test_link.py::test_precopy_over_the_link_keeps_ram_identical \
+	'tests/behaviour/test_remote.py::test_postcopy_with_a_remote_side_keeps_the_guest_intact[source]'
+# MATRIX_CELL_ARGS='--lock FILE' takes a lock around it.
+MATRIX_CELL_ARGS ?=
+matrix-cell: setup image
+	$(PY) -m harness.tools.matrix --old $(MATRIX_OLD_BINARY) --pairs upgrade --artefacts artefacts/matrix-cell \
+		$(MATRIX_CELL_ARGS) -- $(MATRIX_CELL_TESTS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --arch $(ARCH) --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from harness.core import process
 from harness.hosts import netns, parallel
 from harness.qemu.binary import QemuBinary
+from harness.qemu.launch import Launch
 
 
 class LocalHost:
@@ -29,8 +30,8 @@ class LocalHost:
         until released. `free_tcp_port` is looked up at each call, so a test can stand in for the probe."""
         return parallel.reserve_port(probe=lambda: process.free_tcp_port())
 
-    def base_args(self, binary: QemuBinary) -> list[str]:
-        return binary.base_args()
+    def launch(self, binary: QemuBinary) -> Launch:
+        return binary.launch
 
     def qmp_arg(self, qmp_socket: Path) -> str:
         return f"unix:{qmp_socket},server=on,wait=off"

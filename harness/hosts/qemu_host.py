@@ -1,8 +1,9 @@
 """What a Machine needs of the host its QEMU runs on: the `QemuHost` interface.
 
 harness.hosts.local.LocalHost is this host; harness.hosts.remote_qemu.RemoteQemu is a QEMU on another host over SSH.
-Machine (harness.vm.machine) asks its host for every host-specific part of a launch — the binary's arguments, the
-QMP address, the console chardev, image and work-file paths, the process itself, its signals, the guest's SSH
+Machine (harness.vm.machine) asks its host for every host-specific part of a launch — the binary's launch (its
+environment, program and -L dirs, which harness.qemu.launch decides from the files on the host the binary is on,
+the same way for both), the QMP address, the console chardev, image and work-file paths, the process itself, its signals, the guest's SSH
 socket, files QEMU wrote — and does all the rest (command line, exit watching, QemuExited, QMP, cleanup) the same
 way for both.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from harness.hosts.parallel import PortReservation
+from harness.qemu.launch import Launch
 
 # A connection to the guest's SSH forward: (host, port, timeout) -> a connected socket (or a paramiko channel).
 GuestSocket = Callable[[str, int, float], socket.socket | Any]
@@ -50,8 +52,8 @@ class QemuHost(Protocol):
         """A port for the guest's SSH forward, held until QEMU bound it."""
         ...
 
-    def base_args(self, binary: Any) -> list[str]:
-        """The QEMU binary's own arguments (its path, -L data dirs)."""
+    def launch(self, binary: Any) -> Launch:
+        """How the QEMU binary starts there: its environment, program and -L dirs (harness.qemu.launch)."""
         ...
 
     def qmp_arg(self, qmp_socket: Path) -> str:

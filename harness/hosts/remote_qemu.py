@@ -44,6 +44,7 @@ import paramiko
 from harness.hosts.hosts_file import RemoteHost
 from harness.hosts.parallel import PortReservation
 from harness.hosts.ssh import CONNECT_TIMEOUT, Connection, sftp_exists
+from harness.qemu.launch import Launch
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,9 @@ class RemoteQemu:
         Machine.launch retries with another."""
         return PortReservation(self.free_port())
 
-    def base_args(self, binary: Any) -> list[str]:
-        return [self.host.qemu_binary]
+    def launch(self, binary: Any) -> Launch:
+        """The remote qemu_binary's launch (not `binary`, the local one of that side: its schema is what is read)."""
+        return self.connection.launch
 
     def qmp_arg(self, qmp_socket: Path) -> str:
         self.qmp_port = self.free_port()

@@ -18,6 +18,7 @@ import paramiko
 
 from harness.hosts import netns
 from harness.hosts.hosts_file import RemoteHost
+from harness.qemu.launch import Launch, launch_for
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ class Connection:
         self.transport = transport
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_lock = threading.Lock()
+        self._launch: Launch | None = None
+
+    @property
+    def launch(self) -> Launch:
+        """How the host's qemu_binary starts there: decided by harness.qemu.launch from the files around it on
+        that host, exactly as for a binary here (firmware -L dirs, module dir)."""
+        if self._launch is None:
+            self._launch = launch_for(self.host.qemu_binary, RemoteFiles(self))
+        return self._launch
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
         """Run `command` on the remote; (exit status, stdout, stderr)."""
@@ -124,7 +134,7 @@ class Connection:
         """That QEMU can run there: the binary says "QEMU emulator version", the image dir holds the image's files,
         the work dir takes a private dir. Returns the version line; RemoteUnusable (one line) if not."""
         host, where = self.host, f"[{self.host.side}] {self.host.address}"
-        status, out, err = self.run(f"{shlex.quote(host.qemu_binary)} -version")
+        status, out, err = self.run(f"{shlex.join(self.launch.argv())} -version")
         first = (out.strip().splitlines() or [err.strip()])[0]
         if status != 0 or "QEMU emulator version" not in out:
             raise RemoteUnusable(f"{where}: qemu_binary {host.qemu_binary} is not a QEMU system emulator there "
@@ -156,3 +166,28 @@ def sftp_exists(sftp: paramiko.SFTPClient, path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+class RemoteFiles:
+    """harness.qemu.launch's view of the remote host's files, over the connection's SFTP session."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def _mode(self, path: str) -> int | None:
+        try:
+            return self.connection.sftp(lambda s: s.stat(path)).st_mode
+        except OSError:
+            return None
+
+    def is_dir(self, path: str) -> bool:
+        return stat.S_ISDIR(self._mode(path) or 0)
+
+    def is_file(self, path: str) -> bool:
+        return stat.S_ISREG(self._mode(path) or 0)
+
+    def read_text(self, path: str) -> str:
+        def read(sftp: paramiko.SFTPClient) -> str:
+            with sftp.open(path) as f:
+                return f.read().decode()
+        return str(self.connection.sftp(read))

@@ -20,7 +20,6 @@ from typing import Any
 from harness.analysis import oracles
 from harness.analysis.diagnosis import RAM_VERDICT, Reference, crash_headline, failure_message
 from harness.vm.ram import compare_guest_ram
-from harness.core.units import MiB
 from harness.migration.migrate import Migration
 from harness.report.artefacts import Artefacts
 from harness.vm.guest import GuestPanicked, GuestUnreachable
@@ -72,7 +71,7 @@ def salvage_ram_comparisons(testbed: Any) -> None:
         source, destination = migration.source, migration.destination
         assert destination is not None
         try:
-            comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+            comparison = compare_guest_ram(source, destination, source.config.ram_bytes, testbed.workdir)
         except Exception as exc:  # a QEMU that dies now: its exit is reported with the rest
             log.warning("post-mortem RAM comparison of %s failed: %r", migration.name, exc)
             continue

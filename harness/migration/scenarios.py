@@ -79,7 +79,7 @@ def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
     once (`ram-comparison.json` and the `host RAM hashes equal` verdict: a guest that then crashes on the damaged
     pages must not hide how many there are), then the destination runs on and seqcheck reads the invariant of
     seqinc `seq` there."""
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    comparison = compare_guest_ram(source, destination, source.config.ram_bytes, testbed.workdir)
     testbed.artefacts.write_json("ram-comparison", comparison)
     testbed.artefacts.verdict(oracles.ram_identical(comparison))
     destination.qmp.cmd("cont")

@@ -8,7 +8,7 @@ import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from harness.core import workdirs
 from harness.vm.accel import AccelChoice
@@ -26,6 +26,7 @@ from harness.hosts.remote_qemu import RemoteQemu
 from harness.hosts.ssh import Connection
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ
 from harness.qemu.binary import QemuBinary
+from harness.qemu.known_bugs import KnownBug
 from harness.report.artefacts import Artefacts
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,13 @@ class Testbed:
     (harness.hosts.remote_qemu): one connection per side for the whole test, closed at close() after its QEMUs are gone."""
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None) -> None:
+    def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None,
+                 workarounds: Sequence[KnownBug] = ()) -> None:
         self.env = env
         self.artefacts = artefacts
         self.link = link
+        # Known QEMU bugs this run's binaries have, whose workaround every QEMU of this test gets (config()).
+        self.workarounds = tuple(bug for bug in workarounds if bug.workaround is not None)
         # Private (0700): sockets, RAM dumps, files. Removed at close; reaped by a later run after a SIGKILL.
         self.workdir = workdirs.private_dir("test")
         self._stack = ExitStack()
@@ -100,17 +104,21 @@ class Testbed:
         self.write_platform()
 
     def write_platform(self) -> None:
-        """platform.json: machine, CPU, accelerator, and per side its binary and where it runs (here or which
-        remote host). Written again when a test makes a side remote."""
+        """platform.json: machine, CPU, accelerator, and per side its binary, where it runs (here or which remote
+        host) and how it is launched there (harness.qemu.launch). Written again when a test makes a side remote."""
         env = self.env
         where = {side: remote.to_json() if (remote := self.remotes.get(side)) else "local" for side in
                  ("source", "destination")}
+        launch = {side: (self.connection(self.remotes[side]).launch if side in self.remotes
+                         else binary.launch).to_json()
+                  for side, binary in (("source", env.source_binary), ("destination", env.destination_binary))}
         self.artefacts.write_json("platform", {
             **env.platform.to_json(), "accelerator": env.accel.describe(),
             "source": self.remotes["source"].qemu_binary if "source" in self.remotes else str(env.source_binary),
             "destination": (self.remotes["destination"].qemu_binary if "destination" in self.remotes
                             else str(env.destination_binary)),
-            "runs_on": where})
+            "runs_on": where, "launch": launch,
+            "workarounds": {bug.key: bug.workaround.to_json() for bug in self.workarounds if bug.workaround}})
 
     def make_remote(self, side: str, remote: RemoteHost) -> None:
         """`side`'s QEMUs from now on run on `remote` (a test's own remote host, e.g. an sshd it started)."""
@@ -125,7 +133,9 @@ class Testbed:
     def config(self, **overrides: Any) -> MachineConfig:
         base = MachineConfig(arch=self.env.arch, accel=self.env.accel.name, memory_mib=DEFAULT_MEMORY_MIB,
                              machine_type=self.env.platform.machine, cpu=self.env.platform.cpu)
-        return dataclasses.replace(base, **overrides)
+        # A known bug's workaround is applied last: a test's own overrides (its RAM size) do not undo it.
+        workaround = {k: v for bug in self.workarounds if bug.workaround for k, v in bug.workaround.machine.items()}
+        return dataclasses.replace(base, **{**overrides, **workaround})
 
     def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:
         host = RemoteQemu(self.connection(config.remote)) if config.remote is not None else None

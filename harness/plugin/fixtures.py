@@ -23,7 +23,7 @@ from harness.plugin.session import (HOSTS_KEY, SessionUnusable, link_options, pl
                                     wants_link)
 from harness.plugin.xdist_roles import RUN_NAME_INPUT, worker_id
 from harness.qemu.image import GuestImage
-from harness.qemu.known_bugs import affecting
+from harness.qemu.known_bugs import KNOWN_BUGS, KnownBug, affecting, describe
 from harness.report.artefacts import Artefacts, safe_name
 from harness.vm.accel import choose_accel
 from harness.vm.guest import GuestShell
@@ -87,6 +87,14 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
         except SessionUnusable as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     header["machine and CPU"] = platform.describe()
+    bugs = [describe(bug, reason) for bug, reason in affecting(
+        KNOWN_BUGS, {"source": b.source.version, "destination": b.destination.version}, accel.name,
+        frozenset(pytestconfig.getoption("--assume-fixed")))]
+    if bugs:
+        header["known QEMU bugs"] = "; ".join(bugs)
+        for line in bugs:
+            if reporter is not None:
+                reporter.write_line(f"harness: known QEMU bug {line}")
     if pytestconfig.getoption("--topology") == "netns":
         header["topology"] = ("netns: each QEMU in its own network namespace, migrating over a veth pair ("
                               + link_options(pytestconfig, needs_netns=True).describe() + ")")
@@ -214,10 +222,10 @@ def testbed(environment: Environment, artefacts: Artefacts, cpu_budget: parallel
             link: netns.Link | None, request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU, and
     over the test's `link` when it has one; every QEMU it started is stopped and its exit checked at teardown. A
-    `known_bug` the run's binaries have turns the test into an expected failure here, where the accelerator is
-    known."""
-    _expect_known_bugs(request, environment)
-    bed = Testbed(environment, artefacts, link)
+    `known_bug` the run's binaries have (decided here, where the accelerator is known) gives every QEMU of the test
+    its workaround where it has one, else makes the test an expected failure."""
+    workarounds = _expect_known_bugs(request, environment)
+    bed = Testbed(environment, artefacts, link, workarounds)
     progress = start_progress(request, bed)
     try:
         yield bed
@@ -236,12 +244,20 @@ def _keep_workdir(request: pytest.FixtureRequest) -> bool:
     return mode == "always" or (mode == "failed" and failed)
 
 
-def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> None:
+def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> list[KnownBug]:
+    """The test's known bugs this run has: those with a workaround are returned (the testbed applies it, the test is
+    judged); the others make the test an expected failure."""
     keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
+    worked_around = []
     versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
     for bug, reason in affecting(keys, versions, env.accel.name,
                                  frozenset(request.config.getoption("--assume-fixed"))):
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=bug.deterministic))
+        if bug.workaround is not None:
+            worked_around.append(bug)
+            request.node.user_properties.append(("workaround", f"{bug.key}: {bug.workaround.summary}"))
+        else:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=bug.deterministic))
+    return worked_around
 
 
 def _guest_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:

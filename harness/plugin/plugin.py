@@ -15,8 +15,9 @@ Markers
       the source only, harness.qemu.compat.SOURCE_SIDE_NEEDS; parameter_values: values of an enum parameter such as
       multifd-compression, present only in a QEMU built with them)
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
-  known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.qemu.known_bugs): an xfail
-                      naming the bug when a binary of this run predates the fix (--assume-fixed KEY: it has it)
+  known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.qemu.known_bugs): when a
+                      binary of this run predates the fix (--assume-fixed KEY: it has it), the test runs with the
+                      bug's workaround if it has one, else it is an xfail naming the bug
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
   smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch

@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-# Where Debian's packages put the firmware a self-built QEMU does not install (-L search path).
-SYSTEM_FIRMWARE_DIRS = ("/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu")
+from harness.qemu.launch import Launch, LocalFiles, launch_for
+
 
 
 class QemuNotFound(RuntimeError):
@@ -27,8 +27,6 @@ class QemuNotFound(RuntimeError):
 @dataclass(frozen=True)
 class QemuBinary:
     path: Path
-    # Non-empty only for build trees: an installed QEMU knows its own data dir.
-    firmware_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def locate(cls, spec: str | os.PathLike[str] | None, binary_name: str) -> "QemuBinary":
@@ -42,11 +40,11 @@ class QemuBinary:
         if path.is_file():
             if not os.access(path, os.X_OK):
                 raise QemuNotFound(f"{path} is not executable")
-            return cls(path, cls._firmware_dirs_for(path.parent))
+            return cls(path)
         if path.is_dir():
             for candidate in (path / binary_name, path / "build" / binary_name):
                 if candidate.is_file() and os.access(candidate, os.X_OK):
-                    return cls(candidate, cls._firmware_dirs_for(candidate.parent))
+                    return cls(candidate)
             raise QemuNotFound(f"no {binary_name} in build tree {path} (looked in . and build/)")
         if not path.exists():
             raise QemuNotFound(f"{path}: no such file or directory")
@@ -78,22 +76,13 @@ class QemuBinary:
             raise QemuNotFound(f"{self.path} emulates {emulated} (QMP query-target), not {arch} (--arch)")
         return first.removeprefix("QEMU emulator version ").strip()
 
-    @staticmethod
-    def _firmware_dirs_for(bindir: Path) -> tuple[Path, ...]:
-        # A binary outside a system prefix is a build: give it its own pc-bios first, then the distro's blobs.
-        if str(bindir).startswith(("/usr/bin", "/usr/local/bin", "/bin")):
-            return ()
-        dirs = [bindir / "pc-bios", bindir.parent / "pc-bios", *map(Path, SYSTEM_FIRMWARE_DIRS)]
-        listfile = bindir / "firmware-dirs.txt"
-        if listfile.is_file():
-            dirs = [Path(line.strip()) for line in listfile.read_text().splitlines() if line.strip()]
-        return tuple(d for d in dirs if d.is_dir())
+    @cached_property
+    def launch(self) -> Launch:
+        """Its environment, program and firmware search path (harness.qemu.launch), as any QEMU of it starts here."""
+        return launch_for(str(self.path), LocalFiles())
 
     def base_args(self) -> list[str]:
-        args = [str(self.path)]
-        for d in self.firmware_dirs:
-            args += ["-L", str(d)]
-        return args
+        return self.launch.argv()
 
     @cached_property
     def version(self) -> str:

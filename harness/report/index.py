@@ -1,5 +1,5 @@
-"""The run's index.html and results.json (one row per test: outcome, verdicts, plots, files) and `make
-matrix`'s page."""
+"""The run's index.html and results.json (one row per test: outcome, verdicts, plots, files). `make matrix`'s
+page is harness.report.matrix_page."""
 
 from __future__ import annotations
 
@@ -163,39 +163,6 @@ def _first_reason(result: TestResult) -> str:
     if failed:
         return "; ".join(f"{v.get('name')}: {v.get('why')}" for v in failed)[:300]
     return (result.message.strip().splitlines() or [result.outcome])[0][:300]
-
-
-MATRIX_COLOURS = {"pass": OUTCOME_COLOURS["passed"], "fail": OUTCOME_COLOURS["failed"], "skip": "#9e9e9e",
-                  "xfail": "#9e9e9e", "refused": "#ef6c00"}
-
-
-def render_matrix(data: Mapping[str, Any]) -> str:
-    """`make matrix`'s page (harness.tools.matrix's JSON): tests as rows, QEMU pairs as columns, each cell its outcome
-    with the reason, linked to the test's row in that pair's run index."""
-    pairs = data.get("pairs", [])
-    tests = sorted({t for p in pairs for t in p.get("cells", {})})
-    head = "".join(f"<th>{html.escape(p['pair'])}<br><span class=muted>{html.escape(p.get('platform', ''))}"
-                   f"</span></th>" for p in pairs)
-    rows = []
-    for test in tests:
-        cells = []
-        for p in pairs:
-            cell = p.get("cells", {}).get(test)
-            if cell is None:
-                cells.append("<td class=muted>not run</td>")
-                continue
-            badge = (f"<span class=badge style='background:{MATRIX_COLOURS.get(cell['outcome'], '#555')}'>"
-                     f"{html.escape(cell['outcome'].upper())}</span>")
-            if cell.get("link"):
-                badge = f"<a href='{quote(cell['link'], safe='/#')}'>{badge}</a>"
-            reason = f"<div class=muted><code>{html.escape(cell['reason'][:400])}</code></div>" if cell.get(
-                "reason") else ""
-            cells.append(f"<td>{badge}{reason}</td>")
-        rows.append(f"<tr><td><b>{html.escape(test)}</b></td>{''.join(cells)}</tr>")
-    verdict = "every cell pass, skip or refusal" if data.get("ok") else "NOT OK: a cell failed"
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>migration harness: version matrix</title>"
-            f"<style>{_CSS}</style></head><body><h2>QEMU version matrix — {verdict}</h2>"
-            f"<table><tr><th>test</th>{head}</tr>{''.join(rows)}</table></body></html>\n")
 
 
 def write_index(run_dir: Path, results: Sequence[TestResult], header: Mapping[str, str]) -> Path:

@@ -104,7 +104,7 @@ def measure_boots(env: Environment, boots: int) -> dict[str, Any]:
     options = measure_boot.BootOptions(
         qemu=str(env.source_binary.path), accel=accel, machine=env.arch.machine,
         cpu=env.arch.cpu_kvm if accel == "kvm" else env.arch.cpu_tcg, memory=DEFAULT_MEMORY_MIB,
-        qemu_arg=env.source_binary.base_args()[1:])
+        qemu_arg=env.source_binary.launch.firmware_args())
     return measure_boot.measure(str(env.image.directory), boots, options, progress=lambda i, r: log(
         f"{env.arch.name} boot {i + 1}/{boots}: {r['boot_to_ssh_s']} s"))
 

@@ -1,22 +1,26 @@
 """`make matrix`: the behaviour tests over pairs of QEMU versions, as a pair × test table.
 
-    python -m harness.tools.matrix --old build/qemu/debian-7.2…/qemu-system-x86_64 [--new /usr/bin/qemu-system-x86_64] \\
-        [--lock FILE] [--artefacts artefacts/matrix] [-- PYTEST SELECTION AND ARGS]
+    python -m harness.tools.matrix --old build/qemu/debian-7.2…/usr/bin/qemu-system-x86_64 \\
+        [--new /usr/bin/qemu-system-x86_64] [--pairs upgrade,downgrade,same] [--lock FILE] \\
+        [--artefacts artefacts/matrix] [-- PYTEST SELECTION AND ARGS]
 
-Pairs: old → new (the host upgrade), new → old (backward: QEMU supports it wherever the old binary knows the
-machine type) and new → new. `--old`/`--new` take any binary or build tree, as --qemu-binary does. Each pair is one
-pytest run with --qemu-src/--qemu-dst, so the harness picks the machine type and CPU model both binaries support
-(harness.qemu.compat) and skips a test needing a feature one side lacks, naming the side ("QEMU lacks capability 'x'
-on the source").
+Pairs: old → new (upgrade, the host upgrade), new → old (downgrade, backward: QEMU supports it wherever the old
+binary knows the machine type) and new → new (same). `--old`/`--new` take any binary or build tree, as
+--qemu-binary does. Each pair is one pytest run with --qemu-src/--qemu-dst, so the harness picks the machine type
+and CPU model both binaries support (harness.qemu.compat), skips a test needing a feature one side lacks, naming the
+side ("QEMU lacks capability 'x' on the source"), and runs a test exposed to a known bug of one side with the bug's
+workaround where it has one (harness.qemu.known_bugs), else expects it to fail.
 
-A cell is `pass`, `fail` (with the first failing verdict or the crash), `skip` or `xfail` (with pytest's reason), or
-`refused`: on a backward pair, a failure whose text carries the destination QEMU's own refusal to load the stream
-(e.g. "error while loading state for instance 0x0 of device …"): QEMU's message is shown. A forward pair's refusal
-is a failure (loading an older stream is what QEMU promises). The table is printed, written to ARTEFACTS/matrix.json
-and ARTEFACTS/index.html (cells link to each pair's run index).
+A cell is `pass`, `fail` (with the first failing verdict or the crash), `error` (set-up or teardown failed: nothing
+judged), `skip` or `xfail` (with pytest's reason), or `refused`: on a backward pair, a failure whose text carries
+the destination QEMU's own refusal to load the stream (e.g. "error while loading state for instance 0x0 of device
+…"): QEMU's message is shown. A forward pair's refusal is a failure (loading an older stream is what QEMU
+promises). A cell also names the workarounds its test ran with (the test's platform.json). The table, with each
+pair's machine/CPU choice, known bugs and counts under it, is printed at the end and written to
+ARTEFACTS/matrix.json and ARTEFACTS/index.html (harness.report.matrix_page; cells link to each pair's run index).
 
-Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed; 4 a pytest run could not run (pytest
-exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
+Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed or errored; 4 a pytest run could not run
+(pytest exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Sequence
 from harness.core.checkout import ROOT, require_checkout
 from harness.tools.flake import exclusive, failure_reasons
 from harness.qemu.binary import QemuBinary, QemuNotFound, version_numbers
-from harness.report.index import render_matrix
+from harness.report.matrix_page import render_matrix
 from harness.core.files import atomic_write_text
 from harness.report.artefacts import safe_name
 from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
@@ -67,9 +71,10 @@ class Pair:
 
 @dataclass
 class Cell:
-    outcome: str         # pass | fail | skip | xfail | refused
+    outcome: str         # pass | fail | error | skip | xfail | refused
     reason: str = ""
     link: str = ""       # the test's row in the pair's run index, relative to the matrix's directory
+    workaround: str = ""  # the known bugs whose workaround the test ran with (harness.qemu.known_bugs), if any
 
 
 @dataclass
@@ -77,6 +82,7 @@ class PairRun:
     pair: Pair
     cells: dict[str, Cell] = field(default_factory=dict)
     platform: str = ""   # the harness's machine type / CPU choice and why (from the run header)
+    known_bugs: str = ""  # the known QEMU bugs the pair's binaries have and what the run did (run header)
     seconds: float = 0.0
     could_not_run: str | None = None
 
@@ -88,6 +94,18 @@ def version_of(spec: str, arch: str = "x86_64") -> tuple[int, ...]:
     if numbers is None:
         raise QemuNotFound(f"{spec}: cannot read a version from `-version`")
     return numbers
+
+
+# pairs_for's pairs, in its order: old → new (the host upgrade), new → old (backward), new → new.
+PAIR_KINDS = ("upgrade", "downgrade", "same")
+
+
+def _pair_kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in PAIR_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r}: pairs are {', '.join(PAIR_KINDS)}")
+    return kinds
 
 
 def pairs_for(old: str, new: str, old_version: tuple[int, ...], new_version: tuple[int, ...]) -> list[Pair]:
@@ -115,7 +133,8 @@ def cell_for(case: Case, pair: Pair, reason: str = "") -> Cell:
     refused = refusal(case.message) if pair.backward else None
     if refused:
         return Cell("refused", refused)
-    return Cell("fail", reason or first)
+    # An error is the test's set-up or teardown failing (a QEMU that would not start): nothing was judged.
+    return Cell("error" if case.outcome == "error" else "fail", reason or first)
 
 
 def run_pair(pair: Pair, artefacts: Path, pytest_args: Sequence[str], lock: Path | None) -> PairRun:
@@ -134,19 +153,52 @@ def run_pair(pair: Pair, artefacts: Path, pytest_args: Sequence[str], lock: Path
     latest = directory / "latest"
     root = latest.resolve() if latest.exists() else None
     reasons = failure_reasons(root)
-    if root is not None:
-        try:
-            run.platform = json.loads((root / "results.json").read_text())["header"].get("machine and CPU", "")
-        except (OSError, ValueError, KeyError):
-            pass
+    header, directories = run_record(root)
+    run.platform, run.known_bugs = header.get("machine and CPU", ""), header.get("known QEMU bugs", "")
     for test, case in cases.items():
         cell = run.cells[test] = cell_for(case, pair, reasons.get(test, ""))
         if root is not None:
             cell.link = f"{pair.slug}/latest/index.html#{safe_name(test)}"
+            cell.workaround = workarounds_of(root / directories.get(test, safe_name(test)))
     return run
 
 
+def run_record(root: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The run's header and each test's artefacts directory name, from the plugin's results.json."""
+    try:
+        results = json.loads((root / "results.json").read_text()) if root is not None else {}
+    except (OSError, ValueError):
+        return {}, {}
+    directories = {t["nodeid"]: t["directory"] for t in results.get("tests", []) if t.get("directory")}
+    return dict(results.get("header", {})), directories
+
+
+def workarounds_of(test_directory: Path) -> str:
+    """'KEY: summary' of each known-bug workaround the test ran with (its platform.json), '; '-joined."""
+    try:
+        found = json.loads((test_directory / "platform.json").read_text()).get("workarounds") or {}
+    except (OSError, ValueError):
+        return ""
+    return "; ".join(f"{key}: {w.get('summary', '')}" for key, w in found.items())
+
+
 OK_OUTCOMES = ("pass", "skip", "xfail", "refused")
+OUTCOMES = ("pass", "fail", "error", "skip", "xfail", "refused")
+
+
+def counts(run: PairRun) -> dict[str, int]:
+    """The pair's cells by outcome, every outcome listed (0 too), and how many passed with a workaround."""
+    tally = {outcome: 0 for outcome in OUTCOMES}
+    for cell in run.cells.values():
+        tally[cell.outcome] = tally.get(cell.outcome, 0) + 1
+    tally["with workaround"] = sum(1 for c in run.cells.values() if c.workaround and c.outcome == "pass")
+    return tally
+
+
+def summary_line(run: PairRun) -> str:
+    tally = counts(run)
+    return (f"{run.pair.name}: " + ", ".join(f"{n} {k}" for k, n in tally.items() if k != "with workaround")
+            + f" ({tally['with workaround']} of the passes with a known bug's workaround), {run.seconds:.0f} s")
 
 
 def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
@@ -161,7 +213,7 @@ def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
             if cell is None:
                 row.append("-")
                 continue
-            text = cell.outcome
+            text = cell.outcome + ("*" if cell.workaround else "")
             if cell.reason:
                 note = notes.setdefault(f"{cell.outcome}: {cell.reason[:300]}", len(notes) + 1)
                 text += f" [{note}]"
@@ -170,13 +222,18 @@ def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines += [f"[{n}] {text}" for text, n in notes.items()]
+    if any(c.workaround for run in runs for c in run.cells.values()):
+        lines.append("* ran with a known QEMU bug's workaround (harness/qemu/known_bugs.py), and was judged")
     lines += [f"{run.pair.name}: {run.platform}" for run in runs if run.platform]
+    lines += [f"{run.pair.name}: known QEMU bugs: {run.known_bugs}" for run in runs if run.known_bugs]
+    lines += [""] + [summary_line(run) for run in runs]
     ok = all(c.outcome in OK_OUTCOMES for run in runs for c in run.cells.values())
     return "\n".join(lines), ok
 
 
 def to_json(runs: Sequence[PairRun], ok: bool) -> dict[str, Any]:
     return {"ok": ok, "pairs": [{"pair": run.pair.name, **asdict(run.pair), "platform": run.platform,
+                                 "known_bugs": run.known_bugs, "counts": counts(run),
                                  "seconds": round(run.seconds, 1), "could_not_run": run.could_not_run,
                                  "cells": {t: asdict(c) for t, c in run.cells.items()}} for run in runs]}
 
@@ -189,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the newer QEMU (default: qemu-system-x86_64 on PATH)")
     parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "matrix")
     parser.add_argument("--lock", type=Path, default=None, help="hold a flock on this file during each pair's run")
+    parser.add_argument("--pairs", default=",".join(PAIR_KINDS), type=_pair_kinds,
+                        help=f"which pairs, comma-separated from {', '.join(PAIR_KINDS)} (default: all three)")
     parser.add_argument("pytest_args", nargs="*", help="pytest selection and arguments after -- (default: "
                                                        "every behaviour file, not slow)")
     options = parser.parse_args(argv)
@@ -206,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         pytest_args = [*pytest_args, "--accel", "tcg"]
     options.artefacts.mkdir(parents=True, exist_ok=True)
     runs = []
-    for pair in pairs_for(options.old, options.new, *versions):
+    started = time.monotonic()
+    every = dict(zip(PAIR_KINDS, pairs_for(options.old, options.new, *versions)))
+    for pair in (every[kind] for kind in options.pairs):
         run = run_pair(pair, options.artefacts, pytest_args, options.lock)
         runs.append(run)
         if run.could_not_run:
@@ -220,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(options.artefacts / "matrix.json", json.dumps(data, indent=1) + "\n")
     atomic_write_text(options.artefacts / "index.html", render_matrix(data))
     print("\n" + table)
+    print(f"[matrix] {len(runs)} pair(s) in {(time.monotonic() - started) / 60:.1f} min")
     print(f"\n[matrix] {'every cell passed, skipped with a reason or was refused by QEMU' if ok else 'NOT OK'}; "
           f"{options.artefacts / 'matrix.json'}, {options.artefacts / 'index.html'}")
     return 0 if ok else 1

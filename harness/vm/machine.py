@@ -87,7 +87,7 @@ class Machine:
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
         cfg, arch = self.config, self.config.arch
         host = self.host
-        args = [*cfg.wrapper, *host.base_args(self.binary),
+        args = [*host.launch(self.binary).command(cfg.wrapper),
                 "-name", f"{self.name},debug-threads=on",
                 "-machine", cfg.machine_type or arch.machine,
                 "-accel", ",".join((cfg.accel, *cfg.accel_properties)),
@@ -100,11 +100,11 @@ class Machine:
                 "-append", self.image.cmdline,
         ]
         if cfg.memory_backend:
-            args += ["-m", f"{cfg.memory_mib}M",
-                     "-object", f"{cfg.memory_backend},id=ram0,size={cfg.memory_mib}M",
+            args += ["-m", cfg.ram_size,
+                     "-object", f"{cfg.memory_backend},id=ram0,size={cfg.ram_size}",
                      "-machine", "memory-backend=ram0"]
         else:
-            args += ["-m", f"{cfg.memory_mib}M"]
+            args += ["-m", cfg.ram_size]
         if cfg.network and ssh_port is not None:
             args += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
                      "-device", f"{arch.nic},netdev=net0{arch.nic_options}"]

@@ -248,7 +248,7 @@ def save_and_restore(testbed: Testbed, case: SaveCase) -> None:
     testbed.artefacts.verdict(file_bounded("mapped-ram file within guest RAM + overhead", result.file.allocated,
                                            result.ram_total))
 
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    comparison = compare_guest_ram(source, destination, source.config.ram_bytes, testbed.workdir)
     testbed.artefacts.write_json("ram-comparison", comparison)
     testbed.artefacts.verdict(oracles.ram_identical(comparison))
 

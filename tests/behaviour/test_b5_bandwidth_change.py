@@ -65,6 +65,10 @@ def judge_rate(name: str, rate: float, limit: int) -> oracles.Verdict:
                                       f"{limit // MiB} MiB/s")
 
 
+# A source before 9.0 on TCG stops logging the hot set's stores after the first sync (harness.qemu.known_bugs): the
+# migration then converges at once (7.2 -> 10.0: completed at 8.6 s, dirty-pages-rate 0) and nothing is measured.
+# The bug's workaround (guest RAM no multiple of 256 KiB) keeps the logging, so the test is judged there too.
+@pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.needs(parameters=["max-bandwidth", "downtime-limit"], fields=["ram.transferred"])
 def test_max_bandwidth_change_takes_effect_within_a_second(testbed: Testbed) -> None:
     source = testbed.boot("source")

@@ -52,7 +52,7 @@ def hop(testbed: Testbed, source: Machine, destination: Machine, name: str) -> N
     migration.finish()
     testbed.artefacts.write_json(f"{name}-final-query-migrate", final)
     testbed.artefacts.verdict(oracles.completed(final))
-    comparison = compare_guest_ram(source, destination, source.config.memory_mib * MiB, testbed.workdir)
+    comparison = compare_guest_ram(source, destination, source.config.ram_bytes, testbed.workdir)
     testbed.artefacts.write_json(f"{name}-ram-comparison", comparison)
     testbed.artefacts.verdict(replace(oracles.ram_identical(comparison), name=f"{name}: host RAM hashes equal"))
 

@@ -137,7 +137,7 @@ def saved(testbed: Testbed, machine: Machine, seq: workloads.RunningWorkload, ta
     machine.qmp.cmd("stop")
     job = run_job(machine, "snapshot-save", f"save-{tag}", tag=tag, vmstate=NODE, devices=[NODE])
     if dump is not None:
-        machine.pmemsave(dump, machine.config.memory_mib * MiB)
+        machine.pmemsave(dump, machine.config.ram_bytes)
     machine.qmp.cmd("cont")
     seq.signal(machine, "CONT")
     time.sleep(1.0)
@@ -162,7 +162,7 @@ def test_snapshot_load_restores_the_saved_guest_by_its_tag(testbed: Testbed) -> 
     machine.qmp.cmd("stop")
     load = run_job(machine, "snapshot-load", "load-first", tag="first", vmstate=NODE, devices=[NODE])
     testbed.artefacts.verdict(*job_verdicts(first["job"], second["job"], load))
-    machine.pmemsave(at_load, machine.config.memory_mib * MiB)
+    machine.pmemsave(at_load, machine.config.ram_bytes)
     comparison = compare_dumps(at_save, at_load)
     machine.qmp.cmd("cont")
     restored = workloads.seqcheck(machine)            # seqinc is frozen in the snapshot: the exact pass

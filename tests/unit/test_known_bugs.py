@@ -1,8 +1,12 @@
-"""Unit tests of harness.qemu.known_bugs: which runs a known, fixed QEMU bug is expected to fail."""
+"""Unit tests of harness.qemu.known_bugs: which runs have a known, fixed QEMU bug, and what they do about it."""
 
 from __future__ import annotations
 
-from harness.qemu.known_bugs import KNOWN_BUGS, affecting, release
+import dataclasses
+
+from harness.qemu.arch import arch_spec
+from harness.qemu.known_bugs import KNOWN_BUGS, affecting, describe, release
+from harness.vm.machine import MachineConfig
 
 DEBIAN_72 = "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
 BACKPORTS_100 = "10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"
@@ -49,3 +53,30 @@ def test_preempt_before_8_0_is_expected_of_an_old_source_on_any_accelerator() ->
     assert not bug.deterministic and "93589827443e" in reason and "(7.2.22 < 8.0)" in reason
     # a 7.2 destination is no reason: the requested page is sent by the source
     assert affecting(keys, {"source": BACKPORTS_100, "destination": DEBIAN_72}, "tcg", frozenset()) == []
+
+
+def test_the_table_says_which_bugs_have_a_workaround_and_the_header_line_what_the_run_does() -> None:
+    with_workaround = {key for key, bug in KNOWN_BUGS.items() if bug.workaround is not None}
+    assert with_workaround == {"tcg-dirty-tlb"}
+    versions = {"source": DEBIAN_72, "destination": BACKPORTS_100}
+    lines = [describe(bug, reason) for bug, reason in affecting(KNOWN_BUGS, versions, "tcg", frozenset())]
+    assert lines[0].startswith("tcg-dirty-tlb on the source (7.2.22 < 9.0, TCG): its tests run with a workaround "
+                               "and are judged — guest RAM 8 KiB short")
+    assert lines[1] == ("serialized-iterative-devices on the source (7.2.22 < 9.0): its tests are expected failures "
+                        "(no workaround)")
+    assert all(";" not in line for line in lines)   # the run header joins them with "; "
+
+
+def test_the_dirty_tlb_workaround_makes_ram_no_multiple_of_256_kib_and_dumps_follow() -> None:
+    """7.2's fast path needs the RAM block to be a multiple of 64 pages: 8 KiB short of any MiB size is not, stays a
+    multiple of QEMU's 8 KiB rounding of -m and of the 4 KiB page the dumps are compared by."""
+    workaround = KNOWN_BUGS["tcg-dirty-tlb"].workaround
+    assert workaround is not None
+    for mib in (256, 512, 768, 1024):
+        config = dataclasses.replace(MachineConfig(arch=arch_spec("x86_64"), memory_mib=mib), **workaround.machine)
+        assert config.ram_bytes % (256 * 1024) != 0
+        assert config.ram_bytes % 8192 == 0 and config.ram_bytes % 4096 == 0
+        assert config.ram_size == f"{mib * 1024 - 8}K"
+    config = MachineConfig(arch=arch_spec("x86_64"), memory_mib=512)
+    assert (config.ram_size, config.ram_bytes) == ("512M", 512 * 1024 * 1024)
+    assert "-m 524280K" in workaround.summary

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from harness.tools.matrix import Cell, Pair, PairRun, cell_for, main, pairs_for, refusal, render_text, to_json
-from harness.report.index import render_matrix
+import argparse
+
+import pytest
+
+from harness.tools.matrix import (Cell, Pair, PairRun, _pair_kinds, cell_for, counts, main, pairs_for, refusal,
+                                   render_text, to_json, workarounds_of)
+from harness.report.matrix_page import render_matrix
 from harness.tools.validate import Case
 
 FORWARD = Pair("7.2", "10.0", "/old", "/new", backward=False)
@@ -68,3 +73,52 @@ def test_a_missing_or_broken_old_qemu_is_could_not_run(capsys) -> None:
     out = capsys.readouterr().out
     assert "[matrix] could not run: --old is empty" in out
     assert "[matrix] could not run: /usr/bin/true is not a QEMU system emulator" in out
+
+
+def test_an_error_is_its_own_outcome_and_not_ok() -> None:
+    error = cell_for(Case("error", "destination QEMU exit status 1 at start\nqemu: could not load PC BIOS"), BACKWARD)
+    assert error.outcome == "error"
+    assert render_text([PairRun(BACKWARD, {"t.py::a": error})])[1] is False
+
+
+def test_counts_per_pair_and_workaround_cells_are_printed_at_the_end(tmp_path) -> None:
+    run = PairRun(FORWARD, {"t.py::a": Cell("pass", workaround="tcg-dirty-tlb: guest RAM 8 KiB short"),
+                            "t.py::b": Cell("pass"), "t.py::c": Cell("xfail", "known QEMU bug"),
+                            "t.py::d": Cell("skip", "lacks x")}, known_bugs="tcg-dirty-tlb on the source: …",
+                  seconds=61)
+    assert counts(run) == {"pass": 2, "fail": 0, "error": 0, "skip": 1, "xfail": 1, "refused": 0,
+                           "with workaround": 1}
+    table, ok = render_text([run])
+    lines = table.splitlines()
+    assert ok and lines[1].split() == ["t.py::a", "pass*"]
+    assert "* ran with a known QEMU bug's workaround (harness/qemu/known_bugs.py), and was judged" in lines
+    assert "7.2→10.0: known QEMU bugs: tcg-dirty-tlb on the source: …" in lines
+    assert lines[-1] == ("7.2→10.0: 2 pass, 0 fail, 0 error, 1 skip, 1 xfail, 0 refused (1 of the passes with a "
+                         "known bug's workaround), 61 s")
+    # the workaround comes from the test's platform.json, as the testbed wrote it
+    (tmp_path / "platform.json").write_text('{"workarounds": {"tcg-dirty-tlb": {"summary": "guest RAM short"}}}')
+    assert workarounds_of(tmp_path) == "tcg-dirty-tlb: guest RAM short"
+    assert workarounds_of(tmp_path / "missing") == ""
+
+
+def test_the_page_is_a_compact_grid_with_the_platform_once_per_pair_and_reasons_on_hover() -> None:
+    runs = [PairRun(FORWARD, {"tests/behaviour/test_basics.py::test_a": Cell(
+                "pass", link="7.2-to-10.0/latest/index.html#a", workaround="tcg-dirty-tlb: RAM short"),
+                "tests/behaviour/test_b3.py::test_b": Cell("skip", "QEMU lacks 'mapped-ram' on the source")},
+                    platform="machine pc-q35-7.2, cpu Westmere-v1 (the newest pc-q35-X.Y both support)",
+                    known_bugs="tcg-dirty-tlb on the source (7.2.22 < 9.0, TCG): workaround; b2 bug: xfail"),
+            PairRun(BACKWARD, {"tests/behaviour/test_basics.py::test_a": Cell("error", "could not load PC BIOS")})]
+    page = render_matrix(to_json(runs, False))
+    assert page.count("pc-q35-7.2") == 1 and "title='the newest pc-q35-X.Y both support'" in page
+    assert "<th>7.2→10.0</th><th>10.0→7.2</th>" in page
+    assert page.count("<td class=file rowspan=1>") == 2 and ">test_basics.py<" in page and ">test_a<" in page
+    assert "href='7.2-to-10.0/latest/index.html#a' title='workaround: tcg-dirty-tlb: RAM short'>pass*</a>" in page
+    assert "title='QEMU lacks &#x27;mapped-ram&#x27; on the source'>skip<" in page
+    assert "<div>b2 bug: xfail</div>" in page and "NOT OK" in page
+
+
+def test_pairs_are_chosen_by_kind() -> None:
+    assert _pair_kinds("upgrade") == ["upgrade"] and _pair_kinds("same, downgrade") == ["same", "downgrade"]
+    for bad in ("", "sideways", "upgrade,old"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _pair_kinds(bad)
