@@ -83,5 +83,5 @@ def test_a_mismatched_uuid_is_refused_by_the_destination(testbed: Testbed) -> No
     before, after = dirty.wait_progress(source)
     testbed.artefacts.verdict(
         said(destination, [f"UUID received is {SOURCE_UUID} and local is {OTHER_UUID}"]),
-        oracles.still_running(source, "the destination's refusal"),
+        source.still_running("the destination's refusal"),
         oracles.progressed("source guest's own dirty counter advances after the refusal", before, after, 1))
