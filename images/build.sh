@@ -1,15 +1,25 @@
 #!/bin/bash
 # images/build.sh ARCH OUTDIR
+# images/build.sh --host-tools ARCH   (root: install the host tools only; make setup runs it)
 #
-# Build the test guest for ARCH from Debian packages only (apt-get download +
-# dpkg -x): kernel, initramfs (busybox, dropbear, the guest workloads, the
-# virtio modules), per-build SSH keys and manifest.json, all in OUTDIR.
+# Build the test guest for ARCH from Debian packages only: kernel, initramfs
+# (busybox, dropbear, the guest workloads, the virtio modules), per-build SSH
+# keys and manifest.json, all in OUTDIR.  Any user, any Linux with python3 and
+# a Debian mirror: on Debian apt resolves and downloads the packages (apt-cache,
+# apt-get download, dpkg -x: the fast path), elsewhere -- or when apt does not
+# know the guest's architecture, or DEBIAN_PACKAGES=python -- images/debian.py
+# does (Packages index, checksums and signatures checked; see it).  Both give
+# the same image byte for byte.  The initramfs is written by gen_init_cpio.py
+# from a list with its device nodes declared (no mknod, no root), every entry
+# with the same mtime: two builds from equal inputs give the same archive,
+# byte for byte, but for its last part -- a second cpio archive the kernel
+# unpacks on top, with the per-build SSH keys (manifest.json: initrd_base).
 #
 # Cached: a stamp holds the hash of every input (this script, init, the
 # kernel extractor, the workload sources, the compiler, the package versions);
 # when it matches and the outputs exist, nothing is done.  Downloaded .debs are
 # kept in $(dirname OUTDIR)/cache, scratch files in $(dirname OUTDIR)/work-ARCH.
-# Set FORCE=1 to rebuild anyway.  Runs as root on Debian 12.
+# Set FORCE=1 to rebuild anyway.
 #
 # The SSH keys are generated afresh by every build (never reused, never
 # committed).  The initramfs carries the guest's host private key, so every host
@@ -19,22 +29,27 @@
 set -euo pipefail
 umask 077
 
-# Host tools (Debian package names), installed with apt-get when missing.
-# The arch table below may add a cross compiler.
-HOST_PACKAGES=(
-    binutils        # readelf: ELF NEEDED/interpreter lookup, extract-vmlinux
-    cpio            # initramfs archive
-    xz-utils zstd lz4 gzip bzip2  # kernel/module decompression, initramfs compression
-    gcc make libc6-dev            # static guest workloads
-    openssh-client  # ssh-keygen: client key pair (OpenSSH format)
-    dropbear-bin    # dropbearkey: host key in dropbear format (+ its OpenSSH public key)
-    python3         # manifest.json
+# Host tools (Debian package names), installed with apt-get by root when missing (make setup), and the command
+# each provides (how a host without dpkg is checked).  The arch table below may add a cross compiler.
+declare -A HOST_PACKAGES=(
+    [binutils]=readelf      # ELF NEEDED/interpreter lookup, extract-vmlinux
+    [xz-utils]=xz [zstd]=zstd [lz4]=lz4 [gzip]=gzip [bzip2]=bzip2  # kernel/module decompression
+    [gcc]=gcc [make]=make [libc6-dev]=gcc  # static guest workloads
+    [openssh-client]=ssh-keygen  # client key pair (OpenSSH format)
+    [dropbear-bin]=dropbearkey   # host key in dropbear format (+ its OpenSSH public key)
+    [python3]=python3            # manifest.json, the initramfs, images/debian.py
 )
 
 usage() {
-    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64 or s390x)" >&2
+    echo "usage: $0 ARCH OUTDIR   (ARCH: x86_64 or s390x)   |   $0 --host-tools ARCH" >&2
     exit 2
 }
+HOST_TOOLS_ONLY=
+if [ "${1:-}" = --host-tools ]; then
+    HOST_TOOLS_ONLY=1
+    shift
+    set -- "${1:-}" "${1:-}"
+fi
 [ $# -eq 2 ] || usage
 ARCH=$1
 OUTDIR=$2
@@ -96,7 +111,20 @@ esac
 # (gcc-TRIPLET only recommends libc6-dev-ARCH-cross, and host tools are installed without recommends). An s390x
 # host builds its own guest with its gcc; Debian 12 has no x86_64 cross gcc for s390x, so the x86_64 guest is
 # built on x86_64 hosts only (apt-get says it cannot find gcc-x86-64-linux-gnu).
-if [ "$DEB_ARCH" = "$(dpkg --print-architecture)" ]; then
+# The host's Debian architecture (dpkg's name; without dpkg, from the machine name).
+host_deb_arch() {
+    if command -v dpkg >/dev/null; then
+        dpkg --print-architecture
+        return
+    fi
+    case "$(uname -m)" in
+    x86_64) echo amd64 ;;
+    aarch64) echo arm64 ;;
+    *) uname -m ;;
+    esac
+}
+HOST_DEB_ARCH=$(host_deb_arch)
+if [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ]; then
     CC=gcc
     CC_PACKAGES="gcc"
 else
@@ -134,6 +162,53 @@ GUEST_PACKAGES_FIXED=(busybox-static dropbear-bin)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# The package tool: apt on Debian (when it knows the guest's architecture), else images/debian.py (set in
+# choose_package_tool; DEBIAN_PACKAGES=python forces it).
+PACKAGE_TOOL=
+debian_py() { DEB_ARCH=$DEB_ARCH DEB_CACHE=$CACHE python3 "$HERE/debian.py" "$@"; }
+
+# ---------------------------------------------------------------------------
+# Host tools
+# ---------------------------------------------------------------------------
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep 'install ok installed' >/dev/null; }
+
+# Root on Debian: install what is missing (make setup). Anyone else: say what is missing, by name, and stop.
+host_setup() {
+    local missing=() p
+    if command -v dpkg-query >/dev/null; then
+        for p in "${!HOST_PACKAGES[@]}" $CC_PACKAGES; do
+            installed "$p" || missing+=("$p")
+        done
+    else
+        for p in "${!HOST_PACKAGES[@]}"; do
+            command -v "${HOST_PACKAGES[$p]}" >/dev/null || missing+=("$p (command ${HOST_PACKAGES[$p]})")
+        done
+        command -v "$CC" >/dev/null || missing+=("$CC_PACKAGES (command $CC)")
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        [ ${#missing[@]} -eq 0 ] ||
+            die "missing host tools: ${missing[*]} (Debian package names; install them as root -- on Debian \`make setup\` does, elsewhere see README \"Hosts\")"
+        return 0
+    fi
+    if [ "$DEB_ARCH" != "$HOST_DEB_ARCH" ] &&
+        ! dpkg --print-foreign-architectures | grep -x "$DEB_ARCH" >/dev/null; then
+        log "adding foreign architecture $DEB_ARCH"
+        dpkg --add-architecture "$DEB_ARCH"
+        apt-get update -qq
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing host tools: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends "${missing[@]}" >/dev/null; }
+    fi
+}
+if [ -n "$HOST_TOOLS_ONLY" ]; then
+    host_setup
+    exit 0
+fi
+
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 BASE=$(dirname "$OUTDIR")
@@ -148,33 +223,9 @@ if ! flock -n "$LOCK_FD"; then
 fi
 
 # ---------------------------------------------------------------------------
-# Host tools
-# ---------------------------------------------------------------------------
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep 'install ok installed' >/dev/null; }
-
-host_setup() {
-    local missing=() p
-    for p in "${HOST_PACKAGES[@]}" $CC_PACKAGES; do
-        installed "$p" || missing+=("$p")
-    done
-    if [ "$DEB_ARCH" != "$(dpkg --print-architecture)" ] &&
-        ! dpkg --print-foreign-architectures | grep -x "$DEB_ARCH" >/dev/null; then
-        log "adding foreign architecture $DEB_ARCH"
-        dpkg --add-architecture "$DEB_ARCH"
-        apt-get update -qq
-    fi
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "installing host tools: ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null ||
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends "${missing[@]}" >/dev/null; }
-    fi
-}
-
-# ---------------------------------------------------------------------------
-# Package resolution (apt-cache only, no download).  Each apt-cache call costs
-# about a second here (no pkgcache.bin), so everything is asked in two calls.
+# Package resolution (no download).  Each apt-cache call costs about a second
+# here (no pkgcache.bin), each debian.py call a few (it parses the indices), so
+# everything is asked in two calls.
 # ---------------------------------------------------------------------------
 declare -A PKGVER # package -> version
 PKGS=()           # guest packages, in a stable order
@@ -182,6 +233,10 @@ PKGS=()           # guest packages, in a stable order
 # Dependency graph of the roots, one "PKG DEP" line per first-alternative
 # (Pre-)Depends edge, "PKG" alone for a package without dependencies.
 dependency_edges() {
+    if [ "$PACKAGE_TOOL" = python ]; then
+        debian_py edges "$@"
+        return
+    fi
     apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances "${@/%/:$DEB_ARCH}" 2>/dev/null |
         awk '/^[^ ]/ {pkg = $1; sub(/:.*/, "", pkg); print pkg; skip = 0; next}
@@ -191,18 +246,38 @@ dependency_edges() {
 
 # Candidate versions of the given packages: "PKG VERSION" lines ((none) when missing).
 candidates() {
+    if [ "$PACKAGE_TOOL" = python ]; then
+        debian_py candidates "$@"
+        return
+    fi
     apt-cache policy "${@/%/:$DEB_ARCH}" 2>/dev/null |
         awk '/^[^ ].*:$/ {pkg = $1; sub(/:$/, "", pkg); sub(/:.*/, "", pkg); next}
              /^  Candidate:/ {print pkg, $2}'
 }
 
+# apt where it can answer: present, not overridden, and knowing the guest's kernel (root refreshes its lists once
+# when it does not); debian.py otherwise.
+choose_package_tool() {
+    PACKAGE_TOOL=python
+    if [ "${DEBIAN_PACKAGES:-}" = python ] || ! command -v apt-cache >/dev/null || ! command -v dpkg >/dev/null; then
+        log "packages: images/debian.py ($([ "${DEBIAN_PACKAGES:-}" = python ] && echo DEBIAN_PACKAGES=python || echo no apt/dpkg here))"
+        return
+    fi
+    PACKAGE_TOOL=apt
+    dependency_edges "$KERNEL_META" | grep . >/dev/null && return
+    if [ "$(id -u)" -eq 0 ]; then
+        log "apt knows no $KERNEL_META:$DEB_ARCH, running apt-get update"
+        apt-get update -qq
+        dependency_edges "$KERNEL_META" | grep . >/dev/null && return
+    fi
+    PACKAGE_TOOL=python
+    log "packages: images/debian.py (apt knows no $KERNEL_META:$DEB_ARCH)"
+}
+
 resolve_packages() {
     local -A deps=() seen=()
     local line p d queue=() image_pkg
-    if ! dependency_edges "$KERNEL_META" | grep . >/dev/null; then
-        log "apt knows no $KERNEL_META:$DEB_ARCH, running apt-get update"
-        apt-get update -qq
-    fi
+    choose_package_tool
     while read -r p d; do
         [ -n "$d" ] && deps[$p]+=" $d"
     done < <(dependency_edges "$KERNEL_META" "${GUEST_PACKAGES_FIXED[@]}")
@@ -281,7 +356,7 @@ up_to_date() {
 # ---------------------------------------------------------------------------
 # Download and extract
 # ---------------------------------------------------------------------------
-deb_file() { # PKG -> cached .deb of the resolved version (downloads it when missing)
+deb_file() { # PKG -> cached .deb of the resolved version (downloads it when missing; apt)
     local p=$1 v=${PKGVER[$1]} f
     for f in "$CACHE/${p}_"*"_$DEB_ARCH.deb" "$CACHE/${p}_"*"_all.deb"; do
         [ -f "$f" ] && [ "$(dpkg-deb -f "$f" Version)" = "$v" ] && { echo "$f"; return; }
@@ -296,9 +371,16 @@ deb_file() { # PKG -> cached .deb of the resolved version (downloads it when mis
 }
 
 extract_packages() {
-    local p deb
+    local p deb debs=() wanted=()
     SYSROOT=$WORK/sysroot
     mkdir -p "$SYSROOT"
+    if [ "$PACKAGE_TOOL" = python ]; then
+        for p in "${PKGS[@]}"; do wanted+=("$p=${PKGVER[$p]}"); done
+        mapfile -t debs < <(debian_py fetch "${wanted[@]}") && [ ${#debs[@]} -eq ${#PKGS[@]} ] ||
+            die "images/debian.py could not fetch ${wanted[*]}"
+        for deb in "${debs[@]}"; do debian_py extract "$deb" "$SYSROOT" || die "cannot unpack $deb"; done
+        return
+    fi
     for p in "${PKGS[@]}"; do
         deb=$(deb_file "$p")
         dpkg -x "$deb" "$SYSROOT"
@@ -420,8 +502,6 @@ build_rootfs() {
     chmod 1777 "$ROOTFS/tmp"
     chmod 0700 "$ROOTFS/root" "$ROOTFS/root/.ssh"
     ln -s ../run "$ROOTFS/var/run"
-    mknod -m 0600 "$ROOTFS/dev/console" c 5 1
-    mknod -m 0666 "$ROOTFS/dev/null" c 1 3
 
     # busybox and its applet links (listed at build time when the binary runs
     # here, otherwise created by init at boot)
@@ -463,15 +543,25 @@ build_rootfs() {
     echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin' >"$ROOTFS/etc/profile"
     echo "$READY_MARKER" >"$ROOTFS/etc/harness/ready-marker"
     mkfifo "$ROOTFS/etc/harness/tick" # init's sleep: read -t on a FIFO nobody writes
-    install -m 0600 "$WORK/out/ssh/dropbear_ed25519_host_key" "$ROOTFS/etc/dropbear/dropbear_ed25519_host_key"
-    install -m 0600 "$WORK/out/ssh/id_ed25519.pub" "$ROOTFS/root/.ssh/authorized_keys"
     install -m 0755 "$HERE/init" "$ROOTFS/init"
     umask 077
 }
 
+# The device nodes the kernel needs before init mounts devtmpfs (its console, init's stdin/stdout), declared.
+DEVICE_NODES="nod /dev/console 600 0 0 c 5 1
+nod /dev/null 666 0 0 c 1 3"
+
+# Two cpio archives, one after the other (the kernel unpacks both): the tree and the nodes -- the same bytes
+# whenever the inputs are the same -- then the keys of this build.  manifest.json records the first's size and sha256.
 make_initramfs() {
-    local out=$WORK/out/$INITRD_NAME
-    (cd "$ROOTFS" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$WORK/initramfs.cpio"
+    local out=$WORK/out/$INITRD_NAME s=$WORK/out/ssh mtime=${SOURCE_DATE_EPOCH:-0}
+    { python3 "$HERE/gen_init_cpio.py" list-of "$ROOTFS" && echo "$DEVICE_NODES"; } >"$WORK/base.list"
+    printf '%s\n' "file /etc/dropbear/dropbear_ed25519_host_key $s/dropbear_ed25519_host_key 600 0 0" \
+        "file /root/.ssh/authorized_keys $s/id_ed25519.pub 600 0 0" >"$WORK/keys.list"
+    python3 "$HERE/gen_init_cpio.py" -t "$mtime" "$WORK/base.list" >"$WORK/base.cpio"
+    python3 "$HERE/gen_init_cpio.py" -t "$mtime" "$WORK/keys.list" >"$WORK/keys.cpio"
+    INITRD_BASE="$(stat -c %s "$WORK/base.cpio") $(sha256sum "$WORK/base.cpio" | cut -d' ' -f1)"
+    cat "$WORK/base.cpio" "$WORK/keys.cpio" >"$WORK/initramfs.cpio"
     case "$INITRD_COMPRESS" in
     none) mv "$WORK/initramfs.cpio" "$out" ;;
     gzip) gzip -9 -n -c "$WORK/initramfs.cpio" >"$out" ;;
@@ -500,7 +590,7 @@ write_manifest() {
     local pkgs="" p mods
     for p in "${PKGS[@]}"; do pkgs+="$p=${PKGVER[$p]}"$'\n'; done
     mods=$(printf '%s\n' "${MOD_ORDER[@]}")
-    ARCH=$ARCH INITRD=$INITRD_NAME CMDLINE=$CMDLINE KVER=$KVER PKGS=$pkgs MARKER=$READY_MARKER \
+    ARCH=$ARCH INITRD=$INITRD_NAME INITRD_BASE=$INITRD_BASE CMDLINE=$CMDLINE KVER=$KVER PKGS=$pkgs MARKER=$READY_MARKER \
         WORKLOADS="${WORKLOADS[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE SOURCES=$(source_digests) \
         python3 - >"$WORK/out/manifest.json" <<'EOF'
 import json, os
@@ -510,6 +600,8 @@ print(json.dumps({
     "arch": e["ARCH"],
     "kernel": "kernel",
     "initrd": e["INITRD"],
+    # the uncompressed initramfs's first archive (all but the keys): equal inputs, equal bytes
+    "initrd_base": dict(zip(("bytes", "sha256"), (int(e["INITRD_BASE"].split()[0]), e["INITRD_BASE"].split()[1]))),
     "cmdline": e["CMDLINE"],
     "console": e["CONSOLE"],
     "kernel_version": e["KVER"],
