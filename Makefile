@@ -27,8 +27,7 @@ all: check
 
 setup: build/.setup.stamp
 build/.setup.stamp: scripts/setup.sh pyproject.toml
-	bash scripts/setup.sh
-	@mkdir -p build && touch $@
+	bash scripts/setup.sh   # it writes $@ itself, then hands what it made to the checkout's owner
 
 image: setup
 	bash images/build.sh $(ARCH) $(IMAGE_DIR)

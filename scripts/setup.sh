@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Host set-up for a fresh Debian 12 / Ubuntu machine, as root: QEMU for both guest arches (x86_64 and s390x;
 # bookworm-backports on Debian 12, for the reference 10.0.x — qemu-system-s390x is ~3 MB more, so it is always
-# installed), and a Python venv with the harness installed. Idempotent. The guest image's own build tools
-# are installed by images/build.sh, the QEMU build's by qemu-build/build.sh.
+# installed), the guest image's build tools (images/build.sh --host-tools), and a Python venv with the harness
+# installed. Idempotent. The QEMU build's tools are installed by qemu-build/build.sh.
+# As root in a checkout owned by someone else, everything it creates there (build/, .venv, the egg-info, the stamp)
+# is handed to the checkout's owner at the end: that user then builds the image and runs the tests.
+# Without apt-get: dnf or zypper install the equivalent packages where found (not run here, see README "Hosts");
+# else it names the commands that are missing. Run by a user, with every command present: the venv only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+STAMP=build/.setup.stamp
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -22,15 +27,72 @@ APT_PACKAGES=("${!QEMU_PACKAGES[@]}" qemu-utils python3-venv ca-certificates "${
 
 log() { printf '[setup %s] %s\n' "$(date +%T)" "$*"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup.sh installs packages with apt-get and must run as root" >&2
-    exit 1
-fi
+# The commands the suite and the image build run (the Debian packages above, images/build.sh's host tools).
+COMMANDS=(qemu-system-x86_64 qemu-system-s390x qemu-img ip ping iperf3 sshd ssh-keygen dropbearkey readelf xz zstd lz4
+          gzip bzip2 gcc make python3 flock)
+# Their packages on Fedora/RHEL and openSUSE (names from the distributions' package lists; not run here). Static
+# glibc: the guest workloads are linked statically.
+DNF_PACKAGES=(qemu-system-x86-core qemu-system-s390x-core qemu-img iproute iputils iperf3 openssh-server
+              openssh-clients dropbear binutils xz zstd lz4 gzip bzip2 gcc make glibc-static python3 util-linux)
+ZYPPER_PACKAGES=(qemu-x86 qemu-s390x qemu-tools iproute2 iputils iperf openssh-server openssh-clients dropbear
+                 binutils xz zstd lz4 gzip bzip2 gcc make glibc-devel-static python3 util-linux)
+
+missing_commands() {
+    local c
+    for c in "${COMMANDS[@]}"; do
+        PATH=$PATH:/usr/sbin:/sbin command -v "$c" >/dev/null || echo "$c"
+    done
+}
+
+# Hand what this run created in the checkout to the checkout's owner (root in a user's checkout).
+give_back() {
+    local owner
+    owner=$(stat -c %u:%g .)
+    [ "$(id -u)" -eq 0 ] && [ "${owner%%:*}" != 0 ] || return 0
+    find . \! -user "${owner%%:*}" -print0 | xargs -0 -r chown -h "$owner"
+    log "checkout files handed back to its owner (uid:gid $owner)"
+}
+
+venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating $VENV with $($PYTHON --version)"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+    log "python venv ready: $("$VENV/bin/python" -c 'import qemu.qmp, paramiko, tenacity, pytest; print("ok")')"
+    touch "$STAMP"
+}
 
 # Two `make check` at once on a fresh checkout would both install into one venv: the second waits for the first.
 mkdir -p build
 exec {SETUP_LOCK}>>build/.setup.lock
 flock "$SETUP_LOCK"
+trap give_back EXIT
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    mapfile -t missing < <(missing_commands)
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v dnf >/dev/null; then
+        log "no apt-get; installing with dnf: ${DNF_PACKAGES[*]}"
+        dnf install -y "${DNF_PACKAGES[@]}"
+    elif [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v zypper >/dev/null; then
+        log "no apt-get; installing with zypper: ${ZYPPER_PACKAGES[*]}"
+        zypper --non-interactive install "${ZYPPER_PACKAGES[@]}"
+    elif [ ${#missing[@]} -gt 0 ]; then
+        echo "setup.sh: missing commands: ${missing[*]}" >&2
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "  run \`make setup\` as root (it installs them), then again as this user" >&2
+        else
+            echo "  no apt-get, dnf or zypper here: install the packages that provide them (Debian names:" \
+                "${APT_PACKAGES[*]} and images/build.sh's HOST_PACKAGES; Fedora: ${DNF_PACKAGES[*]})" >&2
+        fi
+        exit 1
+    fi
+    mapfile -t missing < <(missing_commands)
+    [ ${#missing[@]} -eq 0 ] || { echo "setup.sh: still missing: ${missing[*]}" >&2; exit 1; }
+    venv
+    exit 0
+fi
 
 . /etc/os-release
 export DEBIAN_FRONTEND=noninteractive
@@ -79,11 +141,9 @@ fi
 for pkg in "${!QEMU_PACKAGES[@]}"; do
     log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"
 done
+# The guest images' build tools: the host arch's and s390x's (make check's smoke guest), so that a user needs none.
+for arch in $(printf '%s\n' "$(uname -m)" s390x | sort -u); do
+    bash images/build.sh --host-tools "$arch"
+done
 
-if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV with $($PYTHON --version)"
-    "$PYTHON" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
-log "python venv ready: $("$VENV/bin/python" -c 'import qemu.qmp, paramiko, tenacity, pytest; print("ok")')"
+venv
