@@ -53,7 +53,27 @@ give_back() {
     log "checkout files handed back to its owner (uid:gid $owner)"
 }
 
+# Can the checkout's owner run this program? (root's own interpreter may live where no user can reach it,
+# /root/.pyenv here: a venv made with it is of no use to the user the checkout is handed to.)
+owner_can_run() {
+    local owner name
+    owner=$(stat -c %u:%g .)
+    [ "$(id -u)" -eq 0 ] && [ "${owner%%:*}" != 0 ] || { [ -x "$1" ] || command -v "$1" >/dev/null; return; }
+    # runuser, not setpriv: setpriv's exec still has root's capabilities and passes where the user cannot.
+    name=$(getent passwd "${owner%%:*}" | cut -d: -f1)
+    [ -z "$name" ] || runuser -u "$name" -- "$1" -c '' 2>/dev/null
+}
+
 venv() {
+    PYTHON=$(command -v "$PYTHON")
+    if ! owner_can_run "$PYTHON"; then
+        log "the checkout's owner cannot run $PYTHON: the venv uses /usr/bin/python3"
+        PYTHON=/usr/bin/python3
+    fi
+    if [ -e "$VENV" ] && ! owner_can_run "$VENV/bin/python"; then
+        log "$VENV: its python is not one the checkout's owner can run: made afresh"
+        rm -rf "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         log "creating $VENV with $($PYTHON --version)"
         "$PYTHON" -m venv "$VENV"
