@@ -46,6 +46,11 @@ SRC
         && compgen -G '/var/lib/apt/lists/*bookworm-backports_main_source_Sources*' >/dev/null; then
         return 0
     fi
+    if [[ $(id -u) -ne 0 ]]; then
+        log "ERROR: no deb-src for bookworm-backports in apt; as root: write $SRC_LIST (see this script) and" \
+            "run apt-get update, or put $ORIG in $CACHE"
+        exit 1
+    fi
     log "writing $SRC_LIST and running apt-get update"
     printf '%s\n' "$want" > "$SRC_LIST"
     apt-get update -qq

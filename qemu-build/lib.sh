@@ -137,6 +137,9 @@ qb_ensure_deps() {
     for f in "${QB_FIRMWARE_FILES[@]}"; do [[ -e $f ]] || fw_missing=1; done
     if ((${#missing[@]})) || ((fw_missing)); then
         [[ ${QB_NO_APT:-0} == 1 ]] && qb_die "missing packages: ${missing[*]} (firmware missing: $fw_missing)"
+        # A user cannot install them: say which, for root to install (the QEMU build itself then runs as the user).
+        [[ $(id -u) -ne 0 ]] && qb_die "missing packages: ${missing[*]} $( ((fw_missing)) && echo "${QB_FIRMWARE_PACKAGES[*]}")" \
+            "-- as root: apt-get install --no-install-recommends <them> (or run this build once as root)"
         qb_log "phase deps: apt-get install ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 || {
             qb_log "apt-get install failed, running apt-get update and retrying"
