@@ -98,7 +98,9 @@ def test_resolves_fetches_verifies_and_unpacks_like_dpkg(tmp_path: Path) -> None
 
 def test_a_package_or_index_that_does_not_match_its_checksum_is_refused(tmp_path: Path) -> None:
     mirror(tmp_path / "m", [("tool", "1.0", "", deb({"a": b"a"}, {}))])
-    (tmp_path / "m/pool/tool_1.0_amd64.deb").write_bytes(deb({"a": b"evil"}, {}))
+    evil = deb({"a": b"b"}, {})   # the same size: only the digest tells
+    assert len(evil) == len((tmp_path / "m/pool/tool_1.0_amd64.deb").read_bytes())
+    (tmp_path / "m/pool/tool_1.0_amd64.deb").write_bytes(evil)
     with pytest.raises(debian.Failure, match="sha256"):
         archive(tmp_path / "m", tmp_path / "cache").fetch("tool", "1.0")
     (tmp_path / "m/dists/bookworm/main/binary-amd64/Packages.xz").write_bytes(lzma.compress(b"Package: x\n"))
