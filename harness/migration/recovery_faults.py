@@ -9,8 +9,10 @@ postcopy-recover; then, by stage:
 
   handshake  the source's peer stays open and silent: the source connects, enters postcopy-recover and waits for
              the destination's answer to its bitmap request; migrate-pause kicks it back to postcopy-paused;
-  reconnect  the source's peer is closed first: its resume fails while it sets the channel up, and it goes back to
-             postcopy-paused on its own (the event libvirt relies on), never reaching postcopy-recover.
+  reconnect  the source's peer is closed first: its resume fails on its own and it goes back to postcopy-paused
+             without being kicked (the event libvirt relies on). Upstream's comment expects that before
+             postcopy-recover; 10.0.2 enters postcopy-recover and fails there, writing its bitmap request
+             ("resume_prepare() failure detected" in its output).
 
 The destination, on a channel no one will speak on, is kicked back with migrate-pause. Local QEMUs only (fd passing
 over the monitor's unix socket).
