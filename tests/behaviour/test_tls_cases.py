@@ -2,10 +2,10 @@
 as a table of scenarios with a declared outcome, run by one skeleton (docs/BEHAVIOURS.md, "TLS").
 
 Each case is `tls.Credentials` (what each side is given) and the outcome it is declared to have (as
-MigrationConfig(expect=…)); for a refusal also the side whose QEMU refuses and QEMU's own reason. Modes: precopy and
-multifd (2 channels) for every case, postcopy and postcopy-preempt for the successes where TLS meets a channel of
-their own (PSK, tls-authz on every channel). Override-host over TCP and a destination of an unknown CA are
-test_tls.py's.
+MigrationConfig(expect=…)); for a refusal also the side whose QEMU refuses and its own words. Modes: precopy and
+multifd (2 channels) for every TCP case (a unix one: precopy), postcopy and postcopy-preempt for the successes
+where TLS meets a channel of their own (PSK, tls-authz on every channel). Override-host over TCP and a destination
+of an unknown CA are test_tls.py's.
 
 Oracles and what anchors each:
   success: completed, RAM identical (host hashes, both sides paused) or, after postcopy, seqcheck — the guest's
