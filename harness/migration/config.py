@@ -51,6 +51,8 @@ class MigrationConfig:
     # Parameters that only make sense on one side (e.g. max-bandwidth is the source's business, but harmless on
     # the destination); everything is set on both unless listed here.
     source_only_parameters: frozenset[str] = frozenset()
+    # ... and those only the destination may have (e.g. tls-authz; tls-creds when only it uses TLS).
+    destination_only_parameters: frozenset[str] = frozenset()
     expect: Outcome = Outcome.COMPLETED
     # The source connects through a byte-counting relay (harness.migration.relay), so that what the transport
     # carried can be set beside what QEMU reports it sent: Migration.relay. Sockets on this host only.

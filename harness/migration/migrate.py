@@ -109,7 +109,8 @@ class Migration:
             machine.qmp.cmd("migrate-set-capabilities",
                             capabilities=[{"capability": k, "state": v} for k, v in caps.items()])
         params = {k: v for k, v in self.config.parameters.items()
-                  if side == "source" or k not in self.config.source_only_parameters}
+                  if k not in (self.config.source_only_parameters if side == "destination"
+                               else self.config.destination_only_parameters)}
         if params:
             machine.qmp.cmd("migrate-set-parameters", **params)
 

@@ -10,7 +10,8 @@ workloads, waits and integrity checks, so that what differs between two tests is
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
   postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
-                           cut), recovered, completed with the guest intact;
+                           cut), optionally a recovery that fails again, recovered, completed with the guest
+                           intact (and, into a paused destination, host RAM hashes equal);
   held_precopy             a hot set rewritten flat out while the bandwidth holds precopy back; after two passes
                            the test's own step runs (a window of counters, a workload's phases), then the limits
                            are lifted, the migration converges (a file: saved, then restored) and the integrity
@@ -140,25 +141,39 @@ def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: in
 
 
 def postcopy_recovers(testbed: Testbed, pair: Pair, interrupt: Callable[[Migration], None],
-                      config: MigrationConfig = MigrationConfig()) -> None:
+                      config: MigrationConfig = MigrationConfig(),
+                      then: Callable[[Migration], None] | None = None) -> Migration:
     """Postcopy under load (`config` adds to it, e.g. postcopy-preempt), 2 MiB into postcopy `interrupt(migration)`
     breaks its channel (it returns once both sides are postcopy-paused and the channel can be made again),
-    recovery (migrate-recover + resume), completion with the guest's invariant intact."""
+    `then(migration)` if given (e.g. a recovery that fails again and leaves both sides paused once more:
+    harness.migration.recovery_faults), recovery (migrate-recover + resume), the postcopy bandwidth lifted to
+    64 MiB/s (what recovery had to prove it has), completion with the guest intact: seqinc's invariant on the
+    destination, and where the destination was started paused (`paused_pair`: it never runs, so both sides end
+    paused) first the host RAM hashes of both sides — every page, not just those the guest touched. Returns the
+    migration, for the test's own verdicts on its series."""
     seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=4 * MiB, config=config)
     migration.wait_status({"postcopy-active"}, 30)
     migration.wait(lambda s: s.latest().get("ram", {}).get("postcopy-bytes", 0) > 2 * MiB, 60,
                    "2 MiB sent in postcopy")
     interrupt(migration)
+    if then is not None:
+        then(migration)
     migration.recover()
+    migration.wait_status({"postcopy-active", "completed"}, 30)
+    pair.source.qmp.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": 64 * MiB})
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     migration.finish()
     testbed.artefacts.write_json("final-query-migrate", final)
     testbed.artefacts.verdict(oracles.completed(final))
     testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-active", "postcopy-paused"]))
     testbed.artefacts.verdict(oracles.went_through(migration.series, ["postcopy-recover"], side="destination"))
-    wait_runstate(pair.destination, {"running"}, 30)
-    check = workloads.seqcheck(pair.destination, seq)
+    if pair.destination.config.start_paused:
+        _, check = compare_then_check(testbed, pair.source, pair.destination, seq)
+    else:
+        wait_runstate(pair.destination, {"running"}, 30)
+        check = workloads.seqcheck(pair.destination, seq)
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return migration
 
 
 def integrity_verdicts(final: Mapping[str, Any], check: SeqCheck) -> list[oracles.Verdict]:

@@ -131,6 +131,14 @@ class QMPSession:
         (e.g. a postcopy destination whose main thread faults on a missing page)."""
         return self._run(self._client.execute(command, arguments or None, oob=oob), timeout)
 
+    def cmd_with_fd(self, command: str, fd: int, timeout: float | None = 60.0, **arguments: Any) -> Any:
+        """Pass `fd` to QEMU (SCM_RIGHTS, over this unix-socket monitor) and execute `command` (getfd, add-fd), which
+        takes it: both on the session's loop, so no other command can come between them."""
+        async def send() -> Any:
+            self._client.send_fd_scm(fd)
+            return await self._client.execute(command, arguments or None)
+        return self._run(send(), timeout)
+
     def pipeline(self, *commands: str, timeout: float | None = 60.0) -> list[Any]:
         """Send `commands` (without arguments) back to back, not waiting for one answer before sending the next, and
         return their answers in order, an error reply as its ExecuteError. QEMU runs them one after another on its

@@ -163,7 +163,8 @@ def with_tls(transport: Transport, testbed: Testbed, pair: Pair) -> MigrationCon
     except TlsUnavailable as unavailable:
         pytest.skip(str(unavailable))
     return replace(transport.config.with_parameters(**secure.parameters),
-                   source_only_parameters=secure.source_only_parameters)
+                   source_only_parameters=secure.source_only_parameters,
+                   destination_only_parameters=secure.destination_only_parameters)
 
 
 def packaged_bytes(pair: Pair) -> int:

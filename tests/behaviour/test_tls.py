@@ -33,15 +33,9 @@ from harness.migration.scenarios import COMPLETION_TIMEOUT, postcopy_under_load,
 from harness.migration.testbed import Testbed
 from harness.migration import tls
 from harness.migration.tls import DESTINATION_HOSTNAME
-from harness.analysis.trace import parse_file
 from harness.core.units import MiB
 
-# What counts each channel's TLS session (10.0's multifd_tls_outgoing_handshake_complete is never emitted: a
-# multifd channel whose handshake completed is set up again as a qio-channel-tls instead).
-HANDSHAKE_ERRORS = ("migration_tls_outgoing_handshake_error", "multifd_tls_outgoing_handshake_error",
-                    "multifd_new_send_channel_async_error")
-TRACE_EVENTS = ("migration_tls_outgoing_handshake_complete", "multifd_set_outgoing_channel",
-                "postcopy_preempt_tls_handshake", *HANDSHAKE_ERRORS)
+TRACE_EVENTS = tls.TRACE_EVENTS
 CHANNELS = 2
 NEEDS = pytest.mark.needs(parameters=["tls-creds", "tls-hostname"], trace_events=TRACE_EVENTS)
 GUEST = pytest.mark.guest(trace_events=TRACE_EVENTS)
@@ -56,21 +50,7 @@ def over_tls(testbed: Testbed, pair: Pair, **options: Any) -> MigrationConfig:
 
 
 def handshake_verdicts(pair: Pair, main: int = 1, multifd: int = 0, preempt: int = 0) -> list[oracles.Verdict]:
-    """TLS sessions per channel kind on the source, from its trace, against the channels the migration opens, and
-    no handshake error. (The trace's hostname arguments are the URI's host, traced before tls-hostname replaces
-    it; the name verified shows in the outcome instead: the certificate names only DESTINATION_HOSTNAME.)"""
-    trace = parse_file(pair.source.files.trace)
-    sessions = {
-        "main channel handshakes completed": (trace.count("migration_tls_outgoing_handshake_complete"), main),
-        "multifd channels set up over TLS": (sum(r.fields.get("ioctype") == "qio-channel-tls"
-                                                 for r in trace.named("multifd_set_outgoing_channel")), multifd),
-        "preempt channel handshakes": (trace.count("postcopy_preempt_tls_handshake"), preempt),
-    }
-    verdicts = [oracles.equals(name, measured, expected, why="mechanism: one TLS session per channel opened")
-                for name, (measured, expected) in sessions.items()]
-    errors = [r.name + " " + r.args for r in trace.named(*HANDSHAKE_ERRORS)]
-    verdicts.append(oracles.equals("TLS handshake errors on the source", errors, []))
-    return verdicts
+    return tls.handshake_verdicts(pair.source, pair.destination, main=main, multifd=multifd, preempt=preempt)
 
 
 @pytest.mark.known_bug("tcg-dirty-tlb")
