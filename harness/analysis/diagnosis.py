@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from harness.analysis.oracles import Verdict
+from harness.analysis.oracles import Verdict, failure_line
 
 # The verdict a RAM comparison records (oracles.ram_identical): named first among the failing verdicts.
 RAM_VERDICT = "host RAM hashes equal"
@@ -39,12 +39,12 @@ def crash_headline(machine: str, kind: str, line: str, t: float | None, referenc
 
 
 def verdict_line(verdict: Verdict) -> str:
-    return f"{verdict.name}: {verdict.why} (measured {verdict.measured!r}, bound {verdict.bound!r})"
+    return failure_line(verdict.to_json())
 
 
 def ordered_failures(verdicts: Sequence[Verdict]) -> list[Verdict]:
     """The failing verdicts, the RAM comparison first, the rest in the order they were recorded."""
-    failed = [v for v in verdicts if not v.passed]
+    failed = [v for v in verdicts if v.fails_test]
     return sorted(failed, key=lambda v: not v.name.endswith(RAM_VERDICT))
 
 

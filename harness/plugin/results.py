@@ -267,7 +267,7 @@ def junit_properties(node: pytest.Item, record: Artefacts) -> None:
     node.user_properties.append(("artefacts", str(record.directory)))
     for plot in sorted(record.directory.glob("*.png")):
         node.user_properties.append(("plot", str(plot)))
-    failing = next((v for v in record.verdicts if not v.passed), None)
+    failing = next((v for v in record.verdicts if v.fails_test), None)
     if failing is not None:
         node.user_properties.append(("failed verdict", f"{failing.name}: {failing.why}"))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+from harness.analysis.oracles import failure_line, fails_test
 from harness.report.plots import short_text
 from harness.core.files import atomic_write_text, json_default
 from harness.report.artefacts import safe_name
@@ -62,11 +63,15 @@ def _rel(path: Path, root: Path, prefix: str) -> str:
 
 
 def _verdict_html(verdicts: list[dict[str, Any]]) -> str:
-    failed = [v for v in verdicts if not v.get("passed")]
-    passed = [v for v in verdicts if v.get("passed")]
-    out = [f"<div class=fail>✗ <b>{html.escape(str(v.get('name')))}</b>: {html.escape(str(v.get('why')))} "
-           f"<span class=muted>(measured {html.escape(short_text(v.get('measured')))}, "
-           f"bound {html.escape(short_text(v.get('bound')))})</span></div>" for v in failed]
+    failed = [v for v in verdicts if fails_test(v)]
+    expected = [v for v in verdicts if not v.get("passed") and v.get("expected_failure")]
+    passed = [v for v in verdicts if v.get("passed") and not fails_test(v)]
+    out = [f"<div class=fail>✗ <b>{html.escape(str(v.get('name')))}</b>: "
+           f"{html.escape(failure_line(v).split(': ', 1)[1])}</div>" for v in failed]
+    out += [f"<div class=muted>✗ expected failure, <b>{html.escape(str(v.get('name')))}</b>: "
+            f"{html.escape(str(v.get('why')))} (measured {html.escape(short_text(v.get('measured')))}, bound "
+            f"{html.escape(short_text(v.get('bound')))}) — {html.escape(str(v.get('expected_failure')))}</div>"
+            for v in expected]
     if passed:
         items = "".join(f"<div class=pass>✓ {html.escape(str(v.get('name')))}: {html.escape(str(v.get('why')))}"
                         "</div>" for v in passed)
@@ -120,7 +125,7 @@ def render_index(results: Sequence[TestResult], header: Mapping[str, str], root:
         thumbs, links = _files_html(r.directory, root, prefix) if r.directory else ("", "")
         message = (f"<div class={'fail' if r.outcome in NOT_OK else 'muted'}><code>"
                    f"{html.escape(r.message[:600])}</code></div>" if r.message and not any(
-                       not v.get("passed") for v in r.verdicts()) else "")
+                       fails_test(v) for v in r.verdicts()) else "")
         rows.append(
             f"<tr id='{safe_name(r.nodeid)}'><td><span class=badge style='background:"
             f"{OUTCOME_COLOURS.get(r.outcome, '#555')}'>{html.escape(r.outcome.upper())}</span></td>"
@@ -159,7 +164,7 @@ def _header_value(value: str, page_dir: Path) -> str:
 
 
 def _first_reason(result: TestResult) -> str:
-    failed = [v for v in result.verdicts() if not v.get("passed")]
+    failed = [v for v in result.verdicts() if fails_test(v)]
     if failed:
         return "; ".join(f"{v.get('name')}: {v.get('why')}" for v in failed)[:300]
     return (result.message.strip().splitlines() or [result.outcome])[0][:300]

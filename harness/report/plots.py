@@ -110,13 +110,14 @@ def status_segments(series: Series, side: str) -> list[tuple[float, float, str]]
 def verdict_lines(verdicts: Sequence[Verdict], failure: str | None, width: int = 150) -> list[tuple[str, bool]]:
     """The footer of every plot: failing verdicts first, with measured value and bound; then the passed ones."""
     lines: list[tuple[str, bool]] = []
-    for v in sorted(verdicts, key=lambda v: v.passed):
-        text = f"{'✓' if v.passed else '✗'} {v.name}: {v.why}"
-        if not v.passed:
+    for v in sorted(verdicts, key=lambda v: not v.fails_test):
+        mark = "✓" if v.passed else ("✗ (expected: known QEMU bug)" if v.expected_failure else "✗")
+        text = f"{mark} {v.name}: {v.why}"
+        if not v.passed or v.fails_test:
             text += f"  [measured {short_text(v.measured)}, bound {short_text(v.bound)}]"
         for i, chunk in enumerate(textwrap.wrap(text, width) or [text]):
-            lines.append(((" " * 4 if i else "") + chunk, v.passed))
-    if failure and all(v.passed for v in verdicts):
+            lines.append(((" " * 4 if i else "") + chunk, not v.fails_test))
+    if failure and not any(v.fails_test for v in verdicts):
         first = [line for line in failure.strip().splitlines() if line.strip()][:3]
         for i, chunk in enumerate(textwrap.wrap(" ".join(first), width)[:4]):
             lines.append(((" " * 4 if i else "✗ error: ") + chunk, False))
@@ -135,13 +136,15 @@ def header_lines(outcome: str | None, subject: str, verdicts: Sequence[Verdict],
     if outcome is None:
         return textwrap.wrap(subject, width)[:3] or [""]
     word = outcome_word(outcome)
-    failed = [v for v in verdicts if not v.passed]
+    failed = [v for v in verdicts if v.fails_test]
     if failed:
         reason = "; ".join(f"{v.name}: {v.why}" for v in failed)
     elif failure and word == "FAILED":
         reason = " ".join(line.strip() for line in failure.strip().splitlines()[:2])
     else:
-        reason = f"{len(verdicts)} verdict(s) passed" if verdicts else ""
+        expected = sum(1 for v in verdicts if v.expected_failure and not v.passed)
+        reason = (f"{len(verdicts) - expected} verdict(s) passed" + (f", {expected} failed as a known QEMU bug "
+                  "says it does" if expected else "")) if verdicts else ""
     headline = textwrap.wrap(f"{word}: {reason}" if reason else word, width)
     if len(headline) > 3:
         headline = headline[:3]
@@ -164,7 +167,7 @@ def _figure_header(fig: "Figure", lines: list[str], failed: bool, verdicts: Sequ
 def _is_failed(outcome: str | None, verdicts: Sequence[Verdict], failure: str | None) -> bool:
     if outcome is not None:
         return outcome_word(outcome) != "PASSED"
-    return any(not v.passed for v in verdicts) or bool(failure)
+    return any(v.fails_test for v in verdicts) or bool(failure)
 
 
 def _header_height(lines: list[str]) -> float:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.analysis.oracles import fails_test
 from harness.core import workdirs
 from harness.core.checkout import ROOT, require_checkout
 from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
@@ -105,7 +106,7 @@ def failure_reasons(run_root: Path | None) -> dict[str, str]:
         return {}
     reasons = {}
     for test in tests:
-        failing = [v for v in test.get("verdicts") or [] if not v.get("passed")]
+        failing = [v for v in test.get("verdicts") or [] if fails_test(v)]
         if failing:
             reasons[test["nodeid"]] = "; ".join(first_line(f"{v.get('name')}: {v.get('why')}") for v in failing)
         elif test.get("message"):

@@ -204,6 +204,37 @@ def test_every_verdict_is_recorded_before_the_first_failing_one_raises(tmp_path:
         "first", "second", "third"]
 
 
+def test_an_expected_verdict_failure_is_recorded_as_measured_and_judged_only_as_a_known_bug_says(
+        tmp_path: Path) -> None:
+    """Artefacts.expect_failure (a known bug with a `verdict`): that verdict, by name, is recorded as measured with
+    the bug's reason; failing, it does not fail the test (the others still do); passing, it fails a strict one."""
+    record = Artefacts(tmp_path / "t")
+    record.expect_failure(oracles.CARRIED_VS_REPORTED, "known QEMU bug X", strict=True)
+    spoiled = oracles.carried_matches_reported(1_000, 300_000_000, 4096, "the whole migration")
+    judged = oracles.at_most("bytes the relay carried per page sent / page size (zlib)", 0.015, 0.25)
+    record.verdict(spoiled, judged)
+    assert record.verdicts[0].expected_failure == "known QEMU bug X" and not record.verdicts[0].passed
+    assert record.failed() == [] and not record.verdicts[0].fails_test
+    record.raise_first_failure()                      # nothing fails the test
+    saved = json.loads((tmp_path / "t" / "verdicts.json").read_text())
+    assert saved[0]["expected_failure"] == "known QEMU bug X" and saved[0]["measured"] == 1_000 - 300_000_000
+    assert not oracles.fails_test(saved[0]) and oracles.fails_test({"name": "old record", "passed": False})
+    # an unexpected failure still fails the test, the expected one beside it does not
+    record.verdict(oracles.at_most("bytes the relay carried per page sent / page size (zstd)", 1.0, 0.25))
+    with pytest.raises(AssertionError, match=r"^bytes the relay carried per page sent / page size \(zstd\): "):
+        record.raise_first_failure()
+    # a strict expected failure that passes is news: the build has the fix (a backport)
+    fixed = Artefacts(tmp_path / "fixed")
+    fixed.expect_failure(oracles.CARRIED_VS_REPORTED, "known QEMU bug X", strict=True)
+    fixed.verdict(oracles.carried_matches_reported(5_000, 5_000, 4096))
+    with pytest.raises(AssertionError, match="passed, but it is an expected failure of this build"):
+        fixed.raise_first_failure()
+    lenient = Artefacts(tmp_path / "lenient")
+    lenient.expect_failure(oracles.CARRIED_VS_REPORTED, "a race", strict=False)
+    lenient.verdict(oracles.carried_matches_reported(5_000, 5_000, 4096))
+    assert lenient.failed() == []
+
+
 def test_rate_log_clock_map_and_throttle_effect() -> None:
     from harness.analysis.series import (ClockMap, interpolate, parse_rate_log, rate_between, slowdown_slope,
                                   throttle_levels)

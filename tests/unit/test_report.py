@@ -77,6 +77,11 @@ def test_title_says_failed_and_why_from_the_failing_verdicts_or_the_error() -> N
     assert stalled[0] == "FAILED: MigrationStalled: postcopy-paused did not happen within 30s"
     assert header_lines("passed", "t", [passed], None)[0] == "PASSED: 1 verdict(s) passed"
     assert header_lines(None, "just a title", [], None) == ["just a title"]
+    expected = oracles.carried_matches_reported(1, 9_999_999, 4096).expected_to_fail("known bug X", strict=True)
+    assert header_lines("passed", "t", [passed, expected], None)[0] == (
+        "PASSED: 1 verdict(s) passed, 1 failed as a known QEMU bug says it does")
+    footer = [text for text, ok in verdict_lines([passed, expected], None) if ok]
+    assert footer[-2].startswith("✗ (expected: known QEMU bug) bytes the relay carried − ram.transferred")
 
 
 def test_footer_lists_failing_verdicts_first_with_measured_and_bound() -> None:
