@@ -88,12 +88,14 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None,
-                 workarounds: Sequence[KnownBug] = ()) -> None:
+                 known_bugs: Sequence[KnownBug] = ()) -> None:
         self.env = env
         self.artefacts = artefacts
         self.link = link
-        # Known QEMU bugs this run's binaries have, whose workaround every QEMU of this test gets (config()).
-        self.workarounds = tuple(bug for bug in workarounds if bug.workaround is not None)
+        # Known QEMU bugs of this test that this run's binaries have (harness.qemu.known_bugs): each QEMU gets the
+        # workarounds (config()); all are recorded in platform.json with what the run does about them.
+        self.known_bugs = tuple(known_bugs)
+        self.workarounds = tuple(bug for bug in known_bugs if bug.workaround is not None)
         # Private (0700): sockets, RAM dumps, files. Removed at close; reaped by a later run after a SIGKILL.
         self.workdir = workdirs.private_dir("test")
         self._stack = ExitStack()
@@ -118,7 +120,9 @@ class Testbed:
             "destination": (self.remotes["destination"].qemu_binary if "destination" in self.remotes
                             else str(env.destination_binary)),
             "runs_on": where, "launch": launch,
-            "workarounds": {bug.key: bug.workaround.to_json() for bug in self.workarounds if bug.workaround}})
+            "workarounds": {bug.key: bug.workaround.to_json() for bug in self.workarounds if bug.workaround},
+            "known_bugs": {bug.key: {"handling": bug.handling, "verdict": bug.verdict, "fix": bug.fix}
+                           for bug in self.known_bugs}})
 
     def make_remote(self, side: str, remote: RemoteHost) -> None:
         """`side`'s QEMUs from now on run on `remote` (a test's own remote host, e.g. an sshd it started)."""

@@ -223,9 +223,10 @@ def testbed(environment: Environment, artefacts: Artefacts, cpu_budget: parallel
     """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU, and
     over the test's `link` when it has one; every QEMU it started is stopped and its exit checked at teardown. A
     `known_bug` the run's binaries have (decided here, where the accelerator is known) gives every QEMU of the test
-    its workaround where it has one, else makes the test an expected failure."""
-    workarounds = _expect_known_bugs(request, environment)
-    bed = Testbed(environment, artefacts, link, workarounds)
+    its workaround where it has one, makes the one verdict it names an expected failure where it names one, else
+    makes the test an expected failure."""
+    bugs = _expect_known_bugs(request, environment, artefacts)
+    bed = Testbed(environment, artefacts, link, bugs)
     progress = start_progress(request, bed)
     try:
         yield bed
@@ -244,20 +245,27 @@ def _keep_workdir(request: pytest.FixtureRequest) -> bool:
     return mode == "always" or (mode == "failed" and failed)
 
 
-def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment) -> list[KnownBug]:
-    """The test's known bugs this run has: those with a workaround are returned (the testbed applies it, the test is
-    judged); the others make the test an expected failure."""
+def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment, artefacts: Artefacts) -> list[KnownBug]:
+    """The test's known bugs this run has, each handled as its table entry says (KnownBug.handling): a workaround
+    (the testbed applies it; the test is judged), one verdict an expected failure (`artefacts` marks it when it
+    is recorded; the test is judged on the rest), else the whole test an expected failure. Returns them all, for
+    the testbed to apply and record in platform.json."""
     keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
-    worked_around = []
+    handled = []
     versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
-    for bug, reason in affecting(keys, versions, env.accel.name,
+    for bug, reason in affecting(dict.fromkeys(keys), versions, env.accel.name,
                                  frozenset(request.config.getoption("--assume-fixed"))):
         if bug.workaround is not None:
-            worked_around.append(bug)
+            handled.append(bug)
             request.node.user_properties.append(("workaround", f"{bug.key}: {bug.workaround.summary}"))
+        elif bug.verdict is not None:
+            handled.append(bug)
+            artefacts.expect_failure(bug.verdict, reason, strict=bug.deterministic)
+            request.node.user_properties.append(("expected verdict failure", f"{bug.verdict}: {reason}"))
         else:
+            handled.append(bug)
             request.applymarker(pytest.mark.xfail(reason=reason, strict=bug.deterministic))
-    return worked_around
+    return handled
 
 
 def _guest_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:

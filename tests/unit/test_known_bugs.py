@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from harness.qemu.arch import arch_spec
-from harness.qemu.known_bugs import KNOWN_BUGS, affecting, describe, release
+import pytest
+
+from harness.analysis.oracles import CARRIED_VS_REPORTED
+from harness.qemu.known_bugs import KNOWN_BUGS, KnownBug, Workaround, affecting, describe, release
 from harness.vm.machine import MachineConfig
 
 DEBIAN_72 = "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
@@ -53,6 +56,31 @@ def test_preempt_before_8_0_is_expected_of_an_old_source_on_any_accelerator() ->
     assert not bug.deterministic and "93589827443e" in reason and "(7.2.22 < 8.0)" in reason
     # a 7.2 destination is no reason: the requested page is sent by the source
     assert affecting(keys, {"source": BACKPORTS_100, "destination": DEBIAN_72}, "tcg", frozenset()) == []
+
+
+def test_multifd_counting_uncompressed_bytes_spoils_one_verdict_of_a_source_before_8_2() -> None:
+    """7.2 adds pages × page size to ram.transferred before compressing; 8.1 counts what it wrote but not the
+    packet headers; 8.2 counts both. Only the verdict that compares QEMU's count with the relay's is expected to
+    fail, and strictly: the miscount is deterministic, so a pass means the build carries the fix."""
+    keys = ["ram-transferred-miscount"]
+    ((bug, reason),) = affecting(keys, {"source": DEBIAN_72, "destination": BACKPORTS_100}, "tcg", frozenset())
+    assert bug.handling == "verdict" and bug.verdict == CARRIED_VS_REPORTED and bug.deterministic
+    assert "cbec7eb76879" in reason and "(7.2.22 < 8.2)" in reason
+    assert affecting(keys, {"source": DEBIAN_72, "destination": DEBIAN_72}, "kvm", frozenset()) != []
+    for fixed in ("8.2.0 (v8.2.0)", BACKPORTS_100):
+        assert affecting(keys, {"source": fixed, "destination": DEBIAN_72}, "tcg", frozenset()) == []
+    assert affecting(keys, {"source": DEBIAN_72, "destination": DEBIAN_72}, "tcg", frozenset(keys)) == []
+    assert describe(bug, reason) == ("ram-transferred-miscount on the source (7.2.22 < 8.2): its verdict "
+                                     f"'{CARRIED_VS_REPORTED}' is an expected failure, every other verdict of its "
+                                     "tests is judged")
+
+
+def test_a_known_bug_has_a_workaround_or_an_expected_verdict_not_both() -> None:
+    both = dict(key="k", side="source", fixed_in=(9, 0), accel=None, fix="0123abcd (x)", effect="e",
+                workaround=Workaround("w"), verdict="v")
+    with pytest.raises(ValueError, match="not both"):
+        KnownBug(**both)    # type: ignore[arg-type]
+    assert {bug.handling for bug in KNOWN_BUGS.values()} == {"workaround", "verdict", "xfail"}
 
 
 def test_the_table_says_which_bugs_have_a_workaround_and_the_header_line_what_the_run_does() -> None:
