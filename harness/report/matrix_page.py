@@ -3,8 +3,9 @@
 Above the grid, once per pair: its counts, the machine type and CPU model both binaries were given (why: on
 hover), and the known QEMU bugs of its binaries with what the run did about each. The grid: one row per test,
 its file named once beside its tests, one narrow column per pair; a cell is its outcome in a word, coloured, marked `*` when the
-test ran with a known bug's workaround. A cell's reason (skip or xfail reason, failing verdict, QEMU's refusal,
-the workaround) shows on hover, and a click opens the test's row in that pair's run index.
+test ran with a known bug's workaround and `†` when one of its verdicts failed as a known bug says it does (the rest
+judged). A cell's reason (skip or xfail reason, failing verdict, QEMU's refusal, the workaround, the expected
+verdict failure) shows on hover, and a click opens the test's row in that pair's run index.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ def _cell(cell: Mapping[str, Any] | None) -> str:
     if cell is None:
         return "<td class=muted>—</td>"
     outcome = cell["outcome"]
-    title = "\n".join(part for part in (cell.get("reason", ""), f"workaround: {cell['workaround']}"
-                                        if cell.get("workaround") else "") if part)
-    text = outcome + ("*" if cell.get("workaround") else "")
+    title = "\n".join(part for part in (cell.get("reason", ""),
+                                        f"workaround: {cell['workaround']}" if cell.get("workaround") else "",
+                                        f"expected verdict failure: {cell['expected']}" if cell.get("expected")
+                                        else "") if part)
+    text = outcome + ("*" if cell.get("workaround") else "") + ("†" if cell.get("expected") else "")
     style = f"background:{COLOURS.get(outcome, '#555')}"
     attrs = f" title='{html.escape(title[:1500])}'" if title else ""
     if cell.get("link"):
@@ -70,6 +73,9 @@ def _pairs_table(pairs: list[Mapping[str, Any]]) -> str:
         worked = counts.get("with workaround", 0)
         if worked:
             tally += f" <span class=muted>({worked} passes with a workaround*)</span>"
+        expected = counts.get("with expected verdict failure", 0)
+        if expected:
+            tally += f" <span class=muted>({expected} passes with one verdict an expected failure†)</span>"
         bugs = "".join(f"<div>{html.escape(line.strip())}</div>" for line in p.get("known_bugs", "").split("; ")
                        if line.strip())
         rows.append(f"<tr><th>{html.escape(p['pair'])}</th><td>{tally}</td>"
@@ -101,6 +107,7 @@ def render_matrix(data: Mapping[str, Any]) -> str:
     return (f"<!doctype html><html><head><meta charset=utf-8><title>migration harness: version matrix</title>"
             f"<style>{_CSS}</style></head><body><h2>QEMU version matrix — {html.escape(verdict)}</h2>"
             f"{_pairs_table(pairs)}"
-            f"<p class=muted>{legend} &nbsp; * ran with a known QEMU bug's workaround and was judged. Hover a cell "
-            f"for its reason; click it for the test in that pair's run.</p>"
+            f"<p class=muted>{legend} &nbsp; * ran with a known QEMU bug's workaround and was judged. † one verdict "
+            f"failed as a known QEMU bug says it does, every other verdict was judged. Hover a cell for its reason; "
+            f"click it for the test in that pair's run.</p>"
             f"<table class=grid><tr>{head}</tr>{''.join(rows)}</table></body></html>\n")

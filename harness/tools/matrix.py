@@ -15,8 +15,9 @@ A cell is `pass`, `fail` (with the first failing verdict or the crash), `error` 
 judged), `skip` or `xfail` (with pytest's reason), or `refused`: on a backward pair, a failure whose text carries
 the destination QEMU's own refusal to load the stream (e.g. "error while loading state for instance 0x0 of device
 …"): QEMU's message is shown. A forward pair's refusal is a failure (loading an older stream is what QEMU
-promises). A cell also names the workarounds its test ran with (the test's platform.json). The table, with each
-pair's machine/CPU choice, known bugs and counts under it, is printed at the end and written to
+promises). A cell also names the workarounds its test ran with (the test's platform.json, marked `*`) and the
+verdicts a known bug made fail as expected while the rest of the test was judged (its verdicts.json, marked `†`).
+The table, with each pair's machine/CPU choice, known bugs and counts under it, is printed at the end and written to
 ARTEFACTS/matrix.json and ARTEFACTS/index.html (harness.report.matrix_page; cells link to each pair's run index).
 
 Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed or errored; 4 a pytest run could not run
@@ -75,6 +76,7 @@ class Cell:
     reason: str = ""
     link: str = ""       # the test's row in the pair's run index, relative to the matrix's directory
     workaround: str = ""  # the known bugs whose workaround the test ran with (harness.qemu.known_bugs), if any
+    expected: str = ""    # verdicts that failed as a known bug says they do (harness.qemu.known_bugs), if any
 
 
 @dataclass
@@ -159,7 +161,8 @@ def run_pair(pair: Pair, artefacts: Path, pytest_args: Sequence[str], lock: Path
         cell = run.cells[test] = cell_for(case, pair, reasons.get(test, ""))
         if root is not None:
             cell.link = f"{pair.slug}/latest/index.html#{safe_name(test)}"
-            cell.workaround = workarounds_of(root / directories.get(test, safe_name(test)))
+            test_directory = root / directories.get(test, safe_name(test))
+            cell.workaround, cell.expected = workarounds_of(test_directory), expected_failures_of(test_directory)
     return run
 
 
@@ -182,6 +185,17 @@ def workarounds_of(test_directory: Path) -> str:
     return "; ".join(f"{key}: {w.get('summary', '')}" for key, w in found.items())
 
 
+def expected_failures_of(test_directory: Path) -> str:
+    """'verdict: reason' of each verdict the test recorded as an expected failure that did fail (its verdicts.json),
+    '; '-joined: the verdicts a known QEMU bug spoiled while the rest of the test was judged."""
+    try:
+        verdicts = json.loads((test_directory / "verdicts.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return "; ".join(f"{v.get('name')}: {v['expected_failure']}" for v in verdicts
+                     if isinstance(v, dict) and v.get("expected_failure") and not v.get("passed"))
+
+
 OK_OUTCOMES = ("pass", "skip", "xfail", "refused")
 OUTCOMES = ("pass", "fail", "error", "skip", "xfail", "refused")
 
@@ -192,13 +206,18 @@ def counts(run: PairRun) -> dict[str, int]:
     for cell in run.cells.values():
         tally[cell.outcome] = tally.get(cell.outcome, 0) + 1
     tally["with workaround"] = sum(1 for c in run.cells.values() if c.workaround and c.outcome == "pass")
+    tally["with expected verdict failure"] = sum(1 for c in run.cells.values() if c.expected and c.outcome == "pass")
     return tally
+
+
+NOTES = ("with workaround", "with expected verdict failure")   # counts() keys that are not outcomes
 
 
 def summary_line(run: PairRun) -> str:
     tally = counts(run)
-    return (f"{run.pair.name}: " + ", ".join(f"{n} {k}" for k, n in tally.items() if k != "with workaround")
-            + f" ({tally['with workaround']} of the passes with a known bug's workaround), {run.seconds:.0f} s")
+    return (f"{run.pair.name}: " + ", ".join(f"{n} {k}" for k, n in tally.items() if k not in NOTES)
+            + f" (of the passes: {tally['with workaround']} with a known bug's workaround, "
+              f"{tally['with expected verdict failure']} with one verdict an expected failure), {run.seconds:.0f} s")
 
 
 def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
@@ -213,7 +232,7 @@ def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
             if cell is None:
                 row.append("-")
                 continue
-            text = cell.outcome + ("*" if cell.workaround else "")
+            text = cell.outcome + ("*" if cell.workaround else "") + ("†" if cell.expected else "")
             if cell.reason:
                 note = notes.setdefault(f"{cell.outcome}: {cell.reason[:300]}", len(notes) + 1)
                 text += f" [{note}]"
@@ -224,6 +243,11 @@ def render_text(runs: Sequence[PairRun]) -> tuple[str, bool]:
     lines += [f"[{n}] {text}" for text, n in notes.items()]
     if any(c.workaround for run in runs for c in run.cells.values()):
         lines.append("* ran with a known QEMU bug's workaround (harness/qemu/known_bugs.py), and was judged")
+    expected = {c.expected for run in runs for c in run.cells.values() if c.expected}
+    if expected:
+        lines.append("† one verdict failed as a known QEMU bug says it does (an expected failure); every other "
+                     "verdict was judged:")
+        lines += [f"  † {text[:300]}" for text in sorted(expected)]
     lines += [f"{run.pair.name}: {run.platform}" for run in runs if run.platform]
     lines += [f"{run.pair.name}: known QEMU bugs: {run.known_bugs}" for run in runs if run.known_bugs]
     lines += [""] + [summary_line(run) for run in runs]
