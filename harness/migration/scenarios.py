@@ -42,6 +42,7 @@ from harness.vm.ram import compare_guest_ram
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration, wait_runstate
 from harness.migration.config import MigrationConfig
+from harness.migration.relay import RelayCounts
 from harness.qemu.qmp import ExecuteError
 from harness.migration.testbed import Pair, Testbed
 from harness.core.units import MiB
@@ -198,20 +199,32 @@ class HeldPrecopy(Generic[T]):
 @dataclass(frozen=True)
 class ResendWindow:
     """What `resend_window` measured: each named query-migrate counter's increase over [t_start, t_end] (series
-    time), the final query-migrate, and the integrity checks of the end state."""
+    time), the final query-migrate, and the integrity checks of the end state. With a relay (MigrationConfig.relay)
+    also what the transport carried from source to destination: `carried` over the window (read right after the
+    samples that open and close it) and `relay` over the whole migration (drained once it completed); None
+    without one (a remote side or a link: harness.migration.testbed)."""
     t_start: float
     t_end: float
     counters: Mapping[str, float]
     final: Mapping[str, Any]
     comparison: RamComparison
     check: SeqCheck
+    carried: int | None = None
+    relay: RelayCounts | None = None
 
     def integrity_verdicts(self) -> list[oracles.Verdict]:
         return integrity_verdicts(self.final, self.check)
 
+    def wire(self) -> tuple[float, str]:
+        """The bytes sent in the window and what counted them, for a verdict's name: the relay's count, else (no
+        relay) QEMU's own ram.transferred, which the test must have asked for among its counters."""
+        if self.carried is not None:
+            return self.carried, "bytes the relay carried"
+        return self.counters["ram.transferred"], "ram.transferred (QEMU's own count: no relay)"
+
     def to_json(self) -> dict[str, Any]:
         return {"t_start": self.t_start, "t_end": self.t_end, "counters": dict(self.counters),
-                "final": dict(self.final)}
+                "carried": self.carried, "relay": self.relay, "final": dict(self.final)}
 
 
 HOT_SET_MIB = 64
@@ -219,9 +232,15 @@ RESEND_SEQINC_MIB = 16
 RESEND_BANDWIDTH = 16 * MiB     # far below the dirtier's rate: no convergence while the window lasts
 CONVERGE_BANDWIDTH = 1024 * MiB
 # The switch-over threshold is QEMU's measured throughput (bytes on the wire per second) × downtime-limit: 5 s of
-# it is ≫ what the hot set leaves dirty when pages go whole or as deltas. A compressed stream measures a throughput
-# of a few MB/s for hundreds of MiB/s of pages, so a compressing test passes a longer limit.
+# it is ≫ what the hot set leaves dirty when its pages go whole. A stream whose pages cost a fraction of their size
+# (compressed, xbzrle deltas) measures a few MB/s of bytes for far more pages, so such a test passes
+# ENCODED_CONVERGE_DOWNTIME_MS: a minute of that throughput holds the 64 MiB hot set, which stop-copy then sends
+# encoded. Measured: multifd zlib hovered 1–35 MiB above 5 s of it for a minute; xbzrle from a 7.2 source with the
+# tcg-dirty-tlb workaround (a dirty sync resets the TLB page by page) measured 9–38 Mbit/s, 5 s of which is
+# 6–24 MB while each pass left 64–80 MiB dirty: it converged only after a pass that happened to be short, and once
+# not within 180 s (10.0 passes 0.1 s apart at 130 Mbit/s: 5 s of it, 80 MB, just held the hot set).
 CONVERGE_DOWNTIME_MS = 5000
+ENCODED_CONVERGE_DOWNTIME_MS = 60_000
 RESEND_COMPLETION_TIMEOUT = 180.0
 
 
@@ -260,17 +279,22 @@ def resend_window(testbed: Testbed, pair: Pair, config: MigrationConfig, counter
                   window_s: float, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS) -> ResendWindow:
     """held_precopy over a HOT_SET_MIB hot set at RESEND_BANDWIDTH whose `during` step is a window of `window_s`
     seconds from the third dirty sync: every page sent in it is one the destination already has. `counters`
-    are measured over that window."""
-    def window(migration: Migration) -> tuple[float, float]:
-        t_start = migration.series.samples["source"][-1]["t"]
+    are measured over that window, and with a relay what it carried over the window and in all."""
+    def carried(migration: Migration) -> int | None:
+        return migration.relay.counts().sent if migration.relay is not None else None
+
+    def window(migration: Migration) -> tuple[float, float, int | None]:
+        t_start, at_start = migration.series.samples["source"][-1]["t"], carried(migration)
         migration.wait_until(t_start + window_s, f"{window_s:g}s of re-sending pages the destination has")
-        return t_start, t_start + window_s
+        t_end, at_end = migration.series.samples["source"][-1]["t"], carried(migration)
+        return t_start, t_end, (at_end - at_start if at_start is not None and at_end is not None else None)
 
     held = held_precopy(testbed, pair, config, window, converge_downtime_ms=converge_downtime_ms)
+    relay = held.migration.relay.drain(10.0) if held.migration.relay is not None else None
     series = held.migration.finish()
-    t_start, t_end = held.during
+    t_start, t_end, in_window = held.during
     deltas = {name: counter_delta(series, name, t_start, t_end) for name in counters}
-    result = ResendWindow(t_start, t_end, deltas, held.final, held.comparison, held.check)
+    result = ResendWindow(t_start, t_end, deltas, held.final, held.comparison, held.check, in_window, relay)
     testbed.artefacts.write_json("window", result)
     return result
 

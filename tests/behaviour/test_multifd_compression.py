@@ -8,17 +8,24 @@ into its RAM. `none` is the same stream uncompressed, the reference for what a p
 Provoke (harness.migration.scenarios.resend_window): the `dirty` workload rewrites 8 words of each page of a 64 MiB hot set
 flat out (the rest of each page stays zero: a compressor's easy case, and not a zero page, which multifd detects
 and never compresses), seqinc one byte of each of its pages; a bandwidth far below the dirty rate keeps precopy
-re-sending them, and a window after the second pass measures pages sent (ram.normal) and bytes on the wire
-(ram.transferred, which counts multifd's compressed packets). Then the limits are lifted and precopy converges.
+re-sending them, and a window after the second pass measures pages sent (ram.normal) and the bytes the transport
+carried (a byte-counting relay between the two QEMUs, harness.migration.relay). Then the limits are lifted and
+precopy converges.
 
 Oracles and what anchors each (docs/BEHAVIOURS.md):
   (1) completed, host RAM hashes equal (both sides paused), seqcheck — the guest's memory itself: every page went
       through the compressor and back;
-  (2) compressing methods: bytes on the wire per page sent ≤ MAX_COMPRESSED_SHARE × page size — anchored to the
-      page size, what a page costs uncompressed (mechanism: a page of 8 words and zeros compresses to tens of
-      bytes);
-  (3) none: bytes on the wire per page sent within [MIN_PLAIN_SHARE, MAX_PLAIN_SHARE] × page size — mechanism: the
-      page plus its share of the packet header and offsets; this is what (2) is measured against.
+  (2) compressing methods: bytes the relay carried per page sent ≤ MAX_COMPRESSED_SHARE × page size — anchored to
+      the page size, what a page costs uncompressed (mechanism: a page of 8 words and zeros compresses to tens of
+      bytes), measured on the sockets, outside QEMU;
+  (3) none: the same share within [MIN_PLAIN_SHARE, MAX_PLAIN_SHARE] — mechanism: the page plus its share of the
+      packet header and offsets; this is what (2) is measured against;
+  (4) QEMU's own count: ram.transferred over the whole migration equals what the relay carried, within WIRE_SLACK.
+      A source before 8.2 counts RAM only (not the device state) and, compressing, every page at full size
+      (harness.qemu.known_bugs: ram-transferred-miscount): there (4) alone is an expected failure, and (2) and
+      (3) still judge the stream.
+Without a relay (a remote QEMU or a link: the relay lives on this host's loopback) (2) and (3) can only use
+ram.transferred, QEMU's own count, and say so in their name; (4) is not computed.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import pytest
 from harness.analysis import oracles
 from harness.migration.config import MigrationConfig
 from harness.migration.testbed import Pair
-from harness.migration.scenarios import resend_window
+from harness.migration.scenarios import ENCODED_CONVERGE_DOWNTIME_MS, resend_window
 from harness.migration.testbed import Testbed
 from harness.core.units import PAGE, ratio
 
@@ -42,10 +49,11 @@ WINDOW_S = 6.0
 MAX_COMPRESSED_SHARE = 0.25
 MIN_PLAIN_SHARE, MAX_PLAIN_SHARE = 0.95, 1.1
 COUNTERS = ("ram.normal", "ram.transferred")
-# Compressed, the hot set's pages cost tens of bytes: QEMU's throughput estimate (bytes on the wire per second) is
-# a few MB/s, and 5 s of it does not hold what the dirtier re-dirties in a pass (zlib hovered 1–35 MiB above it for
-# a minute). A minute of it does; stop-copy then sends ≤ the 64 MiB hot set, compressed.
-CONVERGE_DOWNTIME_MS = 60_000
+# What the relay carried − ram.transferred over the whole migration: 0 to the byte on the unmodified 10.0.2 in the
+# page-lifecycle test's 22 runs (multifd zlib and zstd among them) and in this test's runs here (docs/BEHAVIOURS.md);
+# a page is 4096: a slack of one page separates "counts what it wrote" from leaving out the device state (7.2: 126 KB
+# under with `none`) or counting compressed pages at full size (7.2: hundreds of MB over).
+WIRE_SLACK = 4096
 
 
 def method_param(method: str) -> object:
@@ -55,20 +63,23 @@ def method_param(method: str) -> object:
     return pytest.param(method, marks=needs, id=method)
 
 
-@pytest.mark.known_bug("tcg-dirty-tlb")
+@pytest.mark.known_bug("tcg-dirty-tlb", "ram-transferred-miscount")
 @pytest.mark.parametrize("method", [method_param(m) for m in ("none", *SOFTWARE, *HARDWARE)])
 def test_multifd_compression_sends_less_and_keeps_ram_identical(testbed: Testbed, paused_pair: Pair,
                                                                 method: str) -> None:
     config = MigrationConfig(capabilities={"multifd": True},
-                             parameters={"multifd-channels": CHANNELS, "multifd-compression": method})
-    window = resend_window(testbed, paused_pair, config, COUNTERS, WINDOW_S, CONVERGE_DOWNTIME_MS)
-    pages, wire = (window.counters[name] for name in COUNTERS)
-    per_page = ratio(wire, pages * PAGE)
-    name = f"bytes on the wire per page sent / page size ({method})"
+                             parameters={"multifd-channels": CHANNELS, "multifd-compression": method}, relay=True)
+    window = resend_window(testbed, paused_pair, config, COUNTERS, WINDOW_S, ENCODED_CONVERGE_DOWNTIME_MS)
+    pages = window.counters["ram.normal"]
+    wire, counted_by = window.wire()
+    name, per_page = f"{counted_by} per page sent / page size ({method})", ratio(wire, pages * PAGE)
     if method == "none":
-        judged = oracles.within_band(name, per_page, MIN_PLAIN_SHARE, MAX_PLAIN_SHARE,
-                                     anchor=f"mechanism: a whole page and its packet overhead; {pages:.0f} pages")
+        judged = [oracles.within_band(name, per_page, MIN_PLAIN_SHARE, MAX_PLAIN_SHARE,
+                                      anchor=f"mechanism: a whole page and its packet overhead; {pages:.0f} pages")]
     else:
-        judged = oracles.at_most(name, per_page, MAX_COMPRESSED_SHARE,
-                                 anchor=f"the page size: what `none` sends; {pages:.0f} pages of 8 words and zeros")
-    testbed.artefacts.verdict(*window.integrity_verdicts(), judged)
+        judged = [oracles.at_most(name, per_page, MAX_COMPRESSED_SHARE, anchor=f"the page size: what `none` sends; "
+                                  f"{pages:.0f} pages of 8 words and zeros")]
+    if window.relay is not None:
+        judged.append(oracles.carried_matches_reported(window.relay.sent, window.final["ram"]["transferred"],
+                                                       WIRE_SLACK, "the whole migration"))
+    testbed.artefacts.verdict(*window.integrity_verdicts(), *judged)

@@ -204,10 +204,9 @@ def lifecycle_verdicts(transport: Transport, result: dict[str, Any], final: dict
                 "bytes the relay carried / ram.transferred (TLS)", wire / reported, 1.0, MAX_TLS_SHARE,
                 anchor=f"the sockets' count: {wire} carried, {reported} reported; records and handshakes on top"))
         else:
-            verdicts.append(oracles.within_band(
-                "bytes the relay carried − ram.transferred", wire - reported, -WIRE_SLACK, WIRE_SLACK,
-                anchor=f"the sockets' count: {wire} carried, {reported} reported"
-                       + (f" (less {counted_twice} of packaged device state counted twice)" if counted_twice else "")))
+            verdicts.append(oracles.carried_matches_reported(
+                wire, reported, WIRE_SLACK,
+                f"less {counted_twice} of packaged device state counted twice" if counted_twice else ""))
         attributed = sum(ram.get(key, 0) for key in ("precopy-bytes", "downtime-bytes", "postcopy-bytes"))
         verdicts.append(oracles.at_most("RAM bytes QEMU attributes to its phases (precopy+downtime+postcopy)",
                                         attributed, wire, anchor="at most what the relay carried"))
@@ -221,7 +220,7 @@ def lifecycle_verdicts(transport: Transport, result: dict[str, Any], final: dict
     return verdicts
 
 
-@pytest.mark.known_bug("tcg-dirty-tlb")
+@pytest.mark.known_bug("tcg-dirty-tlb", "ram-transferred-miscount")
 @pytest.mark.parametrize("transport", [t.param() for t in PRECOPY])
 def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: Transport) -> None:
     life = start_pagelife(paused_pair.source, transport.thp)
