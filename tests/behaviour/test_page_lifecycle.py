@@ -17,7 +17,9 @@ Oracles and what anchors each (docs/BEHAVIOURS.md, "Page lifecycle" and "Indepen
       host RAM hashes page by page (precopy, file) — the guest's memory itself;
   (2) bytes: what the relay carried from source to destination (harness.migration.relay, counted on the sockets)
       against ram.transferred within ±WIRE_SLACK (TLS: up to MAX_TLS_SHARE, its record overhead on top; postcopy:
-      less the device-state package, which QEMU counts twice — its length from the destination's trace); the
+      less the device-state package, which QEMU counts twice — its length from the destination's trace; an
+      expected failure from a source before 8.2, which counts RAM only: harness.qemu.known_bugs,
+      ram-transferred-miscount, measured 126 KB short in precopy, 162 KB in postcopy from 7.2); the
       ram.precopy/downtime/postcopy-bytes QEMU attributes to RAM ≤ what was carried; a file: its allocation ≤
       ram.transferred + FILE_OVERHEAD — the transport's count, outside QEMU;
   (3) pages: with zero-page detection on, ram.duplicate grows over the phases by ≥ the pages pagelife zeroed and
@@ -240,7 +242,7 @@ def test_page_lifecycle_precopy(testbed: Testbed, paused_pair: Pair, transport: 
         transport, result, dict(held.final), before, carried, allocated))
 
 
-@pytest.mark.known_bug("tcg-dirty-tlb")
+@pytest.mark.known_bug("tcg-dirty-tlb", "ram-transferred-miscount")
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(trace_events=[PACKAGED])
 @pytest.mark.guest(trace_events=(PACKAGED,))
