@@ -65,7 +65,8 @@ ROWS = [
      "ERROR: harness: --cpu no-such-cpu: the QEMU does not support it (QMP query-cpu-definitions)"),
     ("assume-fixed-unknown", "--assume-fixed no-such-bug",
      "ERROR: harness: --assume-fixed no-such-bug: no such known QEMU bug; known: "
-     "preempt-requests-wait-for-migration-thread, serialized-iterative-devices, tcg-dirty-tlb (harness/qemu/known_bugs.py)"),
+     "preempt-requests-wait-for-migration-thread, ram-transferred-miscount, serialized-iterative-devices, "
+     "tcg-dirty-tlb (harness/qemu/known_bugs.py)"),
     ("qemu-wrapper-missing", "--qemu-wrapper no-such-debugger",
      "ERROR: harness: --qemu-wrapper: no-such-debugger: no such program on PATH"),
     ("parallel-missing-binary", "-n 2 --qemu-binary /nonexistent/qemu",
