@@ -13,8 +13,8 @@ from harness.qemu.known_bugs import KNOWN_BUGS
 MARKERS = [
     "needs(**requirements): skip unless the QEMU binaries have these capabilities/parameters/fields/…",
     "needs_userfaultfd: skip unless postcopy can use userfaultfd here",
-    "known_bug(key, ...): exposed to a known, fixed QEMU bug (harness.qemu.known_bugs): its workaround, else an "
-    "xfail, where a binary has it",
+    "known_bug(key, ...): exposed to a known, fixed QEMU bug (harness.qemu.known_bugs): where a binary has it, "
+    "its workaround, or the one verdict it spoils an expected failure, else an xfail",
     "guest(**overrides): MachineConfig overrides for the guest and pair fixtures",
     "slow: long matrix; run by `make test`, not by `make check`",
     "smoke: boot, precopy and postcopy with integrity; `make check` runs these on the other guest arch too",

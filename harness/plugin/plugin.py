@@ -17,7 +17,8 @@ Markers
   needs_userfaultfd   skip unless postcopy can run here (root or vm.unprivileged_userfaultfd=1)
   known_bug(key, …)   the test is exposed to a known QEMU bug fixed upstream (harness.qemu.known_bugs): when a
                       binary of this run predates the fix (--assume-fixed KEY: it has it), the test runs with the
-                      bug's workaround if it has one, else it is an xfail naming the bug
+                      bug's workaround if it has one, or has the one verdict the bug spoils an expected failure
+                      (the rest judged) if it names one, else it is an xfail naming the bug
   guest(**overrides)  MachineConfig overrides for the `guest`/`pair` fixtures (memory_mib=…, cpus=…)
   slow                long matrices: run by `make test`, deselected by `make check`
   smoke               boot, precopy and postcopy with integrity: what `make check` also runs on the other guest arch
