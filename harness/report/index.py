@@ -67,7 +67,7 @@ def _verdict_html(verdicts: list[dict[str, Any]]) -> str:
     expected = [v for v in verdicts if not v.get("passed") and v.get("expected_failure")]
     passed = [v for v in verdicts if v.get("passed") and not fails_test(v)]
     out = [f"<div class=fail>✗ <b>{html.escape(str(v.get('name')))}</b>: "
-           f"{html.escape(failure_line(v).split(': ', 1)[1])}</div>" for v in failed]
+           f"{html.escape(failure_line(v)[len(str(v.get('name'))) + 2:])}</div>" for v in failed]
     out += [f"<div class=muted>✗ expected failure, <b>{html.escape(str(v.get('name')))}</b>: "
             f"{html.escape(str(v.get('why')))} (measured {html.escape(short_text(v.get('measured')))}, bound "
             f"{html.escape(short_text(v.get('bound')))}) — {html.escape(str(v.get('expected_failure')))}</div>"

@@ -301,3 +301,16 @@ def test_records_serialise_their_fields_and_named_derived_figures(tmp_path: Path
     assert json.loads(path.read_text()) == {"bytes_sent": 10, "inner": {"seconds": 2.0}, "per_second": 5.0,
                                             "doubled": 20}
 
+
+
+def test_the_index_shows_an_expected_verdict_failure_apart_from_failures_and_passes() -> None:
+    from harness.report.index import _verdict_html
+    spoiled = oracles.carried_matches_reported(1, 9_999_999, 4096).expected_to_fail("known bug X", strict=True)
+    fixed = oracles.carried_matches_reported(5, 5, 4096).expected_to_fail("known bug X", strict=True)
+    page = _verdict_html([oracles.completed({"status": "completed"}).to_json(), spoiled.to_json(), fixed.to_json()])
+    assert "<div class=muted>✗ expected failure, <b>bytes the relay carried − ram.transferred</b>" in page
+    assert "— known bug X</div>" in page
+    # a strict expected failure that passed fails the test, and says why
+    assert ("<div class=fail>✗ <b>bytes the relay carried − ram.transferred</b>: passed, but it is an expected "
+            "failure of this build (known bug X)") in page
+    assert "1 verdict(s) passed" in page
