@@ -20,7 +20,7 @@ SMOKE_PYTEST_ARGS ?=
 SMOKE_RUN = for arch in $(SMOKE_ARCHES); do \
 	$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done
 
-.PHONY: all setup image smoke-images workloads test check smoke unit bench validate flake matrix matrix-cell qemu-variants bisect-demo \
+.PHONY: all setup image smoke-images workloads test check smoke unit bench validate flake matrix matrix-cell mutate qemu-variants bisect-demo \
 	clean distclean
 
 all: check
@@ -105,6 +105,18 @@ MATRIX_CELL_ARGS ?=
 matrix-cell: setup image
 	$(PY) -m harness.tools.matrix --old $(MATRIX_OLD_BINARY) --pairs upgrade --artefacts artefacts/matrix-cell \
 		$(MATRIX_CELL_ARGS) -- $(MATRIX_CELL_TESTS)
+
+# Mutation score of QEMU 10.0.2's migration code (harness.tools.mutate, README "Mutation score"): N mutants drawn
+# with SEED from universalmutator's C rules over MUTATE_FILES (globs; default ram.c, migration.c, multifd*.c,
+# postcopy-ram.c, savevm.c), each built as a variant (ccache, one object) and run against only the tests whose gcov
+# coverage (a pristine --enable-gcov build, once) holds its line. Resumes from artefacts/mutate/state.json; record
+# in artefacts/mutate/mutate.json, page artefacts/mutate/index.html. MUTATE_ARGS='--exhaustive', '--functions F…',
+# "--tests 'tests/behaviour/test_basics.py'", '--lock /tmp/qmh-cpu.lock', '-- -n 2'.
+SEED  ?= 1
+MUTATE_ARGS ?=
+mutate: setup image
+	@$(PY) -c 'import universalmutator' 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e ".[dev,mutate]"
+	$(PY) -m harness.tools.mutate --arch $(ARCH) -n $(N) --seed $(SEED) $(MUTATE_ARGS)
 
 qemu-variants: setup
 	bash qemu-build/build.sh --arch $(ARCH) --pristine $(addprefix --patch ,$(wildcard regressions/*.patch))

@@ -31,6 +31,7 @@
 #   QB_ARCH       target arch: x86_64 (default) or s390x (QB_ARCHES); picks the target list, the binary
 #                 qemu-system-$QB_ARCH, the firmware and the per-arch dirs above
 #   QB_ROOT QB_SRC_PARENT QB_BUILD_DIR QB_VENV QB_CCACHE_DIR QB_LOG_DIR QB_VARIANTS_DIR QB_JOBS QB_PYTHON
+#   QB_EXTRA_CONFIGURE_ARGS  appended to the configure line (own QB_BUILD_DIR + --out: e.g. --enable-gcov)
 #   QB_NO_APT=1   never call apt-get (fail if something is missing)
 
 QB_QEMU_VERSION=${QB_QEMU_VERSION:-10.0.2}
@@ -85,6 +86,12 @@ qb_arch_config() {
     esac
     QB_BINARY=qemu-system-$QB_ARCH
     QB_CONFIGURE_ARGS=(--target-list="$QB_ARCH-softmmu" "${QB_COMMON_CONFIGURE_ARGS[@]}")
+    # QB_EXTRA_CONFIGURE_ARGS (space-separated): a differently built tree, e.g. `--enable-gcov` for qmh-mutate's
+    # coverage build, which then needs its own QB_BUILD_DIR and --out (the configure stamp covers these args).
+    if [[ -n ${QB_EXTRA_CONFIGURE_ARGS:-} ]]; then
+        # shellcheck disable=SC2206
+        QB_CONFIGURE_ARGS+=($QB_EXTRA_CONFIGURE_ARGS)
+    fi
 }
 
 # BASE for x86_64 (the layout from before there were arches), BASE-ARCH for any other arch.

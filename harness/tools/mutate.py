@@ -1,0 +1,363 @@
+"""`make mutate`: the suite's mutation score on QEMU 10.0.2's migration code.
+
+Mutants come from universalmutator (PyPI, the `mutate` extra): its regexp rules for C (universal + c_like) rewrite
+one line each — an operator, a constant, a condition, a deleted statement — and only lines inside function bodies
+of the selected files (and functions) are kept. A sample of N (SEED) is drawn reproducibly from the mutants' ids,
+or all of them with --exhaustive. Then, in this order:
+
+  1. the pristine QEMU (qemu-build/build.sh --pristine into build/qemu/mutants) runs the test selection; a test
+     that does not pass there proves nothing about a mutant and is dropped from the selection (listed);
+  2. the pristine QEMU built with gcov runs the same selection once, each test with its own GCOV_PREFIX
+     (harness.tools.mutate_coverage): line → the tests that execute it;
+  3. per mutant: its one-line patch is built by the same builder as `make validate` (one tree, ccache, only the
+     touched object recompiled, under --lock); a build failure and a binary identical to the pristine one
+     (sha256: trivially equivalent) are recorded and not run; a mutant whose line no test executes is
+     "not covered"; else its covering tests run against it (in the selection's order, -x: the first failure
+     decides) — killed (which test, which failing verdicts from its verdicts.json), timed out, or survived.
+
+State (ARTEFACTS/state.json) is rewritten after each mutant: an interrupted run started again with the same
+selection continues where it stopped. The record is ARTEFACTS/mutate.json, the page ARTEFACTS/index.html (score per
+file and per function, every survivor with its diff and covering tests). Up to --jobs mutants run at once; each
+test takes its host CPUs from the shared budget (harness.hosts.parallel), and pytest arguments after `--`
+(-n 2, --tx ssh=…) spread one mutant's tests over xdist workers or hosts.
+
+Exit: 0 the run finished (whatever the score); 4 it could not run (no engine, the pristine selection did not run,
+nothing passed on pristine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.analysis import mutants as mut
+from harness.analysis.coverage import covering, line_map
+from harness.core.checkout import ROOT, require_checkout
+from harness.core.files import atomic_write_text
+from harness.hosts.parallel import CpuBudget, host_cpus
+from harness.qemu.arch import ARCHES
+from harness.report.artefacts import safe_name
+from harness.report.mutation_page import render_page
+from harness.tools import mutate_coverage
+from harness.tools.flake import exclusive
+from harness.tools.validate import COULD_NOT_RUN, pytest_argv, read_run
+
+DEFAULT_FILES = ("migration/ram.c", "migration/migration.c", "migration/multifd*.c", "migration/postcopy-ram.c",
+                 "migration/savevm.c")
+RULES = ("universal.rules", "c_like.rules")     # what universalmutator's own CLI uses for a .c file (c.rules is empty)
+QEMU_ROOT = ROOT / "build" / "qemu"
+SOURCE_GIT = QEMU_ROOT / "src.git"              # the pristine baseline qemu-build records (never a patched tree)
+MUTANTS_OUT = QEMU_ROOT / "mutants"
+PRISTINE = "pristine"
+
+
+def log(message: str) -> None:
+    print(f"[mutate {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- sources and the engine ------------------------------------------------------------------------------------------
+def pristine_files(patterns: Sequence[str]) -> list[str]:
+    """The baseline's files matching the globs (relative to the QEMU source root)."""
+    listing = subprocess.run(["git", "--git-dir", str(SOURCE_GIT), "ls-tree", "-r", "--name-only", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    return sorted({f for f in listing for p in patterns if fnmatch.fnmatchcase(f, p)})
+
+
+def pristine_source(file: str) -> list[str]:
+    text = subprocess.run(["git", "--git-dir", str(SOURCE_GIT), "show", f"HEAD:{file}"], capture_output=True,
+                          text=True, check=True).stdout
+    return text.splitlines(keepends=True)
+
+
+def engine_mutants(file: str, lines: list[str]) -> list[mut.Mutant]:
+    """Every single-line mutant universalmutator's C rules make of `lines`, with the function each is in."""
+    from universalmutator import mutator  # the `mutate` extra: imported only when mutants are made
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        found = mutator.mutants_regexp(lines, ruleFiles=list(RULES), ignorePatterns=[], ignoreStringOnly=True)
+    spans = mut.function_spans(lines)
+    # the engine names a rule as (its text, where it is defined): keep "lhs ==> rhs (builtin:c_like.rules:98)"
+    return [mut.Mutant(file, line, mut.function_at(spans, line), lines[line - 1], text,
+                       " ".join(str(part) for part in (rule if isinstance(rule, tuple) else (rule,))).strip())
+            for line, text, rule, _ in found]
+
+
+def engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"universalmutator {version('universalmutator')}"
+    except PackageNotFoundError:
+        return ""
+
+
+# -- building --------------------------------------------------------------------------------------------------------
+def builder(arch: str, lock: Path | None, *args: str) -> list[str]:
+    command = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--out", str(MUTANTS_OUT), *args]
+    return ["flock", str(lock), *command] if lock is not None else command
+
+
+def build_info(name: str) -> dict[str, Any]:
+    path = MUTANTS_OUT / name / "build-info.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_mutant(mutant: mut.Mutant, patch: Path, arch: str, lock: Path | None, log_path: Path) -> tuple[bool, str]:
+    """(built, why not). The builder restores the pristine tree after the mutant, failed or not. The build takes
+    every host CPU token (harness.hosts.parallel) as well as --lock: a compile beside a running test would disturb
+    its timing oracles and could fake a kill."""
+    budget = CpuBudget()
+    # the lock first, then the tokens: a job holding the lock (validate --lock) may be waiting for tokens
+    with open(log_path, "w") as out, exclusive(lock), budget.acquire(budget.size):
+        proc = subprocess.run(builder(arch, None, "--patch", str(patch), "--name", mutant.id, "--force"),
+                              stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode == 0:
+        return True, ""
+    errors = [line for line in log_path.read_text().splitlines() if "error:" in line]
+    return False, (errors[0].strip() if errors else f"build.sh exited {proc.returncode}")[:300]
+
+
+# -- running ---------------------------------------------------------------------------------------------------------
+def run_selection(name: str, binary: Path, tests: list[str], artefacts: Path, options: argparse.Namespace,
+                  extra: Sequence[str] = (), env: dict[str, str] | None = None,
+                  stop_first: bool = False) -> tuple[dict[str, str], dict[str, str], str | None, float]:
+    """(test → outcome, test → message, why it could not run, seconds) of one pytest run, output to a log."""
+    artefacts.mkdir(parents=True, exist_ok=True)
+    junit = artefacts / f"{name}.junit.xml"
+    junit.unlink(missing_ok=True)
+    args = pytest_argv(binary, tests, artefacts / name, junit,
+                       [f"--timeout={options.test_timeout}", *(["-x"] if stop_first else []), *extra,
+                        *options.pytest_args], options.arch)
+    start = time.monotonic()
+    deadline = options.test_timeout * max(1, len(tests)) + 300
+    with open(artefacts / f"{name}.log", "w") as out:
+        try:
+            code = subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  timeout=deadline, check=False).returncode
+        except subprocess.TimeoutExpired:
+            return {t: "timeout" for t in tests}, {t: f"timed out after {deadline} s" for t in tests}, None, deadline
+    cases, why = read_run(code, junit)
+    return ({t: c.outcome for t, c in cases.items()}, {t: c.message for t, c in cases.items() if c.message}, why,
+            time.monotonic() - start)
+
+
+def failing_verdicts(run_dir: Path, test: str) -> list[str]:
+    """The failing verdicts the killing test recorded (name: why), from its verdicts.json."""
+    path = run_dir / "latest" / safe_name(test) / "verdicts.json"
+    if not path.exists():
+        return []
+    return [f"{v['name']}: {v.get('why', '')}" for v in json.loads(path.read_text()) if not v.get("passed")]
+
+
+def run_mutant(mutant: mut.Mutant, tests: list[str], options: argparse.Namespace, build_s: float) -> mut.Result:
+    binary = MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary
+    try:
+        outcomes, messages, why, seconds = run_selection(mutant.id, binary, tests, options.artefacts / "runs",
+                                                         options, stop_first=True)
+    finally:
+        binary.unlink(missing_ok=True)        # 70 MB each: the build-info.json stays
+    if why is not None and not outcomes:
+        # The pristine QEMU passed the same selection with the same options: a session that cannot start on the
+        # mutant (its binary fails `-version` or QMP query-target at the session check) is the mutant's doing.
+        return mut.Result(mut.KILLED, killed_by="(session check)", build_seconds=build_s, run_seconds=seconds,
+                          note=f"pytest could not run on the mutant: {why}")
+    timeouts = [t for t, m in messages.items() if mut.is_timeout_message(m)] + [
+        t for t, o in outcomes.items() if o == "timeout"]
+    ran = {t: o for t, o in outcomes.items() if o != "skipped" or t in timeouts}
+    try:
+        outcome, killer = mut.classify(ran, timeouts)
+    except ValueError as exc:
+        # no failure, but a covering test skipped (it passed on pristine): not a kill; listed with why
+        return mut.Result(mut.SURVIVED, outcomes, build_seconds=build_s, run_seconds=seconds, note=str(exc))
+    verdicts = failing_verdicts(options.artefacts / "runs" / mutant.id, killer) if killer else []
+    if killer and not verdicts and killer in messages:
+        verdicts = [messages[killer].splitlines()[0][:300]]
+    return mut.Result(outcome, outcomes, killer, verdicts, build_s, round(seconds, 1))
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, options: argparse.Namespace, state: mut.State) -> None:
+        self.options = options
+        self.state = state
+        self.lock = threading.Lock()
+        self.state_path = options.artefacts / "state.json"
+
+    def save(self) -> None:
+        with self.lock:
+            atomic_write_text(self.state_path, json.dumps(self.state.to_json(), indent=1) + "\n")
+
+    def record(self, mutant: mut.Mutant, result: mut.Result) -> None:
+        with self.lock:
+            self.state.results[mutant.id] = result
+        self.save()
+        done = len(self.state.results)
+        log(f"{done}/{len(self.state.mutants)} {mutant.id} ({mutant.function}): {result.outcome}"
+            f"{' by ' + result.killed_by if result.killed_by else ''}{' — ' + result.note if result.note else ''}")
+
+    def tests(self) -> list[str]:
+        return [t for t, o in self.state.pristine.items() if o == "passed"]
+
+    def mutate(self) -> None:
+        options, state = self.options, self.state
+        patches = options.artefacts / "patches"
+        patches.mkdir(parents=True, exist_ok=True)
+        pristine_sha = build_info(PRISTINE).get("binary_sha256")
+        order = self.tests()
+        sources: dict[str, list[str]] = {}
+        running: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+            for mutant in state.pending():
+                source = sources.setdefault(mutant.file, pristine_source(mutant.file))
+                patch = patches / f"{mutant.id}.patch"
+                patch.write_text(mut.patch_text(mutant, source, {
+                    "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
+                    "Mutant": mutant.id}))
+                start = time.monotonic()
+                built, why = build_mutant(mutant, patch, options.arch, options.lock, patches / f"{mutant.id}.log")
+                build_s = round(time.monotonic() - start, 1)
+                if not built:
+                    self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=build_s, note=why))
+                    continue
+                if build_info(mutant.id).get("binary_sha256") == pristine_sha:
+                    (MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary).unlink(missing_ok=True)
+                    self.record(mutant, mut.Result(mut.EQUIVALENT, build_seconds=build_s,
+                                                   note="binary identical to pristine (sha256)"))
+                    continue
+                tests = covering(state.coverage, mutant.file, mutant.line, order)
+                if not tests:
+                    (MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary).unlink(missing_ok=True)
+                    self.record(mutant, mut.Result(mut.NOT_COVERED, build_seconds=build_s))
+                    continue
+                running.append(pool.submit(self._run, mutant, tests, build_s))
+                # build at most one mutant ahead of the runs (a built binary waiting is 70 MB)
+                while sum(not f.done() for f in running) > options.jobs:
+                    time.sleep(1)
+            for future in running:
+                future.result()
+
+    def _run(self, mutant: mut.Mutant, tests: list[str], build_s: float) -> None:
+        self.record(mutant, run_mutant(mutant, tests, self.options, build_s))
+
+
+def prepare(options: argparse.Namespace, state: mut.State) -> int | None:
+    """The plan (mutants), the pristine run and the coverage map, each once per state; an exit code on failure."""
+    if not state.mutants:
+        files = pristine_files(options.files)
+        candidates = [m for f in files for m in engine_mutants(f, pristine_source(f))
+                      if mut.wanted(m, options.functions)]
+        state.mutants = mut.sample(candidates, None if options.exhaustive else options.n, options.seed)
+        log(f"{len(candidates)} mutant(s) in {len(files)} file(s) ({', '.join(files)}); "
+            f"{len(state.mutants)} selected (N={'all' if options.exhaustive else options.n}, SEED={options.seed})")
+    if not state.pristine:
+        subprocess.run(builder(options.arch, options.lock, "--pristine"), check=True)
+        binary = MUTANTS_OUT / PRISTINE / ARCHES[options.arch].qemu_binary
+        outcomes, messages, why, seconds = run_selection(PRISTINE, binary, options.selection, options.artefacts, options)
+        if why is not None or not any(o == "passed" for o in outcomes.values()):
+            log(f"could not run: the pristine selection {why or 'passed no test'} "
+                f"(log {options.artefacts / 'pristine.log'})")
+            return COULD_NOT_RUN
+        state.pristine = outcomes
+        for test, outcome in outcomes.items():
+            if outcome != "passed":
+                log(f"pristine {outcome}: {test} — dropped from the selection ({messages.get(test, '')[:120]})")
+        log(f"pristine: {sum(o == 'passed' for o in outcomes.values())}/{len(outcomes)} passed in {seconds:.0f} s")
+    if not state.coverage:
+        gcov = mutate_coverage.build_gcov(options.arch, options.lock)
+        root = options.artefacts / "gcov"
+        shutil.rmtree(root, ignore_errors=True)
+        env = {**os.environ, "QMH_GCOV_ROOT": str(root)}
+        tests = [t for t, o in state.pristine.items() if o == "passed"]
+        outcomes, _, why, seconds = run_selection("coverage", gcov / ARCHES[options.arch].qemu_binary, tests,
+                                                  options.artefacts, options, ["-p", "harness.plugin.gcov_prefix"],
+                                                  env)
+        files = sorted({m.file for m in state.mutants})
+        state.coverage = line_map(mutate_coverage.per_test_lines(root, tests, files))
+        log(f"coverage run ({seconds:.0f} s, {why or 'ran'}): lines executed per file: "
+            + ", ".join(f"{f} {len(state.coverage.get(f, {}))}" for f in files))
+    return None
+
+
+def write_record(options: argparse.Namespace, state: mut.State, seconds: float) -> None:
+    results = state.results
+    by_outcome = {o: sum(r.outcome == o for r in results.values()) for o in mut.OUTCOMES}
+    record = {"config": state.config, "seconds": round(seconds, 1), "counts": by_outcome,
+              "per_file": mut.score(state.mutants, results, "file"),
+              "per_function": mut.score(state.mutants, results, "function"),
+              "pristine": state.pristine,
+              "mutants": [{**m.to_json(), **(results[m.id].to_json() if m.id in results else {"outcome": None}),
+                           "covering": covering(state.coverage, m.file, m.line)} for m in state.mutants]}
+    atomic_write_text(options.artefacts / "mutate.json", json.dumps(record, indent=1) + "\n")
+    patches = {m.id: (options.artefacts / "patches" / f"{m.id}.patch") for m in state.mutants}
+    diffs = {k: p.read_text() for k, p in patches.items() if p.exists()}
+    atomic_write_text(options.artefacts / "index.html", render_page(record, diffs))
+    log(f"done: {by_outcome}; " + "; ".join(f"{f} score {row['score']}" for f, row in record["per_file"].items())
+        + f"; record {options.artefacts / 'mutate.json'}, page {options.artefacts / 'index.html'}")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="+", default=list(DEFAULT_FILES),
+                        help="source globs relative to QEMU's root (default: %(default)s)")
+    parser.add_argument("--functions", nargs="*", default=[], help="only mutants inside these functions")
+    parser.add_argument("-n", "--n", type=int, default=20, help="sample size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="sample seed (default: %(default)s)")
+    parser.add_argument("--exhaustive", action="store_true", help="every mutant, no sample")
+    parser.add_argument("--tests", default="tests/behaviour -m 'not slow'",
+                        help="the pytest selection, one shell-quoted string (node ids, paths, -m/-k; default: "
+                             "make check's behaviour tests: %(default)s)")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="x86_64")
+    parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "mutate")
+    parser.add_argument("--jobs", type=int, default=max(1, host_cpus() // 2),
+                        help="mutants run at once (default: host CPUs / 2, a pair of 1-vCPU guests each)")
+    parser.add_argument("--test-timeout", type=int, default=600, help="per test (pytest-timeout), seconds")
+    parser.add_argument("--lock", type=Path, default=None, help="hold this flock around every QEMU build")
+    parser.add_argument("--fresh", action="store_true", help="ignore a saved state")
+    parser.add_argument("--report-only", action="store_true", help="rewrite mutate.json and index.html, run nothing")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --): -n 2, --tx …")
+    options = parser.parse_args(argv)
+    options.selection = shlex.split(options.tests)
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    require_checkout("qmh-mutate", COULD_NOT_RUN)
+    options = parse(argv)
+    if not engine_version():
+        print("[mutate] could not run: universalmutator is not installed (pip install -c constraints.txt "
+              "-e '.[mutate]', which `make mutate` does)", file=sys.stderr)
+        return COULD_NOT_RUN
+    options.artefacts.mkdir(parents=True, exist_ok=True)
+    config = {"files": options.files, "functions": options.functions, "n": None if options.exhaustive else options.n,
+              "seed": options.seed, "tests": options.tests, "arch": options.arch, "engine": engine_version(),
+              "rules": list(RULES)}
+    state_path = options.artefacts / "state.json"
+    saved = None if options.fresh or not state_path.exists() else json.loads(state_path.read_text())
+    state, why = mut.resume(saved, config)
+    log(why)
+    started = time.monotonic()
+    run = Run(options, state)
+    if not options.report_only:
+        code = prepare(options, state)
+        run.save()
+        if code is not None:
+            return code
+        run.mutate()
+    write_record(options, state, time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
