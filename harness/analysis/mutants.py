@@ -112,13 +112,15 @@ def wanted(mutant: Mutant, functions: Iterable[str]) -> bool:
 
 
 def sample(mutants: Sequence[Mutant], n: int | None, seed: int) -> list[Mutant]:
-    """`n` mutants drawn with `seed` (all of them, in order, when n is None or ≥ their number). The draw depends
-    only on the mutants' ids and the seed, never on the order the engine produced them in, so the same N and SEED
-    give the same sample on any host."""
+    """`n` mutants drawn with `seed` (all of them when n is None or ≥ their number), in file and line order. The
+    draw depends only on the mutants' ids and the seed, never on the order the engine produced them in, so the
+    same N and SEED give the same sample on any host; and it is the first n of one shuffle, so a larger N with the
+    same SEED extends a smaller one (a run grown from N=10 to N=80 keeps the 10 it has done)."""
     ordered = sorted(mutants, key=lambda m: m.id)
-    if n is None or n >= len(ordered):
-        return ordered
-    return sorted(random.Random(seed).sample(ordered, n), key=lambda m: (m.file, m.line, m.id))
+    if n is not None and n < len(ordered):
+        random.Random(seed).shuffle(ordered)
+        ordered = ordered[:n]
+    return sorted(ordered, key=lambda m: (m.file, m.line, m.id))
 
 
 def patch_text(mutant: Mutant, source: Sequence[str], header: Mapping[str, str] | None = None) -> str:
@@ -206,6 +208,13 @@ class State:
     results: dict[str, Result] = field(default_factory=dict)
     coverage: dict[str, dict[str, list[str]]] = field(default_factory=dict)   # file → line → tests
     pristine: dict[str, str] = field(default_factory=dict)                    # test → outcome on pristine
+    durations: dict[str, float] = field(default_factory=dict)                 # test → seconds on pristine
+
+    def run_order(self) -> list[str]:
+        """The tests that passed on pristine, quickest first: with -x a mutant's first failure ends its run, so a
+        quick test that kills saves the slow ones."""
+        passed = [t for t, o in self.pristine.items() if o == "passed"]
+        return sorted(passed, key=lambda t: (self.durations.get(t, float("inf")), t))
 
     def pending(self) -> list[Mutant]:
         return [m for m in self.mutants if m.id not in self.results]
@@ -213,20 +222,34 @@ class State:
     def to_json(self) -> dict[str, Any]:
         return {"config": self.config, "mutants": [m.to_json() for m in self.mutants],
                 "results": {k: r.to_json() for k, r in self.results.items()}, "coverage": self.coverage,
-                "pristine": self.pristine}
+                "pristine": self.pristine, "durations": self.durations}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "State":
         return cls(dict(data["config"]), [Mutant.from_json(m) for m in data.get("mutants", [])],
                    {k: Result.from_json(r) for k, r in data.get("results", {}).items()},
-                   {f: dict(lines) for f, lines in data.get("coverage", {}).items()}, dict(data.get("pristine", {})))
+                   {f: dict(lines) for f, lines in data.get("coverage", {}).items()}, dict(data.get("pristine", {})),
+                   dict(data.get("durations", {})))
+
+
+PLAN_KEYS = ("functions", "n", "seed")     # what only picks the mutants: changing it keeps what was measured
 
 
 def resume(saved: Mapping[str, Any] | None, config: Mapping[str, Any]) -> tuple[State, str]:
-    """The state to go on with and why: the saved one when its config is this run's, else a fresh one."""
+    """The state to go on with and why. The same config: the saved state as it is. Only the plan differs (other
+    functions, N or SEED): the pristine run, the coverage map and every mutant's result are kept (a result
+    depends on the mutant and the tests, not on the sample), and the mutants are drawn again. Anything else
+    (files, tests, arch, engine): a fresh state, rather than two experiments mixed."""
     if saved is None:
         return State(dict(config)), "new run"
-    if saved.get("config") != dict(config):
+    old = dict(saved.get("config", {}))
+    if old == dict(config):
+        state = State.from_json(saved)
+        return state, f"resuming: {len(state.results)} of {len(state.mutants)} mutant(s) done"
+    same_selection = all(old.get(k) == v for k, v in config.items() if k not in PLAN_KEYS) and set(old) == set(config)
+    if not same_selection:
         return State(dict(config)), "the saved state is of another selection: starting afresh"
     state = State.from_json(saved)
-    return state, f"resuming: {len(state.results)} of {len(state.mutants)} mutant(s) done"
+    state.config, state.mutants = dict(config), []
+    return state, (f"new sample over the saved selection: {len(state.results)} result(s), the pristine run and the "
+                   "coverage map kept")

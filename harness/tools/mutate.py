@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -153,6 +154,16 @@ def run_selection(name: str, binary: Path, tests: list[str], artefacts: Path, op
             time.monotonic() - start)
 
 
+def junit_durations(junit: Path) -> dict[str, float]:
+    """test id (as harness.tools.validate.junit_cases names it) → seconds, from a JUnit XML file."""
+    durations: dict[str, float] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            test_id = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "")
+            durations[test_id] = float(case.get("time") or 0)
+    return durations
+
+
 def failing_verdicts(run_dir: Path, test: str) -> list[str]:
     """The failing verdicts the killing test recorded (name: why), from its verdicts.json."""
     path = run_dir / "latest" / safe_name(test) / "verdicts.json"
@@ -203,19 +214,16 @@ class Run:
         with self.lock:
             self.state.results[mutant.id] = result
         self.save()
-        done = len(self.state.results)
+        done = sum(m.id in self.state.results for m in self.state.mutants)
         log(f"{done}/{len(self.state.mutants)} {mutant.id} ({mutant.function}): {result.outcome}"
             f"{' by ' + result.killed_by if result.killed_by else ''}{' — ' + result.note if result.note else ''}")
-
-    def tests(self) -> list[str]:
-        return [t for t, o in self.state.pristine.items() if o == "passed"]
 
     def mutate(self) -> None:
         options, state = self.options, self.state
         patches = options.artefacts / "patches"
         patches.mkdir(parents=True, exist_ok=True)
         pristine_sha = build_info(PRISTINE).get("binary_sha256")
-        order = self.tests()
+        order = state.run_order()
         sources: dict[str, list[str]] = {}
         running: list[Future[None]] = []
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
@@ -270,6 +278,7 @@ def prepare(options: argparse.Namespace, state: mut.State) -> int | None:
                 f"(log {options.artefacts / 'pristine.log'})")
             return COULD_NOT_RUN
         state.pristine = outcomes
+        state.durations = junit_durations(options.artefacts / f"{PRISTINE}.junit.xml")
         for test, outcome in outcomes.items():
             if outcome != "passed":
                 log(f"pristine {outcome}: {test} — dropped from the selection ({messages.get(test, '')[:120]})")
@@ -279,19 +288,24 @@ def prepare(options: argparse.Namespace, state: mut.State) -> int | None:
         root = options.artefacts / "gcov"
         shutil.rmtree(root, ignore_errors=True)
         env = {**os.environ, "QMH_GCOV_ROOT": str(root)}
-        tests = [t for t, o in state.pristine.items() if o == "passed"]
+        tests = state.run_order()
         outcomes, _, why, seconds = run_selection("coverage", gcov / ARCHES[options.arch].qemu_binary, tests,
                                                   options.artefacts, options, ["-p", "harness.plugin.gcov_prefix"],
                                                   env)
-        files = sorted({m.file for m in state.mutants})
+        files = pristine_files(options.files)        # every selected file: a later sample reuses the map
         state.coverage = line_map(mutate_coverage.per_test_lines(root, tests, files))
+        if not state.coverage:
+            # every mutant would read "not covered": a coverage step that measured nothing must not say so
+            log(f"could not run: the coverage run left no gcov data for {', '.join(files)} under {root} "
+                f"({why or 'pytest ran'}; log {options.artefacts / 'coverage.log'})")
+            return COULD_NOT_RUN
         log(f"coverage run ({seconds:.0f} s, {why or 'ran'}): lines executed per file: "
             + ", ".join(f"{f} {len(state.coverage.get(f, {}))}" for f in files))
     return None
 
 
 def write_record(options: argparse.Namespace, state: mut.State, seconds: float) -> None:
-    results = state.results
+    results = {m.id: state.results[m.id] for m in state.mutants if m.id in state.results}   # this sample's
     by_outcome = {o: sum(r.outcome == o for r in results.values()) for o in mut.OUTCOMES}
     record = {"config": state.config, "seconds": round(seconds, 1), "counts": by_outcome,
               "per_file": mut.score(state.mutants, results, "file"),
