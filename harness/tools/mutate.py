@@ -5,7 +5,7 @@ one line each — an operator, a constant, a condition, a deleted statement — 
 of the selected files (and functions) are kept. A sample of N (SEED) is drawn reproducibly from the mutants' ids,
 or all of them with --exhaustive. Then, in this order:
 
-  1. the pristine QEMU (qemu-build/build.sh --pristine into build/qemu/mutants) runs the test selection; a test
+  1. the pristine QEMU (`make validate`'s, build/qemu/variants/pristine, built if not up to date) runs the test selection; a test
      that does not pass there proves nothing about a mutant and is dropped from the selection (listed);
   2. the pristine QEMU built with gcov runs the same selection once, each test with its own GCOV_PREFIX
      (harness.tools.mutate_coverage): line → the tests that execute it;
@@ -62,6 +62,7 @@ RULES = ("universal.rules", "c_like.rules")     # what universalmutator's own CL
 QEMU_ROOT = ROOT / "build" / "qemu"
 SOURCE_GIT = QEMU_ROOT / "src.git"              # the pristine baseline qemu-build records (never a patched tree)
 MUTANTS_OUT = QEMU_ROOT / "mutants"
+PRISTINE_OUT = QEMU_ROOT / "variants"           # `make validate`'s pristine build: the same tree and configure
 PRISTINE = "pristine"
 
 
@@ -105,29 +106,52 @@ def engine_version() -> str:
 
 
 # -- building --------------------------------------------------------------------------------------------------------
+def shared_tree_env() -> dict[str, str]:
+    """The builder's environment for the shared tree: QB_ROOT by its real path. A clone whose build/qemu is a
+    symlink to another checkout's would otherwise configure the tree under its own path (the configure stamp holds
+    the source path), and every build from another clone would wipe and reconfigure it."""
+    return {**os.environ, "QB_ROOT": str(QEMU_ROOT.resolve())}
+
+
 def builder(arch: str, lock: Path | None, *args: str) -> list[str]:
     command = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--out", str(MUTANTS_OUT), *args]
     return ["flock", str(lock), *command] if lock is not None else command
 
 
-def build_info(name: str) -> dict[str, Any]:
-    path = MUTANTS_OUT / name / "build-info.json"
+def build_info(name: str, out: Path = MUTANTS_OUT) -> dict[str, Any]:
+    path = out / name / "build-info.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_mutant(mutant: mut.Mutant, patch: Path, arch: str, lock: Path | None, log_path: Path) -> tuple[bool, str]:
-    """(built, why not). The builder restores the pristine tree after the mutant, failed or not. The build takes
-    every host CPU token (harness.hosts.parallel) as well as --lock: a compile beside a running test would disturb
-    its timing oracles and could fake a kill."""
+def build_batch(mutants: Sequence[mut.Mutant], patches: Path, arch: str, lock: Path | None
+                ) -> dict[str, tuple[bool, str, float]]:
+    """Build each mutant's patch (PATCHES/ID.patch: the variant is named by the stem) in one builder run, holding
+    --lock and every host CPU token (harness.hosts.parallel) once for the whole batch: a compile beside a running
+    test would disturb its timing oracles and could fake a kill, and on a host where other jobs queue for the same
+    lock one wait per batch beats one per mutant. The builder restores the pristine tree after each mutant, built
+    or not. id → (built, why not, build seconds)."""
+    for mutant in mutants:
+        shutil.rmtree(MUTANTS_OUT / mutant.id, ignore_errors=True)     # never read an earlier attempt's binary
     budget = CpuBudget()
+    args = [a for m in mutants for a in ("--patch", str(patches / f"{m.id}.patch"))]
+    start = time.monotonic()
     # the lock first, then the tokens: a job holding the lock (validate --lock) may be waiting for tokens
-    with open(log_path, "w") as out, exclusive(lock), budget.acquire(budget.size):
-        proc = subprocess.run(builder(arch, None, "--patch", str(patch), "--name", mutant.id, "--force"),
-                              stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode == 0:
-        return True, ""
-    errors = [line for line in log_path.read_text().splitlines() if "error:" in line]
-    return False, (errors[0].strip() if errors else f"build.sh exited {proc.returncode}")[:300]
+    with open(patches / f"batch-{mutants[0].id}.log", "w") as out, exclusive(lock), budget.acquire(budget.size):
+        subprocess.run(builder(arch, None, "--force", *args), stdout=out, stderr=subprocess.STDOUT,
+                       env=shared_tree_env(), check=False)
+    average = round((time.monotonic() - start) / len(mutants), 1)
+    built: dict[str, tuple[bool, str, float]] = {}
+    for mutant in mutants:
+        info = build_info(mutant.id)
+        if info and (MUTANTS_OUT / mutant.id / ARCHES[arch].qemu_binary).exists():
+            built[mutant.id] = (True, "", float(info.get("build_seconds", average)))
+            continue
+        ninja_log = QEMU_ROOT / ("logs" if arch == "x86_64" else f"logs-{arch}") / f"ninja-{mutant.id}.log"
+        errors = [line for line in (ninja_log.read_text().splitlines() if ninja_log.exists() else [])
+                  if "error:" in line]
+        built[mutant.id] = (False, (errors[0].strip() if errors else "the patch did not apply or build.sh failed "
+                                    f"(batch log {out.name})")[:300], average)
+    return built
 
 
 # -- running ---------------------------------------------------------------------------------------------------------
@@ -219,42 +243,43 @@ class Run:
             f"{' by ' + result.killed_by if result.killed_by else ''}{' — ' + result.note if result.note else ''}")
 
     def mutate(self) -> None:
+        """In batches of --batch: write the patches, build them (build_batch), record the build failures,
+        equivalents and uncovered ones, run the rest (--jobs at once), then the next batch."""
         options, state = self.options, self.state
         patches = options.artefacts / "patches"
         patches.mkdir(parents=True, exist_ok=True)
-        pristine_sha = build_info(PRISTINE).get("binary_sha256")
+        pristine_sha = build_info(PRISTINE, PRISTINE_OUT).get("binary_sha256")
         order = state.run_order()
         sources: dict[str, list[str]] = {}
-        running: list[Future[None]] = []
+        pending = state.pending()
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-            for mutant in state.pending():
-                source = sources.setdefault(mutant.file, pristine_source(mutant.file))
-                patch = patches / f"{mutant.id}.patch"
-                patch.write_text(mut.patch_text(mutant, source, {
-                    "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
-                    "Mutant": mutant.id}))
-                start = time.monotonic()
-                built, why = build_mutant(mutant, patch, options.arch, options.lock, patches / f"{mutant.id}.log")
-                build_s = round(time.monotonic() - start, 1)
-                if not built:
-                    self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=build_s, note=why))
-                    continue
-                if build_info(mutant.id).get("binary_sha256") == pristine_sha:
-                    (MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary).unlink(missing_ok=True)
-                    self.record(mutant, mut.Result(mut.EQUIVALENT, build_seconds=build_s,
-                                                   note="binary identical to pristine (sha256)"))
-                    continue
-                tests = covering(state.coverage, mutant.file, mutant.line, order)
-                if not tests:
-                    (MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary).unlink(missing_ok=True)
-                    self.record(mutant, mut.Result(mut.NOT_COVERED, build_seconds=build_s))
-                    continue
-                running.append(pool.submit(self._run, mutant, tests, build_s))
-                # build at most one mutant ahead of the runs (a built binary waiting is 70 MB)
-                while sum(not f.done() for f in running) > options.jobs:
-                    time.sleep(1)
-            for future in running:
-                future.result()
+            for first in range(0, len(pending), options.batch):
+                batch = pending[first:first + options.batch]
+                for mutant in batch:
+                    source = sources.setdefault(mutant.file, pristine_source(mutant.file))
+                    (patches / f"{mutant.id}.patch").write_text(mut.patch_text(mutant, source, {
+                        "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
+                        "Mutant": mutant.id}))
+                log(f"building {len(batch)} mutant(s) ({first + len(batch)}/{len(pending)} of this run)")
+                builds = build_batch(batch, patches, options.arch, options.lock)
+                running: list[Future[None]] = []
+                for mutant in batch:
+                    built, why, build_s = builds[mutant.id]
+                    binary = MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary
+                    tests = covering(state.coverage, mutant.file, mutant.line, order)
+                    if not built:
+                        self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=build_s, note=why))
+                    elif build_info(mutant.id).get("binary_sha256") == pristine_sha:
+                        binary.unlink(missing_ok=True)
+                        self.record(mutant, mut.Result(mut.EQUIVALENT, build_seconds=build_s,
+                                                       note="binary identical to pristine (sha256)"))
+                    elif not tests:
+                        binary.unlink(missing_ok=True)
+                        self.record(mutant, mut.Result(mut.NOT_COVERED, build_seconds=build_s))
+                    else:
+                        running.append(pool.submit(self._run, mutant, tests, build_s))
+                for future in running:
+                    future.result()
 
     def _run(self, mutant: mut.Mutant, tests: list[str], build_s: float) -> None:
         self.record(mutant, run_mutant(mutant, tests, self.options, build_s))
@@ -270,8 +295,8 @@ def prepare(options: argparse.Namespace, state: mut.State) -> int | None:
         log(f"{len(candidates)} mutant(s) in {len(files)} file(s) ({', '.join(files)}); "
             f"{len(state.mutants)} selected (N={'all' if options.exhaustive else options.n}, SEED={options.seed})")
     if not state.pristine:
-        subprocess.run(builder(options.arch, options.lock, "--pristine"), check=True)
-        binary = MUTANTS_OUT / PRISTINE / ARCHES[options.arch].qemu_binary
+        binary = mutate_coverage.pristine_build(PRISTINE_OUT, options.arch, options.lock, shared_tree_env())
+        binary = binary / ARCHES[options.arch].qemu_binary
         outcomes, messages, why, seconds = run_selection(PRISTINE, binary, options.selection, options.artefacts, options)
         if why is not None or not any(o == "passed" for o in outcomes.values()):
             log(f"could not run: the pristine selection {why or 'passed no test'} "
@@ -336,6 +361,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--artefacts", type=Path, default=ROOT / "artefacts" / "mutate")
     parser.add_argument("--jobs", type=int, default=max(1, host_cpus() // 2),
                         help="mutants run at once (default: host CPUs / 2, a pair of 1-vCPU guests each)")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="mutants built per builder run, under one hold of --lock (default: %(default)s)")
     parser.add_argument("--test-timeout", type=int, default=600, help="per test (pytest-timeout), seconds")
     parser.add_argument("--lock", type=Path, default=None, help="hold this flock around every QEMU build")
     parser.add_argument("--fresh", action="store_true", help="ignore a saved state")

@@ -24,16 +24,23 @@ GCOV_BUILD_DIR = ROOT / "build" / "qemu" / "build-gcov"
 GCOV_VARIANTS = ROOT / "build" / "qemu" / "variants-gcov"
 
 
+def pristine_build(out: Path, arch: str, lock: Path | None, env: dict[str, str] | None = None) -> Path:
+    """OUT/pristine, built by qemu-build/build.sh under `lock` — unless build.sh's own check (qb_variant_uptodate:
+    same configure, baseline and binary) says it is up to date, which costs no CPU and so waits for no lock (on a
+    host where many jobs queue for the lock, that is one wait fewer per run)."""
+    env = {**os.environ, **(env or {}), "QB_ARCH": arch}
+    check = (f'source {ROOT}/qemu-build/lib.sh && qb_init && qb_variant_uptodate pristine "$1"')
+    if subprocess.run(["bash", "-c", check, "check", str(out)], env=env, check=False).returncode != 0:
+        command = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--pristine", "--out", str(out)]
+        subprocess.run(["flock", str(lock), *command] if lock is not None else command, env=env, check=True)
+    return out / "pristine"
+
+
 def build_gcov(arch: str, lock: Path | None) -> Path:
-    """The pristine QEMU with --coverage (built once; build.sh keeps it while its inputs are unchanged)."""
-    env = {**os.environ, "QB_BUILD_DIR": str(GCOV_BUILD_DIR), "QB_LOG_DIR": str(ROOT / "build" / "qemu" / "logs-gcov"),
-           "QB_EXTRA_CONFIGURE_ARGS": "--enable-gcov"}
-    command = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--pristine",
-               "--out", str(GCOV_VARIANTS)]
-    if lock is not None:
-        command = ["flock", str(lock), *command]
-    subprocess.run(command, env=env, check=True)
-    return GCOV_VARIANTS / "pristine"
+    """The pristine QEMU with --coverage, in its own build tree (built once, kept while its inputs are unchanged)."""
+    return pristine_build(GCOV_VARIANTS, arch, lock, {
+        "QB_BUILD_DIR": str(GCOV_BUILD_DIR), "QB_LOG_DIR": str(ROOT / "build" / "qemu" / "logs-gcov"),
+        "QB_EXTRA_CONFIGURE_ARGS": "--enable-gcov"})
 
 
 def object_stem(source: str) -> str:
