@@ -163,3 +163,13 @@ def test_page_lists_survivors_with_their_diff_and_covering_tests():
     page = render_page(record, {m.id: mut.patch_text(m, C_SOURCE)})
     assert "1 survivor(s)" in page and "tests/x.py::t" in page and "+    if (pages &gt;= 3) {" in page
     assert "migration/ram.c:ram_is_hot" in page
+
+
+def test_run_order_is_the_pristine_passes_quickest_first():
+    state = mut.State({}, pristine={"slow": "passed", "quick": "passed", "skipped": "skipped", "unknown": "passed"},
+                      durations={"slow": 90.0, "quick": 4.0, "skipped": 0.1})
+    assert state.run_order() == ["quick", "slow", "unknown"]
+
+
+def test_a_run_cut_by_the_outer_deadline_is_timed_out():
+    assert mut.classify({"a": "timeout", "b": "timeout"}, ["a", "b"]) == (mut.TIMED_OUT, "a")
