@@ -129,7 +129,8 @@ def patch_text(mutant: Mutant, source: Sequence[str], header: Mapping[str, str] 
     if source[mutant.line - 1] != mutant.original:
         raise ValueError(f"{mutant.id}: line {mutant.line} of {mutant.file} is not the mutant's original")
     changed = list(source)
-    changed[mutant.line - 1] = mutant.replacement
+    # a rewrite may insert a line ("x;" → "x;\n    break;"): each of its lines is a line of the diff
+    changed[mutant.line - 1:mutant.line] = mutant.replacement.splitlines(keepends=True)
     lines = [f"{key}: {value}\n" for key, value in (header or {}).items()]
     lines.append(f"diff -u a/{mutant.file} b/{mutant.file}\n")
     lines += difflib.unified_diff(source, changed, f"a/{mutant.file}", f"b/{mutant.file}", n=3)

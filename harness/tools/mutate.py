@@ -134,9 +134,9 @@ def build_batch(mutants: Sequence[mut.Mutant], patches: Path, arch: str, lock: P
         shutil.rmtree(MUTANTS_OUT / mutant.id, ignore_errors=True)     # never read an earlier attempt's binary
     budget = CpuBudget()
     args = [a for m in mutants for a in ("--patch", str(patches / f"{m.id}.patch"))]
-    start = time.monotonic()
     # the lock first, then the tokens: a job holding the lock (validate --lock) may be waiting for tokens
     with open(patches / f"batch-{mutants[0].id}.log", "w") as out, exclusive(lock), budget.acquire(budget.size):
+        start = time.monotonic()           # the build, not the wait for the lock
         subprocess.run(builder(arch, None, "--force", *args), stdout=out, stderr=subprocess.STDOUT,
                        env=shared_tree_env(), check=False)
     average = round((time.monotonic() - start) / len(mutants), 1)
@@ -149,8 +149,10 @@ def build_batch(mutants: Sequence[mut.Mutant], patches: Path, arch: str, lock: P
         ninja_log = QEMU_ROOT / ("logs" if arch == "x86_64" else f"logs-{arch}") / f"ninja-{mutant.id}.log"
         errors = [line for line in (ninja_log.read_text().splitlines() if ninja_log.exists() else [])
                   if "error:" in line]
-        built[mutant.id] = (False, (errors[0].strip() if errors else "the patch did not apply or build.sh failed "
-                                    f"(batch log {out.name})")[:300], average)
+        refused = [line for line in Path(out.name).read_text().splitlines()
+                   if "patch does not apply" in line and mutant.id in line]
+        why = errors[0] if errors else refused[0] if refused else f"build.sh failed (batch log {out.name})"
+        built[mutant.id] = (False, why.strip()[:300], average)
     return built
 
 

@@ -76,6 +76,8 @@ def test_patch_text_is_a_p1_diff_of_the_one_line_after_the_header():
     assert text.startswith("Description: mutant\nMutant: x\ndiff -u a/migration/ram.c b/migration/ram.c\n")
     assert "--- a/migration/ram.c\n+++ b/migration/ram.c\n" in text
     assert "-    if (pages > 3) {\n+    if (pages >= 3) {\n" in text
+    inserted = mut.patch_text(mutant(line=14, replacement="    return false;\n    break;\n"), C_SOURCE)
+    assert "     return false;\n+    break;\n }\n" in inserted     # the inserted line is a line of its own
     with pytest.raises(ValueError, match="not the mutant's original"):
         mut.patch_text(mut.Mutant("migration/ram.c", 12, "ram_is_hot", "stale\n", "new\n"), C_SOURCE)
 
