@@ -108,6 +108,9 @@ qb_init() {
     QB_LIBDIR=$here
     qb_arch_config || return 1
     QB_ROOT=${QB_ROOT:-$QB_REPO/build/qemu}
+    # The real path: a clone whose build/qemu is a symlink to a shared tree must record the same configure stamp
+    # (it names the source path) as the tree's owner, or every build from another clone reconfigures the tree.
+    mkdir -p "$QB_ROOT" && QB_ROOT=$(cd "$QB_ROOT" && pwd -P)
     QB_SRC_PARENT=${QB_SRC_PARENT:-$QB_ROOT/src}
     QB_SRC=${QB_SRC:-$QB_SRC_PARENT/qemu-$QB_QEMU_VERSION}
     QB_GIT_DIR=${QB_GIT_DIR:-$QB_ROOT/src.git}
