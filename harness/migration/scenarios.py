@@ -78,9 +78,11 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
 
 
 def saved_and_restored(testbed: Testbed, source: Machine, config: MigrationConfig,
-                       before_start: Callable[[Migration], None] | None = None) -> tuple[Migration, dict[str, Any]]:
-    """A file migration with seqinc running: saved (`before_start(migration)` first, e.g. to prepare the file),
-    then restored into a fresh paused destination; records completed, host RAM hashes equal and the seqinc
+                       before_start: Callable[[Migration], None] | None = None,
+                       after_save: Callable[[Migration], None] | None = None) -> tuple[Migration, dict[str, Any]]:
+    """A file migration with seqinc running: saved (`before_start(migration)` first, e.g. to prepare the file;
+    `after_save(migration)` once the source completed, e.g. to judge the file before a restore that may fail on
+    it), then restored into a fresh paused destination; records completed, host RAM hashes equal and the seqinc
     invariant on the destination. Returns the finished migration (its file still there) and the final
     query-migrate."""
     seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
@@ -89,6 +91,8 @@ def saved_and_restored(testbed: Testbed, source: Machine, config: MigrationConfi
         before_start(migration)
     migration.start()
     migration.wait_status({"completed"}, COMPLETION_TIMEOUT)
+    if after_save is not None:
+        after_save(migration)
     destination = testbed.incoming(source, paused=True)
     migration.restore_into(destination)
     final = migration.wait_completed(COMPLETION_TIMEOUT)

@@ -115,13 +115,17 @@ def test_file_save_restore_over_each_address_keeps_ram_and_prefix(testbed: Testb
     def write_prefix(migration: Migration) -> None:
         migration.file_path.write_bytes(pattern)
 
-    migration, _ = saved_and_restored(testbed, guest, address.config, before_start=write_prefix)   # (1)
-    with migration.file_path.open("rb") as stream:
-        prefix, magic = stream.read(offset), stream.read(len(MAGIC))
-    testbed.artefacts.verdict(                                                                      # (2)
-        oracles.equals(f"the {offset} bytes before the offset are the test's pattern", prefix == pattern, True,
-                       f"first differing byte: {next((i for i, (a, b) in enumerate(zip(prefix, pattern)) if a != b), None)}"),
-        oracles.equals(f"QEMU's file magic at byte {offset}", magic, MAGIC, "QEMU_VM_FILE_MAGIC"))
+    def judge_file(migration: Migration) -> None:                  # (2), before a restore that may fail on it
+        with migration.file_path.open("rb") as stream:
+            prefix, magic = stream.read(offset), stream.read(len(MAGIC))
+        differs = next((i for i, (a, b) in enumerate(zip(prefix, pattern)) if a != b), None)
+        testbed.artefacts.verdict(
+            oracles.equals(f"the {offset} bytes before the offset are the test's pattern", prefix == pattern, True,
+                           f"{len(prefix)} bytes read, first differing byte: {differs}"),
+            oracles.equals(f"QEMU's file magic at byte {offset}", magic.decode("latin-1"), MAGIC.decode(),
+                           "QEMU_VM_FILE_MAGIC"))
+
+    saved_and_restored(testbed, guest, address.config, before_start=write_prefix, after_save=judge_file)  # (1)
     if address.config.address == FD:
         testbed.artefacts.verdict(descriptor_taken(guest))
     if address.config.address == FDSET:
