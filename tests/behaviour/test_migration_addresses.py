@@ -69,7 +69,7 @@ SOCKETS = [
             needs={"capabilities": ["multifd"], **CHANNELS_ARGUMENT}),
 ]
 FILES = [
-    Address("file-offset", config("file", file_offset=OFFSET), fast=True, needs=FILE_URI),  # /precopy/file/offset
+    Address("file-offset", config("file", file_offset=OFFSET), needs=FILE_URI),  # /precopy/file/offset (140 s)
     Address("fd-file", config("file", address=FD), needs=FILE_URI),                         # /precopy/fd/file
     Address("fdset-offset", config("file", address=FDSET, file_offset=OFFSET), needs=FILE_URI),
                                                                                  # /precopy/file/offset/fdset
