@@ -57,6 +57,11 @@ class MigrationConfig:
     # The source connects through a byte-counting relay (harness.migration.relay), so that what the transport
     # carried can be set beside what QEMU reports it sent: Migration.relay. Sockets on this host only.
     relay: bool = False
+    # How the address reaches QEMU (harness.migration.endpoints): "uri" (the default), "channels" (the QAPI
+    # `channels` argument), "fd" (getfd: a socket pair, or the file), "fdset" (add-fd: the file, by /dev/fdset/N).
+    address: str = "uri"
+    # A file migration's stream starts this many bytes into its file (`file:PATH,offset=N`).
+    file_offset: int = 0
 
     def with_capabilities(self, **caps: bool) -> "MigrationConfig":
         return dataclasses.replace(self, capabilities={**self.capabilities,

@@ -27,6 +27,7 @@ from harness.vm.exits import QemuExited
 from harness.vm.machine import Machine
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.migration.relay import StreamRelay
+from harness.migration.endpoints import Handoff
 from harness.migration.config import (CancelNotHonoured, MigrationConfig, MigrationError, MigrationFailed,
                                      MigrationStalled, MonitorLost, Outcome)
 
@@ -66,6 +67,9 @@ class Migration:
         self.cancel_outcome: CancelOutcome | None = None
         self._unlisten: list[Callable[[], None]] = []
         self.relay: StreamRelay | None = None
+        self.handoff = Handoff(config.address)
+        if config.relay and config.address in ("fd", "fdset"):
+            raise ValueError(f"{name}: a relay needs a socket address, not passed descriptors")
 
     def _make_uri(self, transport: str, suffix: str = "") -> str:
         if transport == "unix":
@@ -76,7 +80,8 @@ class Migration:
             # link's private namespace, where nothing else listens) is used as is, one up per recovery.
             return f"tcp:{self.tcp_host}:{self.tcp_port + self._recoveries if self.tcp_port else 0}"
         if transport == "file":
-            return f"file:{self.workdir / f'{self.name}{suffix}.img'}"
+            offset = f",offset={self.config.file_offset}" if self.config.file_offset else ""
+            return f"file:{self.workdir / f'{self.name}{suffix}.img'}{offset}"
         raise ValueError(f"unknown migration transport {transport!r}")
 
     def _bound_uri(self, destination: Machine, listen_uri: str, previous: str | None = None) -> str:
@@ -119,7 +124,7 @@ class Migration:
         if self.destination is not None:
             sides["destination"] = self.destination.qmp
             self.configure(self.destination, "destination")
-            self.destination.qmp.cmd("migrate-incoming", uri=self.uri)
+            self.destination.qmp.cmd("migrate-incoming", **self.handoff.incoming(self.destination, self.uri))
             self.uri = self._bound_uri(self.destination, self.uri)
             self._adopt_console_history(self.destination)
         elif self.uri.startswith("tcp:"):
@@ -141,7 +146,7 @@ class Migration:
             self.uri = self.relay.uri
         self.sampler.series.mark("migrate", uri=self.uri)
         try:
-            self.source.qmp.cmd("migrate", uri=self.uri)
+            self.source.qmp.cmd("migrate", **self.handoff.outgoing(self.source, self.uri))
         finally:
             self.sampler.start()
         return self
@@ -166,7 +171,7 @@ class Migration:
         self._watch(destination)
         self._adopt_console_history(destination)
         self.sampler.series.mark("migrate-incoming", uri=self.uri)
-        destination.qmp.cmd("migrate-incoming", uri=self.uri)
+        destination.qmp.cmd("migrate-incoming", **self.handoff.incoming(destination, self.uri))
         return self
 
     @property
@@ -447,6 +452,7 @@ class Migration:
             self._series = self.sampler.stop()
             if self.relay is not None:
                 self.relay.close()
+            self.handoff.close()
             for unlisten in self._unlisten:
                 unlisten()
             if self._on_finish is not None:

@@ -7,6 +7,8 @@ workloads, waits and integrity checks, so that what differs between two tests is
                            seqcheck on the destination;
   migrates_again           after a failed or cancelled migration, the same source to a fresh paused destination:
                            completed, RAM hashes equal, seqcheck;
+  saved_and_restored       seqinc, a file migration saved and then restored into a paused destination: completed,
+                           RAM hashes equal, seqcheck;
   postcopy_under_load      seqinc + a 64 MiB/s dirtier, precopy until the first pass is done, then postcopy;
   postcopy_with_integrity  that, to completion: pages faulted in by request, seqcheck on the destination;
   postcopy_recovers        that, broken 2 MiB into postcopy by the test's interruption (migrate-pause, a link
@@ -73,6 +75,33 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
     _, check = compare_then_check(testbed, pair.source, pair.destination, seq)
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
     return final
+
+
+def saved_and_restored(testbed: Testbed, source: Machine, config: MigrationConfig,
+                       before_start: Callable[[Migration], None] | None = None,
+                       after_save: Callable[[Migration], None] | None = None) -> tuple[Migration, dict[str, Any]]:
+    """A file migration with seqinc running: saved (`before_start(migration)` first, e.g. to prepare the file;
+    `after_save(migration)` once the source completed, e.g. to judge the file before a restore that may fail on
+    it), then restored into a fresh paused destination; records completed, host RAM hashes equal and the seqinc
+    invariant on the destination. Returns the finished migration (its file still there) and the final
+    query-migrate."""
+    seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
+    migration = testbed.prepare_migration(source, None, config)
+    if before_start is not None:
+        before_start(migration)
+    migration.start()
+    migration.wait_status({"completed"}, COMPLETION_TIMEOUT)
+    if after_save is not None:
+        after_save(migration)
+    destination = testbed.incoming(source, paused=True)
+    migration.restore_into(destination)
+    final = migration.wait_completed(COMPLETION_TIMEOUT)
+    migration.finish()
+    testbed.artefacts.write_json("final-query-migrate", final)
+    testbed.artefacts.verdict(oracles.completed(final))
+    _, check = compare_then_check(testbed, source, destination, seq)
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    return migration, final
 
 
 def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,

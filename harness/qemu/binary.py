@@ -179,6 +179,9 @@ class Features:
     # "parameter=value" for every value of an enum-typed migration parameter (e.g. "multifd-compression=zstd"):
     # values behind a build option (zstd, qpl, uadk, qatzip) are in the schema only when QEMU was built with it.
     parameter_values: frozenset[str] = field(default_factory=frozenset)
+    # "command.argument" for every argument of every command (e.g. "migrate.channels", QEMU 8.2+): what a test
+    # passes besides the command itself.
+    command_arguments: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def probe(cls, binary: QemuBinary) -> "Features":
@@ -207,12 +210,16 @@ class Features:
             migration_properties=frozenset(p["name"] for p in props) if isinstance(props, list) else frozenset(),
             trace_events=frozenset(trace_events),
             parameter_values=frozenset(_enum_argument_values(schema, "migrate-set-parameters")),
+            command_arguments=frozenset(
+                f"{e['name']}.{member['name']}" for e in schema if e.get("meta-type") == "command"
+                for member in by_name.get(e.get("arg-type", ""), {}).get("members", [])),
         )
 
     def missing(self, *, capabilities: Iterable[str] = (), parameters: Iterable[str] = (),
                 fields: Iterable[str] = (), commands: Iterable[str] = (),
                 migration_properties: Iterable[str] = (), trace_events: Iterable[str] = (),
-                parameter_values: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+                parameter_values: Mapping[str, Iterable[str]] | None = None,
+                command_arguments: Iterable[str] = ()) -> list[str]:
         """Human-readable list of what this binary lacks among the given requirements."""
         wanted = [
             ("capability", capabilities, self.capabilities),
@@ -223,6 +230,7 @@ class Features:
             ("trace event", trace_events, self.trace_events),
             ("parameter value", [f"{parameter}={value}" for parameter, values in (parameter_values or {}).items()
                                  for value in values], self.parameter_values),
+            ("command argument", command_arguments, self.command_arguments),
         ]
         return [f"{kind} {name!r}" for kind, names, have in wanted for name in names if name not in have]
 

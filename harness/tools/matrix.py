@@ -30,6 +30,7 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ from harness.report.matrix_page import render_matrix
 from harness.core.files import atomic_write_text
 from harness.report.artefacts import safe_name
 from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
+from harness.tools.vmstate_check import CheckerFailed, CheckerUnavailable, check_pair
 
 # Every behaviour file, so a new behaviour joins the matrix without an edit here; `slow` matrices stay out.
 DEFAULT_TESTS = ["tests/behaviour", "-m", "not slow"]
@@ -163,7 +165,27 @@ def run_pair(pair: Pair, artefacts: Path, pytest_args: Sequence[str], lock: Path
             cell.link = f"{pair.slug}/latest/index.html#{safe_name(test)}"
             test_directory = root / directories.get(test, safe_name(test))
             cell.workaround, cell.expected = workarounds_of(test_directory), expected_failures_of(test_directory)
+    if pair.source_spec != pair.destination_spec:
+        run.cells[STATIC_CHECK] = static_check_cell(pair, directory / "vmstate")
     return run
+
+
+# The matrix row of the static vmstate step (harness.tools.vmstate_check), beside the tests' rows.
+STATIC_CHECK = "vmstate-static-checker (-dump-vmstate, source → destination)"
+
+
+def static_check_cell(pair: Pair, directory: Path) -> Cell:
+    """QEMU's vmstate-static-checker.py on both binaries' -dump-vmstate, judged for the pair's direction
+    (harness.analysis.vmstate_diff); its dumps, report and judgement kept in `directory`."""
+    link = f"{pair.slug}/vmstate/vmstate-static-checker.txt"
+    try:
+        judgement = check_pair(pair.source_spec, pair.destination_spec, pair.backward, directory)
+    except CheckerUnavailable as exc:
+        return Cell("skip", str(exc))
+    except (CheckerFailed, QemuNotFound, OSError, subprocess.SubprocessError) as exc:
+        return Cell("error", str(exc), link if (directory / "vmstate-static-checker.txt").exists() else "")
+    print(f"[matrix] {pair.name}: vmstate-static-checker: {judgement.summary}", flush=True)
+    return Cell("pass" if judgement.passed else "fail", judgement.summary, link)
 
 
 def run_record(root: Path | None) -> tuple[dict[str, str], dict[str, str]]:

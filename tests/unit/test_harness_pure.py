@@ -50,6 +50,9 @@ def test_features_from_schema_walk_nested_query_migrate_fields() -> None:
                                          "multifd-compression=zstd"}
     assert features.missing(parameter_values={"multifd-compression": ["zstd", "qpl"]}) == [
         "parameter value 'multifd-compression=qpl'"]
+    assert "migrate-set-parameters.max-bandwidth" in features.command_arguments
+    assert features.missing(command_arguments=["migrate-set-parameters.multifd-compression", "migrate.channels"]) == [
+        "command argument 'migrate.channels'"]
 
 
 def _series() -> Series:
