@@ -9,11 +9,20 @@ created, so a concurrent run by someone else on the same host is never mistaken 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from faults_leftovers import leftovers
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault case boots cold (harness.migration.warm_boot): they break boots and launches on purpose."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.cold_boot)
+
 
 # inner/ is only ever run by test_interrupts.py, in a child pytest that sets QMH_INNER.
 collect_ignore = [] if os.environ.get("QMH_INNER") else ["inner"]
