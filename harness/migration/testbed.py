@@ -172,7 +172,7 @@ class Testbed:
         binary = binary or self.env.source_binary
         started = time.monotonic()
         key = warm_key(binary, config) if self.warm is not None and not self.env.wrappers.get("source") else None
-        if self.warm is not None and key is not None and key not in self.warm.unusable:
+        if self.warm is not None and key is not None and self.warm.worth_restoring(key):
             try:
                 machine = boot_warm(self.warm, key, config, name, lambda n, c: self.launch(n, c, binary),
                                     lambda n, c: self._cold_boot(n, c, binary), lambda m: m.shutdown())
