@@ -27,8 +27,8 @@ FIXED_COSTS = {"boot_cold_s": "cold boots (incl. warm saves)", "boot_warm_s": "w
                "ram_digest_s": "RAM dumps + digests", "close_s": "teardown (QEMUs, work dir)"}
 
 
-def junit_cases(junit: Path) -> list[tuple[str, float]]:
-    """(node id, wall seconds) of every test case in a JUnit file."""
+def junit_cases(junit: Path) -> list[tuple[str, float, Path | None]]:
+    """(node id, wall seconds, its artefacts directory if the JUnit record names one) of every test case."""
     root = ET.parse(junit).getroot()
     cases = []
     for case in root.iter("testcase"):
@@ -36,7 +36,8 @@ def junit_cases(junit: Path) -> list[tuple[str, float]]:
         parts = case.get("classname", "").split(".")
         module = max((i for i, part in enumerate(parts) if part.startswith("test_")), default=len(parts) - 1)
         node = "::".join(["/".join(parts[:module + 1]) + ".py", *parts[module + 1:], case.get("name", "")])
-        cases.append((node, float(case.get("time", 0.0))))
+        where = next((prop.get("value") for prop in case.iter("property") if prop.get("name") == "artefacts"), None)
+        cases.append((node, float(case.get("time", 0.0)), Path(where) if where else None))
     return cases
 
 
@@ -56,10 +57,10 @@ def durations(log: Path) -> dict[str, dict[str, float]]:
     return phases
 
 
-def test_record(run: Path | None, node: str, name: str) -> dict[str, Any]:
-    if run is None:
+def test_record(directory: Path | None, name: str) -> dict[str, Any]:
+    if directory is None:
         return {}
-    path = run / safe_name(node) / f"{name}.json"
+    path = directory / f"{name}.json"
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -73,22 +74,24 @@ def profile(junit: Path, run: Path | None = None, durations_log: Path | None = N
     counts: dict[str, int] = defaultdict(int)
     fixed: dict[str, float] = defaultdict(float)
     cpu_wait = 0.0
-    for node, seconds in cases:
+    for node, seconds, where in cases:
+        # The JUnit record's own artefacts path, else the run directory's folder for the node id.
+        directory = where if where is not None else (run / safe_name(node) if run is not None else None)
         suite = suite_of(node)
         by_suite[suite] += seconds
         counts[suite] += 1
-        cpu_wait += float(test_record(run, node, "cpus").get("waited_s", 0.0))
-        for key, value in test_record(run, node, "timings").items():
+        cpu_wait += float(test_record(directory, "cpus").get("waited_s", 0.0))
+        for key, value in test_record(directory, "timings").items():
             if key in FIXED_COSTS:
                 fixed[key] += float(value)
-    machine_tests = by_suite["behaviour"] + by_suite["faults"] + by_suite["inputs"]
+    machine_tests = sum(by_suite.get(suite, 0.0) for suite in ("behaviour", "faults", "inputs"))
     result: dict[str, Any] = {
         "junit": str(junit), "run": str(run) if run else None, "tests": len(cases),
-        "total_s": round(sum(s for _, s in cases), 1),
+        "total_s": round(sum(c[1] for c in cases), 1),
         "by_suite": {k: {"tests": counts[k], "seconds": round(v, 1)} for k, v in sorted(by_suite.items())},
         "cpu_wait_s": round(cpu_wait, 1),
         "fixed_costs_s": {k: round(fixed.get(k, 0.0), 1) for k in FIXED_COSTS},
-        "slowest": [{"test": n, "seconds": round(s, 1)} for n, s in sorted(cases, key=lambda c: -c[1])[:slowest]],
+        "slowest": [{"test": n, "seconds": round(s, 1)} for n, s, _ in sorted(cases, key=lambda c: -c[1])[:slowest]],
     }
     result["test_bodies_s"] = round(machine_tests - cpu_wait - sum(fixed.values()), 1)
     if durations_log is not None and durations_log.is_file():
