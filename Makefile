@@ -52,8 +52,10 @@ smoke: setup smoke-images
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# Boot-to-SSH, harness overhead, sampler rate and cost, workload rate accuracy vs targets, and the parallel
-# efficiency of a small selection run serially and with -n 2 (~5 min on TCG here):
+# Boot-to-SSH, a test's guest ready cold vs from a warm boot, harness overhead, sampler rate and cost, workload rate
+# accuracy vs targets, the parallel efficiency of a small selection run serially and with -n 2 (~5 min on TCG
+# here), and where the last make check's time went (artefacts/junit.xml + each test's records; BENCH_ARGS=
+# '--durations LOG' adds the setup/call/teardown split from a --durations=0 log):
 # a table on stdout, JSON in artefacts/bench.json. BENCH_ARGS='--accel tcg --only boot' narrows it.
 # ARCH=s390x also times the host arch's guest boot in the same run, for the ratio (its image is built too).
 BENCH_ARGS ?=

@@ -1,14 +1,17 @@
-"""Host-side integrity: two dumps of guest RAM compared page by page (harness.vm.ram takes the dumps with pmemsave)."""
+"""Host-side integrity: two dumps of guest RAM compared page by page, by per-page digests computed where each dump
+is (harness.vm.ram takes the dumps with pmemsave; a remote QEMU's dump is digested on its host)."""
 
 from __future__ import annotations
 
-import hashlib
-import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.analysis import page_digests
 from harness.core.units import PAGE
-CHUNK = 1 << 20
+
+CHUNK = 1 << 16
+# A dump's (size in bytes, sha256 of the whole, concatenated per-page digests): harness.analysis.page_digests.
+PageDigests = tuple[int, str, bytes]
 
 
 @dataclass(frozen=True)
@@ -31,23 +34,31 @@ class RamComparison:
         return self.__dict__.copy()
 
 
+def compare_digests(source: PageDigests, destination: PageDigests, keep: int = 64) -> RamComparison:
+    """Two dumps compared by their per-page digests (harness.analysis.page_digests), each computed where its dump
+    is: a page differs when its digests do."""
+    (size_s, sha_s, pages_s), (size_d, sha_d, pages_d) = source, destination
+    if size_s != size_d:
+        raise ValueError(f"RAM dumps differ in size: {size_s} vs {size_d}")
+    differing, first = 0, []
+    if pages_s != pages_d:
+        width = page_digests.DIGEST_BYTES
+        for offset in range(0, len(pages_s), CHUNK):   # CHUNK bytes of digests at a time: one compare each
+            if pages_s[offset:offset + CHUNK] == pages_d[offset:offset + CHUNK]:
+                continue
+            for at in range(offset, min(offset + CHUNK, len(pages_s)), width):
+                if pages_s[at:at + width] != pages_d[at:at + width]:
+                    differing += 1
+                    if len(first) < keep:
+                        first.append(at // width)
+    return RamComparison(differing == 0 and sha_s == sha_d, size_s, sha_s, sha_d, differing, first)
+
+
+def digest_dump(path: Path) -> PageDigests:
+    """The per-page digests of a dump here."""
+    return page_digests.digest_pages(str(path))
+
+
 def compare_dumps(source: Path, destination: Path, keep: int = 64) -> RamComparison:
-    with open(source, "rb") as fs, open(destination, "rb") as fd:
-        size_s, size_d = fs.seek(0, 2), fd.seek(0, 2)
-        if size_s != size_d:
-            raise ValueError(f"RAM dumps differ in size: {size_s} vs {size_d}")
-        hs, hd = hashlib.sha256(), hashlib.sha256()
-        differing, first = 0, []
-        with mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ) as ms, \
-                mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ) as md:
-            for offset in range(0, size_s, CHUNK):
-                a, b = ms[offset:offset + CHUNK], md[offset:offset + CHUNK]
-                hs.update(a)
-                hd.update(b)
-                if a != b:
-                    for page in range(0, len(a), PAGE):
-                        if a[page:page + PAGE] != b[page:page + PAGE]:
-                            differing += 1
-                            if len(first) < keep:
-                                first.append((offset + page) // PAGE)
-    return RamComparison(differing == 0, size_s, hs.hexdigest(), hd.hexdigest(), differing, first)
+    """Two dumps here, page by page."""
+    return compare_digests(digest_dump(source), digest_dump(destination), keep)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.analysis.integrity import PageDigests, digest_dump
 from harness.core import process
 from harness.hosts import netns, parallel
 from harness.qemu.binary import QemuBinary
@@ -66,6 +67,12 @@ class LocalHost:
 
     def after_dump(self, remote: str, local: Path) -> None:
         pass
+
+    def digest_dump(self, remote: str, local: Path) -> PageDigests:
+        try:
+            return digest_dump(local)
+        finally:
+            local.unlink(missing_ok=True)
 
     def release(self, qemu: Any, trace: Path) -> None:
         pass

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from harness.analysis.integrity import PageDigests
 from harness.hosts.parallel import PortReservation
 from harness.qemu.launch import Launch
 
@@ -94,6 +95,11 @@ class QemuHost(Protocol):
 
     def after_dump(self, remote: str, local: Path) -> None:
         """After pmemsave: bring the dump at `remote` to `local`."""
+        ...
+
+    def digest_dump(self, remote: str, local: Path) -> PageDigests:
+        """After pmemsave: the per-page digests of the dump at `remote`, computed where it is
+        (harness.analysis.page_digests), and the dump removed; `local` is where after_dump would bring it."""
         ...
 
     def release(self, process: Any, trace: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from harness.vm.config import MachineConfig
 from harness.vm.machine import Machine
 from harness.migration.migrate import Migration
 from harness.migration.config import MigrationConfig
+from harness.migration.warm_boot import RestoreFailed, WarmBoots, boot_warm, warm_key
 from harness.hosts.netns import Link
 from harness.hosts.hosts_file import RemoteHost
 from harness.hosts.remote_qemu import RemoteQemu
@@ -88,7 +90,7 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, env: Environment, artefacts: Artefacts, link: Link | None = None,
-                 known_bugs: Sequence[KnownBug] = ()) -> None:
+                 known_bugs: Sequence[KnownBug] = (), warm: WarmBoots | None = None, cold: bool = False) -> None:
         self.env = env
         self.artefacts = artefacts
         self.link = link
@@ -103,6 +105,10 @@ class Testbed:
         self.machines: list[Machine] = []
         self.remotes: dict[str, RemoteHost] = dict(env.remotes)
         self._connections: dict[RemoteHost, Connection] = {}
+        # The session's warm boots (harness.migration.warm_boot); None or `cold`: every boot is a cold one.
+        self.warm = warm if warm is not None and warm.enabled and not cold else None
+        # Where this test's fixed costs went (timings.json at close; harness.tools.bench_profile sums them).
+        self.timings: dict[str, float] = {}
         self.write_platform()
 
     def write_platform(self) -> None:
@@ -163,10 +169,35 @@ class Testbed:
                 "remote": None}
 
     def boot(self, name: str = "source", binary: QemuBinary | None = None, **overrides: Any) -> Machine:
+        """A running guest reachable over SSH: restored from the session's warm boot of its configuration when it
+        has one (harness.migration.warm_boot), else booted cold."""
         overrides = {**self.placement("source"), **overrides}
-        machine = self.launch(name, self.config(**overrides), binary or self.env.source_binary)
+        config = self.config(**overrides)
+        binary = binary or self.env.source_binary
+        started = time.monotonic()
+        key = warm_key(binary, config) if self.warm is not None and not self.env.wrappers.get("source") else None
+        if self.warm is not None and key is not None and self.warm.worth_restoring(key):
+            try:
+                machine = boot_warm(self.warm, key, config, name, lambda n, c: self.launch(n, c, binary),
+                                    lambda n, c: self._cold_boot(n, c, binary), lambda m: m.shutdown())
+                self._add_time("boot_warm_s", started)
+                return machine
+            except RestoreFailed as exc:
+                log.warning("%s: warm boot unusable, booting cold (and for the rest of the session): %s", name, exc)
+                self.warm.unusable[key] = str(exc)
+                self.artefacts.write_json("warm-boot-failed", {"machine": name, "key": key, "why": str(exc)})
+                started = time.monotonic()
+        machine = self._cold_boot(name, config, binary)
+        self._add_time("boot_cold_s", started)
+        return machine
+
+    def _cold_boot(self, name: str, config: MachineConfig, binary: QemuBinary) -> Machine:
+        machine = self.launch(name, config, binary)
         machine.wait_booted(BOOT_TIMEOUT)
         return machine
+
+    def _add_time(self, what: str, since: float) -> None:
+        self.timings[what] = round(self.timings.get(what, 0.0) + time.monotonic() - since, 3)
 
     def incoming(self, like: Machine, name: str = "destination", paused: bool = False,
                  binary: QemuBinary | None = None, **overrides: Any) -> Machine:
@@ -232,7 +263,22 @@ class Testbed:
         """Finish every migration, shut every QEMU down, remove the work dir (unmounting anything inside) —
         always all of it; with `keep_workdir` its files are first copied to the artefacts as workdir/ — then raise
         AbnormalExits if a QEMU ended abnormally and the test was not already failed by that same exit
-        (QemuExited raised during the test)."""
+        (QemuExited raised during the test). timings.json records where the test's fixed costs went."""
+        started = time.monotonic()
+        try:
+            self._close(keep_workdir)
+        finally:
+            self._add_time("close_s", started)
+            digests = sum(m.ram_digest_s for m in self.machines)
+            self.artefacts.write_json("timings", {**self.timings, "ram_digest_s": round(digests, 3)})
+        abnormal = [exit for machine in self.machines
+                    if not machine.exit_reported and (exit := machine.abnormal_exit()) is not None]
+        if abnormal:
+            for machine in self.machines:
+                machine.exit_reported = True  # close() may be called again; say it once
+            raise AbnormalExits(abnormal)
+
+    def _close(self, keep_workdir: bool) -> None:
         try:
             for migration in self.migrations:
                 if migration.started:
@@ -248,9 +294,3 @@ class Testbed:
                     log.warning("work dir kept in %s", workdirs.keep(self.workdir, self.artefacts.path("workdir")))
                 else:
                     workdirs.remove(self.workdir)
-        abnormal = [exit for machine in self.machines
-                    if not machine.exit_reported and (exit := machine.abnormal_exit()) is not None]
-        if abnormal:
-            for machine in self.machines:
-                machine.exit_reported = True  # close() may be called again; say it once
-            raise AbnormalExits(abnormal)

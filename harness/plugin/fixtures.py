@@ -16,6 +16,7 @@ import pytest
 from harness.core.files import atomic_write_text
 from harness.hosts import netns, parallel
 from harness.migration.testbed import Environment, Pair, Testbed
+from harness.migration.warm_boot import WarmBoots
 from harness.plugin.progress import start_progress
 from harness.plugin.results import (ARTEFACTS_KEY, REPORTS_KEY, RUN_HEADER_KEY, RUN_ROOT_KEY, TEST_DIRS_KEY,
                                     crash_message, junit_properties, make_run_dir, plot_outcome)
@@ -111,6 +112,23 @@ def environment(pytestconfig: pytest.Config, guest_image: GuestImage, artefacts_
     return Environment(b.source, b.destination, guest_image, setup.arch, accel, platform, setup.wrappers,
                        remotes=hosts.remotes if hosts else {}, local_address=hosts.local_address if hosts else None)
 
+
+
+@pytest.fixture(scope="session")
+def warm_boots(pytestconfig: pytest.Config) -> Iterator[WarmBoots]:
+    """The session's warm boots (harness.migration.warm_boot): a source guest booted once per binary and guest
+    configuration, saved, and restored for every later test that boots one like it (`cold_boot` marker or
+    --cold-boot: none). The saves are removed at session end; warm-boots-<worker>.json in the run directory lists
+    what each boot took."""
+    warm = WarmBoots(enabled=not pytestconfig.getoption("--cold-boot"))
+    try:
+        yield warm
+    finally:
+        warm.close()
+        run = pytestconfig.stash.get(RUN_ROOT_KEY, None)
+        if run is not None and warm.boots:
+            atomic_write_text(run / f"warm-boots-{worker_id(pytestconfig) or 'main'}.json",
+                              json.dumps(warm.boots, indent=1))
 
 
 # -- per-test fixtures -----------------------------------------------------------------------------------------
@@ -219,14 +237,16 @@ def cpu_budget(request: pytest.FixtureRequest, artefacts: Artefacts) -> Iterator
 
 @pytest.fixture
 def testbed(environment: Environment, artefacts: Artefacts, cpu_budget: parallel.CpuGrant | None,
-            link: netns.Link | None, request: pytest.FixtureRequest) -> Iterator[Testbed]:
+            link: netns.Link | None, warm_boots: WarmBoots, request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """The test's QEMUs (boot, incoming, migrate), on this session's binaries, accelerator, machine and CPU, and
     over the test's `link` when it has one; every QEMU it started is stopped and its exit checked at teardown. A
     `known_bug` the run's binaries have (decided here, where the accelerator is known) gives every QEMU of the test
     its workaround where it has one, makes the one verdict it names an expected failure where it names one, else
-    makes the test an expected failure."""
+    makes the test an expected failure. Its source guests are restored from the session's `warm_boots` unless the
+    test is marked `cold_boot`."""
     bugs = _expect_known_bugs(request, environment, artefacts)
-    bed = Testbed(environment, artefacts, link, bugs)
+    bed = Testbed(environment, artefacts, link, bugs, warm=warm_boots,
+                  cold=request.node.get_closest_marker("cold_boot") is not None)
     progress = start_progress(request, bed)
     try:
         yield bed

@@ -13,6 +13,7 @@ from harness.qemu.known_bugs import KNOWN_BUGS
 MARKERS = [
     "needs(**requirements): skip unless the QEMU binaries have these capabilities/parameters/fields/…",
     "needs_userfaultfd: skip unless postcopy can use userfaultfd here",
+    "cold_boot: boot this test's guests cold, never from the session's warm boot (harness.migration.warm_boot)",
     "known_bug(key, ...): exposed to a known, fixed QEMU bug (harness.qemu.known_bugs): where a binary has it, "
     "its workaround, or the one verdict it spoils an expected failure, else an xfail",
     "guest(**overrides): MachineConfig overrides for the guest and pair fixtures",
@@ -69,6 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "[source] and/or [destination] section (README, \"Remote QEMUs\")")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
+    group.addoption("--cold-boot", action="store_true",
+                    help="boot every guest cold: no warm boots (a source guest restored from one saved, booted "
+                         "guest per configuration and session, harness.migration.warm_boot)")
     group.addoption("--cpu-budget", type=int, default=None, metavar="N",
                     help="host CPUs this user's harness tests may use at once, shared by every run and xdist worker "
                          "(default: the CPUs this process may run on; 0: no budget)")

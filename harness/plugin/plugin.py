@@ -28,6 +28,7 @@ Markers
                       delay or loss skip with the reason on a kernel without netem
   cpus(n)             the host CPUs the test needs while it runs (harness.hosts.parallel's budget), instead of the count
                       derived from what it boots
+  cold_boot           its guests boot cold, never restored from the session's warm boot (harness.migration.warm_boot)
 
 Session check: once collection is done (so a run of unit tests alone never needs QEMU), the arch, the source and
 destination binaries (each must be a QEMU system emulator of that arch: `-version` and QMP query-target), the guest

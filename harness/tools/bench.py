@@ -17,7 +17,11 @@ Measures, on the guest image and QEMU the suite uses:
               pytest-xdist -n N (--workers, default 2), back to back: the wall-time speedup and its efficiency
               (speedup / N), and whether every test id got the same verdict (pass/fail/skip/…) both times
               (harness/tools/bench_parallel.py)
-  suite       wall time of the last `make check` (artefacts/junit.xml), if there is one
+  warm        a test's guest ready (Testbed.boot to SSH) cold-booted vs restored from a warm boot
+              (harness/tools/bench_warm.py), target ≤ 1 s warm
+  suite       wall time of the last `make check` (artefacts/junit.xml), if there is one, and its profile: where
+              the time went — suites, CPU waits, boots, RAM digests, teardown, test bodies
+              (harness/tools/bench_profile.py; artefacts/latest's per-test records)
 Prints a table with PASS/MISS against the targets and writes everything as JSON. Exit status 0 unless a
 measurement could not run at all: 2 (or, with --strict, 1 when a target was missed); 4 when bench could not start
 (a bad --qemu-binary/--arch/--image-dir, or OUT's directory holds a `bench` it did not make: only a directory
@@ -58,6 +62,8 @@ from harness.migration.config import MigrationConfig
 from harness.qemu.binary import QemuBinary, QemuNotFound
 from harness.report.artefacts import Artefacts
 from harness.tools.bench_parallel import PARALLEL_WORKERS, bench_parallel, parallel_rows, suite_wall_time
+from harness.tools.bench_profile import profile, rows as profile_rows
+from harness.tools.bench_warm import bench_warm, warm_rows
 from harness.tools.bench_sampler import SAMPLER_PAIR_WINDOW_S, SAMPLER_PAIRS, bench_sampler, sampler_rows
 from harness.migration.testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from harness.vm.workloads import Dirty
@@ -324,6 +330,8 @@ def table(results: dict[str, Any]) -> str:
         phases = overhead["overhead_by_phase_s"]
         rows.append(("  by phase", ", ".join(f"{k.removesuffix('_s')} {v:+.2f} s" for k, v in phases.items()
                                              if k != "total_s"), "", ""))
+    if results.get("warm"):
+        rows += warm_rows(results["warm"], verdict)
     if results.get("sampler"):
         rows += sampler_rows(results["sampler"], verdict)
     workload = results.get("workload")
@@ -338,6 +346,8 @@ def table(results: dict[str, Any]) -> str:
                  f"{suite['total_s']:.0f} s total, behaviour tests {suite['behaviour_tests_s']:.0f} s "
                  f"({suite['tests']} tests, {suite['written']})" if suite else "null (no artefacts/junit.xml)",
                  "", ""))
+    if results.get("profile"):
+        rows += profile_rows(results["profile"])
     for name, error in results.get("errors", {}).items():
         rows.append((name, f"ERROR: {error}"[:100], "", "MISS"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -401,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default: the host's arch when --arch is another; 'none': no baseline")
     parser.add_argument("--out", default="artefacts/bench.json", help="JSON results (default artefacts/bench.json)")
     parser.add_argument("--junit", default="artefacts/junit.xml", help="the last make check's JUnit XML")
+    parser.add_argument("--durations", default=None,
+                        help="a log of the last make check with pytest's --durations=0 report (the profile's "
+                             "setup/call/teardown split)")
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--trials", type=int, default=3, help="harness/bare overhead trials (each)")
     parser.add_argument("--pairs", type=int, default=SAMPLER_PAIRS,
@@ -409,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel-selection", action="append", metavar="NODEID",
                         help="parallel part: a test (node id or file) of the selection, repeatable (default: "
                              "a few short behaviour tests)")
-    parser.add_argument("--only", action="append", choices=["boot", "overhead", "workload", "sampler", "parallel"],
+    parser.add_argument("--only", action="append",
+                        choices=["boot", "warm", "overhead", "workload", "sampler", "parallel"],
                         help="run only these parts (repeatable)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -428,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchUnusable, OSError) as exc:
         print(f"bench: could not run: {exc}", file=sys.stderr, flush=True)
         return COULD_NOT_RUN
-    parts = set(args.only or ["boot", "overhead", "workload", "sampler", "parallel"])
+    parts = set(args.only or ["boot", "warm", "overhead", "workload", "sampler", "parallel"])
     t0 = time.monotonic()
     results: dict[str, Any] = {"qemu": str(env.source_binary), "accel": env.accel.describe(), "arch": env.arch.name,
                                "image": env.image.inputs_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -447,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: {time.monotonic() - started:.0f} s")
 
     run("boot", lambda: bench_boot(env, args.boots, baseline_env))
+    run("warm", lambda: bench_warm(env, scratch / "warm", args.boots, log))
     run("overhead", lambda: bench_overhead(env, scratch / "overhead", args.trials))
     if parts & {"workload", "sampler"}:
         bed = Testbed(env, Artefacts(scratch / "guest", "bench::guest"))
@@ -460,13 +475,17 @@ def main(argv: list[str] | None = None) -> int:
             bed.close()
     run("parallel", lambda: bench_parallel(env, args, scratch / "parallel", log))
     results["suite"] = suite_wall_time(Path(args.junit))
+    if results["suite"] is not None:
+        run_dir = Path(args.junit).parent / "latest"
+        results["profile"] = profile(Path(args.junit), run_dir if run_dir.is_dir() else None,
+                                     Path(args.durations) if args.durations else None)
     results["bench_wall_s"] = round(time.monotonic() - t0, 1)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(table(results))
     print(f"bench: {results['bench_wall_s']:.0f} s; JSON in {out}; {shlex.quote(str(scratch))} has the trials")
     if results["errors"]:
         return 2
-    missed = [k for k in ("boot", "overhead", "workload", "sampler", "parallel")
+    missed = [k for k in ("boot", "warm", "overhead", "workload", "sampler", "parallel")
               if k in results and results[k]["pass"] is False]
     return 1 if args.strict and missed else 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Collection
 
+from harness.analysis.integrity import PageDigests
 from harness.analysis.oracles import Verdict, equals
 from harness.core import workdirs
 from harness.core.process import LiveSet
@@ -82,6 +83,7 @@ class Machine:
         self.qmp.explain_failure = self._dead_error
         self.heartbeat: HeartbeatReader | None = None
         self.console_watcher: ConsoleWatcher | None = None
+        self.ram_digest_s = 0.0     # time spent dumping and digesting guest RAM (ram_digests)
 
     # -- command line -------------------------------------------------------------------------------------------
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
@@ -480,3 +482,14 @@ class Machine:
         target = self.host.dump_path(path)
         self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
         self.host.after_dump(target, path)
+
+    def ram_digests(self, path: Path, size_bytes: int, timeout: float = 120.0) -> PageDigests:
+        """Guest RAM's per-page digests (harness.analysis.page_digests), computed where QEMU dumped it (a remote
+        QEMU's dump never crosses the network); the dump is removed. `path` names the dump as pmemsave's would."""
+        started = time.monotonic()
+        try:
+            target = self.host.dump_path(path)
+            self.qmp.cmd("pmemsave", timeout=timeout, val=0, size=size_bytes, filename=target)
+            return self.host.digest_dump(target, path)
+        finally:
+            self.ram_digest_s += time.monotonic() - started

@@ -112,6 +112,9 @@ def cut_the_link(link: netns.Link) -> Callable[[Migration], None]:
     return interrupt
 
 
+# slow (~50 s on TCG): postcopy recovery is in `make check` as test_basics.py::test_postcopy_recovers_after_pause,
+# the link as test_precopy_over_the_link_keeps_ram_identical.
+@pytest.mark.slow
 @DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])

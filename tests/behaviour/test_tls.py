@@ -56,7 +56,8 @@ def handshake_verdicts(pair: Pair, main: int = 1, multifd: int = 0, preempt: int
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @NEEDS
 @GUEST
-@pytest.mark.parametrize("channels", [0, CHANNELS], ids=["precopy", "multifd"])
+# precopy is slow: multifd's case authenticates the main channel too, and every multifd channel.
+@pytest.mark.parametrize("channels", [pytest.param(0, marks=pytest.mark.slow), CHANNELS], ids=["precopy", "multifd"])
 def test_precopy_over_tls_authenticates_every_channel_and_keeps_ram_identical(testbed: Testbed, paused_pair: Pair,
                                                                               channels: int) -> None:
     config = over_tls(testbed, paused_pair, multifd=bool(channels))
@@ -87,7 +88,8 @@ def test_postcopy_over_tls_completes_with_intact_guest(testbed: Testbed, pair: P
 @NEEDS
 @pytest.mark.parametrize("wrong, message", [
     ("ca", "The certificate hasn't got a known issuer"),
-    ("hostname", "Certificate does not match the hostname elsewhere.migration.test"),
+    pytest.param("hostname", "Certificate does not match the hostname elsewhere.migration.test",
+                 marks=pytest.mark.slow),    # slow: wrong-ca keeps the refusal in `make check`
 ], ids=["wrong-ca", "wrong-hostname"])
 def test_tls_refuses_a_destination_it_cannot_authenticate(testbed: Testbed, pair: Pair, wrong: str,
                                                           message: str) -> None:

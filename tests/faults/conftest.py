@@ -9,19 +9,34 @@ created, so a concurrent run by someone else on the same host is never mistaken 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from faults_leftovers import leftovers
+from harness.migration.warm_boot import WarmBoots
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault case boots cold (harness.migration.warm_boot): they break boots and launches on purpose."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.cold_boot)
+
 
 # inner/ is only ever run by test_interrupts.py, in a child pytest that sets QMH_INNER.
 collect_ignore = [] if os.environ.get("QMH_INNER") else ["inner"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """After the whole fault suite: no QEMU, no qmh-* dir (with its sockets), no mount from this run."""
+def nothing_left_behind(warm_boots: WarmBoots) -> Iterator[None]:
+    """After the whole fault suite: no QEMU, no qmh-* dir (with its sockets), no mount from this run — but the
+    session's warm-boot saves, which the behaviour tests of the same session made and `warm_boots` removes after
+    this check (session fixtures end in reverse order)."""
     yield
-    left = {what: items for what, items in leftovers(os.getpid()).items() if items}
+    session_dir = str(warm_boots.directory) if warm_boots.directory is not None else None
+    left = {what: [item for item in items if session_dir is None or not item.startswith(session_dir)]
+            for what, items in leftovers(os.getpid()).items()}
+    left = {what: items for what, items in left.items() if items}
     assert not left, f"the fault suite left things behind: {left}"

@@ -19,7 +19,10 @@ INNER = Path(__file__).parent / "inner" / "inner_parallel.py"
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("spread", [["-n", "2"], ["--dist", "load", "--tx", f"2*popen//python={sys.executable}"]],
+# tx-popen is slow (~57 s on TCG): -n 2 keeps two workers sharing one run in `make check`.
+@pytest.mark.parametrize("spread", [["-n", "2"], pytest.param(["--dist", "load", "--tx",
+                                                               f"2*popen//python={sys.executable}"],
+                                                              marks=pytest.mark.slow)],
                          ids=["n2", "tx-popen"])
 def test_two_workers_share_one_run_with_their_own_ports_and_dirs(tmp_path: Path, spread: list[str]) -> None:
     artefacts = tmp_path / "artefacts"

@@ -390,3 +390,27 @@ def test_ratio_leaves_an_unmeasurable_figure_unmeasured() -> None:
     from harness.core.units import ratio
     assert ratio(3, 4) == 0.75 and ratio(0, 4) == 0.0
     assert ratio(3, 0) is None and ratio(None, 4) is None and ratio(3, None) is None
+
+
+def test_page_digests_cross_the_wire_and_find_the_same_pages(tmp_path: Path) -> None:
+    """What a remote host sends back (page_digests run as a script there) decodes to what is computed here, and a
+    comparison of digests finds the same pages as one of the dumps: zero MiBs (the fast path) and partial chunks."""
+    from harness.analysis import page_digests
+    from harness.analysis.integrity import compare_digests, digest_dump
+    from harness.core.units import PAGE as UNITS_PAGE
+    assert page_digests.PAGE == UNITS_PAGE
+    a, b = tmp_path / "a", tmp_path / "b"
+    data = bytearray((1 << 20) * 2 + PAGE * 3)          # two zero MiBs, then a partial chunk
+    data[-PAGE:] = b"\x01" * PAGE
+    a.write_bytes(data)
+    data[PAGE * 300] = 7                                 # inside the first (zero) MiB
+    b.write_bytes(data)
+    wire = page_digests.decode(page_digests.encode(*digest_dump(a)))
+    assert wire == digest_dump(a)
+    result = compare_digests(wire, digest_dump(b))
+    assert not result.equal and result.differing_pages == 1 and result.first_differing == [300]
+    assert result.source_sha256 != result.destination_sha256
+    import subprocess, sys
+    script = subprocess.run([sys.executable, page_digests.__file__, str(b)], capture_output=True, text=True,
+                            check=True, cwd=tmp_path)   # as the remote runs it: stand-alone, no harness import
+    assert page_digests.decode(script.stdout) == digest_dump(b)

@@ -157,7 +157,7 @@ def test_both_hosts_satisfy_the_qemu_host_interface(host_class: str) -> None:
     host = LocalHost() if cls is LocalHost else remote_qemu.RemoteQemu(connection=None)  # type: ignore[arg-type]
     assert isinstance(host, QemuHost)
     members = [name for name, value in vars(QemuHost).items() if callable(value) and not name.startswith("_")]
-    assert len(members) == 15
+    assert len(members) == 16
     for name in members:
         wanted = list(inspect.signature(getattr(QemuHost, name)).parameters)
         assert len(inspect.signature(getattr(cls, name)).parameters) == len(wanted), name

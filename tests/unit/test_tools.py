@@ -272,3 +272,30 @@ def test_bench_parallel_refuses_a_selection_run_that_ran_nothing(tmp_path: Path)
     """Two runs that collected nothing must not count as 'identical verdicts': could-not-run raises."""
     with pytest.raises(RuntimeError, match="no tests collected"):
         bench_parallel.run_selection(["tests/unit/test_tools.py", "-k", "no_such_test_anywhere"], [], tmp_path / "serial")
+
+
+def test_bench_profile_sums_what_each_test_recorded(tmp_path: Path) -> None:
+    """The profile adds up JUnit wall times per suite, and each test's cpus.json / timings.json found through the
+    JUnit record's own artefacts property; the test bodies are what is left of the machine-booting suites."""
+    from harness.tools.bench_profile import profile, rows
+    test_dir = tmp_path / "run" / "t1"
+    test_dir.mkdir(parents=True)
+    (test_dir / "cpus.json").write_text('{"waited_s": 4.0}')
+    (test_dir / "timings.json").write_text('{"boot_warm_s": 0.5, "boot_cold_s": 2.5, "close_s": 1.0, '
+                                           '"ram_digest_s": 2.0}')
+    junit = tmp_path / "junit.xml"
+    junit.write_text(f"""<testsuites><testsuite time="31">
+<testcase classname="tests.behaviour.test_basics" name="test_a[x]" time="20.0">
+<properties><property name="artefacts" value="{test_dir}"/></properties></testcase>
+<testcase classname="tests.unit.test_y.TestZ" name="test_b" time="1.0"/>
+</testsuite></testsuites>""")
+    log = tmp_path / "durations.log"
+    log.write_text("5.00s setup    tests/behaviour/test_basics.py::test_a[x]\n14.00s call     tests/behaviour/"
+                   "test_basics.py::test_a[x]\n1.00s teardown tests/behaviour/test_basics.py::test_a[x]\n")
+    prof = profile(junit, None, log)
+    assert prof["by_suite"] == {"behaviour": {"tests": 1, "seconds": 20.0}, "unit": {"tests": 1, "seconds": 1.0}}
+    assert prof["cpu_wait_s"] == 4.0 and prof["fixed_costs_s"]["boot_warm_s"] == 0.5
+    assert prof["test_bodies_s"] == 20.0 - 4.0 - 6.0
+    assert prof["by_phase_s"] == {"setup": 5.0, "call": 14.0, "teardown": 1.0}
+    assert prof["slowest"][0]["test"] == "tests/behaviour/test_basics.py::test_a[x]"
+    assert any("warm restores" in row[0] for row in rows(prof))
