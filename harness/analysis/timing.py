@@ -77,12 +77,17 @@ def host_clock(series: Series, qemu_timestamps: bool = True) -> HostClock:
     return HostClock(start, active, completed, "QEMU timestamps" if qemu_timestamps else "arrival")
 
 
-def total_time_vs_host(clock: HostClock, final: dict[str, Any], low: float, high: float) -> Verdict:
+def total_time_vs_host(clock: HostClock, final: dict[str, Any], low: float, high: float,
+                       rounding_ms: float = 0.0) -> Verdict:
     """QEMU's total-time over the host's time from sending `migrate` to the source's `completed` event: ≤ 1 on the
-    mechanism (QEMU's clock starts once the command has arrived) plus ms rounding, and not far below it."""
+    mechanism (QEMU's clock starts once the command has arrived) plus ms rounding, and not far below it.
+    `rounding_ms` widens the band by that many ms of the host interval (both sides count whole ms: a migration of
+    tens of ms must not fail on rounding)."""
     total, host = final.get("total-time"), clock.total_ms
     ratio = total / host if total is not None and host else None
-    return within_band("total-time / host time from migrate to completed", ratio, low, high,
+    widen = rounding_ms / host if host else 0.0
+    return within_band("total-time / host time from migrate to completed", ratio, round(low - widen, 4),
+                       round(high + widen, 4),
                        anchor=f"the series' own clock ({clock.event_clock}): total-time {fmt(total)} ms, "
                               f"host {fmt(host)} ms")
 
@@ -102,21 +107,23 @@ def setup_time_vs_host(clock: HostClock, final: dict[str, Any], slack_ms: float)
 
 
 def mbps_vs_host(clock: HostClock, final: dict[str, Any], carried: int | None, low: float,
-                 high: float) -> Verdict:
+                 high: float, rounding_ms: float = 0.0) -> Verdict:
     """QEMU's final ram.mbps over the bytes of the migration per host time from 'active' to 'completed'.
 
     At completion QEMU sets mbps to its transferred bytes × 8 over total-time − setup-time (migration.c,
     migration_completion_end): the same span on the host's clock. Bytes: what the transport carried (`carried`,
-    the relay's count) where there is one, else ram.transferred (then only the clock is independent)."""
+    the relay's count) where there is one, else ram.transferred (then only the clock is independent).
+    `rounding_ms` widens the band by what that many ms would change in the span (QEMU's span is whole ms)."""
     mbps = lookup(final, "ram.mbps")
-    transfer_ms = clock.transfer_ms
+    span = clock.transfer_ms
     measured_bytes = carried if carried is not None else lookup(final, "ram.transferred")
     source = "bytes the relay carried" if carried is not None else "ram.transferred (no transport count here)"
-    expected = (measured_bytes * 8 / transfer_ms / 1e3 if measured_bytes is not None and transfer_ms
-                else None)
+    expected = measured_bytes * 8 / span / 1e3 if measured_bytes is not None and span else None
     ratio = mbps / expected if isinstance(mbps, (int, float)) and expected else None
-    return within_band("ram.mbps / bytes per host time from active to completed", ratio, low, high,
+    if span and span > rounding_ms:
+        low, high = low * span / (span + rounding_ms), high * span / (span - rounding_ms)
+    return within_band("ram.mbps / bytes per host time from active to completed", ratio, round(low, 4),
+                       round(high, 4),
                        anchor=f"the series' own clock ({clock.event_clock}) and {source}: mbps "
                               f"{mbps if mbps is None else f'{mbps:.1f}'}, {measured_bytes} bytes in "
-                              f"{fmt(transfer_ms)} ms = {'none' if expected is None else f'{expected:.1f}'} Mbit/s")
-
+                              f"{fmt(span)} ms = {'none' if expected is None else f'{expected:.1f}'} Mbit/s")

@@ -90,3 +90,17 @@ def test_page_counts_against_carried_bytes() -> None:
     assert not wire.bytes_per_page_beyond_data(carried, normal - 2_150, duplicate + 2_150, 4096, 32).passed
     # Normal pages counted that never crossed.
     assert not wire.bytes_per_page_beyond_data(carried, normal + 1_000, duplicate, 4096, 32).passed
+
+
+def test_a_short_migration_is_not_failed_by_ms_rounding() -> None:
+    series = Series(t0=0.0, hz=100, wall_t0=1000.0)
+    series.marks.append({"t": 0.0, "what": "migrate"})
+    series.events["source"] = [
+        {"t": 0.01, "event": "MIGRATION", "data": {"status": "active"}, "wall": 1000.0014},
+        {"t": 0.05, "event": "MIGRATION", "data": {"status": "completed"}, "wall": 1000.0386}]
+    clock = timing.host_clock(series)                       # 38.6 ms in all, 37.2 ms active
+    final = {"total-time": 40, "setup-time": 2, "ram": {"transferred": 1_000_000, "mbps": 1e6 * 8 / 38 / 1e3}}
+    assert not timing.total_time_vs_host(clock, final, 0.9, 1.02).passed
+    assert timing.total_time_vs_host(clock, final, 0.9, 1.02, rounding_ms=3).passed
+    assert timing.mbps_vs_host(clock, final, None, 0.99, 1.01, rounding_ms=3).passed
+    assert not timing.mbps_vs_host(clock, final, None, 0.99, 1.01).passed
