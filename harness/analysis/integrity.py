@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.core.units import PAGE
 CHUNK = 1 << 20
+ZERO_PAGE = bytes(PAGE)
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,16 @@ class RamComparison:
     destination_sha256: str
     differing_pages: int
     first_differing: list[int] = field(default_factory=list)  # guest-physical page frame numbers
+    # Of the differing pages, those all zero on the source: a page the source's host discarded after it was sent
+    # (a free page the guest reported: virtio-balloon free-page-reporting) reads zero there, stale data here.
+    source_zero_pages: int = 0
 
     def describe(self) -> str:
         if self.equal:
             return f"guest RAM identical ({self.size_bytes >> 20} MiB, sha256 {self.source_sha256[:16]}…)"
         pfns = ", ".join(hex(p) for p in self.first_differing[:8])
-        return (f"guest RAM differs in {self.differing_pages} of {self.size_bytes // PAGE} pages "
+        zero = f", {self.source_zero_pages} of them zero on the source" if self.source_zero_pages else ""
+        return (f"guest RAM differs in {self.differing_pages} of {self.size_bytes // PAGE} pages{zero} "
                 f"(first pfns: {pfns})")
 
     def to_json(self) -> dict[str, object]:
@@ -37,7 +42,7 @@ def compare_dumps(source: Path, destination: Path, keep: int = 64) -> RamCompari
         if size_s != size_d:
             raise ValueError(f"RAM dumps differ in size: {size_s} vs {size_d}")
         hs, hd = hashlib.sha256(), hashlib.sha256()
-        differing, first = 0, []
+        differing, source_zero, first = 0, 0, []
         with mmap.mmap(fs.fileno(), 0, access=mmap.ACCESS_READ) as ms, \
                 mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ) as md:
             for offset in range(0, size_s, CHUNK):
@@ -48,6 +53,7 @@ def compare_dumps(source: Path, destination: Path, keep: int = 64) -> RamCompari
                     for page in range(0, len(a), PAGE):
                         if a[page:page + PAGE] != b[page:page + PAGE]:
                             differing += 1
+                            source_zero += a[page:page + PAGE] == ZERO_PAGE
                             if len(first) < keep:
                                 first.append((offset + page) // PAGE)
-    return RamComparison(differing == 0, size_s, hs.hexdigest(), hd.hexdigest(), differing, first)
+    return RamComparison(differing == 0, size_s, hs.hexdigest(), hd.hexdigest(), differing, first, source_zero)

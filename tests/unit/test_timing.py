@@ -104,3 +104,21 @@ def test_a_short_migration_is_not_failed_by_ms_rounding() -> None:
     assert timing.total_time_vs_host(clock, final, 0.9, 1.02, rounding_ms=3).passed
     assert timing.mbps_vs_host(clock, final, None, 0.99, 1.01, rounding_ms=3).passed
     assert not timing.mbps_vs_host(clock, final, None, 0.99, 1.01).passed
+
+
+def test_ram_differing_only_where_the_source_discarded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from harness.analysis.integrity import compare_dumps
+    page = 4096
+    source = bytearray(b"\x11" * page * 4)
+    destination = bytearray(source)
+    source[page:2 * page] = bytes(page)                 # discarded on the source after it was sent: zero there
+    (tmp_path / "s").write_bytes(source)
+    (tmp_path / "d").write_bytes(destination)
+    comparison = compare_dumps(tmp_path / "s", tmp_path / "d")
+    assert comparison.differing_pages == 1 and comparison.source_zero_pages == 1
+    assert not oracles.ram_identical(comparison).passed
+    assert oracles.ram_identical_but_discarded(comparison).passed
+    destination[3 * page] ^= 0xFF                       # real damage besides
+    (tmp_path / "d").write_bytes(destination)
+    damaged = oracles.ram_identical_but_discarded(compare_dumps(tmp_path / "s", tmp_path / "d"))
+    assert not damaged.passed and damaged.measured == 1
