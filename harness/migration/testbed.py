@@ -213,17 +213,37 @@ class Testbed:
                    "tcp_port": MIGRATION_PORT + PORTS_PER_MIGRATION * len(self.migrations)}
             if config.transport == "unix":
                 config = dataclasses.replace(config, transport="tcp")
+        if config.relay and destination is not None:
+            config, counting = self._byte_count(source, destination, config, across_hosts)
+        else:
+            counting = {}
+        migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
+                              on_finish=self._finished,
+                              on_note=self.artefacts.write_json, **tcp, **counting)
+        self.migrations.append(migration)
+        return migration
+
+    def _byte_count(self, source: Machine, destination: Machine, config: MigrationConfig,
+                    across_hosts: bool) -> tuple[MigrationConfig, dict[str, Any]]:
+        """How a migration that asks for a byte-counting relay gets a count of what its transport carried: the relay
+        on this host's loopback (the default), the relay between two hosts, the link's veth counter instead of a
+        relay, or no count, with the reason (the config without the relay, and Migration's keyword arguments)."""
         counting: dict[str, Any] = {}
-        if config.relay and self.link is not None and destination is not None and not across_hosts:
+        remote_on_link = not across_hosts and any(
+            m.config.remote is not None for m in (source, destination))
+        if remote_on_link:
+            config = dataclasses.replace(config, relay=False)
+            counting = {"unmeasured_bytes": "a remote QEMU reached over the link: a relay here would take the stream "
+                                            "off the link, and the veth also carries that QEMU's SSH session"}
+        elif self.link is not None and not across_hosts:
             # A relay here would take the stream off the link: the link's own counter stands in for it (the source
             # veth's tx bytes, headers included: Migration.link_sent).
             link = self.link
             config = dataclasses.replace(config, relay=False)
             counting = {"link_counter": lambda: link.sent_bytes("source")}
-        elif config.relay and across_hosts:
+        elif across_hosts:
             # The relay runs here, between the hosts: a local source reaches it on loopback, a remote one at the
             # address the hosts file gives this host (local_address), the same one it would reach a destination at.
-            assert source is not None
             if source.config.remote is None:
                 counting = {"relay_host": "127.0.0.1"}
             elif self.env.local_address is not None:
@@ -232,15 +252,7 @@ class Testbed:
                 config = dataclasses.replace(config, relay=False)
                 counting = {"unmeasured_bytes": f"the source runs on {source.config.remote.address} and the hosts "
                                                 f"file names no local_address it could reach a relay at"}
-        elif config.relay and tcp:
-            config = dataclasses.replace(config, relay=False)
-            counting = {"unmeasured_bytes": "a remote QEMU on a link's namespace: neither a relay nor the veth "
-                                            "counter sees only this migration"}
-        migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
-                              on_finish=self._finished,
-                              on_note=self.artefacts.write_json, **tcp, **counting)
-        self.migrations.append(migration)
-        return migration
+        return config, counting
 
     def _finished(self, migration: Migration) -> None:
         """A migration's end: its series recorded, and QEMU's timing figures held to the host clock
