@@ -72,8 +72,8 @@ MAX_TLS_SHARE = 1.05         # ciphertext ≥ plaintext, plus ≤ 29 bytes per r
                              # 1.0107 (precopy) and 1.0054 (multifd), one run each
 # Pages: (carried − ram.normal × 4096) / (ram.normal + ram.duplicate), where every normal page crosses whole: each
 # page's header (legacy 8 bytes, + 1 for a zero page; multifd an 8-byte offset in its packet) and the device state
-# spread over all pages. Measured (unmodified 10.0.2, TCG): precopy 9.05, multifd 11.4, postcopy 8.7 (one flake
-# run each) and 9.6 (basics, from ram.transferred). One page in a hundred counted as a zero page while sent whole
+# spread over all pages. Measured (unmodified 10.0.2, TCG): precopy 9.05–9.08, multifd 11.4, postcopy 8.71–8.72
+# (5 flake runs) and 9.6 (basics, from ram.transferred). One page in a hundred counted as a zero page while sent whole
 # adds ~40; a normal page counted that was never sent makes it negative.
 MAX_HEADER_PER_PAGE = 32.0
 FILE_OVERHEAD = 8 * MiB      # as B3's: file header, per-block headers and bitmaps, device state
