@@ -82,7 +82,7 @@ x86_64)
     KERNEL_FORMAT=vmlinux
     GNU_TRIPLET=x86_64-linux-gnu
     CONSOLE=ttyS0
-    MODULES="virtio_pci virtio_net virtio_blk virtio_console"
+    MODULES="virtio_pci virtio_net virtio_blk virtio_console virtio_balloon"
     # 8250.nr_uarts=1: probe one UART only; tsc=reliable/no_timer_check/lpj:
     # skip TSC watchdog, timer check and delay-loop calibration.
     ARCH_CMDLINE="8250.nr_uarts=1 no_timer_check tsc=reliable lpj=4000000"

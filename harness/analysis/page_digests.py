@@ -17,7 +17,7 @@ PAGE = 4096               # the dump's page size (harness.core.units.PAGE; dupli
 DIGEST_BYTES = 16         # blake2b-128 per page: a collision between two differing pages is out of reach
 CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(CHUNK)
-_ZERO_PAGE_DIGEST = hashlib.blake2b(bytes(PAGE), digest_size=DIGEST_BYTES).digest()
+ZERO_PAGE_DIGEST = hashlib.blake2b(bytes(PAGE), digest_size=DIGEST_BYTES).digest()
 
 
 def digest_pages(path: str) -> tuple[int, str, bytes]:
@@ -30,7 +30,7 @@ def digest_pages(path: str) -> tuple[int, str, bytes]:
             size += len(chunk)
             whole.update(chunk)
             if chunk == _ZERO_CHUNK:   # most of an idle guest: one memcmp per MiB
-                pages += _ZERO_PAGE_DIGEST * (CHUNK // PAGE)
+                pages += ZERO_PAGE_DIGEST * (CHUNK // PAGE)
                 continue
             view = memoryview(chunk)
             for page in range(0, len(chunk), PAGE):

@@ -22,6 +22,8 @@ _ARGS = {
         r"^exact pending size (?P<size>\d+) \(pre = (?P<pre>\d+) post=(?P<post>\d+)\)"),
     "migrate_pending_estimate": re.compile(
         r"^estimate pending size (?P<size>\d+) \(pre = (?P<pre>\d+) post=(?P<post>\d+)\)"),
+    # A range of guest RAM given back to the host (virtio-balloon free page reporting, postcopy discards).
+    "ram_block_discard_range": re.compile(r"^(?P<block>\S+)@\S+ \+ 0x(?P<length>[0-9a-fA-F]+):"),
     # Once per multifd channel as a socket, and once more as a TLS channel when its handshake completed.
     "multifd_set_outgoing_channel": re.compile(r"^ioc=\S+ ioctype=(?P<ioctype>\S+)"),
 }

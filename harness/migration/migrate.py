@@ -48,7 +48,8 @@ class Migration:
                  name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,
                  on_finish: Callable[["Migration"], None] | None = None,
                  on_note: Callable[[str, Any], None] | None = None, tcp_host: str = "127.0.0.1",
-                 tcp_port: int = 0) -> None:
+                 tcp_port: int = 0, link_counter: Callable[[], int] | None = None,
+                 relay_host: str = "127.0.0.1", unmeasured_bytes: str | None = None) -> None:
         self.source, self.destination, self.config, self.workdir, self.name = (
             source, destination, config, workdir, name)
         self.hz = hz
@@ -70,6 +71,13 @@ class Migration:
         self.handoff = Handoff(config.address)
         if config.relay and config.address in ("fd", "fdset"):
             raise ValueError(f"{name}: a relay needs a socket address, not passed descriptors")
+        # Where the relay listens: this host's loopback, or an address a QEMU on another host reaches it at.
+        self.relay_host = relay_host
+        # Over a link (harness.hosts.netns): the source's veth tx counter, read at `migrate` and after.
+        self._link_counter = link_counter
+        self._link_sent_at_start: int | None = None
+        # Why no transport count of this migration's bytes can be had, where none can (for the report).
+        self.unmeasured_bytes = unmeasured_bytes
 
     def _make_uri(self, transport: str, suffix: str = "") -> str:
         if transport == "unix":
@@ -142,8 +150,10 @@ class Migration:
         if self.config.relay:   # made once the sampler exists: finish() (teardown) closes it
             if self.destination is None:
                 raise ValueError(f"{self.name}: a relay needs a destination socket (a file has its own size)")
-            self.relay = StreamRelay(self.uri, self.workdir, self.name)
+            self.relay = StreamRelay(self.uri, self.workdir, self.name, self.relay_host)
             self.uri = self.relay.uri
+        if self._link_counter is not None:
+            self._link_sent_at_start = self._link_counter()
         self.sampler.series.mark("migrate", uri=self.uri)
         try:
             self.source.qmp.cmd("migrate", **self.handoff.outgoing(self.source, self.uri))
@@ -173,6 +183,13 @@ class Migration:
         self.sampler.series.mark("migrate-incoming", uri=self.uri)
         destination.qmp.cmd("migrate-incoming", **self.handoff.incoming(destination, self.uri))
         return self
+
+    def link_sent(self) -> int | None:
+        """Bytes the source's end of the link sent since `migrate` (the kernel's veth counter: the stream with its
+        TCP/IP/Ethernet headers, and the return path's acknowledgements); None when not over a link."""
+        if self._link_counter is None or self._link_sent_at_start is None:
+            return None
+        return self._link_counter() - self._link_sent_at_start
 
     @property
     def started(self) -> bool:

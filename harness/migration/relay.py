@@ -8,7 +8,8 @@ sockets, outside QEMU: a counter that counts what was not sent, or misses what w
 
 Bytes are copied, never parsed or changed, so TLS streams pass through (the relay counts their ciphertext).
 The relay lives in the harness process (threads), listens on a unix socket for a unix destination and on
-127.0.0.1 port 0 for a tcp one, and is closed with its Migration.
+127.0.0.1 port 0 for a tcp one (for a source QEMU on another host: this host's address it reaches us at), and is
+closed with its Migration.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ class _Connection:
 
 
 class StreamRelay:
-    """Listens on `uri` (unix:PATH or tcp:127.0.0.1:PORT, the kind of `target`) and relays every connection to
+    """Listens on `uri` (unix:PATH or tcp:LISTEN_HOST:PORT, the kind of `target`) and relays every connection to
     `target`, the destination's bound URI. `counts()` at any time; `drain()` waits until every connection's source
     side has ended (after completion QEMU closes its channels), so the counts are final."""
 
-    def __init__(self, target: str, workdir: Path, name: str) -> None:
+    def __init__(self, target: str, workdir: Path, name: str, listen_host: str = "127.0.0.1") -> None:
         self.target = target
         kind = target.split(":", 1)[0]
         if kind == "unix":
@@ -108,8 +109,8 @@ class StreamRelay:
             self.uri = f"unix:{path}"
         elif kind == "tcp":
             self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._listener.bind(("127.0.0.1", 0))
-            self.uri = f"tcp:127.0.0.1:{self._listener.getsockname()[1]}"
+            self._listener.bind((listen_host, 0))
+            self.uri = f"tcp:{listen_host}:{self._listener.getsockname()[1]}"
         else:
             raise ValueError(f"a relay needs a unix or tcp destination, not {target!r}")
         self._listener.listen(16)

@@ -104,15 +104,17 @@ def saved_and_restored(testbed: Testbed, source: Machine, config: MigrationConfi
     return migration, final
 
 
-def compare_then_check(testbed: Testbed, source: Machine, destination: Machine,
-                       seq: RunningWorkload) -> tuple[RamComparison, SeqCheck]:
+def compare_then_check(testbed: Testbed, source: Machine, destination: Machine, seq: RunningWorkload,
+                       judge: Callable[[RamComparison], oracles.Verdict] = oracles.ram_identical,
+                       ) -> tuple[RamComparison, SeqCheck]:
     """The end of a migration to a paused destination, both sides paused: host RAM hashes of both, recorded at
     once (`ram-comparison.json` and the `host RAM hashes equal` verdict: a guest that then crashes on the damaged
     pages must not hide how many there are), then the destination runs on and seqcheck reads the invariant of
-    seqinc `seq` there."""
+    seqinc `seq` there. `judge`: the RAM verdict (identical; or, with free page reporting, identical but for
+    pages the source discarded)."""
     comparison = compare_guest_ram(source, destination, source.config.ram_bytes, testbed.workdir)
     testbed.artefacts.write_json("ram-comparison", comparison)
-    testbed.artefacts.verdict(oracles.ram_identical(comparison))
+    testbed.artefacts.verdict(judge(comparison))
     destination.qmp.cmd("cont")
     return comparison, workloads.seqcheck(destination, seq)
 
@@ -276,7 +278,8 @@ RESEND_COMPLETION_TIMEOUT = 180.0
 def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: Callable[[Migration], T],
                  hot_set: Dirty = Dirty(size_mib=HOT_SET_MIB, rate_mibps=0, order="random"),
                  bandwidth: int = RESEND_BANDWIDTH, converge_downtime_ms: int = CONVERGE_DOWNTIME_MS,
-                 hold_downtime_ms: int = 100) -> HeldPrecopy[T]:
+                 hold_downtime_ms: int = 100,
+                 ram_judge: Callable[[RamComparison], oracles.Verdict] = oracles.ram_identical) -> HeldPrecopy[T]:
     """A precopy held back, then let go. The `dirty` workload rewrites a `hot_set` (by default 8 words of each
     page of HOT_SET_MIB, random order, flat out; above `bandwidth` in any case) and seqinc one byte of each page
     of its own set, on a `paused_pair`; `config` (plus `bandwidth` and `hold_downtime_ms` of
@@ -301,7 +304,7 @@ def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: 
         migration.wait_status({"completed"}, RESEND_COMPLETION_TIMEOUT)
         migration.restore_into(destination)
     final = migration.wait_completed(RESEND_COMPLETION_TIMEOUT)
-    return HeldPrecopy(migration, final, *compare_then_check(testbed, source, destination, seq), result)
+    return HeldPrecopy(migration, final, *compare_then_check(testbed, source, destination, seq, ram_judge), result)
 
 
 def resend_window(testbed: Testbed, pair: Pair, config: MigrationConfig, counters: Iterable[str],

@@ -19,6 +19,7 @@ from harness.qemu.image import GuestImage
 from harness.vm.exits import MachineError, QemuExited
 from harness.vm.config import MachineConfig
 from harness.vm.machine import Machine
+from harness.migration import self_report
 from harness.migration.migrate import Migration
 from harness.migration.config import MigrationConfig
 from harness.migration.warm_boot import RestoreFailed, WarmBoots, boot_warm, warm_key
@@ -243,16 +244,63 @@ class Testbed:
                    "tcp_port": MIGRATION_PORT + PORTS_PER_MIGRATION * len(self.migrations)}
             if config.transport == "unix":
                 config = dataclasses.replace(config, transport="tcp")
-        if config.relay and tcp:
-            # The relay listens on this namespace's loopback: a remote source or a link's namespaces cannot reach
-            # it. Such a migration goes direct, and its `relay` is None (its test says what it cannot measure).
-            log.warning("%s: no byte-counting relay across hosts or a link", name)
-            config = dataclasses.replace(config, relay=False)
+        if config.relay and destination is not None:
+            config, counting = self._byte_count(source, destination, config, across_hosts)
+        else:
+            counting = {}
         migration = Migration(source, destination, config, workdir or self.workdir, name=name, hz=hz,
-                              on_finish=lambda m: self.artefacts.add_series(m.name, m.series),
-                              on_note=self.artefacts.write_json, **tcp)
+                              on_finish=self._finished,
+                              on_note=self.artefacts.write_json, **tcp, **counting)
         self.migrations.append(migration)
         return migration
+
+    def _byte_count(self, source: Machine, destination: Machine, config: MigrationConfig,
+                    across_hosts: bool) -> tuple[MigrationConfig, dict[str, Any]]:
+        """How a migration that asks for a byte-counting relay gets a count of what its transport carried: the relay
+        on this host's loopback (the default), the relay between two hosts, the link's veth counter instead of a
+        relay, or no count, with the reason (the config without the relay, and Migration's keyword arguments)."""
+        counting: dict[str, Any] = {}
+        remote_on_link = not across_hosts and any(
+            m.config.remote is not None for m in (source, destination))
+        if remote_on_link:
+            config = dataclasses.replace(config, relay=False)
+            counting = {"unmeasured_bytes": "a remote QEMU reached over the link: a relay here would take the stream "
+                                            "off the link, and the veth also carries that QEMU's SSH session"}
+        elif self.link is not None and not across_hosts:
+            # A relay here would take the stream off the link: the link's own counter stands in for it (the source
+            # veth's tx bytes, headers included: Migration.link_sent).
+            link = self.link
+            config = dataclasses.replace(config, relay=False)
+            counting = {"link_counter": lambda: link.sent_bytes("source")}
+        elif across_hosts:
+            # The relay runs here, between the hosts: a local source reaches it on loopback, a remote one at the
+            # address the hosts file gives this host (local_address), the same one it would reach a destination at.
+            if source.config.remote is None:
+                counting = {"relay_host": "127.0.0.1"}
+            elif self.env.local_address is not None:
+                counting = {"relay_host": self.env.local_address}
+            else:
+                config = dataclasses.replace(config, relay=False)
+                counting = {"unmeasured_bytes": f"the source runs on {source.config.remote.address} and the hosts "
+                                                f"file names no local_address it could reach a relay at"}
+        return config, counting
+
+    def _finished(self, migration: Migration) -> None:
+        """A migration's end: its series recorded, and QEMU's timing figures held to the host clock
+        (harness.migration.self_report) — for every completed migration, whatever the test checks besides."""
+        self.artefacts.add_series(migration.name, migration.series)
+        clock, verdicts = self_report.timing_verdicts(migration)
+        if clock:
+            self.artefacts.write_json(f"{migration.name}.host-clock", clock)
+        if verdicts:
+            self.artefacts.verdict(*verdicts)
+
+    def finish_migrations(self) -> None:
+        """Finish every started migration (idempotent): the plugin calls it once the test body has ended, so the
+        verdicts recorded at a migration's end are judged with the test's own."""
+        for migration in self.migrations:
+            if migration.started:
+                migration.finish()
 
     def migrate(self, source: Machine, destination: Machine | None, config: MigrationConfig,
                 name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ, workdir: Path | None = None) -> Migration:
@@ -280,9 +328,7 @@ class Testbed:
 
     def _close(self, keep_workdir: bool) -> None:
         try:
-            for migration in self.migrations:
-                if migration.started:
-                    migration.finish()
+            self.finish_migrations()
         finally:
             try:
                 self._stack.close()

@@ -75,16 +75,29 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     except Exception as exc:
         if artefacts is None:
             raise
+        _finish_migrations(testbed)
         diagnosed = postmortem(testbed, artefacts, exc)
         if diagnosed is None:
             raise
         raise diagnosed from exc
     if artefacts is not None:
+        _finish_migrations(testbed)
         diagnosed = postmortem(testbed, artefacts, None)
         if diagnosed is not None:
             raise diagnosed
         artefacts.raise_first_failure()
     return result
+
+
+def _finish_migrations(testbed: Any) -> None:
+    """The test's migrations end with its body: what they record when they finish (QEMU's timing figures against
+    the host clock, harness.migration.self_report) is judged with the test's own verdicts."""
+    if testbed is None:
+        return
+    try:
+        testbed.finish_migrations()
+    except Exception:   # a finish that fails (a dead QEMU) must not hide what the body did; teardown tries again
+        log.exception("finishing the test's migrations")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -13,8 +13,8 @@ Oracles and what anchors each (#16 audit: none of these compares two arms of one
   - reported downtime / the same interval on the host clock (the source's STOP → completed QMP event
     timestamps) within a band around 1; reported downtime ≤ about the blackout the guest lived (its heartbeat,
     stamped by the host); that blackout ≥ about STOP→RESUME and within downtime-limit + DOWNTIME_SLACK_MS;
-    total-time / host time from migrate to completed within a band; setup-time ≤ total-time — measures outside
-    QEMU's own accounting (harness.analysis.blackout);
+    measures outside QEMU's own accounting (harness.analysis.blackout); total-time, setup-time and mbps against
+    the host clock, as for every completed migration (harness.migration.self_report);
   - completed / went through postcopy-active, postcopy-paused, postcopy-recover — QEMU's status sequence;
   - postcopy-requests ≥ 1 — a floor (the destination really faulted pages in);
   - after cancel: source runstate running, the guest's own workload counter still advancing, and a second
@@ -64,9 +64,6 @@ REPORTED_OVER_LIVED = 1.2
 # The guest's lived blackout over STOP→RESUME: ≥ 1 on the mechanism (a stopped guest cannot tick), less tick
 # delivery. Measured 2.22 … 4.14 … 5.33.
 HEARTBEAT_OVER_EVENTS = 0.8
-# total-time over the host's time from `migrate` to the completed event: ≤ 1 on the mechanism (QEMU's clock starts
-# after the command arrives), + ms rounding. Measured 0.997 … 1.0 … 1.0 (2.6 s migrations).
-TOTAL_TIME_SHARE = (0.9, 1.02)
 
 
 # Every test here that checks RAM or the guest after a live migration is exposed to a source that loses dirty
@@ -122,9 +119,7 @@ def test_downtime_stays_within_downtime_limit(testbed: Testbed, pair: Pair) -> N
         blackout.reported_vs_source_clock(observed, *REPORTED_SHARE),
         blackout.reported_within_lived(observed, REPORTED_OVER_LIVED),
         blackout.heartbeat_covers_events(observed, HEARTBEAT_OVER_EVENTS),
-        blackout.blackout_within_limit(observed, limit_ms, DOWNTIME_SLACK_MS),
-        blackout.total_time_vs_host(series, final, *TOTAL_TIME_SHARE),
-        blackout.setup_time_within_total(final))
+        blackout.blackout_within_limit(observed, limit_ms, DOWNTIME_SLACK_MS))
 
 
 def wait_for_heartbeat(machine: Machine, timeout: float = 10.0) -> list[tuple[float, int]]:

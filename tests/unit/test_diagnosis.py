@@ -113,12 +113,3 @@ def test_blackout_from_event_timestamps_and_heartbeat_arrivals() -> None:
     # A heartbeat that never went silent did not hear the switchover.
     deaf = blackout.measure(series, [(50.0 + i * 0.001, 1) for i in range(200)], destination, 10)
     assert not blackout.heartbeat_covers_events(deaf, 0.8).passed
-
-
-def test_timing_figures_against_the_series_clock() -> None:
-    series = switchover_series()
-    assert blackout.total_time_vs_host(series, {"total-time": 109}, 0.9, 1.01).passed
-    assert not blackout.total_time_vs_host(series, {"total-time": 1090}, 0.9, 1.01).passed
-    assert not blackout.total_time_vs_host(series, {}, 0.9, 1.01).passed
-    assert blackout.setup_time_within_total({"setup-time": 5, "total-time": 109}).passed
-    assert not blackout.setup_time_within_total({"setup-time": 500, "total-time": 109}).passed
