@@ -58,9 +58,10 @@ def measure(machine: Machine, mode: str) -> dict[str, object]:
     if mode == "page-sampling":
         arguments["sample-pages"] = SAMPLE_PAGES
     machine.qmp.cmd("calc-dirty-rate", **arguments)
-    deadline = time.monotonic() + CALC_TIME_S + 60
-    while (info := machine.qmp.cmd("query-dirty-rate"))["status"] == "measuring" and time.monotonic() < deadline:
-        time.sleep(0.5)
+    time.sleep(CALC_TIME_S)   # the window itself: until then the status may still read "unstarted"
+    deadline = time.monotonic() + 60
+    while (info := machine.qmp.cmd("query-dirty-rate"))["status"] != "measured" and time.monotonic() < deadline:
+        time.sleep(0.2)
     return info
 
 
@@ -83,8 +84,8 @@ def test_calc_dirty_rate_matches_the_guests_own_rate(environment: Environment, r
     before = dirty.status(guest)
     info = measure(guest, mode)
     after = dirty.status(guest)
-    own = ((float(after["bytes_dirtied"]) - float(before["bytes_dirtied"])) / 2**20
-           / (float(after["elapsed_s"]) - float(before["elapsed_s"])))
+    elapsed = float(after["elapsed_s"]) - float(before["elapsed_s"])
+    own = (float(after["bytes_dirtied"]) - float(before["bytes_dirtied"])) / 2**20 / elapsed if elapsed > 0 else 0.0
     testbed.artefacts.write_json("dirty-rate", {"query-dirty-rate": info, "guest_mibps": own, "before": before,
                                                 "after": after})
     reported = info.get("dirty-rate")
