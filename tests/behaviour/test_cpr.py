@@ -30,6 +30,7 @@ import time
 import pytest
 
 from harness.analysis import oracles
+from harness.core.units import MiB
 from harness.migration.config import MigrationConfig
 from harness.migration.relay import StreamRelay
 from harness.migration.scenarios import compare_then_check
@@ -61,13 +62,28 @@ def wait_migration(machine: Machine, timeout: float) -> dict[str, object]:
     return info
 
 
-@pytest.mark.needs(parameters=["mode"])
-def test_cpr_reboot_continues_the_guest_from_a_file(testbed: Testbed) -> None:
-    source = testbed.boot()
+@pytest.mark.needs(parameters=["mode"], capabilities=["x-ignore-shared"])
+@pytest.mark.parametrize("shared", [
+    pytest.param(False, id="ram-in-file"),
+    pytest.param(True, id="shared-ram", marks=pytest.mark.slow),     # upstream's configuration
+])
+def test_cpr_reboot_continues_the_guest_from_a_file(testbed: Testbed, shared: bool) -> None:
+    """shared: RAM in a shared file both QEMUs map, with x-ignore-shared: the stream file holds no RAM (its size, on
+    the host's file system, ≤ RAM / MAIN_CHANNEL_RAM_FRACTION); else RAM goes in the file (≥ SEQINC_MIB of it)."""
+    backend = f"memory-backend-file,mem-path={testbed.workdir / 'guest-ram'},share=on" if shared else None
+    source = testbed.boot(memory_backend=backend)
     seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=1))
-    migration = testbed.migrate(source, None, MigrationConfig(transport="file", parameters={"mode": "cpr-reboot"}))
+    config = MigrationConfig(transport="file", parameters={"mode": "cpr-reboot"},
+                             capabilities={"x-ignore-shared": shared})
+    migration = testbed.migrate(source, None, config)
     migration.wait_status({"completed"}, TIMEOUT)
     stopped_by_migrate = source.runstate()
+    size, ram = migration.file_path.stat().st_size, source.config.ram_bytes
+    testbed.artefacts.verdict(
+        oracles.at_most("stream file size / guest RAM", size / ram, 1 / MAIN_CHANNEL_RAM_FRACTION,
+                        anchor=f"x-ignore-shared: RAM stays in the shared file ({size} bytes for {ram})") if shared
+        else oracles.at_least("stream file size / seqinc's non-zero pages", size / (SEQINC_MIB * MiB), 1,
+                              anchor=f"RAM is in the file ({size} bytes)"))
     destination = testbed.incoming(source, paused=True)
     migration.restore_into(destination)
     final = migration.wait_completed(TIMEOUT)
