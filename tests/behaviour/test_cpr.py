@@ -13,7 +13,9 @@ What QEMU 10.0.2 does (qapi/migration.json MigMode, migration/cpr*.c):
 
 Oracles and what anchors each:
   (1) cpr-reboot: the source is stopped by the migrate command itself (runstate postmigrate, nothing the test
-      did); completed; host RAM hashes equal (both paused); seqcheck on the new QEMU;
+      did); completed; host RAM hashes equal (both paused); seqcheck on the new QEMU; the stream file's size on the
+      host's file system (outside QEMU): ≤ RAM / MAIN_CHANNEL_RAM_FRACTION when RAM is a shared file both QEMUs
+      map with x-ignore-shared (upstream's configuration), ≥ SEQINC_MIB when RAM goes in the file;
   (2) cpr-transfer: completed on both sides; bytes on the main channel, counted by the byte-counting relay (the
       transport, outside QEMU) ≤ RAM / MAIN_CHANNEL_RAM_FRACTION — a mechanism-derived absolute: device state is
       kilobytes, while the guest holds ≥ SEQINC_MIB of non-zero pages that any copy of RAM must carry; seqcheck and
