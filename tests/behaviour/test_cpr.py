@@ -66,7 +66,7 @@ def wait_migration(machine: Machine, timeout: float) -> dict[str, object]:
 
 @pytest.mark.needs(parameters=["mode"], capabilities=["x-ignore-shared"])
 @pytest.mark.parametrize("shared", [
-    pytest.param(False, id="ram-in-file"),
+    pytest.param(False, id="ram-in-file", marks=pytest.mark.slow),   # make check: transfer[defer] stands for CPR
     pytest.param(True, id="shared-ram", marks=pytest.mark.slow),     # upstream's configuration
 ])
 def test_cpr_reboot_continues_the_guest_from_a_file(testbed: Testbed, shared: bool) -> None:
