@@ -30,7 +30,7 @@ import pytest
 
 from harness.analysis import oracles
 from harness.vm import workloads
-from harness.migration.testbed import Environment, Testbed
+from harness.migration.testbed import Testbed
 from harness.vm.machine import Machine
 from harness.vm.workloads import Dirty
 
@@ -72,12 +72,10 @@ def measure(machine: Machine, mode: str) -> dict[str, object]:
     "dirty-bitmap",
     "dirty-ring",
 ])
-def test_calc_dirty_rate_matches_the_guests_own_rate(environment: Environment, request: pytest.FixtureRequest,
-                                                     mode: str) -> None:
+def test_calc_dirty_rate_matches_the_guests_own_rate(testbed: Testbed, mode: str) -> None:
     ring = mode == "dirty-ring"
-    if mode in KVM_ONLY and environment.accel.name != "kvm":   # before the testbed waits for host CPUs
-        pytest.skip(f"{mode} mode {KVM_ONLY[mode]}; this run's accelerator is {environment.accel.name}")
-    testbed: Testbed = request.getfixturevalue("testbed")
+    if mode in KVM_ONLY and testbed.env.accel.name != "kvm":
+        pytest.skip(f"{mode} mode {KVM_ONLY[mode]}; this run's accelerator is {testbed.env.accel.name}")
     guest = testbed.boot(memory_mib=MEMORY_MIB, accel_properties=DIRTY_RING if ring else ())
     dirty = workloads.start(guest, Dirty(size_mib=REGION_MIB, rate_mibps=RATE_MIBPS))
     dirty.wait_progress(guest)
@@ -105,16 +103,14 @@ UNLIMITED_FACTOR = 2.0     # after cancel-vcpu-dirty-limit the guest dirties ≥
 
 @pytest.mark.needs(commands=["set-vcpu-dirty-limit", "cancel-vcpu-dirty-limit", "query-vcpu-dirty-limit"])
 @pytest.mark.cpus(1)
-def test_set_vcpu_dirty_limit_holds_the_guest_outside_migration(environment: Environment,
-                                                                request: pytest.FixtureRequest) -> None:
+def test_set_vcpu_dirty_limit_holds_the_guest_outside_migration(testbed: Testbed) -> None:
     """Upstream /migration/vcpu_dirty_limit: set-vcpu-dirty-limit throttles each vCPU through KVM's dirty ring with
     no migration running; cancel-vcpu-dirty-limit lifts it. Oracles: query-vcpu-dirty-limit reports the limit; the
     guest's own dirty rate (its counter and clock) ≤ LIMIT_TOLERANCE × the limit while set (the parameter), and
     ≥ UNLIMITED_FACTOR × the limit before and after (a floor: the limit is provoked, and lifted)."""
-    if environment.accel.name != "kvm":
+    if testbed.env.accel.name != "kvm":
         pytest.skip("set-vcpu-dirty-limit throttles through KVM's dirty ring (QEMU: \"dirty page limit feature requires KVM with accelerator property 'dirty-ring-size' set'\" without "
-                    f"-accel kvm,dirty-ring-size=N); this run's accelerator is {environment.accel.name}")
-    testbed: Testbed = request.getfixturevalue("testbed")
+                    f"-accel kvm,dirty-ring-size=N); this run's accelerator is {testbed.env.accel.name}")
     guest = testbed.boot(memory_mib=MEMORY_MIB, accel_properties=DIRTY_RING)
     dirty = workloads.start(guest, Dirty(size_mib=REGION_MIB, rate_mibps=0))
     before = dirty.dirty_rate_over(guest, CALC_TIME_S)

@@ -33,7 +33,7 @@ from harness.analysis import oracles
 from harness.core.units import MiB
 from harness.migration.config import MigrationConfig
 from harness.migration.migrate import wait_runstate
-from harness.migration.testbed import Environment, Testbed
+from harness.migration.testbed import Testbed
 from harness.qemu.qmp import ExecuteError
 from harness.vm import workloads
 from harness.vm.machine import Machine
@@ -77,13 +77,10 @@ def suspend(guest: Machine) -> float:
     pytest.param(SuspendCase(live=False, postcopy=False), id="precopy-notlive", marks=pytest.mark.slow),
     pytest.param(SuspendCase(live=True, postcopy=True), id="postcopy", marks=pytest.mark.slow),
 ])
-def test_a_suspended_guest_migrates_and_wakes_on_the_destination(environment: Environment,
-                                                                 request: pytest.FixtureRequest,
-                                                                 case: SuspendCase) -> None:
-    if environment.arch.name != "x86_64":   # before the testbed waits for host CPUs
+def test_a_suspended_guest_migrates_and_wakes_on_the_destination(testbed: Testbed, case: SuspendCase) -> None:
+    if testbed.env.arch.name != "x86_64":
         pytest.skip(f"suspend to RAM here is x86's ACPI S3 (upstream: x86 only); the guest arch is "
-                    f"{environment.arch.name}")
-    testbed: Testbed = request.getfixturevalue("testbed")
+                    f"{testbed.env.arch.name}")
     source = testbed.boot(bzimage=True)
     if not source.qmp.cmd("query-current-machine").get("wakeup-suspend-support"):
         pytest.skip(f"QEMU's machine {source.config.machine_type or source.config.arch.machine} cannot wake a "
