@@ -65,7 +65,9 @@ die() {
 #   DEB_ARCH        Debian architecture of the guest packages
 #   KERNEL_META     metapackage whose dependency names the kernel image package
 #   KERNEL_SERIES   required kernel version prefix (the bookworm kernel, not backports)
-#   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot); image: use vmlinuz as is
+#   KERNEL_FORMAT   vmlinux: extract the ELF (x86 PVH boot; vmlinuz is kept beside it as kernel.bzimage, booted
+#                   through the Linux boot protocol by a test that needs S3 resume, which a PVH-booted kernel fails:
+#                   SeaBIOS jumps to its wakeup vector and the machine resets); image: use vmlinuz as is
 #   GNU_TRIPLET     the guest's GNU triplet: the static workloads are built with the native gcc on a host of
 #                   the same Debian architecture, else with Debian's cross gcc for it (see CC below)
 #   CONSOLE         kernel console device
@@ -343,7 +345,9 @@ gzip) INITRD_NAME=initramfs.cpio.gz ;;
 lz4) INITRD_NAME=initramfs.cpio.lz4 ;;
 *) die "bad INITRD_COMPRESS $INITRD_COMPRESS" ;;
 esac
-OUTPUTS=(kernel "$INITRD_NAME" manifest.json ssh/id_ed25519 ssh/id_ed25519.pub ssh/host_key.pub
+KERNEL_FILES=(kernel)
+[ "$KERNEL_FORMAT" != vmlinux ] || KERNEL_FILES+=(kernel.bzimage)
+OUTPUTS=("${KERNEL_FILES[@]}" "$INITRD_NAME" manifest.json ssh/id_ed25519 ssh/id_ed25519.pub ssh/host_key.pub
     ssh/dropbear_ed25519_host_key)
 
 up_to_date() {
@@ -412,7 +416,7 @@ build_kernel() {
     [ -n "$KVER" ] || die "no /lib/modules/<version> in $KERNEL_PKG"
     vmlinuz=$(ls "$SYSROOT/boot/vmlinuz-$KVER" 2>/dev/null || ls "$SYSROOT/boot/vmlinu"*"-$KVER" | head -1)
     case "$KERNEL_FORMAT" in
-    vmlinux) "$HERE/extract-vmlinux" "$vmlinuz" "$WORK/out/kernel" ;;
+    vmlinux) "$HERE/extract-vmlinux" "$vmlinuz" "$WORK/out/kernel"; cp "$vmlinuz" "$WORK/out/kernel.bzimage" ;;
     image) cp "$vmlinuz" "$WORK/out/kernel" ;;
     esac
 }
@@ -591,7 +595,8 @@ write_manifest() {
     for p in "${PKGS[@]}"; do pkgs+="$p=${PKGVER[$p]}"$'\n'; done
     mods=$(printf '%s\n' "${MOD_ORDER[@]}")
     ARCH=$ARCH INITRD=$INITRD_NAME INITRD_BASE=$INITRD_BASE CMDLINE=$CMDLINE KVER=$KVER PKGS=$pkgs MARKER=$READY_MARKER \
-        WORKLOADS="${WORKLOADS[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE SOURCES=$(source_digests) \
+        WORKLOADS="${WORKLOADS[*]}" KERNEL_FILES="${KERNEL_FILES[*]}" HASH=$1 MODS=$mods CONSOLE=$CONSOLE \
+        SOURCES=$(source_digests) \
         python3 - >"$WORK/out/manifest.json" <<'EOF'
 import json, os
 e = os.environ
@@ -599,6 +604,7 @@ pk = dict(l.split("=", 1) for l in e["PKGS"].splitlines() if l)
 print(json.dumps({
     "arch": e["ARCH"],
     "kernel": "kernel",
+    "kernel_bzimage": "kernel.bzimage" if "kernel.bzimage" in e["KERNEL_FILES"].split() else None,
     "initrd": e["INITRD"],
     # the uncompressed initramfs's first archive (all but the keys): equal inputs, equal bytes
     "initrd_base": dict(zip(("bytes", "sha256"), (int(e["INITRD_BASE"].split()[0]), e["INITRD_BASE"].split()[1]))),
@@ -656,7 +662,7 @@ main() {
     rm -rf "$OUTDIR/ssh.old"
     [ ! -e "$OUTDIR/ssh" ] || mv "$OUTDIR/ssh" "$OUTDIR/ssh.old"
     mv "$WORK/out/ssh" "$OUTDIR/ssh"
-    for f in kernel "$INITRD_NAME" manifest.json; do
+    for f in "${KERNEL_FILES[@]}" "$INITRD_NAME" manifest.json; do
         mv -f "$WORK/out/$f" "$OUTDIR/$f"
     done
     rm -rf "$OUTDIR/ssh.old"

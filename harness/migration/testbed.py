@@ -148,13 +148,14 @@ class Testbed:
         workaround = {k: v for bug in self.workarounds if bug.workaround for k, v in bug.workaround.machine.items()}
         return dataclasses.replace(base, **{**overrides, **workaround})
 
-    def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None) -> Machine:
+    def launch(self, name: str, config: MachineConfig, binary: QemuBinary | None = None,
+               connect: bool = True) -> Machine:
         host = RemoteQemu(self.connection(config.remote)) if config.remote is not None else None
         machine = Machine(binary or self.env.source_binary, self.env.image, config, name, self.artefacts.directory,
                           host)
         self._stack.enter_context(machine)  # registered before launch: a failed launch is cleaned up too
         self.machines.append(machine)
-        machine.launch()
+        machine.launch(connect=connect)
         return machine
 
     def placement(self, side: str) -> dict[str, Any]:
@@ -201,16 +202,17 @@ class Testbed:
         self.timings[what] = round(self.timings.get(what, 0.0) + time.monotonic() - since, 3)
 
     def incoming(self, like: Machine, name: str = "destination", paused: bool = False,
-                 binary: QemuBinary | None = None, **overrides: Any) -> Machine:
-        """A destination for `like`: same devices and memory, `-incoming defer`, optionally `-S`.
+                 binary: QemuBinary | None = None, connect: bool = True, **overrides: Any) -> Machine:
+        """A destination for `like`: same devices and memory, `-incoming defer`, optionally `-S`; connect=False
+        leaves its QMP to `Machine.connect()` (a cpr-transfer destination opens its monitor only later).
 
         Trace events are the source's (the tests read the source's trace); the destination traces those of them its
         binary has, so an older destination without one still starts (`needs(trace_events=…)` asks the source only)."""
         binary = binary or self.env.destination_binary
         traced = tuple(event for event in like.config.trace_events if event in binary.features.trace_events)
         settings: dict[str, Any] = {"trace_events": traced, **self.placement("destination"), **overrides}
-        config = dataclasses.replace(like.config, incoming="defer", start_paused=paused, **settings)
-        return self.launch(name, config, binary)
+        config = dataclasses.replace(like.config, **{"incoming": "defer", "start_paused": paused, **settings})
+        return self.launch(name, config, binary, connect)
 
     def prepare_migration(self, source: Machine, destination: Machine | None, config: MigrationConfig,
                           name: str = "migration", hz: float = DEFAULT_SAMPLING_HZ,

@@ -46,6 +46,9 @@ class GuestImage:
     host_key_pub: Path
     inputs_hash: str
     sources: dict[str, str] = field(default_factory=dict)   # repository path → sha256, as built
+    # x86_64: the same kernel as a bzImage, booted through the Linux boot protocol instead of PVH (a PVH-booted
+    # kernel cannot resume from S3: MachineConfig.bzimage); None where the image has none.
+    bzimage: Path | None = None
 
     @classmethod
     def load(cls, directory: Path, hold: bool = False, current: bool = False) -> "GuestImage":
@@ -74,6 +77,7 @@ class GuestImage:
             host_key_pub=directory / "ssh" / "host_key.pub",
             inputs_hash=manifest.get("inputs_hash") or hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
             sources=dict(manifest.get("sources") or {}),
+            bzimage=directory / manifest["kernel_bzimage"] if manifest.get("kernel_bzimage") else None,
         )
         image.check()
         stale = image.stale_sources() if current else []

@@ -48,6 +48,9 @@ class MachineConfig:
     # A virtio-serial port the guest `heartbeat` workload ticks on, read and timestamped by the harness
     # (harness.vm.heartbeat): the blackout as the guest lived it. Local QEMUs only.
     heartbeat: bool = False
+    # Boot the image's bzImage (GuestImage.bzimage) through the Linux boot protocol instead of its PVH kernel: a
+    # guest that must resume from S3 (suspend to RAM) needs it; SeaBIOS resets a PVH-booted kernel on wakeup.
+    bzimage: bool = False
 
     @property
     def ram_bytes(self) -> int:

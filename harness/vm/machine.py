@@ -86,6 +86,16 @@ class Machine:
         self.ram_digest_s = 0.0     # time spent dumping and digesting guest RAM (ram_digests)
 
     # -- command line -------------------------------------------------------------------------------------------
+    @property
+    def kernel(self) -> Path:
+        """The kernel this QEMU boots: the image's, or its bzImage when the config asks for one."""
+        if not self.config.bzimage:
+            return self.image.kernel
+        if self.image.bzimage is None:
+            raise MachineError(f"{self.name}: guest image {self.image.directory} has no bzImage (an x86_64 image "
+                               f"built by images/build.sh has one: run `make image`)")
+        return self.image.bzimage
+
     def command_line(self, qmp_socket: Path, ssh_port: int | None) -> list[str]:
         cfg, arch = self.config, self.config.arch
         host = self.host
@@ -98,7 +108,7 @@ class Machine:
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-qmp", host.qmp_arg(qmp_socket),
                 "-chardev", host.console_chardev(self.files.console), *arch.console_args,
-                "-kernel", host.image_path(self.image.kernel), "-initrd", host.image_path(self.image.initrd),
+                "-kernel", host.image_path(self.kernel), "-initrd", host.image_path(self.image.initrd),
                 "-append", self.image.cmdline,
         ]
         if cfg.memory_backend:
@@ -135,7 +145,9 @@ class Machine:
     # What QEMU says when a port it was given is taken: the SSH forward's (any host), QMP's (a remote's loopback).
     PORT_TAKEN = ("could not set up host forwarding", "address already in use")
 
-    def launch(self, timeout: float = 30.0) -> "Machine":
+    def launch(self, timeout: float = 30.0, connect: bool = True) -> "Machine":
+        """Start QEMU and connect to its QMP socket. connect=False returns once QEMU runs, for a QEMU that opens
+        its monitor only later (cpr-transfer's destination reads the cpr channel first): `connect()` then."""
         # workdirs.private_dir: 0700, and reaped by a later run if this one is SIGKILLed.
         self.tmpdir = workdirs.private_dir(self.name)
         qmp_socket = self.tmpdir / "qmp.sock"
@@ -149,6 +161,8 @@ class Machine:
             output_start = self.files.output.stat().st_size if self.files.output.exists() else 0
             try:
                 self._start(args)
+                if not connect:
+                    return self
                 self._connect_qmp(qmp_socket, timeout)
                 if self.config.heartbeat:
                     self.heartbeat = HeartbeatReader(self.name, qmp_socket.with_name("heartbeat.sock")).start()
@@ -172,6 +186,12 @@ class Machine:
                 if reservation is not None:
                     reservation.release()
         raise AssertionError("unreachable")
+
+    def connect(self, timeout: float = 30.0) -> "Machine":
+        """Connect to the QMP socket of a QEMU launched with connect=False (its exit ends the wait at once)."""
+        assert self.tmpdir is not None, f"{self.name}: connect() before launch()"
+        self._connect_qmp(self.tmpdir / "qmp.sock", timeout)
+        return self
 
     def _start(self, args: list[str]) -> None:
         self.launched_at = time.monotonic()
