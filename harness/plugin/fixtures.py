@@ -19,7 +19,7 @@ from harness.migration.testbed import Environment, Pair, Testbed
 from harness.migration.warm_boot import WarmBoots
 from harness.plugin.progress import start_progress
 from harness.plugin.results import (ARTEFACTS_KEY, REPORTS_KEY, RUN_HEADER_KEY, RUN_ROOT_KEY, TEST_DIRS_KEY,
-                                    crash_message, junit_properties, make_run_dir, plot_outcome)
+                                    TESTBED_KEY, crash_message, junit_properties, make_run_dir, plot_outcome)
 from harness.plugin.session import (HOSTS_KEY, SessionUnusable, link_options, platform_choice, session_setup,
                                     wants_link)
 from harness.plugin.xdist_roles import RUN_NAME_INPUT, worker_id
@@ -247,6 +247,7 @@ def testbed(environment: Environment, artefacts: Artefacts, cpu_budget: parallel
     bugs = _expect_known_bugs(request, environment, artefacts)
     bed = Testbed(environment, artefacts, link, bugs, warm=warm_boots,
                   cold=request.node.get_closest_marker("cold_boot") is not None)
+    request.node.stash[TESTBED_KEY] = bed
     progress = start_progress(request, bed)
     try:
         yield bed

@@ -22,6 +22,7 @@ from harness.report.index import TestResult, write_index
 
 log = logging.getLogger("harness")
 ARTEFACTS_KEY = pytest.StashKey[Artefacts]()
+TESTBED_KEY = pytest.StashKey[Any]()   # the test's Testbed (harness.migration.testbed), set by its fixture
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 # Session-wide, for the index written at session end.
 RUN_ROOT_KEY = pytest.StashKey[Path]()
@@ -68,11 +69,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     guest kernel crash, a QEMU exit, a lost SSH session, an error after failing verdicts), the post-mortem's
     message, whose first line says what broke first (harness.migration.postmortem). Skips, xfails and
     interrupts (BaseExceptions) pass through untouched."""
-    artefacts = item.stash.get(ARTEFACTS_KEY, None)
-    testbed = getattr(item, "funcargs", {}).get("testbed")
+    # Both looked up once the body has ended: a test may reach its testbed (and so its artefacts) through
+    # request.getfixturevalue inside the body, and its verdicts must fail it all the same.
     try:
         result = yield
     except Exception as exc:
+        artefacts, testbed = item.stash.get(ARTEFACTS_KEY, None), item.stash.get(TESTBED_KEY, None)
         if artefacts is None:
             raise
         _finish_migrations(testbed)
@@ -80,6 +82,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if diagnosed is None:
             raise
         raise diagnosed from exc
+    artefacts, testbed = item.stash.get(ARTEFACTS_KEY, None), item.stash.get(TESTBED_KEY, None)
     if artefacts is not None:
         _finish_migrations(testbed)
         diagnosed = postmortem(testbed, artefacts, None)

@@ -221,10 +221,14 @@ def test_plugin_writes_the_index_at_session_end(pytester: pytest.Pytester) -> No
 
         def test_without_artefacts():
             pass
+
+        def test_reaches_its_artefacts_inside_the_body(request):
+            # a failing verdict fails the test even when its artefacts came by getfixturevalue in the body
+            request.getfixturevalue("artefacts").verdict(oracles.completed({"status": "failed"}))
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--artefacts", "out", "-q",
                                            "--junitxml", "out/junit.xml")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["harness: report */out/run-*/index.html*"])
     index = (pytester.path / "out" / "index.html").read_text()
     assert "syncs stay few" in index and "advanced by 19" in index and "migration.png" in index
