@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
 
 from qemu.qmp import EventListener, QMPClient
+from qemu.qmp.message import Message
 from qemu.qmp.qmp_client import ExecuteError
 
 __all__ = ["QMPSession", "QMPEvent", "ExecuteError", "QMPTimeout", "QMPClosed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Events kept per name and session. A migration stuck in a loop of dirty syncs emits MIGRATION_PASS by the million
+# (870k in one stalled run, 13.7 GB of harness memory); past this many, one name's events are counted, not kept
+# (`dropped_events`), and a warning says so once. A healthy test emits a few hundred.
+MAX_EVENTS_PER_NAME = 50_000
 
 
 class QMPTimeout(TimeoutError):
@@ -45,6 +50,15 @@ class QMPEvent:
         return {"t": self.t, "event": self.name, "data": self.data, "wall": self.wall}
 
 
+class _QueueOnlyListener(EventListener):
+    """qemu.qmp's EventListener also appends every event it ever saw to its `history`, without bound; the session
+    keeps its own (bounded) record, so this one only queues them for the pump."""
+
+    async def put(self, event: Message) -> None:
+        if self.accept(event):
+            await self._queue.put(event)
+
+
 class QMPSession:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -52,10 +66,12 @@ class QMPSession:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
         self._thread.start()
         self._client = QMPClient(name)
-        self._listener = EventListener()
+        self._listener = _QueueOnlyListener()
         self._client.register_listener(self._listener)
         self._events: list[QMPEvent] = []
         self._events_changed = threading.Condition()
+        self._kept: dict[str, int] = {}      # events kept, per name
+        self.dropped_events: dict[str, int] = {}   # events past MAX_EVENTS_PER_NAME, counted only
         self._pump: asyncio.Task[None] | None = None
         self._spawned: set[asyncio.Task[Any]] = set()   # spawn()ed tasks still running, cancelled by close()
         self._closed = False
@@ -123,6 +139,13 @@ class QMPSession:
             wall = stamp["seconds"] + stamp["microseconds"] / 1e6 if "seconds" in stamp else None
             record = QMPEvent(time.monotonic(), event["event"], dict(event.get("data", {})), wall)
             with self._events_changed:
+                if self._kept.get(record.name, 0) >= MAX_EVENTS_PER_NAME:
+                    if record.name not in self.dropped_events:
+                        log.warning("QMP %s: more than %d %s events; counting the rest, not keeping them",
+                                    self.name, MAX_EVENTS_PER_NAME, record.name)
+                    self.dropped_events[record.name] = self.dropped_events.get(record.name, 0) + 1
+                    continue
+                self._kept[record.name] = self._kept.get(record.name, 0) + 1
                 self._events.append(record)
                 self._events_changed.notify_all()
 
