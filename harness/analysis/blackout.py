@@ -24,6 +24,7 @@ from typing import Sequence
 
 from harness.analysis.oracles import Verdict, at_least, at_most, within_band
 from harness.analysis.samples import Series
+from harness.core.units import interval_ms
 
 
 @dataclass(frozen=True)
@@ -41,21 +42,15 @@ class Blackout:
 
     @property
     def source_ms(self) -> float | None:
-        if self.stop_t is None or self.completed_t is None:
-            return None
-        return (self.completed_t - self.stop_t) * 1e3
+        return interval_ms(self.stop_t, self.completed_t)
 
     @property
     def events_ms(self) -> float | None:
-        if self.stop_t is None or self.resume_t is None:
-            return None
-        return (self.resume_t - self.stop_t) * 1e3
+        return interval_ms(self.stop_t, self.resume_t)
 
     @property
     def heartbeat_ms(self) -> float | None:
-        if self.last_source_tick is None or self.first_destination_tick is None:
-            return None
-        return (self.first_destination_tick - self.last_source_tick) * 1e3
+        return interval_ms(self.last_source_tick, self.first_destination_tick)
 
 
 def event_time(series: Series, side: str, name: str, after: float = float("-inf"),

@@ -25,6 +25,7 @@ from typing import Any
 from harness.analysis.blackout import event_time, fmt
 from harness.analysis.oracles import Verdict, at_most, within_band
 from harness.analysis.samples import Series, lookup
+from harness.core.units import interval_ms
 
 
 @dataclass(frozen=True)
@@ -37,22 +38,16 @@ class HostClock:
 
     @property
     def total_ms(self) -> float | None:
-        if self.migrate_t is None or self.completed_t is None:
-            return None
-        return (self.completed_t - self.migrate_t) * 1e3
+        return interval_ms(self.migrate_t, self.completed_t)
 
     @property
     def setup_ms(self) -> float | None:
-        if self.migrate_t is None or self.active_t is None:
-            return None
-        return (self.active_t - self.migrate_t) * 1e3
+        return interval_ms(self.migrate_t, self.active_t)
 
     @property
     def transfer_ms(self) -> float | None:
         """From 'active' to 'completed': the span QEMU's final mbps divides its bytes by."""
-        if self.active_t is None or self.completed_t is None:
-            return None
-        return (self.completed_t - self.active_t) * 1e3
+        return interval_ms(self.active_t, self.completed_t)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "total_ms": self.total_ms, "setup_ms": self.setup_ms,

@@ -12,6 +12,13 @@ MiB = 1 << 20
 PAGE = 4096
 
 
+def interval_ms(start: float | None, end: float | None) -> float | None:
+    """end − start, seconds → milliseconds, or None when either moment was not seen (unmeasured stays unmeasured)."""
+    if start is None or end is None:
+        return None
+    return (end - start) * 1e3
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """numerator / denominator, or None when either is missing or the denominator is 0: a figure that could not be
     measured stays unmeasured (an oracle then fails it as such) instead of raising or becoming 0 or inf."""
