@@ -167,6 +167,15 @@ def _enum_argument_values(schema: list[dict[str, Any]], command: str) -> set[str
     return found
 
 
+def _member_enum_values(by_name: dict[str, dict[str, Any]], object_type: str, member: str) -> list[str]:
+    """The values of the enum-typed `member` of schema object `object_type` ([] if it is not one)."""
+    for entry in by_name.get(object_type, {}).get("members", []):
+        if entry["name"] == member:
+            enum = by_name.get(entry["type"], {})
+            return list(enum.get("values", [])) if enum.get("meta-type") == "enum" else []
+    return []
+
+
 @dataclass(frozen=True)
 class Features:
     commands: frozenset[str]
@@ -182,6 +191,9 @@ class Features:
     # "command.argument" for every argument of every command (e.g. "migrate.channels", QEMU 8.2+): what a test
     # passes besides the command itself.
     command_arguments: frozenset[str] = field(default_factory=frozenset)
+    # The MigrationStatus values query-migrate can report (e.g. "postcopy-recover-setup", QEMU 9.1+): a state
+    # machine's states, which also date what the code around them allows.
+    migration_statuses: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def probe(cls, binary: QemuBinary) -> "Features":
@@ -213,13 +225,14 @@ class Features:
             command_arguments=frozenset(
                 f"{e['name']}.{member['name']}" for e in schema if e.get("meta-type") == "command"
                 for member in by_name.get(e.get("arg-type", ""), {}).get("members", [])),
+            migration_statuses=frozenset(_member_enum_values(by_name, query_migrate.get("ret-type", ""), "status")),
         )
 
     def missing(self, *, capabilities: Iterable[str] = (), parameters: Iterable[str] = (),
                 fields: Iterable[str] = (), commands: Iterable[str] = (),
                 migration_properties: Iterable[str] = (), trace_events: Iterable[str] = (),
                 parameter_values: Mapping[str, Iterable[str]] | None = None,
-                command_arguments: Iterable[str] = ()) -> list[str]:
+                command_arguments: Iterable[str] = (), migration_statuses: Iterable[str] = ()) -> list[str]:
         """Human-readable list of what this binary lacks among the given requirements."""
         wanted = [
             ("capability", capabilities, self.capabilities),
@@ -231,6 +244,7 @@ class Features:
             ("parameter value", [f"{parameter}={value}" for parameter, values in (parameter_values or {}).items()
                                  for value in values], self.parameter_values),
             ("command argument", command_arguments, self.command_arguments),
+            ("migration status", migration_statuses, self.migration_statuses),
         ]
         return [f"{kind} {name!r}" for kind, names, have in wanted for name in names if name not in have]
 

@@ -31,6 +31,10 @@ from harness.migration.scenarios import postcopy_recovers
 from harness.migration.testbed import Pair, Testbed
 
 RECOVERY = pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
+# A recovery made to fail again is kicked back with migrate-pause while in postcopy-recover, which QEMU allows since
+# the postcopy-recover-setup phase came (9.1: migration_postcopy_is_alive); 7.2 refuses it on either side
+# ("migrate-pause is currently only supported during postcopy-active state").
+RECOVERY_FAILS_AGAIN = pytest.mark.needs(migration_statuses=["postcopy-recover-setup"])
 
 
 @pytest.mark.slow
@@ -44,6 +48,7 @@ def test_postcopy_with_preempt_recovers_after_pause(testbed: Testbed, pair: Pair
 @pytest.mark.known_bug("tcg-dirty-tlb")
 @pytest.mark.needs_userfaultfd
 @RECOVERY
+@RECOVERY_FAILS_AGAIN
 @pytest.mark.parametrize("stage", [s if s == "handshake" else pytest.param(s, marks=pytest.mark.slow)
                                    for s in STAGES])
 def test_postcopy_recovers_after_its_recovery_fails(testbed: Testbed, paused_pair: Pair, stage: str) -> None:

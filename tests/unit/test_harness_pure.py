@@ -25,9 +25,10 @@ SCHEMA = [
     {"name": "7", "meta-type": "object", "members": [{"name": "multifd-compression", "type": "8"},
                                                      {"name": "max-bandwidth", "type": "int"}]},
     {"name": "8", "meta-type": "enum", "values": ["none", "zlib", "zstd"]},
+    {"name": "9", "meta-type": "enum", "values": ["active", "postcopy-active", "postcopy-recover"]},
     {"name": "MIGRATION", "meta-type": "event", "arg-type": "0"},
     {"name": "MigrationInfo", "meta-type": "object", "members": [
-        {"name": "status", "type": "str"}, {"name": "ram", "type": "MigrationStats"},
+        {"name": "status", "type": "9"}, {"name": "ram", "type": "MigrationStats"},
         {"name": "postcopy-blocktime", "type": "int"}]},
     {"name": "MigrationStats", "meta-type": "object", "members": [
         {"name": "dirty-sync-count", "type": "int"}, {"name": "transferred", "type": "int"}]},
@@ -53,6 +54,9 @@ def test_features_from_schema_walk_nested_query_migrate_fields() -> None:
     assert "migrate-set-parameters.max-bandwidth" in features.command_arguments
     assert features.missing(command_arguments=["migrate-set-parameters.multifd-compression", "migrate.channels"]) == [
         "command argument 'migrate.channels'"]
+    assert features.migration_statuses == {"active", "postcopy-active", "postcopy-recover"}
+    assert features.missing(migration_statuses=["postcopy-recover", "postcopy-recover-setup"]) == [
+        "migration status 'postcopy-recover-setup'"]
 
 
 def _series() -> Series:
