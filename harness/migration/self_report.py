@@ -53,6 +53,9 @@ def timing_verdicts(migration: "Migration") -> tuple[dict[str, Any], list[Verdic
     if series.status("source") != "completed":
         return {}, []
     suffix = f" [{migration.name}]"
+    if migration.config.capabilities.get("events") is False:
+        return {}, [oracles.not_measured(f"QEMU timing figures vs host clock{suffix}",
+                                         "the test turned MIGRATION events off: no host milestones")]
     if not series.reply_is_current("source"):
         return {}, [oracles.not_measured(f"QEMU timing figures vs host clock{suffix}",
                                          "no query-migrate reply of the source after its completion")]

@@ -122,3 +122,17 @@ def test_ram_differing_only_where_the_source_discarded(tmp_path) -> None:  # typ
     (tmp_path / "d").write_bytes(destination)
     damaged = oracles.ram_identical_but_discarded(compare_dumps(tmp_path / "s", tmp_path / "d"))
     assert not damaged.passed and damaged.measured == 1
+
+
+def test_a_migration_without_events_records_its_timing_as_not_measured() -> None:
+    """A test that turned MIGRATION events off has no host milestones: the timing checks say so and pass, instead
+    of failing a migration on what could not be measured (harness.migration.self_report)."""
+    from types import SimpleNamespace
+
+    from harness.migration import self_report
+    from harness.migration.config import MigrationConfig
+    series = completed_series()
+    series.samples["source"].append({"t": 2.1, "info": FINAL})
+    migration = SimpleNamespace(series=series, name="m", config=MigrationConfig(capabilities={"events": False}))
+    _, [verdict] = self_report.timing_verdicts(migration)   # type: ignore[arg-type]
+    assert verdict.passed and verdict.measured is None and "events off" in verdict.why
