@@ -28,6 +28,8 @@ from harness.analysis.samples import Series, lookup
 from harness.core.units import interval_ms
 
 
+MBPS_VS_HOST = "ram.mbps / bytes per host time from active to completed"   # the verdict's name
+
 @dataclass(frozen=True)
 class HostClock:
     """A migration's milestones on the series' clock (seconds; None where the series has none)."""
@@ -117,7 +119,7 @@ def mbps_vs_host(clock: HostClock, final: dict[str, Any], carried: int | None, l
     ratio = mbps / expected if isinstance(mbps, (int, float)) and expected else None
     if span and span > rounding_ms:
         low, high = low * span / (span + rounding_ms), high * span / (span - rounding_ms)
-    return within_band("ram.mbps / bytes per host time from active to completed", ratio, round(low, 4),
+    return within_band(MBPS_VS_HOST, ratio, round(low, 4),
                        round(high, 4),
                        anchor=f"the series' own clock ({clock.event_clock}) and {source}: mbps "
                               f"{mbps if mbps is None else f'{mbps:.1f}'}, {measured_bytes} bytes in "

@@ -282,6 +282,8 @@ def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment, artefac
         elif bug.verdict is not None:
             handled.append(bug)
             artefacts.expect_failure(bug.verdict, reason, strict=bug.deterministic)
+            for name in bug.also_spoils:
+                artefacts.expect_failure(name, reason, strict=False)
             request.node.user_properties.append(("expected verdict failure", f"{bug.verdict}: {reason}"))
         else:
             handled.append(bug)
