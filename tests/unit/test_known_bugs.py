@@ -40,7 +40,8 @@ def test_the_tcg_dirty_tlb_bug_is_expected_only_of_an_old_source_on_tcg() -> Non
 def test_every_known_bug_names_its_side_fix_and_release() -> None:
     for key, bug in KNOWN_BUGS.items():
         assert bug.key == key and bug.side in ("source", "destination")
-        assert bug.fix.split()[0].isalnum() and len(bug.fixed_in) == 2
+        # the fix by commit hash, or by its quoted subject where the exact commit is not known here
+        assert (bug.fix.split()[0].isalnum() or bug.fix.startswith('"')) and len(bug.fixed_in) == 2
 
 
 def test_a_deterministic_bug_is_expected_on_any_accelerator_and_strictly() -> None:
