@@ -73,7 +73,7 @@ def suspend(guest: Machine) -> float:
     return time.monotonic()
 
 
-@pytest.mark.known_bug("suspended-runstate-not-migrated")
+@pytest.mark.known_bug("suspended-runstate-not-migrated", "suspended-guest-not-woken")
 @pytest.mark.parametrize("case", [
     pytest.param(SuspendCase(live=True, postcopy=False), id="precopy-live"),
     pytest.param(SuspendCase(live=False, postcopy=False), id="precopy-notlive", marks=pytest.mark.slow),
