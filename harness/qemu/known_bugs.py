@@ -123,13 +123,14 @@ KNOWN_BUGS = {bug.key: bug for bug in [
     KnownBug(
         key="suspended-guest-not-woken",
         side="destination", fixed_in=(9, 0), accel=None,
-        # Found with the 10.0 -> 7.2 matrix (test_suspend, 3 of 3 cases): the 7.2 destination comes up
-        # 'suspended' and accepts system_wakeup, but the guest never answers again (SSH unreachable, nothing on
-        # its console). Not root-caused: the 9.0 series that carries the suspended runstate also reworked how a
+        # Found with the 10.0 -> 7.2 matrix (test_suspend, 3 of 3 cases): migrated live, the 7.2 destination
+        # comes up 'suspended' and accepts system_wakeup, but the guest never answers again (SSH unreachable,
+        # nothing on its console); stopped first or through postcopy, it comes up 'running' and refuses the
+        # wakeup. Not root-caused: the 9.0 series that carries the suspended runstate also reworked how a
         # destination resumes into it, so it is named here, as a hypothesis; non-strict until bisected.
         fix="\"migration: preserve suspended runstate\" (Steve Sistare, QEMU 9.0; the destination side, unbisected)",
-        effect="a guest migrated suspended is woken on the destination (system_wakeup accepted) but never runs "
-               "again"),
+        effect="a guest migrated suspended does not resume on the destination: it arrives running (not live, "
+               "postcopy) or, woken (live), never runs again"),
     KnownBug(
         key="ram-transferred-miscount",
         side="source", fixed_in=(8, 2), accel=None, deterministic=True,
