@@ -272,6 +272,7 @@ def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment, artefac
     is recorded; the test is judged on the rest), else the whole test an expected failure. Returns them all, for
     the testbed to apply and record in platform.json."""
     keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
+    keys += [key for key, bug in KNOWN_BUGS.items() if bug.every_test]
     handled = []
     versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
     for bug, reason in affecting(dict.fromkeys(keys), versions, env.accel.name,

@@ -166,7 +166,6 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
-@pytest.mark.known_bug("ram-transferred-miscount")   # QEMU's mbps after the recovery
 @DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])

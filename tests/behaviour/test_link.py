@@ -113,7 +113,6 @@ def cut_the_link(link: netns.Link) -> Callable[[Migration], None]:
 
 # slow (~50 s on TCG): postcopy recovery is in `make check` as test_basics.py::test_postcopy_recovers_after_pause,
 # the link as test_precopy_over_the_link_keeps_ram_identical.
-@pytest.mark.known_bug("ram-transferred-miscount")   # QEMU's mbps after the recovery
 @pytest.mark.slow
 @DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd

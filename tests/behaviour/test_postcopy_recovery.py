@@ -30,8 +30,6 @@ from harness.migration.recovery_faults import STAGES, fail_recovery
 from harness.migration.scenarios import postcopy_recovers
 from harness.migration.testbed import Pair, Testbed
 
-# A source before 8.2 reports an mbps over the recovered stream's bytes only (harness.qemu.known_bugs).
-pytestmark = pytest.mark.known_bug("ram-transferred-miscount")
 RECOVERY = pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])
 # A recovery made to fail again is kicked back with migrate-pause while in postcopy-recover, which QEMU allows since
 # the postcopy-recover-setup phase came (9.1: migration_postcopy_is_alive); 7.2 refuses it on either side
