@@ -12,6 +12,11 @@ Below the table, per test and numeric verdict: the measured values over the runs
 bound, and the worst run's measured/bound — how close the unmodified build came to a false alarm, the figure a
 bound's calibration comment needs. `--margins-only` prints that again from an existing ARTEFACTS without running.
 
+A check every migration records (harness.migration.self_report: total-time, setup-time and mbps against the host
+clock) is one oracle whatever the test: `--margins-only --across-tests --results DIR…` pools each such verdict over
+every test and every results.json under the DIRs (a `make check` run, each pair of a `make matrix`), its label in
+brackets dropped — the calibration of a per-migration bound over many migrations of the unmodified build.
+
 A run in which pytest could not run (exit other than 0/1, no JUnit XML, no test ran) is listed as such and counted
 neither as a pass nor as a failure of any test; a usage error or an empty selection (exit 4/5) would repeat
 identically, so the remaining runs are not started.
@@ -174,9 +179,19 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def verdict_margins(run_roots: list[Path]) -> list[Margin]:
+ACROSS_TESTS = "every test"
+
+
+def pooled_name(verdict: str) -> str:
+    """A verdict's name without its trailing "[label]" (which migration of the test it judged)."""
+    head, bracket, _ = verdict.rstrip().rpartition(" [")
+    return head if bracket and verdict.rstrip().endswith("]") else verdict
+
+
+def verdict_margins(run_roots: list[Path], across_tests: bool = False) -> list[Margin]:
     """Every numeric verdict (measured a number; bound a number or a [low, high] band) of every test, over the
-    given run directories' results.json."""
+    given run directories' results.json; with across_tests, each verdict name (label dropped) pooled over every
+    test as one row."""
     margins: dict[tuple[str, str], Margin] = {}
     for root in run_roots:
         try:
@@ -188,7 +203,8 @@ def verdict_margins(run_roots: list[Path]) -> list[Margin]:
                 measured, bound = _number(verdict.get("measured")), _bound(verdict.get("bound"))
                 if measured is None or bound is None:
                     continue
-                key = (test["nodeid"], str(verdict.get("name")))
+                key = ((ACROSS_TESTS, pooled_name(str(verdict.get("name")))) if across_tests
+                       else (test["nodeid"], str(verdict.get("name"))))
                 margin = margins.setdefault(key, Margin(*key))
                 margin.pairs.append((measured, bound))
                 margin.passed.append(bool(verdict.get("passed")))
@@ -224,6 +240,13 @@ def run_roots(artefacts: Path) -> list[Path]:
     """The run directory (its `latest`) of each ARTEFACTS/run-K, in K order."""
     runs = sorted(artefacts.glob("run-*"), key=lambda p: int(p.name.split("-")[1]) if p.name[4:].isdigit() else 0)
     return [run / "latest" for run in runs if (run / "latest").is_dir()]
+
+
+def results_roots(directories: list[Path]) -> list[Path]:
+    """Every directory holding a results.json under the given ones (run directories of make check, matrix, …),
+    each once even where a `latest` link also reaches it."""
+    found = {r.parent.resolve() for d in directories for r in d.rglob("results.json")}
+    return sorted(found)
 
 
 def record_run(index: int, exit_code: int, cases: dict[str, Case], why: str | None,
@@ -291,10 +314,15 @@ def main(argv: list[str] | None = None) -> int:
                              "timing-sensitive jobs that take the same lock, runs interleave instead of overlapping")
     parser.add_argument("--margins-only", action="store_true",
                         help="run nothing: print the verdict margins of the runs already in ARTEFACTS")
+    parser.add_argument("--across-tests", action="store_true",
+                        help="with --margins-only: pool each verdict (its [label] dropped) over every test")
+    parser.add_argument("--results", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="with --margins-only: read every results.json under these DIRs instead of ARTEFACTS")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the selection and pytest options")
     options = parser.parse_args(argv)
     if options.margins_only:
-        print(margins_table(verdict_margins(run_roots(options.artefacts))))
+        roots = results_roots(options.results) if options.results else run_roots(options.artefacts)
+        print(margins_table(verdict_margins(roots, across_tests=options.across_tests)))
         return 0
     pytest_args = [a for a in options.pytest_args if a != "--"]
     if options.runs < 1 or not pytest_args:

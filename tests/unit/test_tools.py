@@ -194,6 +194,27 @@ def test_flake_margins_of_a_band_say_how_near_the_nearer_edge_came(tmp_path: Pat
     assert "sleep slope: 0.92 … 0.98 … 1.07 in [0.8, 1.2] (3 runs, worst 1.121)" in flake.margins_table([margin])
 
 
+def test_flake_margins_across_tests_pool_one_per_migration_check(tmp_path: Path) -> None:
+    """A check every migration records is one oracle: pooled over tests and labels, from results.json found
+    anywhere under the given directories (each counted once, whatever links reach it)."""
+    def results(where: str, tests: dict[str, list[float]]) -> None:
+        root = tmp_path / where
+        root.mkdir(parents=True)
+        (root / "results.json").write_text(json.dumps({"tests": [
+            {"nodeid": nodeid, "verdicts": [{"name": f"total-time / host [{label}]", "measured": m,
+                                             "bound": [0.9, 1.02], "passed": True}
+                                            for label, m in zip(("migration", "again"), values)]}
+            for nodeid, values in tests.items()]}))
+    results("check/run-1", {"t::a": [0.99, 1.0], "t::b": [0.995]})
+    results("matrix/pair/run-2", {"t::a": [0.98]})
+    (tmp_path / "matrix" / "latest").symlink_to(tmp_path / "matrix" / "pair" / "run-2")
+    assert flake.pooled_name("total-time / host [migration]") == "total-time / host"
+    assert flake.pooled_name("p99 [ms] in RTTs") == "p99 [ms] in RTTs"
+    (margin,) = flake.verdict_margins(flake.results_roots([tmp_path]), across_tests=True)
+    assert (margin.test, margin.verdict, len(margin.pairs)) == (flake.ACROSS_TESTS, "total-time / host", 4)
+    assert "total-time / host: 0.98 … 0.995 … 1 in [0.9, 1.02] (4 runs" in flake.margins_table([margin])
+
+
 def test_flake_end_to_end_on_dummy_tests(tmp_path: Path) -> None:
     (tmp_path / "test_dummy.py").write_text(DUMMY)
     env = {**os.environ, "FLAKE_COUNTER": str(tmp_path / "counter"), "PYTHONPATH": str(REPO)}
