@@ -65,6 +65,11 @@ PROBE_SEED = 2002
 # it runs a few ms on the source, the rest on the destination. A round takes ~20 ms on the source, so five
 # rounds leave a wide margin; the rounds after the first post-switch one find every page present.
 PROBE_ROUNDS = 5
+# Guest time from the signal command's return to the probe's USR1: longer than the host's gap from that return to
+# the guest being stopped (signal_s in the run's timeline: 0.18–0.28 s on a loaded 2-core host, with the QMP stop
+# included); at most that long of the background stream reaches the destination before the probe starts
+# (16 MiB/s × 0.5 s = 8 MiB of its 64 MiB, anonymous scenario).
+PROBE_START_DELAY_S = 0.5
 PROBE_RAW = "/run/wl/probe.raw"
 SEQINC_MIB = 4
 SEQINC_PASSES_PER_S = 1
@@ -253,10 +258,13 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
     # of a probe access brings its own remote faults into that access's time. It resumes (and is checked) after
     # the migration. (The probe is not reniced: at nice -20 it starves the SSH session that signalled it, whose
     # return the `stop` below waits for, and finishes all its rounds on the source.)
-    source.shell.run(f"kill -STOP {seq.pid} && kill -USR1 {probe.pid}")
-    # Freeze the guest at once: the probe covers a round in ~20 ms on the source, and the switch to postcopy takes
-    # 30–200 ms more. Stopped, it resumes on the destination (which starts by itself after the switch) with nearly
-    # all of its rounds ahead and every page of its region still on the source.
+    # The probe is signalled PROBE_START_DELAY_S of guest time after this command returns, and the guest is stopped
+    # at once: its clock stands still while it is stopped (TCG's ticks and KVM's clock pause with the VM), so the
+    # signal comes on the destination, with every page of the probe's region still on the source. Signalled at
+    # once instead, the probe ran its 5 rounds (~20 ms each) in the host's SSH-return-plus-stop gap whenever the
+    # host was loaded: one CI run met 39 remote pages instead of 243–1 690 and its blocktime comparison was void.
+    source.shell.run(f"kill -STOP {seq.pid} && (sleep {PROBE_START_DELAY_S}; kill -USR1 {probe.pid}) "
+                     "</dev/null >/dev/null 2>&1 &")
     source.qmp.cmd("stop")
     t_signalled = time.monotonic()
     migration = testbed.migrate(source, destination, config, name=label)
@@ -296,6 +304,10 @@ def check_run(testbed: Testbed, run: PostcopyRun, scenario: Scenario) -> list[or
     rounds = run.probe_result.get("rounds_completed")
     verdicts.append(oracles.equals(f"{run.label}: probe completed its rounds", rounds, PROBE_ROUNDS,
                                    f"stopped by {run.probe_result.get('stopped_by')}"))
+    verdicts.append(oracles.at_most(
+        f"{run.label}: host time from the probe's signal command to the guest's stop", run.timeline["signal_s"],
+        PROBE_START_DELAY_S, " s", anchor="the probe's start delay in guest time, which cannot run ahead of the "
+        "host's: below it, the probe started on the destination"))
     verdicts.append(oracles.progressed(f"{run.label}: stalled accesses (the probe met remote pages)",
                                        0, run.stalls.count, scenario.min_stalls))
     verdicts.append(oracles.guest_invariant(run.seqcheck.passed, f"{run.label}: {run.seqcheck.line}"))
