@@ -3,25 +3,34 @@
 - `die_with_parent`: a Popen preexec_fn; the child gets SIGKILL when the harness dies, even by SIGKILL;
 - `LiveSet`: objects with a kill() that must not survive the interpreter (a Machine's QEMU): killed at exit;
 - `free_tcp_port`: a port free on 127.0.0.1 right now (hosts.parallel.reserve_port holds it against other harness
-  processes until QEMU binds it).
+  processes until QEMU binds it);
+- `interruptible` and `run_child`: a tool that runs pytest (or any child that cleans up on SIGTERM) stops on Ctrl-C
+  or SIGTERM, and its child ends the way the harness's own teardown ends a test, never SIGKILLed mid-teardown.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import os
 import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 import weakref
-from typing import Generic, Protocol, TypeVar
+from pathlib import Path
+from types import FrameType
+from typing import IO, Generic, Protocol, Sequence, TypeVar
 
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In the child: get SIGKILL when the harness dies, even by SIGKILL (no orphan QEMU, iperf3 or sshd)."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In the child: get `sig` (SIGKILL) when the harness dies, even by SIGKILL (no orphan QEMU, iperf3 or sshd)."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
     except OSError:
         pass
 
@@ -64,3 +73,76 @@ class LiveSet(Generic[K]):
     def kill_all(self) -> None:
         for member in list(self._members):
             member.kill()
+
+
+def _stop_with_parent() -> None:
+    """In a pytest child of a tool: SIGTERM (its teardown runs, as after Ctrl-C) when the tool dies."""
+    die_with_parent(signal.SIGTERM)
+
+
+# How long a child told to stop may take over its teardown (a test's QEMUs, guests, namespaces, temp dirs: seconds
+# on an idle host, tens on a loaded TCG one) before it is killed with everything in its process group.
+STOP_GRACE_S = 120.0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+
+def interruptible() -> None:
+    """In a tool's main: Ctrl-C (SIGINT) and SIGTERM both raise KeyboardInterrupt. SIGINT is set even where the
+    tool inherited it ignored — what a shell without job control does to a job started with `&`, which made
+    `kill -INT` a no-op on `make matrix` — since a tool that is asked to stop must stop."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def run_child(args: Sequence[str], cwd: Path, grace: float = STOP_GRACE_S) -> tuple[int, str]:
+    """Run `args` and return (exit status, its stderr); its stdout and stderr stream through as they come. The
+    child runs in its own process group, so a terminal's Ctrl-C reaches only this process, which passes it on as
+    exactly one SIGTERM (a second signal in the middle of pytest's teardown would cut that teardown short): on
+    KeyboardInterrupt here the child gets SIGTERM, is waited for up to `grace` s (further interrupts are ignored
+    meanwhile), then its whole group is SIGKILLed, and the KeyboardInterrupt goes on. (subprocess.run would SIGKILL
+    the child at once, leaving its temp dirs and namespaces behind.) The child also gets SIGTERM if this process
+    dies."""
+    proc = subprocess.Popen(list(args), cwd=cwd, stderr=subprocess.PIPE, text=True, process_group=0,
+                            preexec_fn=_stop_with_parent)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    tee = threading.Thread(target=_tee, args=(proc.stderr, lines), name="child-stderr", daemon=True)
+    tee.start()
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        _stop(proc, grace)
+        raise
+    finally:
+        tee.join(5.0)
+    return proc.returncode, "".join(lines)
+
+
+def _tee(stream: IO[str], lines: list[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        lines.append(line)
+
+
+def _stop(proc: "subprocess.Popen[str]", grace: float) -> None:
+    """SIGTERM the child, wait up to `grace` s for it, then SIGKILL its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return
+        except KeyboardInterrupt:
+            continue      # already stopping: a second Ctrl-C must not abandon the child's teardown
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            return

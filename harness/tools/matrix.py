@@ -21,7 +21,10 @@ The table, with each pair's machine/CPU choice, known bugs and counts under it, 
 ARTEFACTS/matrix.json and ARTEFACTS/index.html (harness.report.matrix_page; cells link to each pair's run index).
 
 Exit status: 0 every cell is pass, skip, xfail or refused; 1 a cell failed or errored; 4 a pytest run could not run
-(pytest exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then.
+(pytest exit other than 0/1, no JUnit XML, no test ran; as `make validate`) — nothing is judged then; 130 stopped
+by Ctrl-C or SIGTERM (even when started with `&` by a shell that ignores SIGINT in such jobs): the pair's pytest
+gets one SIGTERM and ends as after its own Ctrl-C — its QEMUs, guests, namespaces and temp dirs removed — and
+the matrix exits without a table (harness.core.process.run_child).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.core.checkout import ROOT, require_checkout
+from harness.core.process import interruptible
 from harness.tools.flake import exclusive, failure_reasons
 from harness.qemu.binary import QemuBinary, QemuNotFound, version_numbers
 from harness.report.matrix_page import render_matrix
@@ -284,7 +288,20 @@ def to_json(runs: Sequence[PairRun], ok: bool) -> dict[str, Any]:
                                  "cells": {t: asdict(c) for t, c in run.cells.items()}} for run in runs]}
 
 
+INTERRUPTED = 130    # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
+    interruptible()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n[matrix] stopped ({interrupt or 'Ctrl-C'}): the running pair's pytest was told to stop and has "
+              f"ended; nothing judged (exit {INTERRUPTED})", flush=True)
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     require_checkout("qmh-matrix", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", required=True, help="the older QEMU: a binary or build tree")

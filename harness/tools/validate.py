@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import workdirs
+from harness.core.process import run_child
 from harness.qemu.arch import ARCHES
 from harness.core.checkout import ROOT, require_checkout
 
@@ -181,12 +182,11 @@ def could_not_run(pytest_exit: int, junit: Path, cases: dict[str, Case] | None) 
 
 def run_pytest(args: list[str]) -> tuple[int, str]:
     """Run pytest from the harness checkout (its output streams through as usual) and return its exit status and
-    its usage-error line, if it printed one — the one line that says why a run could not happen."""
-    proc = subprocess.run(args, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    stderr = proc.stderr or ""
-    sys.stderr.write(stderr)
+    its usage-error line, if it printed one — the one line that says why a run could not happen. Ctrl-C or SIGTERM
+    here stops pytest as its own Ctrl-C would, teardown and all (harness.core.process.run_child)."""
+    returncode, stderr = run_child(args, cwd=ROOT)
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ") or ": error: " in line]
-    return proc.returncode, errors[-1].removeprefix("ERROR: ").strip() if errors else ""
+    return returncode, errors[-1].removeprefix("ERROR: ").strip() if errors else ""
 
 
 def read_run(pytest_exit: int, junit: Path, error_line: str = "") -> tuple[dict[str, Case], str | None]:
