@@ -42,6 +42,7 @@ from typing import Any, Iterator
 from harness.analysis.oracles import fails_test
 from harness.core import workdirs
 from harness.core.checkout import ROOT, require_checkout
+from harness.core.process import interruptible
 from harness.tools.validate import COULD_NOT_RUN, Case, read_run, run_pytest
 
 PASS, FAIL = "passed", "failed"
@@ -302,6 +303,7 @@ def exclusive(lock: Path | None) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interruptible()    # Ctrl-C / SIGTERM stop the run; its pytest child tears down (harness.core.process.run_child)
     require_checkout("qmh-flake", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)

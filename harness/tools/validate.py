@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import workdirs
-from harness.core.process import run_child
+from harness.core.process import interruptible, run_child
 from harness.qemu.arch import ARCHES
 from harness.core.checkout import ROOT, require_checkout
 
@@ -294,6 +294,7 @@ def stop_line(run: VariantRun) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interruptible()    # Ctrl-C / SIGTERM stop the run; its pytest child tears down (harness.core.process.run_child)
     require_checkout("qmh-validate", COULD_NOT_RUN)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regressions", type=Path, default=ROOT / "regressions",
