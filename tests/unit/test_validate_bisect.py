@@ -54,6 +54,17 @@ def fake_subprocess(behaviour: Any) -> SimpleNamespace:
     return SimpleNamespace(run=run, CompletedProcess=subprocess.CompletedProcess, PIPE=subprocess.PIPE)
 
 
+@pytest.fixture(autouse=True)
+def pytest_runs_through_validate_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate runs pytest with harness.core.process.run_child (its Ctrl-C handling is test_interrupt's): here it
+    goes through `validate.subprocess`, which the tests replace with fake_subprocess."""
+    def run_child(args: list[str], cwd: Path) -> tuple[int, str]:
+        proc = validate.subprocess.run(args, cwd=cwd, stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(proc.stderr or "")
+        return proc.returncode, proc.stderr or ""
+    monkeypatch.setattr(validate, "run_child", run_child)
+
+
 @pytest.fixture
 def regressions(tmp_path: Path) -> Path:
     directory = tmp_path / "regressions"
