@@ -4,6 +4,8 @@
 - `LiveSet`: objects with a kill() that must not survive the interpreter (a Machine's QEMU): killed at exit;
 - `free_tcp_port`: a port free on 127.0.0.1 right now (hosts.parallel.reserve_port holds it against other harness
   processes until QEMU binds it);
+- `main_thread_state`: where a local process's main thread waits in the kernel (a QEMU whose monitor stopped
+  answering: its main loop blocked in a read is told from one busy or idle in poll);
 - `interruptible` and `run_child`: a tool that runs pytest (or any child that cleans up on SIGTERM) stops on Ctrl-C
   or SIGTERM, and its child ends the way the harness's own teardown ends a test, never SIGKILLed mid-teardown.
 """
@@ -73,6 +75,27 @@ class LiveSet(Generic[K]):
     def kill_all(self) -> None:
         for member in list(self._members):
             member.kill()
+
+
+def kernel_stack(text: str, frames: int = 5) -> str:
+    """The innermost `frames` functions of a /proc/PID/task/TID/stack text, innermost first, joined by " <- "
+    ("[<0>] wait_woken+0x89/0x90" -> "wait_woken")."""
+    names = [line.split("] ", 1)[-1].split("+", 1)[0].strip() for line in text.splitlines() if line.strip()]
+    return " <- ".join(names[:frames])
+
+
+def main_thread_state(pid: int) -> str:
+    """Where process `pid`'s main thread waits in the kernel: its kernel stack (root) or wait channel, "" when
+    /proc has neither (the process is gone, or not here)."""
+    task = Path(f"/proc/{pid}/task/{pid}")
+    for name, read in (("stack", kernel_stack), ("wchan", str.strip)):
+        try:
+            state = read((task / name).read_text())
+        except OSError:
+            continue
+        if state and state != "0":
+            return state
+    return ""
 
 
 def _stop_with_parent() -> None:

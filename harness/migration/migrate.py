@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 from harness.analysis.cancel import CancelOutcome, classify_cancel
 from harness.analysis.progress import convergence_note, summarize
 from harness.analysis.samples import Series, lookup
+from harness.core.process import main_thread_state
 from harness.vm.exits import QemuExited
 from harness.vm.machine import Machine
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
@@ -376,8 +377,13 @@ class Migration:
             try:
                 lines.append(f"; runstate {machine.qmp.cmd('query-status', timeout=2)['status']}")
             except Exception as exc:
-                lines.append(f"; QMP unavailable ({type(exc).__name__}); QEMU output tail:\n"
-                             f"{machine.output_tail(5)}")
+                lines.append(f"; QMP unavailable ({type(exc).__name__})")
+                # A monitor that does not answer: its main loop is blocked. Where, when the QEMU is local: e.g.
+                # "wait_woken <- sk_wait_data <- tcp_recvmsg_locked" is a blocking read of a socket.
+                pid = getattr(machine.process, "pid", None) if machine.host.where() == "local" else None
+                if pid and (state := main_thread_state(pid)):
+                    lines.append(f"; its main thread waits in the kernel in {state}")
+                lines.append(f"; QEMU output tail:\n{machine.output_tail(5)}")
         panic = (self.destination.guest_panic() if self.destination is not None else None) or self.source.guest_panic()
         if panic is not None:
             lines.append(f"\n  {panic}")

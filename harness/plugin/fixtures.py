@@ -212,12 +212,15 @@ class _TimeoutPaused:
 
 
 @pytest.fixture
-def cpu_budget(request: pytest.FixtureRequest, artefacts: Artefacts) -> Iterator[parallel.CpuGrant | None]:
+def cpu_budget(request: pytest.FixtureRequest, artefacts: Artefacts,
+               environment: Environment) -> Iterator[parallel.CpuGrant | None]:
     """The host CPUs this test needs, taken from the host-wide budget (harness.hosts.parallel: one flock'd token per CPU,
     shared by every xdist worker and every run of this user) before its first QEMU starts, and given back at
     teardown whatever happened. The need: `@pytest.mark.cpus(n)`, else one per vCPU of each guest it boots (a
     source + destination pair of 1-vCPU guests: 2). cpus.json records the need, why, and how long the test waited;
-    the wait does not count against its timeout. None (and no wait) with --cpu-budget 0."""
+    the wait does not count against its timeout. None (and no wait) with --cpu-budget 0. A test that a known bug
+    would hang is an expected failure here, before it waits for CPUs it will not use (KnownBug.hangs)."""
+    _not_run_if_it_would_hang(request, environment)
     budget = _budget(request.config)
     if budget is None:
         yield None
@@ -266,17 +269,30 @@ def _keep_workdir(request: pytest.FixtureRequest) -> bool:
     return mode == "always" or (mode == "failed" and failed)
 
 
+def _known_bugs_of(request: pytest.FixtureRequest, env: Environment) -> list[tuple[KnownBug, str]]:
+    """The known bugs the test is marked with (and those every test has) that this run's binaries have."""
+    keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
+    keys += [key for key, bug in KNOWN_BUGS.items() if bug.every_test]
+    versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
+    return affecting(dict.fromkeys(keys), versions, env.accel.name,
+                     frozenset(request.config.getoption("--assume-fixed")))
+
+
+def _not_run_if_it_would_hang(request: pytest.FixtureRequest, env: Environment) -> None:
+    """An expected failure at once, nothing booted, when one of the test's known bugs would hang a QEMU."""
+    for bug, reason in _known_bugs_of(request, env):
+        if bug.hangs:
+            pytest.xfail(f"not run: {reason}")
+
+
 def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment, artefacts: Artefacts) -> list[KnownBug]:
     """The test's known bugs this run has, each handled as its table entry says (KnownBug.handling): a workaround
     (the testbed applies it; the test is judged), one verdict an expected failure (`artefacts` marks it when it
-    is recorded; the test is judged on the rest), else the whole test an expected failure. Returns them all, for
-    the testbed to apply and record in platform.json."""
-    keys = [key for marker in request.node.iter_markers("known_bug") for key in marker.args]
-    keys += [key for key, bug in KNOWN_BUGS.items() if bug.every_test]
+    is recorded; the test is judged on the rest), a bug that hangs a QEMU an expected failure at once, before
+    anything boots, else the whole test an expected failure. Returns them all, for the testbed to apply and record
+    in platform.json."""
     handled = []
-    versions = {"source": env.source_binary.version, "destination": env.destination_binary.version}
-    for bug, reason in affecting(dict.fromkeys(keys), versions, env.accel.name,
-                                 frozenset(request.config.getoption("--assume-fixed"))):
+    for bug, reason in _known_bugs_of(request, env):
         if bug.workaround is not None:
             handled.append(bug)
             request.node.user_properties.append(("workaround", f"{bug.key}: {bug.workaround.summary}"))
@@ -286,6 +302,8 @@ def _expect_known_bugs(request: pytest.FixtureRequest, env: Environment, artefac
             for name in bug.also_spoils:
                 artefacts.expect_failure(name, reason, strict=False)
             request.node.user_properties.append(("expected verdict failure", f"{bug.verdict}: {reason}"))
+        elif bug.hangs:
+            _not_run_if_it_would_hang(request, env)    # raises (cpu_budget already did, unless not requested)
         else:
             handled.append(bug)
             request.applymarker(pytest.mark.xfail(reason=reason, strict=bug.deterministic))

@@ -74,3 +74,4 @@ def test_a_child_that_does_not_end_within_the_grace_is_killed(tmp_path: Path) ->
     tool.send_signal(signal.SIGINT)
     assert tool.wait(10) == 130 and time.monotonic() - started < 5
     assert marker.read_text() == "running"     # SIGKILLed in its teardown
+

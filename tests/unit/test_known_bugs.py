@@ -84,7 +84,21 @@ def test_a_known_bug_has_a_workaround_or_an_expected_verdict_not_both() -> None:
                 workaround=Workaround("w"), verdict="v")
     with pytest.raises(ValueError, match="not both"):
         KnownBug(**both)    # type: ignore[arg-type]
-    assert {bug.handling for bug in KNOWN_BUGS.values()} == {"workaround", "verdict", "xfail"}
+    assert {bug.handling for bug in KNOWN_BUGS.values()} == {"workaround", "verdict", "xfail", "not-run"}
+    with pytest.raises(ValueError, match="whole test"):
+        KnownBug(**{**both, "verdict": None, "hangs": True})    # type: ignore[arg-type]
+
+
+def test_a_tls_source_only_multifd_run_against_a_destination_before_8_0_is_not_run() -> None:
+    """10.0 -> 7.2 hangs the source's monitor in the TLS handshake; 10.0 -> 10.0 and 7.2 -> 10.0 fail as declared."""
+    key = "plain-multifd-destination-ignores-tls-main-channel"
+    ((bug, reason),) = affecting([key], {"source": BACKPORTS_100, "destination": DEBIAN_72}, "tcg", frozenset())
+    assert bug.hangs and bug.handling == "not-run" and bug.side == "destination"
+    assert reason.startswith("known QEMU bug on the destination (7.2.22 < 8.0): ") and "6720c2b32725" in reason
+    assert describe(bug, reason).endswith("its tests are expected failures, not run (a QEMU would hang until the "
+                                          "deadline)")
+    assert affecting([key], {"source": DEBIAN_72, "destination": BACKPORTS_100}, "tcg", frozenset()) == []
+    assert affecting([key], {"source": BACKPORTS_100, "destination": DEBIAN_72}, "tcg", frozenset({key})) == []
 
 
 def test_the_table_says_which_bugs_have_a_workaround_and_the_header_line_what_the_run_does() -> None:
