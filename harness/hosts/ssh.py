@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import paramiko
 
-from harness.hosts import netns
+from harness.hosts import netns, paramiko_channels
 from harness.hosts.hosts_file import RemoteHost
 from harness.qemu.launch import Launch, launch_for
 
@@ -27,6 +27,12 @@ CONNECT_TIMEOUT = 10.0
 
 class RemoteUnusable(RuntimeError):
     """A remote host of the hosts file cannot run a QEMU (unreachable, no such binary, no image): one line."""
+
+
+class ForwardRefused(ConnectionRefusedError):
+    """Nothing accepted a direct-tcpip channel's connection on the remote (a QMP or guest SSH port not listening yet,
+    or any more): one line naming the host and the port. The connection stays usable. A ConnectionRefusedError, so
+    whatever retries a refused local connect (the guest's SSH, the QMP bridge) retries this one the same way."""
 
 
 class _PinnedKey(paramiko.MissingHostKeyPolicy):
@@ -67,6 +73,7 @@ class Connection:
         transport = self.client.get_transport()
         assert transport is not None
         transport.set_keepalive(5)   # a dead remote shows as a closed channel, not a hang
+        paramiko_channels.install()  # no data on a channel after its CLOSE: sshd would drop the whole connection
         self.transport = transport
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_lock = threading.Lock()
@@ -127,8 +134,13 @@ class Connection:
         return bool(self.sftp(get))
 
     def open_tcp(self, host: str, port: int, timeout: float) -> paramiko.Channel:
-        """A direct-tcpip channel to host:port as seen from the remote (its loopback for QMP and the guest SSH)."""
-        return self.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        """A direct-tcpip channel to host:port as seen from the remote (its loopback for QMP and the guest SSH);
+        ForwardRefused when the remote's sshd could not connect there."""
+        try:
+            return self.transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise ForwardRefused(f"[{self.host.side}] {self.host.address}: nothing accepts {host}:{port} there "
+                                 f"(sshd: {exc.text}, code {exc.code})") from None
 
     def check(self, image_files: list[str]) -> str:
         """That QEMU can run there: the binary says "QEMU emulator version", the image dir holds the image's files,

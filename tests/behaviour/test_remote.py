@@ -122,3 +122,29 @@ def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: hosts_f
         finally:
             connection.close()
         assert str(raised.value).startswith(start) and "\n" not in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize("remote_side", ["destination"])
+def test_a_refused_forward_is_one_clear_error_and_the_session_stays_usable(remote_host: hosts_file.RemoteHost,
+                                                                          artefacts: Artefacts) -> None:
+    """A QMP or guest SSH port on the remote that nothing accepts yet (QEMU starting, the guest booting) is refused
+    by the remote's sshd: each time one line naming the host and port, a ConnectionRefusedError that the guest's SSH
+    and the QMP bridge retry — and the connection goes on (its commands, its SFTP), with nothing in the sshd's
+    log about a channel it did not know (before, paramiko could send data after a channel's CLOSE, and sshd
+    dropped the whole connection: harness.hosts.paramiko_channels)."""
+    connection = ssh.Connection(remote_host)
+    try:
+        for _ in range(8):
+            with pytest.raises(ConnectionRefusedError) as raised:
+                connection.open_tcp("127.0.0.1", 1, ssh.CONNECT_TIMEOUT)
+            assert isinstance(raised.value, ssh.ForwardRefused)
+            assert str(raised.value) == (f"[destination] {remote_host.address}: nothing accepts 127.0.0.1:1 there "
+                                         "(sshd: Connect failed, code 2)"), raised.value
+        assert connection.run("echo still here") == (0, "still here\n", "")
+        work_dir = remote_host.work_dir
+        assert connection.sftp(lambda sftp: sftp.stat(work_dir)).st_mode is not None
+    finally:
+        connection.close()
+    sshd_log = artefacts.path("destination.sshd.log").read_text()
+    assert "connect_to 127.0.0.1 port 1: failed" in sshd_log
+    assert "nonexistent channel" not in sshd_log and "Disconnecting" not in sshd_log, sshd_log[-500:]
