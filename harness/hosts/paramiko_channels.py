@@ -17,7 +17,9 @@ The fix: the message is sent under the transport's clear_to_send_lock only if th
 Every CLOSE paramiko sends goes through that lock after the channel is marked closed (Channel._close_internal), so
 checking under it orders the two: data before our CLOSE goes out, data after is dropped (the sender sees a closed
 socket, as if the close had come first). Installed by harness.hosts.ssh.Connection (idempotent); re-keying is as
-safe as before — the lock is taken exactly as Transport._send_user_message takes it.
+safe as before — the lock is taken exactly as Transport._send_user_message takes it. Tests: the race made
+deterministic (tests/unit/test_paramiko_channels.py) and, against a real sshd with the gap widened,
+tests/behaviour/test_remote.py (stock paramiko: "data packet referred to nonexistent channel 0", connection gone).
 """
 
 from __future__ import annotations

@@ -16,11 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from typing import Iterator
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator
 
 import pytest
 
 from harness.hosts import netns
+from harness.core.process import die_with_parent
 
 from harness.hosts import hosts_file
 from harness.hosts import ssh
@@ -148,3 +153,61 @@ def test_a_refused_forward_is_one_clear_error_and_the_session_stays_usable(remot
     sshd_log = artefacts.path("destination.sshd.log").read_text()
     assert "connect_to 127.0.0.1 port 1: failed" in sshd_log
     assert "nonexistent channel" not in sshd_log and "Disconnecting" not in sshd_log, sshd_log[-500:]
+
+
+# On the remote's loopback: accepts every connection and drops it at once, as QEMU's hostfwd does while the guest's
+# sshd is not up yet. Prints its port, then runs until killed.
+DROPPING_LISTENER = ("import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(8)\n"
+                     "print(s.getsockname()[1], flush=True)\nwhile True:\n    s.accept()[0].close()\n")
+
+
+@pytest.mark.parametrize("remote_side", ["destination"])
+def test_data_sent_as_the_far_end_closes_never_costs_the_connection(remote_host: hosts_file.RemoteHost,
+                                                                     link: netns.Link, artefacts: Artefacts,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """paramiko lets a thread switch fall between building a channel's data and sending it; when the remote's sshd
+    closes the channel in that gap (the far end dropped the connection), stock paramiko sends the data after its own
+    CLOSE and sshd ends the whole connection ("data packet referred to nonexistent channel"; reproduced so with this
+    test's widened gap). The gap is widened here to 0.5 s: the late data must be refused as a closed socket, and the
+    connection go on (harness.hosts.paramiko_channels)."""
+    listener = subprocess.Popen([*link.exec_prefix("destination"), sys.executable, "-c", DROPPING_LISTENER],
+                                stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+    connection = ssh.Connection(remote_host)
+    try:
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        channel = connection.open_tcp("127.0.0.1", port, ssh.CONNECT_TIMEOUT)
+        time.sleep(0.3)
+        channel.send(b"a")      # written by sshd into a socket the far end closed: it answers with a reset
+        time.sleep(0.3)
+        # The gap: after the data is built, where the transport's send lock is awaited (stock paramiko and the fix).
+        wait = connection.transport.clear_to_send.wait
+
+        def widened(timeout: float | None = None) -> bool:
+            if threading.current_thread() is sender:
+                time.sleep(0.5)
+            return wait(timeout)
+        monkeypatch.setattr(connection.transport.clear_to_send, "wait", widened)
+        late: list[BaseException] = []
+        sender = threading.Thread(target=_send_catching, args=(channel, b"late", late))
+        sender.start()
+        time.sleep(0.05)
+        channel.send(b"a2")        # sshd's write fails: it closes the channel, paramiko answers — in the gap
+        sender.join()
+        assert channel.closed
+        time.sleep(0.2)            # what sshd makes of a late packet reaches its log and the transport
+        sshd_log = artefacts.path("destination.sshd.log").read_text()
+        assert "nonexistent channel" not in sshd_log and "Disconnecting" not in sshd_log, sshd_log[-300:]
+        assert connection.run("echo still here") == (0, "still here\n", "")
+        assert len(late) == 1 and "Socket is closed" in str(late[0]), late
+    finally:
+        connection.close()
+        listener.kill()
+        listener.wait()
+
+
+def _send_catching(channel: Any, data: bytes, errors: list[BaseException]) -> None:
+    try:
+        channel.send(data)
+    except OSError as exc:
+        errors.append(exc)
