@@ -94,11 +94,13 @@ class Probe:
     rounds: int = 1
     wait_signal: bool = True
     raw_file: str | None = None   # per-access records {u64 t_ns, u32 page, u32 latency_ns} (harness.analysis.latency)
+    start_delay_ms: int = 0       # with wait_signal: guest time from SIGUSR1 to the first access
     program: str = field(default="probe", init=False)
 
     def argv(self) -> list[str]:
         args = ["--size-mib", str(self.size_mib), "--seed", str(self.seed), "--rounds", str(self.rounds)]
         args += ["--raw", self.raw_file] if self.raw_file else []
+        args += ["--start-delay-ms", str(self.start_delay_ms)] if self.start_delay_ms else []
         return args + (["--wait-signal"] if self.wait_signal else [])
 
 

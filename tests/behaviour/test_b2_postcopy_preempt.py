@@ -65,10 +65,10 @@ PROBE_SEED = 2002
 # it runs a few ms on the source, the rest on the destination. A round takes ~20 ms on the source, so five
 # rounds leave a wide margin; the rounds after the first post-switch one find every page present.
 PROBE_ROUNDS = 5
-# Guest time from the signal command's return to the probe's USR1: longer than the host's gap from that return to
-# the guest being stopped (signal_s in the run's timeline: 0.18–0.28 s on a loaded 2-core host, with the QMP stop
-# included); at most that long of the background stream reaches the destination before the probe starts
-# (16 MiB/s × 0.5 s = 8 MiB of its 64 MiB, anonymous scenario).
+# Guest time from the probe's SIGUSR1 to its first access (probe --start-delay-ms): longer than the host's gap from
+# the signal to the guest being stopped (signal_s in the run's timeline, SSH return and QMP stop included: 0.15–0.23 s
+# in 10 runs on a loaded 2-core host, 0.28 s in the CI run that went wrong); at most that long of the background
+# stream reaches the destination before the probe starts (16 MiB/s × 0.5 s = 8 MiB of its 64 MiB, anonymous).
 PROBE_START_DELAY_S = 0.5
 PROBE_RAW = "/run/wl/probe.raw"
 SEQINC_MIB = 4
@@ -243,7 +243,8 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
     source = testbed.boot(f"source-{label}", memory_mib=scenario.guest_mib, **overrides)
     seq = workloads.start(source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     probe = workloads.start(source, Probe(size_mib=scenario.probe_mib, seed=PROBE_SEED, rounds=PROBE_ROUNDS,
-                                          raw_file=PROBE_RAW))
+                                          raw_file=PROBE_RAW,
+                                          start_delay_ms=int(PROBE_START_DELAY_S * 1000)))
     destination = testbed.incoming(source, name=f"destination-{label}")
     config = MigrationConfig(capabilities={"postcopy-ram": True, "postcopy-preempt": preempt,
                                            "postcopy-blocktime": True},
@@ -258,13 +259,12 @@ def postcopy_run(testbed: Testbed, scenario: Scenario, preempt: bool) -> Postcop
     # of a probe access brings its own remote faults into that access's time. It resumes (and is checked) after
     # the migration. (The probe is not reniced: at nice -20 it starves the SSH session that signalled it, whose
     # return the `stop` below waits for, and finishes all its rounds on the source.)
-    # The probe is signalled PROBE_START_DELAY_S of guest time after this command returns, and the guest is stopped
-    # at once: its clock stands still while it is stopped (TCG's ticks and KVM's clock pause with the VM), so the
-    # signal comes on the destination, with every page of the probe's region still on the source. Signalled at
-    # once instead, the probe ran its 5 rounds (~20 ms each) in the host's SSH-return-plus-stop gap whenever the
-    # host was loaded: one CI run met 39 remote pages instead of 243–1 690 and its blocktime comparison was void.
-    source.shell.run(f"kill -STOP {seq.pid} && (sleep {PROBE_START_DELAY_S}; kill -USR1 {probe.pid}) "
-                     "</dev/null >/dev/null 2>&1 &")
+    # The probe starts PROBE_START_DELAY_S of guest time after its signal, and the guest is stopped at once: the
+    # guest's clock stands still while it is stopped (TCG's ticks and KVM's clock pause with the VM), so the probe
+    # starts on the destination with every page of its region still on the source. Started at once instead, it ran
+    # its 5 rounds (~20 ms each) in the host's SSH-return-plus-stop gap whenever the host was loaded: one CI run met
+    # 39 remote pages instead of 243–1 690, and its blocktime comparison was void.
+    source.shell.run(f"kill -STOP {seq.pid} && kill -USR1 {probe.pid}")
     source.qmp.cmd("stop")
     t_signalled = time.monotonic()
     migration = testbed.migrate(source, destination, config, name=label)

@@ -97,6 +97,8 @@ def test_probe_raw_output_parses_and_matches_its_own_statistics(probe_binary: Pa
 def test_probe_spec_asks_for_raw_records_only_when_named() -> None:
     from harness.vm.workloads import Probe
     assert "--raw" not in Probe(size_mib=8).argv()
+    assert "--start-delay-ms" not in Probe(size_mib=8).argv()
+    assert Probe(size_mib=8, start_delay_ms=500).argv()[-3:] == ["--start-delay-ms", "500", "--wait-signal"]
     argv = Probe(size_mib=8, seed=3, rounds=5, raw_file="/run/wl/probe.raw").argv()
     assert argv[argv.index("--raw") + 1] == "/run/wl/probe.raw"
     assert argv[argv.index("--rounds") + 1] == "5" and "--wait-signal" in argv
