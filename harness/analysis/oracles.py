@@ -125,6 +125,20 @@ def ram_identical_but_discarded(comparison: RamComparison) -> Verdict:
                    comparison.describe())
 
 
+def discards_whole_blocks(lengths: Iterable[int], block: int) -> Verdict:
+    """Every range the host discarded for the guest's free page reports is a whole number of the guest's reporting
+    blocks (`block`, a mechanism-derived absolute: the smallest order the guest's mm/page_reporting.c hands over,
+    its pageblock — 2 MiB on x86_64): the guest reported that much free, and nothing else. A discard longer by part
+    of a block took pages the guest still used — damage the RAM comparison cannot see (such a page reads zero on
+    the source, as a free page does, and the destination gets that too), and that crashes the guest only where it
+    happens to hit something the guest reads."""
+    lengths = list(lengths)
+    odd = [length for length in lengths if length % block]
+    text = f"{len(odd)} of {len(lengths)} discards not a whole number of {block // MiB} MiB reporting blocks"
+    return Verdict("discards are whole free-page-reporting blocks", not odd, len(odd), 0,
+                   f"{text} (e.g. {odd[0]:#x} bytes)" if odd else text)
+
+
 def guest_invariant(passed: bool, line: str) -> Verdict:
     return Verdict("guest seqcheck invariant", passed, line, "SEQCHECK PASS", line)
 

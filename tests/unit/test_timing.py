@@ -124,6 +124,18 @@ def test_ram_differing_only_where_the_source_discarded(tmp_path) -> None:  # typ
     assert not damaged.passed and damaged.measured == 1
 
 
+def test_a_discard_past_the_reported_block_is_named_where_the_ram_comparison_cannot_see_it() -> None:
+    """Free page reporting: the guest reports whole blocks (2 MiB on x86_64); a discard one page longer took a page
+    the guest still used, which then reads zero on both sides — only the discards' lengths show it
+    (regression page-lifecycle-free-page-report-discards-too-much: 0x401000 each)."""
+    block = 2 * 1024 * 1024
+    assert oracles.discards_whole_blocks([0x400000, 0x200000, 0x600000], block).passed
+    assert oracles.discards_whole_blocks([], block).passed          # none at all is the provoked check's to judge
+    overrun = oracles.discards_whole_blocks([0x400000, 0x401000, 0x401000], block)
+    assert not overrun.passed and overrun.measured == 2
+    assert "2 of 3 discards" in overrun.why and "0x401000" in overrun.why
+
+
 def test_a_migration_without_events_records_its_timing_as_not_measured() -> None:
     """A test that turned MIGRATION events off has no host milestones: the timing checks say so and pass, instead
     of failing a migration on what could not be measured (harness.migration.self_report)."""
