@@ -66,8 +66,8 @@ PROBE_SEED = 2002
 # rounds leave a wide margin; the rounds after the first post-switch one find every page present.
 PROBE_ROUNDS = 5
 # Guest time from the probe's SIGUSR1 to its first access (probe --start-delay-ms): longer than the host's gap from
-# the signal to the guest being stopped (signal_s in the run's timeline, SSH return and QMP stop included: 0.15–0.23 s
-# in 10 runs on a loaded 2-core host, 0.28 s in the CI run that went wrong); at most that long of the background
+# the signal to the guest being stopped (signal_s in the run's timeline, SSH return and QMP stop included: 0.17–0.25 s
+# in 20 runs on a loaded 2-core host, 0.28 s in the CI run that went wrong); at most that long of the background
 # stream reaches the destination before the probe starts (16 MiB/s × 0.5 s = 8 MiB of its 64 MiB, anonymous).
 PROBE_START_DELAY_S = 0.5
 PROBE_RAW = "/run/wl/probe.raw"
@@ -87,7 +87,9 @@ LINK_RTT_SAMPLES = 2000
 # (b) Measured p99 ratio preempt/no-preempt: 0.0009–0.0044; with the build whose urgent pages skip the preempt
 # channel (regressions/B2-urgent-pages-skip-preempt-channel.patch): ~1.1.
 P99_RATIO = 0.5
-# (c) postcopy-vcpu-blocktime / guest stall sum per vCPU, measured 0.63–0.76 with preempt, 0.99–2.2 without.
+# (c) postcopy-vcpu-blocktime / guest stall sum per vCPU, measured 0.63–0.76 with preempt, 0.99–2.2 without;
+# session 12, with the probe's start delay (make flake N=10, 10/10, host shared with a make matrix): 0.68–1.43 with
+# preempt, 1.32–1.80 without (worst 0.45 of the bound); 360–1 423 stalls without preempt, 6 645–16 774 with.
 # QEMU times a fault from its fault thread reading it to the page being placed, so it misses the guest-side part
 # of each fault (trap, wake-up, TLB refill: ~15 µs of a prompt ~40 µs fault): lower bound 0.4. The vCPU also
 # faults outside the probe's access windows (kernel paths, the probe's own code and bookkeeping pages), which
