@@ -1,8 +1,9 @@
-"""Facts about the host that decide what can run (userfaultfd for postcopy, hugepages), and host-side
+"""Facts about the host that decide what can run (userfaultfd for postcopy, hugepages, O_DIRECT), and host-side
 measurements of a QEMU's threads."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -40,6 +41,20 @@ def hugepages_2m() -> HostCapability:
     if count == 0 or not mounted:
         return HostCapability(False, f"{count} free 2 MiB hugepages, hugetlbfs {'mounted' if mounted else 'not mounted'}")
     return HostCapability(True, f"{count} free 2 MiB hugepages")
+
+
+def o_direct_refusal(directory: Path) -> str | None:
+    """Why this directory's filesystem refuses O_DIRECT (as QEMU's direct-io would find out), or None."""
+    probe = directory / "o_direct.probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return f"filesystem of {directory} refuses O_DIRECT: {exc.strerror}"
+        raise
+    os.close(fd)
+    probe.unlink()
+    return None
 
 
 def thread_times(pid: int, tid: int) -> ThreadTimes:

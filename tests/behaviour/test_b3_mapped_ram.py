@@ -29,8 +29,6 @@ Oracles and what anchors each (#16 audit: none compares a treatment with a contr
 
 from __future__ import annotations
 
-import errno
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from typing import Any
 import pytest
 
 from harness.analysis import oracles
+from harness.hosts.capabilities import o_direct_refusal
 
 from harness.vm import workloads
 from harness.vm.ram import compare_guest_ram
@@ -152,20 +151,6 @@ class FileGrowth:
         if self.path.exists():
             self.max_allocated = max(self.max_allocated, FileSize.of(self.path).allocated)
             self.observations += 1
-
-
-def o_direct_refusal(directory: Path) -> str | None:
-    """Why this directory's filesystem refuses O_DIRECT (as QEMU's direct-io would find out), or None."""
-    probe = directory / "o_direct.probe"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return f"filesystem of {directory} refuses O_DIRECT: {exc.strerror}"
-        raise
-    os.close(fd)
-    probe.unlink()
-    return None
 
 
 def first_time(series: Series, side: str, status: str) -> float | None:
