@@ -104,17 +104,18 @@ def setup_time_vs_host(clock: HostClock, final: dict[str, Any], slack_ms: float)
 
 
 def mbps_vs_host(clock: HostClock, final: dict[str, Any], carried: int | None, low: float,
-                 high: float, rounding_ms: float = 0.0) -> Verdict:
+                 high: float, rounding_ms: float = 0.0, carried_by: str = "the relay") -> Verdict:
     """QEMU's final ram.mbps over the bytes of the migration per host time from 'active' to 'completed'.
 
     At completion QEMU sets mbps to its transferred bytes × 8 over total-time − setup-time (migration.c,
     migration_completion_end): the same span on the host's clock. Bytes: what the transport carried (`carried`,
-    the relay's count) where there is one, else ram.transferred (then only the clock is independent).
+    counted by `carried_by`: the relay, an exec: pipe) where there is one, else ram.transferred (then only the
+    clock is independent).
     `rounding_ms` widens the band by what that many ms would change in the span (QEMU's span is whole ms)."""
     mbps = lookup(final, "ram.mbps")
     span = clock.transfer_ms
     measured_bytes = carried if carried is not None else lookup(final, "ram.transferred")
-    source = "bytes the relay carried" if carried is not None else "ram.transferred (no transport count here)"
+    source = f"bytes {carried_by} carried" if carried is not None else "ram.transferred (no transport count here)"
     expected = measured_bytes * 8 / span / 1e3 if measured_bytes is not None and span else None
     ratio = mbps / expected if isinstance(mbps, (int, float)) and expected else None
     if span and span > rounding_ms:

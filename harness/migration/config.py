@@ -58,7 +58,8 @@ class MigrationConfig:
     # carried can be set beside what QEMU reports it sent: Migration.relay. Sockets on this host only.
     relay: bool = False
     # How the address reaches QEMU (harness.migration.endpoints): "uri" (the default), "channels" (the QAPI
-    # `channels` argument), "fd" (getfd: a socket pair, or the file), "fdset" (add-fd: the file, by /dev/fdset/N).
+    # `channels` argument), "fd" (getfd: a socket pair, or the file), "fdset" (add-fd: the file, by /dev/fdset/N),
+    # "exec" (commands QEMU runs: cat into and out of the file, or a pipe through a FIFO for a socket).
     address: str = "uri"
     # A file migration's stream starts this many bytes into its file (`file:PATH,offset=N`).
     file_offset: int = 0

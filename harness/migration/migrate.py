@@ -28,7 +28,7 @@ from harness.vm.exits import QemuExited
 from harness.vm.machine import Machine
 from harness.migration.sampler import DEFAULT_SAMPLING_HZ, Sampler
 from harness.migration.relay import StreamRelay
-from harness.migration.endpoints import Handoff
+from harness.migration.endpoints import LOCAL_ONLY, Handoff
 from harness.migration.config import (CancelNotHonoured, MigrationConfig, MigrationError, MigrationFailed,
                                      MigrationStalled, MonitorLost, Outcome)
 
@@ -69,9 +69,9 @@ class Migration:
         self.cancel_outcome: CancelOutcome | None = None
         self._unlisten: list[Callable[[], None]] = []
         self.relay: StreamRelay | None = None
-        self.handoff = Handoff(config.address)
-        if config.relay and config.address in ("fd", "fdset"):
-            raise ValueError(f"{name}: a relay needs a socket address, not passed descriptors")
+        self.handoff = Handoff(config.address, direct_io=bool(config.parameters.get("direct-io")))
+        if config.relay and config.address in LOCAL_ONLY:
+            raise ValueError(f"{name}: a relay needs a socket address, not passed descriptors or commands")
         # Where the relay listens: this host's loopback, or an address a QEMU on another host reaches it at.
         self.relay_host = relay_host
         # Over a link (harness.hosts.netns): the source's veth tx counter, read at `migrate` and after.
