@@ -35,7 +35,7 @@ from harness.migration.scenarios import SEQINC_MIB, precopy_with_integrity
 from harness.migration.testbed import Pair, Testbed
 
 # Carried ≤ RAM / 64 (8 MiB for the 512 MiB guest, 1/4 of seqinc's region alone). Measured on the unmodified 10.0.2
-# (TCG here, 5 runs): 339 660 bytes each time (0.00063 of RAM; ram.transferred the same to the byte) — device state
+# (TCG here, 8 runs): 339 660 bytes each time (0.00063 of RAM; ram.transferred the same to the byte) — device state
 # and the unshared firmware blocks; with regressions/ignore-shared-sends-shared-ram 147 931 777 (0.276 of RAM).
 RAM_FRACTION = 64
 CONFIG = MigrationConfig(capabilities={"x-ignore-shared": True}, relay=True)
