@@ -55,7 +55,9 @@ STOP_COPY_TOLERANCE = 0.5
 # QEMU's downtime over the same interval on the host clock, the source's STOP → completed QMP event timestamps
 # (harness.analysis.blackout): 1 on the mechanism, less ms rounding and the vCPU stop before STOP is emitted.
 # Measured 0.969 … 1.03 … 1.11 (downtime 8 … 10 … 19 ms); downtime counted from after the stop-and-copy
-# (regressions/basic-downtime-underreported): 0.0 (0 ms against 17 ms).
+# (regressions/basic-downtime-underreported): 0.0 (0 ms against 17 ms). Session 12, warm-booted guests, make flake
+# N=10 on a host shared with a make matrix (the vCPUs' stop before STOP takes longer under load): 10/10, 1.13 … 1.2 …
+# 1.35 (downtime 17 … 23 … 27 ms); reported / lived 0.195 … 0.399; lived / STOP→RESUME 1.85 … 2.84.
 REPORTED_SHARE = (0.5, 1.5)
 # QEMU's downtime over the blackout the guest lived (its heartbeat, stamped by the host): ≤ 1 on the mechanism.
 # Measured 0.14 … 0.21 … 0.33: the lived blackout (36.8 … 49.6 … 65 ms) adds the destination's start and the fresh
