@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 # session's CPU lock allowed no more before the deadline) and 8 single runs of 8 more (B3 file save, background
 # snapshot, basics postcopy recovery, free page reporting, precopy and page lifecycle over a link), 0.9 s – 40 s
 # long. Figures min … median … max:
+# Session 12, pooled (`python -m harness.tools.flake --margins-only --across-tests --results …`): 169 completed
+# migrations of the unmodified 10.0.2, all passing — a clean-clone make check (40), make matrix's 10.0 → 10.0 pair
+# (53) and 76 from make flake N=10 runs of B2, dirty rate, suspend, downtime, link, page lifecycle and TLS:
+# total-time 0.986 … 1.0 … 1.0; mbps 0.946 … 0.999 … 1.0; setup-time 0 … 2 … 93 ms, each within host + 10 ms
+# (closest: 93 ms against 108).
 #
 # total-time over the host's time from `migrate` to the source's completed event: ≤ 1 on the mechanism (QEMU's
 # clock starts once the command has arrived) plus ms rounding. Measured 0.9991 … 0.9999 … 1.0 (and, before, 0.997 …
