@@ -1,5 +1,6 @@
 """Statistics shared by the oracles, the latency records and the plots: one nearest-rank percentile, one
-histogram (binned samples or the guest probe's log2 buckets)."""
+histogram (binned samples or the guest probe's log2 buckets), the wall time a set of possibly overlapping jobs
+covered."""
 
 from __future__ import annotations
 
@@ -114,3 +115,14 @@ def log2_histogram(latencies_us: Iterable[float]) -> list[tuple[float, int]]:
     if not counts:
         return []
     return [(float(2 ** b), counts.get(b, 0)) for b in range(max(counts) + 1)]
+
+
+def covered_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals: wall time during which at least one of them ran (two
+    overlapping jobs count once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total

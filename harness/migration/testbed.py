@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.core import workdirs
+from harness.core.stats import covered_seconds
 from harness.vm.accel import AccelChoice
 from harness.qemu.arch import ArchSpec
 from harness.qemu.compat import PlatformChoice
@@ -319,7 +320,7 @@ class Testbed:
             self._close(keep_workdir)
         finally:
             self._add_time("close_s", started)
-            digests = sum(m.ram_digest_s for m in self.machines)
+            digests = covered_seconds(span for m in self.machines for span in m.ram_digest_spans)
             self.artefacts.write_json("timings", {**self.timings, "ram_digest_s": round(digests, 3)})
         abnormal = [exit for machine in self.machines
                     if not machine.exit_reported and (exit := machine.abnormal_exit()) is not None]

@@ -10,8 +10,8 @@ the host's heartbeat reader and console watcher are the new QEMU's own. What a r
 other restored from the same file, and a cold-booted one would not: its kernel's RNG state and its boot history; its
 clock resumes where the save stopped it (seconds to minutes behind the host — oracles read guest time as deltas or
 fit it to the host's clock, harness.analysis.series.ClockMap). A test that needs a cold boot says so with the
-`cold_boot` marker (the fault suites, which break boots on purpose, are all marked); `--cold-boot` turns warm boots
-off for a run.
+`cold_boot` marker (the fault files that break boots and launches on purpose, run child sessions or wrap QEMU are
+all marked: tests/faults/conftest.py); `--cold-boot` turns warm boots off for a run.
 
 Only a plain local source is warm-booted: no remote host, no disks or memory backend (their state is outside the
 save), no extra arguments, no -S or -incoming of its own, no --qemu-wrapper. A restore that fails (the QEMU under

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.analysis import oracles
-from harness.analysis.integrity import compare_dumps
+from harness.analysis.integrity import compare_dumps, digest_dump
+from harness.core.stats import covered_seconds
 from harness.core.units import PAGE
 from harness.analysis.progress import summarize
 from harness.migration.config import MigrationConfig, Outcome
@@ -17,6 +20,7 @@ from harness.report.plots import plot_series
 from harness.report.artefacts import Artefacts, safe_name
 from harness.analysis.samples import Series, lookup
 from harness.vm.machine import Machine
+from harness.vm.ram import compare_guest_ram
 
 SCHEMA = [
     {"name": "query-migrate", "meta-type": "command", "ret-type": "MigrationInfo", "arg-type": "0"},
@@ -133,6 +137,37 @@ def test_compare_dumps_finds_each_differing_page(tmp_path: Path) -> None:
     assert not result.equal and result.differing_pages == 2 and result.first_differing == [3, 512]
     assert "differs in 2 of 600 pages" in result.describe()
     assert compare_dumps(a, a).equal
+
+
+class DumpingSide:
+    """A paused side whose dump + digest takes DUMP_S (a Machine's ram_digests, without QEMU)."""
+    DUMP_S = 0.4
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data, self.threads = name, data, set()
+
+    def ram_digests(self, path: Path, size_bytes: int) -> tuple[int, str, bytes]:
+        self.threads.add(threading.get_ident())
+        time.sleep(self.DUMP_S)
+        path.write_bytes(self.data[:size_bytes])
+        return digest_dump(path)
+
+
+def test_both_sides_of_a_ram_comparison_are_dumped_at_once(tmp_path: Path) -> None:
+    data = bytes(PAGE * 8)
+    source, destination = DumpingSide("source", data), DumpingSide("destination", data[:-1] + b"\x01")
+    started = time.monotonic()
+    result = compare_guest_ram(source, destination, len(data), tmp_path)  # type: ignore[arg-type]
+    took = time.monotonic() - started
+    assert result.differing_pages == 1 and result.first_differing == [7]   # source, destination kept in order
+    assert took < 2 * DumpingSide.DUMP_S, f"{took:.2f}s: the two dumps ran one after the other"
+    assert source.threads.isdisjoint(destination.threads)
+
+
+def test_covered_seconds_counts_overlapping_spans_once() -> None:
+    assert covered_seconds([]) == 0.0
+    assert covered_seconds([(0.0, 2.0), (1.0, 3.0)]) == 3.0            # two sides dumped at once
+    assert covered_seconds([(5.0, 6.0), (0.0, 1.0), (0.5, 0.75)]) == 2.0
 
 
 def test_migration_config_and_summary() -> None:
