@@ -110,7 +110,7 @@ extract() {
     mkdir -p "$DEST/.extract"
     tar -xJf "$CACHE/$ORIG" -C "$DEST/.extract"
     local top
-    top=$(find "$DEST/.extract" -mindepth 1 -maxdepth 1 -type d | head -n1)
+    top=$(find "$DEST/.extract" -mindepth 1 -maxdepth 1 -type d | sed -n 1p)
     [[ -f $top/VERSION ]] || { log "ERROR: no VERSION in $top"; exit 1; }
     [[ "$(cat "$top/VERSION")" == "$QEMU_VERSION" ]] || log "WARNING: VERSION is $(cat "$top/VERSION"), expected $QEMU_VERSION"
     mv "$top" "$tree"

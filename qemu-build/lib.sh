@@ -385,7 +385,7 @@ qb_ninja() {
     ((had_e)) && set -e
     step=$(grep -oE '^\[[0-9]+/[0-9]+\]' "$log" | tail -n1 | tr -d '[]' || true)
     if ((rc != 0)); then
-        grep -E -A12 'FAILED|error:' "$log" | head -n 60 >&2
+        grep -E -A12 'FAILED|error:' "$log" | sed -n 1,60p >&2
         qb_die "ninja failed (rc=$rc, log $log)"
         return 1
     fi
@@ -407,7 +407,7 @@ qb_install_variant() {
     mv -f "$dir/.$QB_BINARY.tmp" "$dir/$QB_BINARY"
     printf '%s\n' "${QB_FIRMWARE_DIRS[@]}" > "$dir/firmware-dirs.txt"
     local version patches_json="" p sha first=1
-    version=$("$dir/$QB_BINARY" -version | head -n1 | sed 's/.*version //')
+    version=$("$dir/$QB_BINARY" -version | sed -n '1s/.*version //p')
     for p in "$@"; do
         sha=$(qb_patch_sha "$p")
         ((first)) || patches_json+=", "

@@ -168,7 +168,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 for pkg in "${!QEMU_PACKAGES[@]}"; do
-    log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"
+    log "$("${QEMU_PACKAGES[$pkg]}" --version | sed -n 1p) (${QEMU_PACKAGES[$pkg]})"
 done
 # The guest images' build tools: the host arch's and s390x's (make check's smoke guest), so that a user needs none.
 for arch in $(printf '%s\n' "$(uname -m)" s390x | sort -u); do
