@@ -175,10 +175,11 @@ qb_check_tree() {
 # anything (build.sh --check): a missing package, a tree (or OUT) that is not this user's, a source that cannot be
 # fetched. One line per problem; status 1 when there is any.
 qb_preflight() {
-    local ok=0 missing
+    local ok=0 missing packages="its packages"
     missing=$(qb_missing_packages)
     if ! command -v dpkg-query >/dev/null; then
         qb_log "no dpkg-query (not a Debian host): packages not checked (Debian names: ${QB_APT_DEPS[*]})"
+        packages="(packages not checked)"
     elif [[ -n $missing ]]; then
         qb_die "missing packages: $missing -- as root: make qemu-build-deps" || ok=1
     fi
@@ -186,7 +187,7 @@ qb_preflight() {
         "$QB_LOG_DIR" "$QB_VARIANTS_DIR" "$@" || ok=1
     [[ -f $QB_SRC/.harness-extracted ]] || "$QB_LIBDIR/fetch-source.sh" --check || ok=1
     ((ok == 0)) || return 1
-    qb_log "ready: a $QB_ARCH build as $(id -un) in $QB_ROOT has its packages, its tree and its source"
+    qb_log "ready: a $QB_ARCH build as $(id -un) in $QB_ROOT has $packages, its tree and its source"
 }
 
 # flock on a file descriptor: one builder per tree at a time.
