@@ -71,3 +71,13 @@ def test_root_builds_anywhere(tmp_path) -> None:
     (tmp_path / "qemu").mkdir()
     os.chown(tmp_path / "qemu", 4242, 4242)
     assert bash(tmp_path, "qb_init; echo ok").stdout == "ok\n"
+
+
+def test_root_installs_exactly_the_missing_packages_with_apt_get(tmp_path) -> None:
+    """`make qemu-build-deps` (root): apt-get install of what is missing and nothing else (stubbed here)."""
+    proc = bash(tmp_path, 'apt-get() { echo "apt-get $*"; }; qb_init --no-create; '
+                          "QB_APT_DEPS+=(libqmh-not-installed-dev); qb_install_packages")
+    assert proc.returncode == 0, proc.stderr
+    calls = [line for line in proc.stderr.splitlines() if line.startswith("apt-get ")]   # its output goes to stderr
+    assert calls == ["apt-get install -y -q --no-install-recommends libqmh-not-installed-dev"]
+    assert not (tmp_path / "qemu").exists()
