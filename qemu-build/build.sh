@@ -86,6 +86,7 @@ fi
 
 qb_init
 OUT=${OUT:-$QB_VARIANTS_DIR}
+qb_check_tree "$OUT"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
