@@ -20,7 +20,7 @@ SMOKE_PYTEST_ARGS ?=
 SMOKE_RUN = for arch in $(SMOKE_ARCHES); do \
 	$(PY) -m pytest tests/behaviour -m smoke --accel tcg --arch $$arch $(SMOKE_PYTEST_ARGS) || exit $$?; done
 
-.PHONY: all setup image smoke-images check-images workloads test check smoke unit bench validate flake matrix matrix-cell mutate qemu-variants bisect-demo \
+.PHONY: all setup qemu-build-deps image smoke-images check-images workloads test check smoke unit bench validate flake matrix matrix-cell mutate qemu-variants bisect-demo \
 	clean distclean
 
 all: check
@@ -28,6 +28,12 @@ all: check
 setup: build/.setup.stamp
 build/.setup.stamp: scripts/setup.sh pyproject.toml
 	bash scripts/setup.sh   # it writes $@ itself, then hands what it made to the checkout's owner
+
+# QEMU's build dependencies, for a user's `make validate`, `make qemu-variants`, `make mutate` (root, once): the
+# build's Debian packages and apt's deb-src entry for the source (qemu-build/build.sh --deps-only). It creates
+# nothing in the checkout. A user's build that misses one says which in one line; it never calls apt-get.
+qemu-build-deps:
+	bash qemu-build/build.sh --arch $(ARCH) --deps-only
 
 image: setup
 	bash images/build.sh $(ARCH) $(IMAGE_DIR)

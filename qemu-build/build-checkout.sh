@@ -20,7 +20,7 @@ QB_STAMP_REVISION=0
 QB_T0=$SECONDS
 # shellcheck source=qemu-build/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-qb_init
+qb_init || exit 128     # a tree not this user's to write: the host is not usable, no commit is to blame
 export CCACHE_BASEDIR=$QB_SRC CCACHE_NOHASHDIR=1
 # One build per BUILD at a time (two bisect runs pointed at the same build dir would interleave ninja runs).
 exec {QB_CHECKOUT_LOCK}>"$QB_BUILD_DIR.lock"

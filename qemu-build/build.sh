@@ -28,7 +28,11 @@
 #   --jobs N         ninja -j (default: nproc)
 #   --bisect         for `git bisect run`: a tree/variant that does not build (patch does not
 #                    apply, configure or compile fails) exits 125 ("skip") instead of 1
-#   --no-apt         never call apt-get (fail when a build dependency is missing)
+#   --no-apt         never call apt-get (fail when a build dependency is missing; a user never calls it)
+#   --deps-only      as root: install the build's Debian packages and apt's deb-src entry for the source
+#                    (`make qemu-build-deps`), then stop; creates nothing in the checkout. As a user: --check
+#   --check          build nothing, install nothing, create nothing: are the packages installed, is the tree
+#                    (build/qemu) this user's to write, can the source be fetched? One line per problem, exit 1
 #   -h, --help
 #
 # Exit: 0 all requested variants built; 1 some failed; 125 with --bisect on build failure.
@@ -40,7 +44,7 @@ QB_T0=$SECONDS
 # shellcheck source=qemu-build/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-OUT="" PRISTINE=0 FORCE=0 BISECT=0 NAME=""
+OUT="" PRISTINE=0 FORCE=0 BISECT=0 NAME="" CHECK=0 DEPS_ONLY=0
 PATCHES=()
 while (($#)); do
     case $1 in
@@ -56,6 +60,8 @@ while (($#)); do
         --jobs) QB_JOBS=$2; shift 2 ;;
         --bisect) BISECT=1; shift ;;
         --no-apt) QB_NO_APT=1; shift ;;
+        --check) CHECK=1; shift ;;
+        --deps-only) DEPS_ONLY=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -66,8 +72,21 @@ if [[ " ${QB_ARCHES[*]} " != *" $QB_ARCH "* ]]; then
     echo "unknown --arch: $QB_ARCH (one of: ${QB_ARCHES[*]})" >&2; exit 2
 fi
 
+if ((CHECK || DEPS_ONLY)); then
+    qb_init --no-create
+    if ((DEPS_ONLY)) && [[ $(id -u) -eq 0 ]]; then
+        qb_install_packages
+        "$QB_LIBDIR/fetch-source.sh" --apt-source
+        qb_log "build dependencies installed: a user can now run qemu-build/build.sh (make validate)"
+        exit 0
+    fi
+    qb_preflight ${OUT:+"$OUT"}
+    exit
+fi
+
 qb_init
 OUT=${OUT:-$QB_VARIANTS_DIR}
+qb_check_tree "$OUT"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 

@@ -12,7 +12,7 @@ pass=0 fail=0
 for bin in "$DIR"/*/qemu-system-*; do
     [[ -x $bin ]] || continue
     v=$(basename "$(dirname "$bin")")
-    ver=$("$bin" -version 2>&1 | head -n1)
+    ver=$("$bin" -version 2>&1 | sed -n 1p)
     L=()
     while IFS= read -r d; do [[ -n $d ]] && L+=(-L "$d"); done < "$(dirname "$bin")/firmware-dirs.txt"
     out=$(printf '{"execute":"qmp_capabilities"}\n{"execute":"query-version"}\n{"execute":"quit"}\n' |
@@ -20,7 +20,7 @@ for bin in "$DIR"/*/qemu-system-*; do
     if [[ $ver == "QEMU emulator version "* ]] && [[ $(grep -c '"return"' <<<"$out") -eq 3 ]]; then
         echo "ok    $v: $ver"; pass=$((pass + 1))
     else
-        echo "FAIL  $v: version='$ver'"; sed 's/^/      /' <<<"$out" | head -n 10; fail=$((fail + 1))
+        echo "FAIL  $v: version='$ver'"; sed 's/^/      /' <<<"$out" | sed -n 1,10p; fail=$((fail + 1))
     fi
 done
 echo "$pass passed, $fail failed"

@@ -2,6 +2,10 @@
 # Fetch the QEMU 10.0.2 upstream source from Debian's source package and unpack it.
 #
 #   qemu-build/fetch-source.sh DEST
+#   qemu-build/fetch-source.sh --apt-source   as root: only the deb-src entry below and its apt-get update (what a
+#                                             user's fetch needs: `make qemu-build-deps`); nothing in the checkout
+#   qemu-build/fetch-source.sh --check        can this user fetch (tarball cached, or apt's deb-src index present,
+#                                             the cache dir writable)? One line and exit 1 when not; fetches nothing
 #
 # Only Debian's archive is used: a deb-src entry for bookworm-backports is written to
 # /etc/apt/sources.list.d/harness-src.sources, then `apt-get source --download-only`
@@ -17,7 +21,7 @@
 #   QEMU_CACHE_DIR    tarball cache (default <repo>/build/cache)
 set -euo pipefail
 
-usage() { echo "usage: $0 DEST" >&2; exit 2; }
+usage() { echo "usage: $0 DEST | --apt-source | --check" >&2; exit 2; }
 [[ $# -eq 1 ]] || usage
 DEST=$1
 
@@ -32,9 +36,18 @@ SRC_LIST=/etc/apt/sources.list.d/harness-src.sources
 
 log() { printf '[fetch-source %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-ensure_deb_src() {
-    local want
-    want=$(cat <<SRC
+die() { log "ERROR: $*"; exit 1; }
+
+# One line and exit 1 when DIR (or, not made yet, its nearest existing parent) is not this user's to write: a
+# build/cache left root-owned would otherwise stop mktemp or tar with a message about some file in it.
+ensure_writable() {
+    local p=$1
+    while [[ ! -e $p && $p != / ]]; do p=$(dirname "$p"); done
+    [[ -w $p ]] || die "$p is owned by $(stat -c %U "$p"), not $(id -un): cannot write the QEMU source there --" \
+        "as root: chown -R $(id -un): $p"
+}
+
+DEB_SRC_WANT=$(cat <<SRC
 Types: deb-src
 URIs: http://deb.debian.org/debian
 Suites: bookworm-backports
@@ -42,23 +55,25 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 )
-    if [[ -f $SRC_LIST ]] && [[ "$(cat "$SRC_LIST")" == "$want" ]] \
-        && compgen -G '/var/lib/apt/lists/*bookworm-backports_main_source_Sources*' >/dev/null; then
-        return 0
-    fi
-    if [[ $(id -u) -ne 0 ]]; then
-        log "ERROR: no deb-src for bookworm-backports in apt; as root: write $SRC_LIST (see this script) and" \
-            "run apt-get update, or put $ORIG in $CACHE"
-        exit 1
-    fi
+deb_src_ready() {
+    [[ -f $SRC_LIST ]] && [[ "$(cat "$SRC_LIST")" == "$DEB_SRC_WANT" ]] \
+        && compgen -G '/var/lib/apt/lists/*bookworm-backports_main_source_Sources*' >/dev/null
+}
+tarball_cached() { [[ -s $CACHE/$ORIG ]] && xz -t "$CACHE/$ORIG" 2>/dev/null; }
+
+ensure_deb_src() {
+    deb_src_ready && return 0
+    [[ $(id -u) -eq 0 ]] || die "no deb-src for bookworm-backports in apt -- as root: make qemu-build-deps (it" \
+        "writes $SRC_LIST and runs apt-get update), or put $ORIG in $CACHE"
     log "writing $SRC_LIST and running apt-get update"
-    printf '%s\n' "$want" > "$SRC_LIST"
+    printf '%s\n' "$DEB_SRC_WANT" > "$SRC_LIST"
     apt-get update -qq
 }
 
 fetch_tarball() {
+    ensure_writable "$CACHE"
     mkdir -p "$CACHE"
-    if [[ -s $CACHE/$ORIG ]] && xz -t "$CACHE/$ORIG" 2>/dev/null; then
+    if tarball_cached; then
         log "cached: $CACHE/$ORIG"
         return 0
     fi
@@ -95,7 +110,7 @@ extract() {
     mkdir -p "$DEST/.extract"
     tar -xJf "$CACHE/$ORIG" -C "$DEST/.extract"
     local top
-    top=$(find "$DEST/.extract" -mindepth 1 -maxdepth 1 -type d | head -n1)
+    top=$(find "$DEST/.extract" -mindepth 1 -maxdepth 1 -type d | sed -n 1p)
     [[ -f $top/VERSION ]] || { log "ERROR: no VERSION in $top"; exit 1; }
     [[ "$(cat "$top/VERSION")" == "$QEMU_VERSION" ]] || log "WARNING: VERSION is $(cat "$top/VERSION"), expected $QEMU_VERSION"
     mv "$top" "$tree"
@@ -106,6 +121,24 @@ extract() {
     echo "$tree"
 }
 
-fetch_tarball
-mkdir -p "$DEST"
-extract
+case $DEST in
+    --apt-source)
+        [[ $(id -u) -eq 0 ]] || die "--apt-source writes $SRC_LIST: run it as root"
+        ensure_deb_src
+        log "apt has the deb-src for bookworm-backports: a user can fetch $ORIG" ;;
+    --check)
+        if tarball_cached; then
+            log "ready: $CACHE/$ORIG is cached"
+        else
+            ensure_writable "$CACHE"
+            deb_src_ready || die "no deb-src for bookworm-backports in apt, and $ORIG is not in $CACHE -- as" \
+                "root: make qemu-build-deps"
+            log "ready: apt can fetch $ORIG into $CACHE"
+        fi ;;
+    -*) usage ;;
+    *)
+        fetch_tarball
+        ensure_writable "$DEST"
+        mkdir -p "$DEST"
+        extract ;;
+esac

@@ -5,7 +5,7 @@
 #   source qemu-build/lib.sh
 #   qb_init                      # paths, defaults (honours the QB_* variables below)
 #   qb_lock                      # one builder at a time on the shared tree
-#   qb_ensure_deps               # apt build deps + tools venv (meson from PyPI)
+#   qb_ensure_deps               # apt build deps (root; a user is told which) + tools venv (meson from PyPI)
 #   qb_prepare_source            # fetch + extract + baseline commit of the pristine tree
 #   qb_restore_pristine          # undo any applied patch (also after a killed run)
 #   qb_configure                 # configure once (re-run only when the options change)
@@ -32,7 +32,7 @@
 #                 qemu-system-$QB_ARCH, the firmware and the per-arch dirs above
 #   QB_ROOT QB_SRC_PARENT QB_BUILD_DIR QB_VENV QB_CCACHE_DIR QB_LOG_DIR QB_VARIANTS_DIR QB_JOBS QB_PYTHON
 #   QB_EXTRA_CONFIGURE_ARGS  appended to the configure line (own QB_BUILD_DIR + --out: e.g. --enable-gcov)
-#   QB_NO_APT=1   never call apt-get (fail if something is missing)
+#   QB_NO_APT=1   never call apt-get (fail if something is missing; a user never calls it)
 
 QB_QEMU_VERSION=${QB_QEMU_VERSION:-10.0.2}
 QB_MESON_VERSION=${QB_MESON_VERSION:-1.5.0}     # = QEMU 10.0's bundled python/wheels meson
@@ -100,17 +100,21 @@ qb_arch_path() { if [[ $QB_ARCH == x86_64 ]]; then echo "$1"; else echo "$1-$QB_
 qb_log() { printf '[qemu-build %s +%ss] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - ${QB_T0:-0}))" "$*" >&2; }
 qb_die() { qb_log "ERROR: $*"; return 1; }
 
+# qb_init [--no-create]: paths and defaults; then, unless --no-create, the tree's directories. Before anything is
+# created or locked there, a user is told in one line when the tree is not theirs to write (qb_check_tree).
 qb_init() {
     QB_T0=${QB_T0:-$SECONDS}
-    local here
+    local here create=1
+    [[ ${1:-} == --no-create ]] && create=0
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     QB_REPO=${QB_REPO:-$(cd "$here/.." && pwd)}
     QB_LIBDIR=$here
     qb_arch_config || return 1
     QB_ROOT=${QB_ROOT:-$QB_REPO/build/qemu}
+    ((create)) && { qb_check_tree "$QB_ROOT" || return 1; mkdir -p "$QB_ROOT"; }
     # The real path: a clone whose build/qemu is a symlink to a shared tree must record the same configure stamp
     # (it names the source path) as the tree's owner, or every build from another clone reconfigures the tree.
-    mkdir -p "$QB_ROOT" && QB_ROOT=$(cd "$QB_ROOT" && pwd -P)
+    [[ -d $QB_ROOT ]] && QB_ROOT=$(cd "$QB_ROOT" && pwd -P)
     QB_SRC_PARENT=${QB_SRC_PARENT:-$QB_ROOT/src}
     QB_SRC=${QB_SRC:-$QB_SRC_PARENT/qemu-$QB_QEMU_VERSION}
     QB_GIT_DIR=${QB_GIT_DIR:-$QB_ROOT/src.git}
@@ -120,11 +124,70 @@ qb_init() {
     QB_LOG_DIR=${QB_LOG_DIR:-$(qb_arch_path "$QB_ROOT/logs")}
     QB_VARIANTS_DIR=${QB_VARIANTS_DIR:-$(qb_arch_path "$QB_ROOT/variants")}
     QB_JOBS=${QB_JOBS:-$(nproc)}
-    mkdir -p "$QB_ROOT" "$QB_LOG_DIR"
+    if ((create)); then
+        # whatever of the tree an override put outside QB_ROOT (checked above)
+        local d elsewhere=()
+        for d in "$QB_SRC_PARENT" "$QB_GIT_DIR" "$QB_BUILD_DIR" "$QB_VENV" "$QB_CCACHE_DIR" "$QB_LOG_DIR" \
+                 "$QB_VARIANTS_DIR"; do
+            [[ $d == "$QB_ROOT"/* ]] || elsewhere+=("$d")
+        done
+        ((${#elsewhere[@]} == 0)) || qb_check_tree "${elsewhere[@]}" || return 1
+        mkdir -p "$QB_LOG_DIR"
+    fi
     export CCACHE_DIR=$QB_CCACHE_DIR CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
     # the mtime of a restored file is "now", so ccache's default direct mode is fine;
     # sloppiness lets it ignore __DATE__/__TIME__ and pch noise.
     export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-time_macros,include_file_mtime,include_file_ctime}
+}
+
+# qb_foreign_path UID DIR...: the first path in the way of a build as UID — anything under an existing DIR that
+# is not UID's (a build/qemu, or one file in it, left by a root build in a user's checkout: ninja, ccache and git
+# would stop midway on it), or, for a DIR not made yet, its nearest existing parent when this process cannot write
+# there. Nothing printed: the way is clear.
+qb_foreign_path() {
+    local uid=$1 d p found; shift
+    for d in "$@"; do
+        p=$d
+        while [[ ! -e $p && $p != / ]]; do p=$(dirname "$p"); done
+        if [[ $p != "$d" ]]; then
+            [[ -w $p ]] || { echo "$p"; return 0; }
+            continue
+        fi
+        found=$(find "$d" \! -user "$uid" -print -quit 2>/dev/null)
+        [[ -z $found ]] || { echo "$found"; return 0; }
+    done
+}
+
+# qb_check_tree DIR...: for a user, one line and status 1 when a DIR is not theirs to build in (root builds anywhere).
+qb_check_tree() {
+    local uid foreign
+    uid=$(id -u)
+    ((uid != 0)) || return 0
+    foreign=$(qb_foreign_path "$uid" "$@")
+    [[ -n $foreign ]] || return 0
+    local fix=$foreign d
+    for d in "$@"; do [[ $foreign == "$d" || $foreign == "$d"/* ]] && fix=$d; done
+    qb_die "$foreign is owned by $(stat -c %U "$foreign"), not $(id -un): the QEMU build cannot write there --" \
+        "as root: chown -R $(id -un): $fix (or remove it)"
+}
+
+# qb_preflight [OUT]: what a build as this user would stop on, found without building, installing or creating
+# anything (build.sh --check): a missing package, a tree (or OUT) that is not this user's, a source that cannot be
+# fetched. One line per problem; status 1 when there is any.
+qb_preflight() {
+    local ok=0 missing packages="its packages"
+    missing=$(qb_missing_packages)
+    if ! command -v dpkg-query >/dev/null; then
+        qb_log "no dpkg-query (not a Debian host): packages not checked (Debian names: ${QB_APT_DEPS[*]})"
+        packages="(packages not checked)"
+    elif [[ -n $missing ]]; then
+        qb_die "missing packages: $missing -- as root: make qemu-build-deps" || ok=1
+    fi
+    qb_check_tree "$QB_ROOT" "$QB_SRC_PARENT" "$QB_GIT_DIR" "$QB_BUILD_DIR" "$QB_VENV" "$QB_CCACHE_DIR" \
+        "$QB_LOG_DIR" "$QB_VARIANTS_DIR" "$@" || ok=1
+    [[ -f $QB_SRC/.harness-extracted ]] || "$QB_LIBDIR/fetch-source.sh" --check || ok=1
+    ((ok == 0)) || return 1
+    qb_log "ready: a $QB_ARCH build as $(id -un) in $QB_ROOT has $packages, its tree and its source"
 }
 
 # flock on a file descriptor: one builder per tree at a time.
@@ -138,34 +201,62 @@ qb_lock() {
 
 qb_git() { git --git-dir="$QB_GIT_DIR" --work-tree="$QB_SRC" -c core.autocrlf=false "$@"; }
 
-qb_ensure_deps() {
-    local missing=() p
+# The build's Debian packages (and the firmware's) that are not installed, on one line; nothing when all are.
+# Without dpkg-query (not a Debian host) nothing can be checked here: configure names what it misses.
+qb_missing_packages() {
+    command -v dpkg-query >/dev/null || return 0
+    local missing=() p f
     for p in "${QB_APT_DEPS[@]}"; do
         dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep '^install ok installed' >/dev/null || missing+=("$p")
     done
-    local f fw_missing=0
-    for f in "${QB_FIRMWARE_FILES[@]}"; do [[ -e $f ]] || fw_missing=1; done
-    if ((${#missing[@]})) || ((fw_missing)); then
-        [[ ${QB_NO_APT:-0} == 1 ]] && qb_die "missing packages: ${missing[*]} (firmware missing: $fw_missing)"
-        # A user cannot install them: say which, for root to install (the QEMU build itself then runs as the user).
-        [[ $(id -u) -ne 0 ]] && qb_die "missing packages: ${missing[*]} $( ((fw_missing)) && echo "${QB_FIRMWARE_PACKAGES[*]}")" \
-            "-- as root: apt-get install --no-install-recommends <them> (or run this build once as root)"
-        qb_log "phase deps: apt-get install ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 || {
+    for f in "${QB_FIRMWARE_FILES[@]}"; do
+        [[ -e $f ]] || { missing+=("${QB_FIRMWARE_PACKAGES[@]}"); break; }
+    done
+    echo "${missing[*]}"
+}
+
+# Root installs what is missing with apt-get (QB_NO_APT=1: never); a user, who cannot, is told in one line which
+# packages root must install (`make qemu-build-deps`), and the build stops there.
+qb_install_packages() {
+    local missing
+    if ! command -v dpkg-query >/dev/null; then
+        qb_log "no dpkg-query (not a Debian host): build dependencies not checked; the Debian names are" \
+            "${QB_APT_DEPS[*]} ${QB_FIRMWARE_PACKAGES[*]} (configure names what it misses)"
+        return 0
+    fi
+    missing=$(qb_missing_packages)
+    [[ -n $missing ]] || return 0
+    local apt_missing=() firmware=() p
+    [[ ${QB_NO_APT:-0} == 1 ]] && { qb_die "missing packages: $missing"; return 1; }
+    [[ $(id -u) -ne 0 ]] && { qb_die "missing packages: $missing -- as root: make qemu-build-deps (or apt-get" \
+        "install --no-install-recommends $missing)"; return 1; }
+    command -v apt-get >/dev/null || { qb_die "missing packages: $missing, and no apt-get to install them"; return 1; }
+    for p in "${QB_FIRMWARE_PACKAGES[@]}"; do
+        [[ " $missing " == *" $p "* ]] && firmware+=("$p")
+    done
+    for p in "${QB_APT_DEPS[@]}"; do
+        [[ " $missing " == *" $p "* ]] && apt_missing+=("$p")
+    done
+    if ((${#apt_missing[@]})); then
+        qb_log "phase deps: apt-get install ${apt_missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2 || {
             qb_log "apt-get install failed, running apt-get update and retrying"
             apt-get update -qq >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
         }
-        if ((fw_missing)); then
-            # firmware blobs (x86_64: pvh.bin, linuxboot_dma.bin, kvmvapic.bin, bios, option ROMs;
-            # s390x: s390-ccw.img)
-            qb_log "phase deps: installing firmware packages (${QB_FIRMWARE_PACKAGES[*]})"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                -t bookworm-backports "${QB_FIRMWARE_PACKAGES[@]}" >&2 || \
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                "${QB_FIRMWARE_PACKAGES[@]}" >&2
-        fi
     fi
+    if ((${#firmware[@]})); then
+        # firmware blobs (x86_64: pvh.bin, linuxboot_dma.bin, kvmvapic.bin, bios, option ROMs;
+        # s390x: s390-ccw.img)
+        qb_log "phase deps: installing firmware packages (${firmware[*]})"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            -t bookworm-backports "${firmware[@]}" >&2 || \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${firmware[@]}" >&2
+    fi
+}
+
+qb_ensure_deps() {
+    qb_install_packages || return 1
     # tools venv: meson (+ pycotap, which QEMU's configure wants in the same group) from PyPI.
     local py=${QB_PYTHON:-}
     if [[ -z $py ]]; then
@@ -295,7 +386,7 @@ qb_ninja() {
     ((had_e)) && set -e
     step=$(grep -oE '^\[[0-9]+/[0-9]+\]' "$log" | tail -n1 | tr -d '[]' || true)
     if ((rc != 0)); then
-        grep -E -A12 'FAILED|error:' "$log" | head -n 60 >&2
+        grep -E -A12 'FAILED|error:' "$log" | sed -n 1,60p >&2
         qb_die "ninja failed (rc=$rc, log $log)"
         return 1
     fi
@@ -317,7 +408,7 @@ qb_install_variant() {
     mv -f "$dir/.$QB_BINARY.tmp" "$dir/$QB_BINARY"
     printf '%s\n' "${QB_FIRMWARE_DIRS[@]}" > "$dir/firmware-dirs.txt"
     local version patches_json="" p sha first=1
-    version=$("$dir/$QB_BINARY" -version | head -n1 | sed 's/.*version //')
+    version=$("$dir/$QB_BINARY" -version | sed -n '1s/.*version //p')
     for p in "$@"; do
         sha=$(qb_patch_sha "$p")
         ((first)) || patches_json+=", "

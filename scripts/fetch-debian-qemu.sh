@@ -11,7 +11,7 @@
 # of qemu-system-x86 and qemu-system-common); the installed libraries and firmware serve the rest.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VERSION=${1:-$(apt-cache madison qemu-system-x86 | awk -F'|' '$2 ~ /7\.2\+dfsg/ {gsub(/ /, "", $2); print $2; exit}')}
+VERSION=${1:-$(apt-cache madison qemu-system-x86 | awk -F'|' '!found && $2 ~ /7\.2\+dfsg/ {gsub(/ /, "", $2); print $2; found = 1}')}
 [[ -n $VERSION ]] || { echo "no qemu-system-x86 7.2 in the apt sources (run apt-get update?)" >&2; exit 1; }
 DEST=$REPO/build/qemu/debian-${VERSION#*:}
 BIN=$DEST/usr/bin/qemu-system-x86_64
@@ -25,5 +25,5 @@ if [[ ! -x $BIN || ! -f $MODULE ]]; then
 fi
 if ! missing=$(ldd "$BIN" | grep 'not found'); then :; fi
 [[ -z $missing ]] || { echo "$BIN lacks libraries: $missing" >&2; exit 1; }
-QEMU_MODULE_DIR=$(dirname "$MODULE") "$BIN" -version | head -n1 >&2
+QEMU_MODULE_DIR=$(dirname "$MODULE") "$BIN" -version | sed -n 1p >&2
 echo "$BIN"

@@ -37,6 +37,11 @@ DNF_PACKAGES=(qemu-system-x86-core qemu-system-s390x-core qemu-img iproute iputi
 ZYPPER_PACKAGES=(qemu-x86 qemu-s390x qemu-tools iproute2 iputils iperf openssh-server openssh-clients dropbear
                  binutils xz zstd lz4 gzip bzip2 gcc make glibc-devel-static python3 util-linux)
 
+# QEMU's own build (make validate; `make qemu-build-deps` installs it with apt): its Debian names, for a host that
+# has no apt-get (the firmware dirs it builds against are Debian's too: qemu-build/lib.sh).
+# (x86_64's firmware packages hold s390x's too.)
+QEMU_BUILD_PACKAGES=$(bash -c 'source qemu-build/lib.sh && qb_arch_config && echo "${QB_APT_DEPS[*]} ${QB_FIRMWARE_PACKAGES[*]}"')
+
 missing_commands() {
     local c
     for c in "${COMMANDS[@]}"; do
@@ -106,8 +111,12 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
             echo "  no apt-get, dnf or zypper here: install the packages that provide them (Debian names:" \
                 "${APT_PACKAGES[*]} and images/build.sh's HOST_PACKAGES; Fedora: ${DNF_PACKAGES[*]})" >&2
         fi
+        echo "  and for \`make validate\`'s QEMU build, the equivalents of (Debian names): $QEMU_BUILD_PACKAGES" >&2
         exit 1
     fi
+    [ "$(id -u)" -ne 0 ] ||
+        log "not installed without apt-get: \`make validate\`'s QEMU build needs the equivalents of (Debian names):" \
+            "$QEMU_BUILD_PACKAGES"
     mapfile -t missing < <(missing_commands)
     [ ${#missing[@]} -eq 0 ] || { echo "setup.sh: still missing: ${missing[*]}" >&2; exit 1; }
     venv
@@ -159,7 +168,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 for pkg in "${!QEMU_PACKAGES[@]}"; do
-    log "$("${QEMU_PACKAGES[$pkg]}" --version | head -1) (${QEMU_PACKAGES[$pkg]})"
+    log "$("${QEMU_PACKAGES[$pkg]}" --version | sed -n 1p) (${QEMU_PACKAGES[$pkg]})"
 done
 # The guest images' build tools: the host arch's and s390x's (make check's smoke guest), so that a user needs none.
 for arch in $(printf '%s\n' "$(uname -m)" s390x | sort -u); do
