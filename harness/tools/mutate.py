@@ -9,7 +9,9 @@ or all of them with --exhaustive. Then, in this order:
      that does not pass there proves nothing about a mutant and is dropped from the selection (listed);
   2. the pristine QEMU built with gcov runs the same selection once, each test with its own GCOV_PREFIX
      (harness.tools.mutate_coverage): line → the tests that execute it;
-  3. per mutant: its one-line patch is built by the same builder as `make validate` (one tree, ccache, only the
+  3. per mutant: the compiler's front end is asked first (harness.tools.mutate_syntax, the build tree's own
+     command with -fsyntax-only: < 1 s); a mutant it refuses is "build failed" without a build. Else its
+     one-line patch is built by the same builder as `make validate` (one tree, ccache, only the
      touched object recompiled, under --lock); a build failure and a binary identical to the pristine one
      (sha256: trivially equivalent) are recorded and not run; a mutant whose line no test executes is
      "not covered"; else its covering tests run against it (in the selection's order, -x: the first failure
@@ -52,7 +54,7 @@ from harness.hosts.parallel import CpuBudget, host_cpus
 from harness.qemu.arch import ARCHES
 from harness.report.artefacts import safe_name
 from harness.report.mutation_page import render_page
-from harness.tools import mutate_coverage
+from harness.tools import mutate_coverage, mutate_syntax
 from harness.tools.flake import exclusive
 from harness.tools.validate import COULD_NOT_RUN, pytest_argv, read_run
 
@@ -111,6 +113,11 @@ def shared_tree_env() -> dict[str, str]:
     symlink to another checkout's would otherwise configure the tree under its own path (the configure stamp holds
     the source path), and every build from another clone would wipe and reconfigure it."""
     return {**os.environ, "QB_ROOT": str(QEMU_ROOT.resolve())}
+
+
+def build_dir(arch: str) -> Path:
+    """The shared build tree of ARCH (its compile_commands.json is the compile pre-check's)."""
+    return QEMU_ROOT / ("build" if arch == "x86_64" else f"build-{arch}")
 
 
 def builder(arch: str, lock: Path | None, *args: str) -> list[str]:
@@ -245,20 +252,30 @@ class Run:
             f"{' by ' + result.killed_by if result.killed_by else ''}{' — ' + result.note if result.note else ''}")
 
     def mutate(self) -> None:
-        """In batches of --batch: write the patches, build them (build_batch), record the build failures,
-        equivalents and uncovered ones, run the rest (--jobs at once), then the next batch."""
+        """Mutants the compiler's front end refuses are recorded as build failures first (mutate_syntax: < 1 s
+        each instead of a build). Then in batches of --batch: write the patches, build them (build_batch), record
+        the build failures, equivalents and uncovered ones, run the rest (--jobs at once), then the next batch."""
         options, state = self.options, self.state
         patches = options.artefacts / "patches"
         patches.mkdir(parents=True, exist_ok=True)
         pristine_sha = build_info(PRISTINE, PRISTINE_OUT).get("binary_sha256")
         order = state.run_order()
         sources: dict[str, list[str]] = {}
-        pending = state.pending()
+        pending: list[mut.Mutant] = []
+        for mutant in state.pending():
+            source = sources.setdefault(mutant.file, pristine_source(mutant.file))
+            start = time.monotonic()
+            error = mutate_syntax.syntax_error(mutant, source, build_dir(options.arch))
+            if error is None:
+                pending.append(mutant)
+            else:
+                self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=round(time.monotonic() - start, 1),
+                                               note=f"{error} (compile pre-check)"))
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
             for first in range(0, len(pending), options.batch):
                 batch = pending[first:first + options.batch]
                 for mutant in batch:
-                    source = sources.setdefault(mutant.file, pristine_source(mutant.file))
+                    source = sources[mutant.file]
                     (patches / f"{mutant.id}.patch").write_text(mut.patch_text(mutant, source, {
                         "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
                         "Mutant": mutant.id}))
