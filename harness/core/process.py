@@ -144,6 +144,41 @@ def run_child(args: Sequence[str], cwd: Path, grace: float = STOP_GRACE_S) -> tu
     return proc.returncode, "".join(lines)
 
 
+def run_logged(args: Sequence[str], cwd: Path, log: IO[str], timeout: float | None = None,
+               env: dict[str, str] | None = None, grace: float = STOP_GRACE_S) -> int | None:
+    """run_child for a child whose output goes to `log` (a file): the same process group, the same one SIGTERM
+    and grace on KeyboardInterrupt (then re-raised), the same SIGTERM if this process dies; and after `timeout` s
+    the same stop, returning None instead of an exit status."""
+    proc = subprocess.Popen(list(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                            process_group=0, preexec_fn=_stop_with_parent)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc, grace)
+        return None
+    except KeyboardInterrupt:
+        _stop(proc, grace)
+        raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+
+
+def stop_logged_children(grace: float = STOP_GRACE_S) -> None:
+    """Stop every run_logged child still running, as run_logged stops its own on Ctrl-C: for a tool whose
+    children wait in worker threads, where the KeyboardInterrupt reaches only the main thread."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        _stop(proc, grace)
+
+
+_LIVE: set["subprocess.Popen[str]"] = set()
+_LIVE_LOCK = threading.Lock()
+
+
 def _tee(stream: IO[str], lines: list[str]) -> None:
     for line in stream:
         sys.stderr.write(line)

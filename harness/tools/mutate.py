@@ -9,7 +9,9 @@ or all of them with --exhaustive. Then, in this order:
      that does not pass there proves nothing about a mutant and is dropped from the selection (listed);
   2. the pristine QEMU built with gcov runs the same selection once, each test with its own GCOV_PREFIX
      (harness.tools.mutate_coverage): line → the tests that execute it;
-  3. per mutant: its one-line patch is built by the same builder as `make validate` (one tree, ccache, only the
+  3. per mutant: the compiler's front end is asked first (harness.tools.mutate_syntax, the build tree's own
+     command with -fsyntax-only: < 1 s); a mutant it refuses is "build failed" without a build. Else its
+     one-line patch is built by the same builder as `make validate` (one tree, ccache, only the
      touched object recompiled, under --lock); a build failure and a binary identical to the pristine one
      (sha256: trivially equivalent) are recorded and not run; a mutant whose line no test executes is
      "not covered"; else its covering tests run against it (in the selection's order, -x: the first failure
@@ -48,11 +50,12 @@ from harness.analysis import mutants as mut
 from harness.analysis.coverage import covering, line_map
 from harness.core.checkout import ROOT, require_checkout
 from harness.core.files import atomic_write_text
+from harness.core.process import interruptible, run_logged, stop_logged_children
 from harness.hosts.parallel import CpuBudget, host_cpus
 from harness.qemu.arch import ARCHES
 from harness.report.artefacts import safe_name
 from harness.report.mutation_page import render_page
-from harness.tools import mutate_coverage
+from harness.tools import mutate_coverage, mutate_syntax
 from harness.tools.flake import exclusive
 from harness.tools.validate import COULD_NOT_RUN, pytest_argv, read_run
 
@@ -113,6 +116,11 @@ def shared_tree_env() -> dict[str, str]:
     return {**os.environ, "QB_ROOT": str(QEMU_ROOT.resolve())}
 
 
+def build_dir(arch: str) -> Path:
+    """The shared build tree of ARCH (its compile_commands.json is the compile pre-check's)."""
+    return QEMU_ROOT / ("build" if arch == "x86_64" else f"build-{arch}")
+
+
 def builder(arch: str, lock: Path | None, *args: str) -> list[str]:
     command = ["bash", str(ROOT / "qemu-build" / "build.sh"), "--arch", arch, "--out", str(MUTANTS_OUT), *args]
     return ["flock", str(lock), *command] if lock is not None else command
@@ -137,8 +145,8 @@ def build_batch(mutants: Sequence[mut.Mutant], patches: Path, arch: str, lock: P
     # the lock first, then the tokens: a job holding the lock (validate --lock) may be waiting for tokens
     with open(patches / f"batch-{mutants[0].id}.log", "w") as out, exclusive(lock), budget.acquire(budget.size):
         start = time.monotonic()           # the build, not the wait for the lock
-        subprocess.run(builder(arch, None, "--force", *args), stdout=out, stderr=subprocess.STDOUT,
-                       env=shared_tree_env(), check=False)
+        # (run_logged: an interrupted build gets SIGTERM, so build.sh's trap restores the pristine tree)
+        run_logged(builder(arch, None, "--force", *args), ROOT, out, env=shared_tree_env())
     average = round((time.monotonic() - start) / len(mutants), 1)
     built: dict[str, tuple[bool, str, float]] = {}
     for mutant in mutants:
@@ -170,11 +178,11 @@ def run_selection(name: str, binary: Path, tests: list[str], artefacts: Path, op
     start = time.monotonic()
     deadline = options.test_timeout * max(1, len(tests)) + 300
     with open(artefacts / f"{name}.log", "w") as out:
-        try:
-            code = subprocess.run(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  timeout=deadline, check=False).returncode
-        except subprocess.TimeoutExpired:
-            return {t: "timeout" for t in tests}, {t: f"timed out after {deadline} s" for t in tests}, None, deadline
+        # run_logged: a Ctrl-C or SIGTERM of the tool, or the deadline, stops pytest with one SIGTERM and waits for
+        # its teardown (its QEMUs, temp dirs), as validate, flake and matrix do
+        code = run_logged(args, ROOT, out, timeout=deadline, env=env)
+    if code is None:
+        return {t: "timeout" for t in tests}, {t: f"timed out after {deadline} s" for t in tests}, None, deadline
     cases, why = read_run(code, junit)
     return ({t: c.outcome for t, c in cases.items()}, {t: c.message for t, c in cases.items() if c.message}, why,
             time.monotonic() - start)
@@ -231,12 +239,15 @@ class Run:
         self.state = state
         self.lock = threading.Lock()
         self.state_path = options.artefacts / "state.json"
+        self.interrupted = False     # set on Ctrl-C: a run cut short proves nothing and is not recorded
 
     def save(self) -> None:
         with self.lock:
             atomic_write_text(self.state_path, json.dumps(self.state.to_json(), indent=1) + "\n")
 
     def record(self, mutant: mut.Mutant, result: mut.Result) -> None:
+        if self.interrupted:
+            return
         with self.lock:
             self.state.results[mutant.id] = result
         self.save()
@@ -245,43 +256,60 @@ class Run:
             f"{' by ' + result.killed_by if result.killed_by else ''}{' — ' + result.note if result.note else ''}")
 
     def mutate(self) -> None:
-        """In batches of --batch: write the patches, build them (build_batch), record the build failures,
-        equivalents and uncovered ones, run the rest (--jobs at once), then the next batch."""
+        """Mutants the compiler's front end refuses are recorded as build failures first (mutate_syntax: < 1 s
+        each instead of a build). Then in batches of --batch: write the patches, build them (build_batch), record
+        the build failures, equivalents and uncovered ones, run the rest (--jobs at once), then the next batch."""
         options, state = self.options, self.state
         patches = options.artefacts / "patches"
         patches.mkdir(parents=True, exist_ok=True)
         pristine_sha = build_info(PRISTINE, PRISTINE_OUT).get("binary_sha256")
         order = state.run_order()
         sources: dict[str, list[str]] = {}
-        pending = state.pending()
+        pending: list[mut.Mutant] = []
+        for mutant in state.pending():
+            source = sources.setdefault(mutant.file, pristine_source(mutant.file))
+            start = time.monotonic()
+            error = mutate_syntax.syntax_error(mutant, source, build_dir(options.arch))
+            if error is None:
+                pending.append(mutant)
+            else:
+                self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=round(time.monotonic() - start, 1),
+                                               note=f"{error} (compile pre-check)"))
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
-            for first in range(0, len(pending), options.batch):
-                batch = pending[first:first + options.batch]
-                for mutant in batch:
-                    source = sources.setdefault(mutant.file, pristine_source(mutant.file))
-                    (patches / f"{mutant.id}.patch").write_text(mut.patch_text(mutant, source, {
-                        "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
-                        "Mutant": mutant.id}))
-                log(f"building {len(batch)} mutant(s) ({first + len(batch)}/{len(pending)} of this run)")
-                builds = build_batch(batch, patches, options.arch, options.lock)
-                running: list[Future[None]] = []
-                for mutant in batch:
-                    built, why, build_s = builds[mutant.id]
-                    binary = MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary
-                    tests = covering(state.coverage, mutant.file, mutant.line, order)
-                    if not built:
-                        self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=build_s, note=why))
-                    elif build_info(mutant.id).get("binary_sha256") == pristine_sha:
-                        binary.unlink(missing_ok=True)
-                        self.record(mutant, mut.Result(mut.EQUIVALENT, build_seconds=build_s,
-                                                       note="binary identical to pristine (sha256)"))
-                    elif not tests:
-                        binary.unlink(missing_ok=True)
-                        self.record(mutant, mut.Result(mut.NOT_COVERED, build_seconds=build_s))
-                    else:
-                        running.append(pool.submit(self._run, mutant, tests, build_s))
-                for future in running:
-                    future.result()
+            try:
+                for first in range(0, len(pending), options.batch):
+                    batch = pending[first:first + options.batch]
+                    for mutant in batch:
+                        source = sources[mutant.file]
+                        (patches / f"{mutant.id}.patch").write_text(mut.patch_text(mutant, source, {
+                            "Description": f"qmh-mutate: {mutant.rule or 'mutant'} in {mutant.function}()",
+                            "Mutant": mutant.id}))
+                    log(f"building {len(batch)} mutant(s) ({first + len(batch)}/{len(pending)} of this run)")
+                    builds = build_batch(batch, patches, options.arch, options.lock)
+                    running: list[Future[None]] = []
+                    for mutant in batch:
+                        built, why, build_s = builds[mutant.id]
+                        binary = MUTANTS_OUT / mutant.id / ARCHES[options.arch].qemu_binary
+                        tests = covering(state.coverage, mutant.file, mutant.line, order)
+                        if not built:
+                            self.record(mutant, mut.Result(mut.BUILD_FAILED, build_seconds=build_s, note=why))
+                        elif build_info(mutant.id).get("binary_sha256") == pristine_sha:
+                            binary.unlink(missing_ok=True)
+                            self.record(mutant, mut.Result(mut.EQUIVALENT, build_seconds=build_s,
+                                                           note="binary identical to pristine (sha256)"))
+                        elif not tests:
+                            binary.unlink(missing_ok=True)
+                            self.record(mutant, mut.Result(mut.NOT_COVERED, build_seconds=build_s))
+                        else:
+                            running.append(pool.submit(self._run, mutant, tests, build_s))
+                    for future in running:
+                        future.result()
+            except KeyboardInterrupt:
+                # Ctrl-C reaches this thread only: stop the pytest runs waiting in the workers, whose results
+                # are then not recorded (record), before the pool waits for them
+                self.interrupted = True
+                stop_logged_children()
+                raise
 
     def _run(self, mutant: mut.Mutant, tests: list[str], build_s: float) -> None:
         self.record(mutant, run_mutant(mutant, tests, self.options, build_s))
@@ -393,11 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     run = Run(options, state)
     if not options.report_only:
-        code = prepare(options, state)
-        run.save()
-        if code is not None:
-            return code
-        run.mutate()
+        interruptible()     # Ctrl-C / SIGTERM: the running pytest or build is stopped with its teardown
+        try:
+            code = prepare(options, state)
+            run.save()
+            if code is not None:
+                return code
+            run.mutate()
+        except KeyboardInterrupt as exc:
+            # every finished mutant is in the state already; the one cut short runs again on resume
+            run.save()
+            write_record(options, state, time.monotonic() - started)
+            log(f"interrupted ({exc or 'Ctrl-C'}): {len(state.results)} result(s) kept in {run.state_path}")
+            return 130
     write_record(options, state, time.monotonic() - started)
     return 0
 

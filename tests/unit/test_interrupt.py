@@ -75,3 +75,30 @@ def test_a_child_that_does_not_end_within_the_grace_is_killed(tmp_path: Path) ->
     assert tool.wait(10) == 130 and time.monotonic() - started < 5
     assert marker.read_text() == "running"     # SIGKILLed in its teardown
 
+
+
+def test_run_logged_stops_its_child_at_the_deadline_and_from_another_thread(tmp_path: Path) -> None:
+    """harness.core.process.run_logged (qmh-mutate's pytest and build runs): the deadline stops the child with its
+    teardown (SIGTERM, then the grace) and says None; stop_logged_children stops a child whose run_logged waits in
+    a worker thread, where Ctrl-C never arrives."""
+    import threading
+
+    from harness.core.process import run_logged, stop_logged_children
+
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: (print('teardown', flush=True), sys.exit(3)))\n"
+              "time.sleep(60)\n")
+    with open(tmp_path / "deadline.log", "w") as log:
+        started = time.monotonic()
+        assert run_logged([sys.executable, "-c", script], tmp_path, log, timeout=0.5, grace=10) is None
+    assert time.monotonic() - started < 10 and "teardown" in (tmp_path / "deadline.log").read_text()
+
+    codes: list[int | None] = []
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = threading.Thread(target=lambda: codes.append(run_logged([sys.executable, "-c", script], tmp_path,
+                                                                         log, grace=10)))
+        worker.start()
+        time.sleep(1.0)
+        stop_logged_children(grace=10)
+        worker.join(10)
+    assert codes == [3] and "teardown" in (tmp_path / "worker.log").read_text()
