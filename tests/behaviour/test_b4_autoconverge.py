@@ -143,13 +143,20 @@ class Shape:
 # The original case (`make test`): one pass ≈ 384/16 = 24 s, each arm watched 30 s, about one natural pass. The
 # figures next to SLOPE_*, SLEEP_SLOPE_* and TOLERANCE_S were measured with it.
 LONG_PASS = Shape(guest_mib=768, dirty_mib=384, on_window_s=30.0, off_window_s=30.0)
-# `make check`'s case (#35: 126 s → ~80 s on TCG): one pass ≈ 256/16 = 16 s (+ the OS's own pages), still
+# `make check`'s case (#35: 126 s → ~90 s on TCG): one pass ≈ 256/16 = 16 s (+ the OS's own pages), still
 # 1.45× the two periods + tolerance the control must exceed. The on-arm window: the first timer sync comes 5–10 s
 # after the pass-end sync (the tick after it is skipped), the throttle steps every second sync (QEMU's
 # dirty_rate_high_cnt ≥ 2), so 25 s holds the first level ~9 s and the second ≥ 4 s even when the first sync
 # comes 10 s late. The off arm: 14 s (> 11 s) with no sync in it shows the syncs are pass-bound. The throttle steps
 # by 20: its two levels are then 20 and 40 %, as far apart as the original's 20/30/40 — with QEMU's 10 they were 20
 # and 30 %, and (5) separated the sleeps-too-little variant by 2 % only (0.744 against 0.76; 20/30/40: 0.673).
+# Calibration of this case, pristine 10.0.2, TCG, 10 runs (make flake under the CPU lock, session 13, the host shared
+# with a mutation run): 10/10 passed; control 14.0 (no sync in the off window) every run; first gap 9.55–9.59 s
+# (≤ 11); steady gaps 5.00–5.01 s (≤ 6); throttle [20, 40]; 2 levels (20 % ~9 s, 40 % ~4.5 s); (4) 1.13 … 1.32 …
+# 1.47 (band 0.3–2.5); (5) 0.980 … 0.990 … 0.992 (band 0.76–1.5); 86.4–88.8 s a run (CPU waits subtracted, each
+# in a session of its own). Before, with QEMU's step of 10, 6 runs: (5) 0.951–0.991. s390x guest (1 run each step):
+# passed, (5) 0.976 (by 10) and 0.972 (by 20). Variants under validate (x86_64): no periodic sync — first gap
+# 15.8 s, no steady sync; never sleeps — (4) 0.046, (5) −0.002; sleeps too little — (5) 0.662 (by 10: 0.744).
 SHORT_PASS = Shape(guest_mib=448, dirty_mib=256, on_window_s=25.0, off_window_s=14.0, throttle_increment=20)
 
 
