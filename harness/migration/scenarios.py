@@ -334,10 +334,13 @@ def resend_window(testbed: Testbed, pair: Pair, config: MigrationConfig, counter
 @dataclass(frozen=True)
 class WindowArm:
     """One arm of a non-converging window: its label (names its destination, migration and artefacts) and what its
-    migration is asked to do. The scenario's parameters (bandwidth, downtime-limit) keep precopy from converging."""
+    migration is asked to do. The scenario's parameters (bandwidth, downtime-limit) keep precopy from converging.
+    `window_s`, when set, replaces the scenario's window for this arm (a control arm may need less to show what it
+    must: B4's shows only that no sync comes within two timer periods)."""
     label: str
     capabilities: Mapping[str, bool] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    window_s: float | None = None
 
     @property
     def config(self) -> MigrationConfig:
@@ -389,7 +392,7 @@ class ArmWindow:
 def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConvergingWindow,
                           arm: WindowArm) -> ArmWindow:
     """One arm: a fresh destination, precopy with the arm's config; once the first pass has ended (dirty-sync-count
-    2), `scenario.window_s` more of it, the source's status noted, then the scenario's own cancel — never the
+    2), the arm's window (its own `window_s`, else the scenario's) more of it, the source's status noted, then the scenario's own cancel — never the
     failure under test — and sampling stops. A window in which precopy was not 'active' to the end did not measure
     what it claims: that raises, naming the status."""
     destination = testbed.incoming(source, name=f"destination-{arm.label}")
@@ -400,8 +403,9 @@ def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConver
         raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
     migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
     t_start = migration.series.samples["source"][-1]["t"]
-    t_end = t_start + scenario.window_s
-    migration.wait_until(t_end, f"{scenario.window_s:g}s after the first pass")
+    window_s = scenario.window_s if arm.window_s is None else arm.window_s
+    t_end = t_start + window_s
+    migration.wait_until(t_end, f"{window_s:g}s after the first pass")
     status = migration.status()
     migration.cancel_and_wait(timeout=60)
     migration.finish()

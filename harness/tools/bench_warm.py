@@ -30,7 +30,11 @@ def _timed_boot(env: Environment, directory: Path, warm: WarmBoots | None) -> fl
 def bench_warm(env: Environment, directory: Path, boots: int, log: Callable[[str], None]) -> dict[str, Any]:
     warm = WarmBoots()
     try:
-        first = _timed_boot(env, directory / "save", warm)   # boots cold, saves, restores
+        # A configuration's first boot is cold and its second makes the save, then restores it
+        # (WarmBoots.worth_restoring): both before the alternation, so that no warm sample includes the save (the
+        # first did until session 13: 9.3 s among 0.8–1.2 s).
+        first = _timed_boot(env, directory / "first", warm)
+        with_save = _timed_boot(env, directory / "save", warm)
         cold, restored = [], []
         for i in range(boots):
             cold.append(_timed_boot(env, directory / f"cold-{i}", None))
@@ -41,7 +45,8 @@ def bench_warm(env: Environment, directory: Path, boots: int, log: Callable[[str
     median = statistics.median(restored)
     return {"cold_samples": [round(s, 3) for s in cold], "warm_samples": [round(s, 3) for s in restored],
             "cold_median": round(statistics.median(cold), 3), "warm_median": round(median, 3),
-            "warm_max": round(max(restored), 3), "first_boot_with_save_s": round(first, 3),
+            "warm_max": round(max(restored), 3), "first_boot_s": round(first, 3),
+            "boot_with_save_s": round(with_save, 3),
             "boots": warm.boots, "target_s": READY_TARGET_S, "pass": median <= READY_TARGET_S}
 
 
@@ -49,5 +54,5 @@ def warm_rows(result: dict[str, Any], verdict: Callable[[bool | None], str]) -> 
     """bench's table rows for this part."""
     return [("guest ready for a test (boot to SSH)",
              f"warm median {result['warm_median']:.2f} s (max {result['warm_max']:.2f}), cold median "
-             f"{result['cold_median']:.2f} s; the save once: {result['first_boot_with_save_s']:.2f} s",
+             f"{result['cold_median']:.2f} s; the boot that makes the save, once: {result['boot_with_save_s']:.2f} s",
              f"≤ {result['target_s']:g} s", verdict(result["pass"]))]

@@ -172,6 +172,10 @@ def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pai
     testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
 
 
+# slow (#35, 13 s on TCG): test_postcopy_recovery.py's [handshake] case keeps this in `make check` — the same
+# skeleton (postcopy_recovers: pause 2 MiB into postcopy, migrate-recover, resume, completion, seqinc), its working
+# recovery coming after one made to fail, into a paused destination so that host RAM hashes are compared too.
+@pytest.mark.slow
 @DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd
 @pytest.mark.needs(capabilities=["postcopy-ram"], commands=["migrate-pause", "migrate-recover"])

@@ -111,8 +111,9 @@ def cut_the_link(link: netns.Link) -> Callable[[Migration], None]:
     return interrupt
 
 
-# slow (~50 s on TCG): postcopy recovery is in `make check` as test_basics.py::test_postcopy_recovers_after_pause,
-# the link as test_precopy_over_the_link_keeps_ram_identical.
+# slow (~50 s on TCG): postcopy recovery is in `make check` as
+# test_postcopy_recovery.py::test_postcopy_recovers_after_its_recovery_fails[handshake], the link as
+# test_precopy_over_the_link_keeps_ram_identical.
 @pytest.mark.slow
 @DIRTY_TLB_BUG
 @pytest.mark.needs_userfaultfd

@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 INNER = Path(__file__).parent / "inner" / "inner_migration.py"
 READY_WITHIN_S = 150.0      # two TCG boots plus a migration start on a shared 2-core host
 EXIT_WITHIN_S = 20.0        # teardown: quit both QEMUs (≤ 10 s each if one hangs), remove dirs
-INNER_TIMEOUT_S = 30       # the inner migration is under way ~8 s after start here
+# pytest-timeout counts from the inner test's start: its migration was under way ~2 s after it (session 12's
+# clean-clone run: 28.4 s from ready to exit at 30 s), so 10 s leaves 5× that. Too short cannot pass: the inner run
+# would end before its migration started, which run_inner reports as a failure. (30 s before #35: 32 s a run.)
+# 10 runs (make flake, session 13, a host shared with a mutation run): 10/10 passed, ready to exit 8.1–8.6 s (so
+# under way 1.4–1.9 s after the start), 11.6–12.4 s a run.
+INNER_TIMEOUT_S = 10
 
 # The child pytest boots a source and a destination: this test holds their CPUs from the budget (harness.hosts.parallel)
 # and the child takes none (--cpu-budget 0), so its timings never include a wait for CPUs another worker holds.
