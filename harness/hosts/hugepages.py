@@ -91,8 +91,11 @@ def reserved(pages: int, root: Path | None = None) -> Iterator[HostCapability]:
             yield HostCapability(False, f"{free} free 2 MiB hugepages, {pages} needed (as root: "
                                         f"`sysctl vm.nr_hugepages={_read('nr_hugepages') + missing}`)")
             return
+        before = _read("nr_hugepages")
         _ledger(root).write_text(json.dumps({"added": missing, "pid": os.getpid()}) + "\n")
-        _set_pool(_read("nr_hugepages") + missing)
+        _set_pool(before + missing)
+        # the kernel may grant fewer (too little free memory): the ledger holds what it granted
+        _ledger(root).write_text(json.dumps({"added": _read("nr_hugepages") - before, "pid": os.getpid()}) + "\n")
         try:
             free = _read("free_hugepages")
             if free < pages:     # the kernel found too little contiguous memory
