@@ -183,8 +183,10 @@ def test_cpr_transfer_refuses_ram_it_cannot_keep_in_place(testbed: Testbed) -> N
       - the source runs on and its guest's own dirty counter advances after the refusal;
       - query-migrate's blocked-reasons (QEMU's self-report, beside the above) name the blocker in cpr-transfer and
         not in normal mode — the blocker is the mode's, not the guest's.
-    regressions/migration-blocker-modes-ignored.patch (the surviving `make mutate` mutant migration.c:1825: a
-    blocker registered for a list of modes is registered for none) lets the migration start: caught.
+    regressions/cpr-blocker-registered-for-wrong-mode.patch (the blocker registered for cpr-reboot instead) lets
+    the migration start: caught. (Written after `make mutate`'s survivor migration.c:1825 showed that nothing here
+    asked cpr-transfer to refuse; that mutant itself is equivalent — `mode < -1` on the unsigned MigMode is
+    `mode != -1` — and is triaged so.)
     """
     source = testbed.boot()
     dirty = workloads.start(source, Dirty(size_mib=16, rate_mibps=4))
