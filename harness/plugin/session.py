@@ -19,6 +19,7 @@ import pytest
 from harness.core import workdirs
 from harness.hosts import capabilities as host
 from harness.hosts import netns
+from harness.hosts import hugepages
 from harness.hosts.hosts_file import HostsFile, HostsFileError, load_hosts
 from harness.hosts.ssh import Connection, RemoteUnusable
 from harness.plugin.xdist_roles import HOST_INPUT, UNUSABLE_OUTPUT
@@ -59,6 +60,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if namespaces:
         say(session.config, f"harness: reaped {len(namespaces)} network namespace(s) left by dead runs: "
                              + " ".join(namespaces))
+    # And the 2 MiB huge pages a killed run added to the host's pool for its test (harness.hosts.hugepages).
+    pages = hugepages.reap_stale()
+    if pages:
+        say(session.config, f"harness: gave back {pages} 2 MiB hugepage(s) a dead run added to the host's pool")
 
 
 def say(config: pytest.Config, line: str) -> None:

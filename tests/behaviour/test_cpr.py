@@ -27,6 +27,7 @@ Oracles and what anchors each:
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 
 import pytest
@@ -40,7 +41,7 @@ from harness.migration.testbed import Testbed
 from harness.qemu.qmp import ExecuteError
 from harness.vm import workloads
 from harness.vm.machine import Machine
-from harness.vm.workloads import SeqInc
+from harness.vm.workloads import Dirty, SeqInc
 
 SEQINC_MIB = 32
 MAIN_CHANNEL_RAM_FRACTION = 64        # main-channel bytes ≤ RAM / 64 (8 MiB for 512 MiB; device state measured:
@@ -145,3 +146,80 @@ def test_cpr_transfer_keeps_ram_in_place(testbed: Testbed, defer: bool) -> None:
     check = workloads.seqcheck(destination, seq)
     testbed.artefacts.verdict(oracles.progressed("seqinc passes on the new QEMU", before, after, 1),
                               oracles.guest_invariant(check.passed, check.line))
+
+
+def listening_unix(path: str) -> socket.socket:
+    """A unix socket the test itself listens on (never accepting): a connection QEMU makes stays in its backlog,
+    where accept() finds it afterwards — the host's view of whether a channel was opened."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    listener.setblocking(False)
+    return listener
+
+
+def connections(listener: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            peer, _ = listener.accept()
+        except BlockingIOError:
+            return count
+        peer.close()
+        count += 1
+
+
+@pytest.mark.needs(parameters=["mode"])
+def test_cpr_transfer_refuses_ram_it_cannot_keep_in_place(testbed: Testbed) -> None:
+    """A guest whose RAM is private (anonymous, no memory-backend share=on, no aux-ram-share) has no fd to hand
+    over: QEMU registers a CPR blocker for each such RAM block, for mode cpr-transfer only
+    (system/physmem.c ram_block_add_cpr_blocker → migrate_add_blocker_modes(…, MIG_MODE_CPR_TRANSFER, -1)), and
+    `migrate` in that mode must refuse — else the new QEMU would start on fresh, empty RAM.
+
+    Oracles and what anchors each (the reference is the configuration: private RAM cannot stay in place):
+      - `migrate` in cpr-transfer is refused with QEMU's CPR text (the command's own answer);
+      - neither the cpr nor the main channel was opened: sockets the test listens on, counted on the host (no
+        QEMU figure);
+      - the source runs on and its guest's own dirty counter advances after the refusal;
+      - query-migrate's blocked-reasons (QEMU's self-report, beside the above) name the blocker in cpr-transfer and
+        not in normal mode — the blocker is the mode's, not the guest's.
+    regressions/cpr-blocker-registered-for-wrong-mode.patch (the blocker registered for cpr-reboot instead) lets
+    the migration start: caught. (Written after `make mutate`'s survivor migration.c:1825 showed that nothing here
+    asked cpr-transfer to refuse; that mutant itself is equivalent — `mode < -1` on the unsigned MigMode is
+    `mode != -1` — and is triaged so.)
+    """
+    source = testbed.boot()
+    dirty = workloads.start(source, Dirty(size_mib=16, rate_mibps=4))
+    normal = source.qmp.cmd("query-migrate").get("blocked-reasons", [])
+    try:
+        source.qmp.cmd("migrate-set-parameters", mode="cpr-transfer")
+    except ExecuteError as exc:
+        pytest.skip(f"QEMU lacks migration mode 'cpr-transfer' on the source: {exc}")
+    in_mode = source.qmp.cmd("query-migrate").get("blocked-reasons", [])
+    cpr_path, main_path = str(testbed.workdir / "cpr.sock"), str(testbed.workdir / "main.sock")
+    with listening_unix(cpr_path) as cpr, listening_unix(main_path) as main:
+        refusal = ""
+        try:
+            source.qmp.cmd("migrate", channels=[unix_channel("main", main_path), unix_channel("cpr", cpr_path)])
+        except ExecuteError as exc:
+            refusal = str(exc)
+        time.sleep(0.5)        # a migration that did start opens its cpr channel at once
+        opened = connections(cpr) + connections(main)
+        after = source.qmp.cmd("query-migrate")
+        if not refusal:
+            source.qmp.cmd("migrate_cancel")     # the failure is recorded below; leave no migration running
+    source.qmp.cmd("migrate-set-parameters", mode="normal")
+    testbed.artefacts.write_json("cpr-blocker", {"refusal": refusal, "opened": opened, "query-migrate": after,
+                                                 "blocked-reasons": {"normal": normal, "cpr-transfer": in_mode}})
+    before, progressed = dirty.wait_progress(source)
+    cpr_reason = "is not compatible with CPR"
+    testbed.artefacts.verdict(
+        oracles.Verdict("migrate in cpr-transfer refused with QEMU's CPR blocker", cpr_reason in refusal,
+                        refusal or "accepted", cpr_reason, "private RAM has no fd to hand over"),
+        oracles.equals("channels opened (host sockets)", opened, 0, "a refused migrate connects nowhere"),
+        source.still_running("the refused migrate"),
+        oracles.progressed("source guest's own dirty counter advances after the refusal", before, progressed, 1),
+        oracles.Verdict("blocked-reasons name the CPR blocker in cpr-transfer mode only",
+                        any(cpr_reason in r for r in in_mode) and not any(cpr_reason in r for r in normal),
+                        {"cpr-transfer": in_mode[:2], "normal": normal[:2]}, cpr_reason,
+                        "QEMU's own list for the current mode"))
