@@ -284,7 +284,7 @@ resolve_packages() {
         [ -n "$d" ] && deps[$p]+=" $d"
     done < <(dependency_edges "$KERNEL_META" "${GUEST_PACKAGES_FIXED[@]}")
 
-    image_pkg=$(for d in ${deps[$KERNEL_META]:-}; do echo "$d"; done | grep '^linux-image-' | head -1)
+    image_pkg=$(for d in ${deps[$KERNEL_META]:-}; do echo "$d"; done | grep '^linux-image-' | sed -n 1p)
     [ -n "$image_pkg" ] || die "cannot find the kernel image package behind $KERNEL_META"
 
     # the userland packages and, recursively, what they depend on (shared libraries)
@@ -325,7 +325,7 @@ inputs_hash() {
     {
         echo "arch=$ARCH cmdline=$CMDLINE modules=$MODULES compress=$INITRD_COMPRESS strip=$MODULE_STRIP_BTF"
         for p in "${PKGS[@]}"; do echo "pkg $p=${PKGVER[$p]}"; done
-        "$CC" --version | head -1
+        "$CC" --version | sed -n 1p
         source_digests
     } | sha256sum | cut -d' ' -f1
 }
@@ -412,9 +412,9 @@ sysroot_resolve() {
 # ---------------------------------------------------------------------------
 build_kernel() {
     local vmlinuz
-    KVER=$(basename "$(ls -d "$SYSROOT"/lib/modules/*/ | head -1)")
+    KVER=$(basename "$(ls -d "$SYSROOT"/lib/modules/*/ | sed -n 1p)")
     [ -n "$KVER" ] || die "no /lib/modules/<version> in $KERNEL_PKG"
-    vmlinuz=$(ls "$SYSROOT/boot/vmlinuz-$KVER" 2>/dev/null || ls "$SYSROOT/boot/vmlinu"*"-$KVER" | head -1)
+    vmlinuz=$(ls "$SYSROOT/boot/vmlinuz-$KVER" 2>/dev/null || ls "$SYSROOT/boot/vmlinu"*"-$KVER" | sed -n 1p)
     case "$KERNEL_FORMAT" in
     vmlinux) "$HERE/extract-vmlinux" "$vmlinuz" "$WORK/out/kernel"; cp "$vmlinuz" "$WORK/out/kernel.bzimage" ;;
     image) cp "$vmlinuz" "$WORK/out/kernel" ;;
@@ -422,12 +422,12 @@ build_kernel() {
 }
 
 # One field of a module's .modinfo (NUL-separated key=value strings).
-modinfo_field() { tr '\0' '\n' <"$1" | sed -n "s/^$2=//p" | head -1; }
+modinfo_field() { tr '\0' '\n' <"$1" | sed -n "s/^$2=//p" | sed -n 1p; }
 
 module_path() { # NAME -> path of NAME.ko* under the kernel tree (names: _ and - are equal)
     local re=${1//[_-]/[_-]}
     find "$SYSROOT/lib/modules/$KVER/kernel" -regextype posix-extended \
-        -regex ".*/$re\\.ko(\\.(xz|zst|gz))?" | head -1
+        -regex ".*/$re\\.ko(\\.(xz|zst|gz))?" | sed -n 1p
 }
 
 module_builtin() {
@@ -524,7 +524,7 @@ build_rootfs() {
     rm -f "$ROOTFS/sbin/modprobe" "$ROOTFS/sbin/depmod"
 
     # dropbear with its shared libraries and the dynamic loader
-    TRIPLET=$(ls "$SYSROOT/lib" | grep -- '-linux-gnu' | head -1)
+    TRIPLET=$(ls "$SYSROOT/lib" | grep -- '-linux-gnu' | sed -n 1p)
     copy_elf_with_libs /usr/sbin/dropbear /usr/sbin/dropbear
 
     # workloads
