@@ -80,4 +80,3 @@ def test_the_mutated_text_is_what_the_patch_makes() -> None:
     text = mutate_syntax.mutated_text(inserted, SOURCE)
     assert text.splitlines()[8:10] == ["    continue;", "    return total;"]
     assert "".join(SOURCE) != text and len(text.splitlines()) == len(SOURCE) + 1
-
