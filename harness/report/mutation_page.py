@@ -12,14 +12,14 @@ import html
 from typing import Any, Mapping
 
 COLOURS = {"killed": "#2e7d32", "timed-out": "#558b2f", "survived": "#c62828", "not-covered": "#ef6c00",
-           "build-failed": "#9e9e9e", "equivalent": "#6d7f8f"}
+           "build-failed": "#9e9e9e", "equivalent": "#6d7f8f", "unconfirmed": "#b08900"}
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1em 1.2em;color:#222;font-size:13px}
 table{border-collapse:collapse} td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
 .n{display:inline-block;color:#fff;border-radius:.25em;padding:0 .35em;font-size:12px;font-weight:bold}
 pre{background:#f6f6f6;padding:.4em;margin:.2em 0 .8em;font-size:12px;overflow-x:auto} .muted{color:#666}
 """
-_SCORE_COLUMNS = ("killed", "timed-out", "survived", "not-covered", "build-failed", "equivalent")
+_SCORE_COLUMNS = ("killed", "timed-out", "survived", "not-covered", "build-failed", "equivalent", "unconfirmed")
 
 
 def _badge(outcome: str) -> str:
@@ -88,6 +88,8 @@ def render_page(record: Mapping[str, Any], patches: Mapping[str, str]) -> str:
                                   "unobservable here")
             + section("not-covered", "not covered: no test of the selection executes the line")
             + section("timed-out", "timed out (counted as killed)")
+            + section("unconfirmed", "unconfirmed: the killing test failed on pristine too, run again at once "
+                                     "(dropped)")
             + section("killed", "killed", fold=True)
             + section("build-failed", "did not compile (dropped)", fold=True)
             + section("equivalent", "binary identical to pristine (dropped)", fold=True)

@@ -15,7 +15,9 @@ or all of them with --exhaustive. Then, in this order:
      touched object recompiled, under --lock); a build failure and a binary identical to the pristine one
      (sha256: trivially equivalent) are recorded and not run; a mutant whose line no test executes is
      "not covered"; else its covering tests run against it (in the selection's order, -x: the first failure
-     decides) — killed (which test, which failing verdicts from its verdicts.json), timed out, or survived.
+     decides) — killed (which test, which failing verdicts from its verdicts.json), timed out, or survived. A kill
+     is confirmed: the killing test runs once more on the pristine build at once, and if it fails there too the
+     mutant is "unconfirmed" (the verdict moved with the host's load), listed and left out of the score.
 
 State (ARTEFACTS/state.json) is rewritten after each mutant: an interrupted run started again with the same
 selection continues where it stopped. The record is ARTEFACTS/mutate.json, the page ARTEFACTS/index.html (score per
@@ -229,7 +231,22 @@ def run_mutant(mutant: mut.Mutant, tests: list[str], options: argparse.Namespace
     verdicts = failing_verdicts(options.artefacts / "runs" / mutant.id, killer) if killer else []
     if killer and not verdicts and killer in messages:
         verdicts = [messages[killer].splitlines()[0][:300]]
+    if outcome == mut.KILLED:
+        # The pristine build passed this test at the run's start, but the host's load has changed since: the
+        # killing test runs once more on pristine, now. A failure there too means the verdict moved with the host,
+        # not with the mutant (session 13: an equivalent mutant "killed" by B5's rate window at 1.99×).
+        control, control_messages, _, control_s = run_selection(f"{mutant.id}.pristine-control", pristine_binary(
+            options.arch), [killer], options.artefacts / "runs", options)
+        seconds += control_s
+        if control.get(killer) != "passed":
+            return mut.Result(mut.UNCONFIRMED, outcomes, killer, verdicts, build_s, round(seconds, 1),
+                              note=f"pristine {control.get(killer, 'did not run')} the same test right after: "
+                                   f"{control_messages.get(killer, '')[:200]}")
     return mut.Result(outcome, outcomes, killer, verdicts, build_s, round(seconds, 1))
+
+
+def pristine_binary(arch: str) -> Path:
+    return PRISTINE_OUT / PRISTINE / ARCHES[arch].qemu_binary
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
