@@ -35,3 +35,15 @@ def test_every_behaviour_keeps_a_case_in_make_check() -> None:
     for file, representative in REPRESENTED_ELSEWHERE.items():
         assert any(node.startswith(representative) for node in check), f"{file}: {representative} is not in make check"
     assert len(check) < len(everything), "nothing is slow: make check and make test would be the same"
+
+
+def test_every_test_module_has_a_basename_of_its_own() -> None:
+    """pytest imports test modules by basename (rootdir, no packages): a second tests/*/test_x.py stops `make check`
+    at collection ("import file mismatch"), as tests/unit/test_hugepages.py beside the behaviour one did."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "test modules sharing a basename: " + "; ".join(clashes)
