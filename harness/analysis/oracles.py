@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from harness.analysis.integrity import RamComparison
 from harness.analysis.samples import Series
@@ -211,6 +211,16 @@ def at_least(name: str, value: float | None, bound: float, anchor: str = "") -> 
     ok = value >= bound
     text = f"{value:.3g} {'≥' if ok else '<'} {bound:g}"
     return Verdict(name, ok, round(value, 4), bound, f"{text} ({anchor})" if anchor else text)
+
+
+def reported_nothing(name: str, lines: Sequence[str], expected: Sequence[str] = ()) -> Verdict:
+    """No error or warning line of QEMU's own (error_report / warn_report) but the `expected` ones (substrings):
+    a migration that works has nothing to report. Anchor: the mechanism — QEMU reports only what went wrong or
+    what it had to change (a parameter out of range, a channel error), and such a report is news even when the
+    migration then completes."""
+    unexpected = [line for line in lines if not any(e in line for e in expected)]
+    return Verdict(name, not unexpected, unexpected[:5] if unexpected else 0, list(expected) or 0,
+                   f"{len(unexpected)} unexpected report(s)" + (f", first: {unexpected[0]}" if unexpected else ""))
 
 
 def equals(name: str, measured: Any, expected: Any, why: str = "") -> Verdict:

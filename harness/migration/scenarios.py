@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
 from harness.analysis import oracles
 
@@ -58,14 +58,27 @@ DIRTY_MIB = 128
 COMPLETION_TIMEOUT = 120.0
 
 
+def reports_verdicts(pair: Pair, marks: Mapping[str, int], expected: Sequence[str] = ()) -> list[oracles.Verdict]:
+    """Neither QEMU reported an error or warning (oracles.reported_nothing) since `marks` (Machine.output_mark per
+    side): for the plain migrations of the scenarios below, where nothing the test does provokes one."""
+    return [oracles.reported_nothing(f"{side} QEMU reported nothing while migrating", machine.reports_since(
+        marks[side]), expected) for side, machine in (("source", pair.source), ("destination", pair.destination))]
+
+
+def output_marks(pair: Pair) -> dict[str, int]:
+    return {"source": pair.source.output_mark(), "destination": pair.destination.output_mark()}
+
+
 def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig,
-                           dirty_mibps: float) -> dict[str, Any]:
+                           dirty_mibps: float, expected_reports: Sequence[str] = ()) -> dict[str, Any]:
     """Migrate with seqinc (+ dirty at `dirty_mibps`) running; both sides end paused (`paused_pair`); record and
-    assert completed, host RAM hashes equal and the seqinc invariant on the destination. Returns the source's
-    final query-migrate, for the test's own oracles."""
+    assert completed, host RAM hashes equal, the seqinc invariant on the destination, and that neither QEMU
+    reported anything but `expected_reports` meanwhile (reports_verdicts). Returns the source's final
+    query-migrate, for the test's own oracles."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     if dirty_mibps:
         workloads.start(pair.source, Dirty(size_mib=DIRTY_MIB, rate_mibps=dirty_mibps))
+    marks = output_marks(pair)
     migration = testbed.migrate(pair.source, pair.destination, config)
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     testbed.artefacts.verdict(oracles.completed(final))
@@ -73,7 +86,8 @@ def precopy_with_integrity(testbed: Testbed, pair: Pair, config: MigrationConfig
     testbed.artefacts.write_json("final-query-migrate", final)
 
     _, check = compare_then_check(testbed, pair.source, pair.destination, seq)
-    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line),
+                              *reports_verdicts(pair, marks, expected_reports))
     return final
 
 
@@ -158,7 +172,9 @@ def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
 
 def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: int) -> dict[str, Any]:
     """postcopy_under_load to completion: completed, went through postcopy-active, the destination faulted pages
-    in by request (≥ 1), and the seqinc invariant on the destination. Returns the final query-migrate."""
+    in by request (≥ 1), the seqinc invariant on the destination, and neither QEMU reported anything meanwhile
+    (reports_verdicts). Returns the final query-migrate."""
+    marks = output_marks(pair)
     seq, migration = postcopy_under_load(testbed, pair, postcopy_bandwidth=postcopy_bandwidth)
     final = migration.wait_completed(COMPLETION_TIMEOUT)
     migration.finish()
@@ -168,7 +184,7 @@ def postcopy_with_integrity(testbed: Testbed, pair: Pair, postcopy_bandwidth: in
     requests = final.get("ram", {}).get("postcopy-requests", 0)
     testbed.artefacts.verdict(oracles.progressed("destination faulted pages in by request", 0, requests, 1))
     check = workloads.seqcheck(pair.destination, seq)
-    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line))
+    testbed.artefacts.verdict(oracles.guest_invariant(check.passed, check.line), *reports_verdicts(pair, marks))
     return final
 
 

@@ -228,6 +228,18 @@ class Machine:
             self._exited.clear()
             self.exit_reported = False
 
+    def output_mark(self) -> int:
+        """Where QEMU's output ends now: `reports_since(mark)` later reads what it reported after this."""
+        try:
+            return self.files.output.stat().st_size
+        except OSError:
+            return 0
+
+    def reports_since(self, mark: int) -> list[str]:
+        """The error_report / warn_report lines (the program's name, then ': ') QEMU wrote since `mark`."""
+        prefix = f"{self.binary.path.name}: "
+        return [line.strip() for line in self._output_since(mark).splitlines() if prefix in line]
+
     def _output_since(self, offset: int) -> str:
         try:
             with open(self.files.output, "rb") as f:

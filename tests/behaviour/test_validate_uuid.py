@@ -66,7 +66,7 @@ def test_validate_uuid_lets_the_same_vm_or_an_unset_side_through(testbed: Testbe
                                                                  expected: list[str]) -> None:
     source = testbed.boot(extra_args=uuid_args(source_uuid))
     pair = Pair(source, testbed.incoming(source, paused=True, extra_args=uuid_args(destination_uuid)))
-    precopy_with_integrity(testbed, pair, VALIDATE, dirty_mibps=0)     # (1), recorded there
+    precopy_with_integrity(testbed, pair, VALIDATE, dirty_mibps=0, expected_reports=expected)   # (1), recorded there
     testbed.artefacts.verdict(said(pair.destination, expected))
 
 
