@@ -158,6 +158,7 @@ class Migration:
         self.sampler.series.mark("migrate", uri=self.uri)
         try:
             self.source.qmp.cmd("migrate", **self.handoff.outgoing(self.source, self.uri))
+            self.sampler.series.mark("migrate-returned")     # QEMU's clock has started (analysis.timing)
         finally:
             self.sampler.start()
         return self

@@ -167,3 +167,14 @@ def test_a_migration_without_events_records_its_timing_as_not_measured() -> None
     migration = SimpleNamespace(series=series, name="m", config=MigrationConfig(capabilities={"events": False}))
     _, [verdict] = self_report.timing_verdicts(migration)   # type: ignore[arg-type]
     assert verdict.passed and verdict.measured is None and "events off" in verdict.why
+
+
+def test_total_time_allows_for_a_migrate_command_qemu_read_late() -> None:
+    """The exec-pipe case of session 13's CI clone (a host loaded by other runs): `migrate` sent at 0, its reply
+    back at 0.225 s, completed at 1.009 s; QEMU's clock started when it read the command: total-time 787 ms."""
+    clock = timing.HostClock(0.0, 0.228, 1.009, "QEMU timestamps", returned_t=0.225)
+    assert not timing.total_time_vs_host(timing.HostClock(0.0, 0.228, 1.009, "QEMU timestamps"),
+                                         {"total-time": 787}, 0.9, 1.02).passed
+    assert timing.total_time_vs_host(clock, {"total-time": 787}, 0.9, 1.02, rounding_ms=3).passed
+    # basic-total-time-misreported (counted from the last iteration) stays far below the scaled low end
+    assert not timing.total_time_vs_host(clock, {"total-time": 20}, 0.9, 1.02, rounding_ms=3).passed
