@@ -149,9 +149,12 @@ def run_logged(args: Sequence[str], cwd: Path, log: IO[str], timeout: float | No
     """run_child for a child whose output goes to `log` (a file): the same process group, the same one SIGTERM
     and grace on KeyboardInterrupt (then re-raised), the same SIGTERM if this process dies; and after `timeout` s
     the same stop, returning None instead of an exit status."""
-    proc = subprocess.Popen(list(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-                            process_group=0, preexec_fn=_stop_with_parent)
     with _LIVE_LOCK:
+        if _STOPPING.is_set():
+            # the tool is stopping (stop_logged_children): a worker thread must not start another child
+            raise KeyboardInterrupt("the tool is stopping")
+        proc = subprocess.Popen(list(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                                process_group=0, preexec_fn=_stop_with_parent)
         _LIVE.add(proc)
     try:
         return proc.wait(timeout=timeout)
@@ -170,6 +173,7 @@ def stop_logged_children(grace: float = STOP_GRACE_S) -> None:
     """Stop every run_logged child still running, as run_logged stops its own on Ctrl-C: for a tool whose
     children wait in worker threads, where the KeyboardInterrupt reaches only the main thread."""
     with _LIVE_LOCK:
+        _STOPPING.set()     # and none starts after this (session 13: a kill's pristine control run did)
         live = list(_LIVE)
     for proc in live:
         _stop(proc, grace)
@@ -177,6 +181,7 @@ def stop_logged_children(grace: float = STOP_GRACE_S) -> None:
 
 _LIVE: set["subprocess.Popen[str]"] = set()
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def _tee(stream: IO[str], lines: list[str]) -> None:

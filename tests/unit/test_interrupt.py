@@ -102,3 +102,11 @@ def test_run_logged_stops_its_child_at_the_deadline_and_from_another_thread(tmp_
         stop_logged_children(grace=10)
         worker.join(10)
     assert codes == [3] and "teardown" in (tmp_path / "worker.log").read_text()
+    # and no child starts once the tool is stopping (a worker's next run raises instead)
+    from harness.core import process
+    try:
+        with open(tmp_path / "after.log", "w") as log, pytest.raises(KeyboardInterrupt, match="stopping"):
+            run_logged([sys.executable, "-c", "print('started')"], tmp_path, log)
+        assert "started" not in (tmp_path / "after.log").read_text()
+    finally:
+        process._STOPPING.clear()
