@@ -126,14 +126,20 @@ def sample(mutants: Sequence[Mutant], n: int | None, seed: int) -> list[Mutant]:
     return sorted(ordered, key=lambda m: (m.file, m.line, m.id))
 
 
+def mutated_lines(mutant: Mutant, source: Sequence[str]) -> list[str]:
+    """The file's lines as the mutant leaves them. A rewrite may insert a line ("x;" → "x;\n    break;"): each of
+    its lines is a line of its own."""
+    changed = list(source)
+    changed[mutant.line - 1:mutant.line] = mutant.replacement.splitlines(keepends=True)
+    return changed
+
+
 def patch_text(mutant: Mutant, source: Sequence[str], header: Mapping[str, str] | None = None) -> str:
     """A `patch -p1` unified diff (a/FILE, b/FILE) that turns the pristine `source` (its lines, with their
     newlines) into the mutant, after `Key: value` header lines like a regressions/*.patch."""
     if source[mutant.line - 1] != mutant.original:
         raise ValueError(f"{mutant.id}: line {mutant.line} of {mutant.file} is not the mutant's original")
-    changed = list(source)
-    # a rewrite may insert a line ("x;" → "x;\n    break;"): each of its lines is a line of the diff
-    changed[mutant.line - 1:mutant.line] = mutant.replacement.splitlines(keepends=True)
+    changed = mutated_lines(mutant, source)
     lines = [f"{key}: {value}\n" for key, value in (header or {}).items()]
     lines.append(f"diff -u a/{mutant.file} b/{mutant.file}\n")
     lines += difflib.unified_diff(source, changed, f"a/{mutant.file}", f"b/{mutant.file}", n=3)

@@ -52,10 +52,8 @@ def syntax_command(build_dir: Path, file: str) -> tuple[list[str], Path, Path] |
 
 
 def mutated_text(mutant: mut.Mutant, source: Sequence[str]) -> str:
-    """The whole file as the mutant's patch leaves it (the same rewrite as mutants.patch_text)."""
-    changed = list(source)
-    changed[mutant.line - 1:mutant.line] = mutant.replacement.splitlines(keepends=True)
-    return "".join(changed)
+    """The whole file as the mutant's patch leaves it."""
+    return "".join(mut.mutated_lines(mutant, source))
 
 
 def syntax_error(mutant: mut.Mutant, source: Sequence[str], build_dir: Path) -> str | None:
