@@ -252,6 +252,20 @@ class Migration:
                 other.expect_exit(f"its migration peer ({side}) exited", codes=(1,), signals=())
         return machine.exit_error(side, f"during migration {self.name!r}").with_report(self._state_report())
 
+    # How long a failure seen in a MIGRATION event waits for a query-migrate asked after it (its error-desc).
+    FAILURE_REPLY_WAIT_S = 2.0
+
+    def _reply_after_event(self, side: str, info: dict[str, Any]) -> dict[str, Any]:
+        """The reply that says why `side` failed. The 'failed' may have come from a MIGRATION event that overtook
+        the last reply (status 'active', no error-desc: a full filesystem's failure read as '?'): wait briefly for
+        a reply asked after the event. A side whose monitor is gone keeps what there was."""
+        sampler = self.sampler
+        assert sampler is not None
+        if sampler.wait_until(lambda s: s.reply_is_current(side) or sampler.error(side) is not None,
+                              self.FAILURE_REPLY_WAIT_S) and self.series.reply_is_current(side):
+            return self.series.latest(side)
+        return info
+
     def wait(self, predicate: Callable[[Series], bool], timeout: float, what: str) -> Series:
         return self._wait(predicate, timeout, what)
 
@@ -299,6 +313,7 @@ class Migration:
                 if side == "destination" and machine is not None:
                     # A destination whose incoming migration failed exits 1: that exit is this failure, not another.
                     machine.expect_exit(f"its incoming migration failed ({self.name})", codes=(1,))
+                info = self._reply_after_event(side, info)
                 raise MigrationFailed(f"{self.name}: {side} reports failure: {info.get('error-desc', '?')}; "
                                       + self._state_report())
             if ended and predicate(self.series):

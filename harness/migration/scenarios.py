@@ -56,6 +56,13 @@ SEQINC_MIB = 32
 SEQINC_PASSES_PER_S = 1     # 32 MiB/s of rewrites: checkable after any migration, convergent at 128 MiB/s
 DIRTY_MIB = 128
 COMPLETION_TIMEOUT = 120.0
+# A scenario's first pass, before anything it watches: ~160–230 MiB of non-zero pages in the x86_64 guest took 7 s of
+# a basic postcopy test's 12 at the 32 MiB/s postcopy_under_load used to have, 10 s of xbzrle's 21 at held_precopy's
+# 16 MiB/s; ~1 s at this. A 1 ms downtime limit keeps it from converging at any rate (upstream's
+# migrate_ensure_non_converge: the threshold, bandwidth × limit, is far below what the workloads keep dirty).
+FIRST_PASS_BANDWIDTH = 256 * MiB
+NON_CONVERGING_DOWNTIME_MS = 1
+HELD_PRECOPY_BANDWIDTH = 32 * MiB   # postcopy_under_load's precopy when the test acts in it: the dirtier outruns it
 
 
 def reports_verdicts(pair: Pair, marks: Mapping[str, int], expected: Sequence[str] = ()) -> list[oracles.Verdict]:
@@ -160,8 +167,18 @@ def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
     the switch to postcopy. `config` adds to postcopy-ram and the two bandwidths (e.g. TLS credentials, preempt)."""
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))
     workloads.start(pair.source, Dirty(size_mib=dirty_mib, rate_mibps=64))
+    # With nothing to do before the switch, the first pass goes as fast as the host sends it, held from converging
+    # by upstream's non-converge downtime limit (tests/qtest/migration: migrate_ensure_non_converge). A test that
+    # acts while precopy runs (`before_postcopy`) keeps the held 32 MiB/s: at full speed its steps, each some syncs
+    # apart, took milliseconds, and page lifecycle's precopy converged before its postcopy began.
+    if before_postcopy is None:
+        non_converging = ({} if "downtime-limit" in config.parameters
+                          else {"downtime_limit": NON_CONVERGING_DOWNTIME_MS})
+        precopy = {"max_bandwidth": FIRST_PASS_BANDWIDTH, **non_converging}
+    else:
+        precopy = {"max_bandwidth": HELD_PRECOPY_BANDWIDTH}
     config = (config.with_capabilities(postcopy_ram=True)
-              .with_parameters(max_bandwidth=32 * MiB, max_postcopy_bandwidth=postcopy_bandwidth))
+              .with_parameters(max_postcopy_bandwidth=postcopy_bandwidth, **precopy))
     migration = testbed.migrate(pair.source, pair.destination, config)
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
     if before_postcopy is not None:
@@ -298,8 +315,8 @@ def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: 
                  ram_judge: Callable[[RamComparison], oracles.Verdict] = oracles.ram_identical) -> HeldPrecopy[T]:
     """A precopy held back, then let go. The `dirty` workload rewrites a `hot_set` (by default 8 words of each
     page of HOT_SET_MIB, random order, flat out; above `bandwidth` in any case) and seqinc one byte of each page
-    of its own set, on a `paused_pair`; `config` (plus `bandwidth` and `hold_downtime_ms` of
-    downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
+    of its own set, on a `paused_pair`; after a first pass at FIRST_PASS_BANDWIDTH, `config` (plus `bandwidth`
+    and `hold_downtime_ms` of downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
     is one the destination has) the test's `during(migration)` runs; then CONVERGE_BANDWIDTH and
     `converge_downtime_ms` are set (the scenario's own end of the hold) and precopy converges with the dirtier
     still running: nothing talks to the guest while the migration loads the host. A `file` transport saves into
@@ -309,9 +326,16 @@ def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: 
     source, destination = pair.source, pair.destination
     seq = workloads.start(source, SeqInc(size_mib=RESEND_SEQINC_MIB, rate_passes=1))
     workloads.start(source, hot_set)
-    config = config.with_parameters(max_bandwidth=bandwidth, downtime_limit=hold_downtime_ms)
+    # The first pass at full speed (no convergence: upstream's 1 ms non-converge limit), then the hold: the second
+    # pass, and all the test watches from the third sync, runs at `bandwidth` as before. At 16 MiB/s the first pass
+    # alone (~160 MiB of non-zero pages) took 10 s of xbzrle's 21 s migration.
+    config = config.with_parameters(max_bandwidth=FIRST_PASS_BANDWIDTH, downtime_limit=NON_CONVERGING_DOWNTIME_MS)
     to_file = config.transport == "file"
     migration = testbed.migrate(source, None if to_file else destination, config)
+    migration.wait_dirty_syncs(2, timeout=120)
+    migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth,
+                                                         "downtime-limit": hold_downtime_ms})
+    migration.series.mark("hold", bandwidth=bandwidth, downtime_limit=hold_downtime_ms)
     migration.wait_dirty_syncs(3, timeout=120)
     result = during(migration)
     migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": CONVERGE_BANDWIDTH,

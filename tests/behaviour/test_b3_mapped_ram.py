@@ -308,6 +308,7 @@ def long_live_save(testbed: Testbed, source: Machine, label: str, capabilities: 
     return result
 
 
+@pytest.mark.slow    # make check keeps B3 by the multifd4-live-flushOn save/restore and the refusal
 @pytest.mark.needs(capabilities=["mapped-ram"])
 def test_mapped_ram_file_stays_bounded_while_plain_file_grows(testbed: Testbed) -> None:
     source = testbed.boot()

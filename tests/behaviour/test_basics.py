@@ -88,10 +88,9 @@ def test_precopy_completes_with_identical_ram_and_intact_guest(testbed: Testbed,
 
 @DIRTY_TLB_BUG
 @pytest.mark.needs(capabilities=["multifd"], parameters=["multifd-channels"])
-# 2-unix in `make check`; the other three combinations of transport and channel count are slow (#35).
-@pytest.mark.parametrize("channels, transport", [(2, "unix"), pytest.param(2, "tcp", marks=pytest.mark.slow),
-                                                 pytest.param(4, "unix", marks=pytest.mark.slow),
-                                                 pytest.param(4, "tcp", marks=pytest.mark.slow)],
+# slow (#35): make check keeps multifd over sockets by test_tls.py's multifd precopy (TCP, every channel).
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, transport", [(2, "unix"), (2, "tcp"), (4, "unix"), (4, "tcp")],
                          ids=["2-unix", "2-tcp", "4-unix", "4-tcp"])
 def test_multifd_over_sockets_keeps_ram_identical(testbed: Testbed, paused_pair: Pair, transport: str,
                                                   channels: int) -> None:
@@ -145,6 +144,7 @@ def test_postcopy_completes_with_intact_guest(testbed: Testbed, pair: Pair) -> N
     postcopy_with_integrity(testbed, pair, postcopy_bandwidth=32 * MiB)
 
 
+@pytest.mark.slow    # make check: test_cancel_in_every_status.py[pre-switchover] cancels, then re-migrates
 @DIRTY_TLB_BUG
 def test_cancel_leaves_source_running_and_migratable(testbed: Testbed, pair: Pair) -> None:
     seq = workloads.start(pair.source, SeqInc(size_mib=SEQINC_MIB, rate_passes=SEQINC_PASSES_PER_S))

@@ -82,7 +82,7 @@ SOCKETS = [
     Address("channels-unix", config(address=CHANNELS), needs=CHANNELS_ARGUMENT),
     Address("channels-tcp-multifd", config("tcp", address=CHANNELS, **MULTIFD),   # /multifd/tcp/channels/plain/none
             needs={"capabilities": ["multifd"], **CHANNELS_ARGUMENT}),
-    Address("exec-pipe", config(address=EXEC), fast=True),    # functional test_migration_with_exec (a FIFO, not nc)
+    Address("exec-pipe", config(address=EXEC)),    # functional test_migration_with_exec (a FIFO, not nc)
 ]
 FILES = [
     Address("file-offset", config("file", file_offset=OFFSET), needs=FILE_URI),  # /precopy/file/offset (140 s)

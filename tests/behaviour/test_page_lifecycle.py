@@ -114,7 +114,7 @@ PRECOPY = [
               zero_pages=False, needs=ZPD),
     Transport("multifd-zpd-none", multifd("none"), zero_pages=False, needs=ZPD),
     Transport("multifd-zpd-legacy", multifd("legacy"), needs=ZPD),
-    Transport("multifd-zpd-multifd", multifd("multifd"), fast=True, needs=ZPD),
+    Transport("multifd-zpd-multifd", multifd("multifd"), needs=ZPD),
     Transport("xbzrle", MigrationConfig(capabilities={"xbzrle": True}, parameters={"xbzrle-cache-size": 128 * MiB},
                                         relay=True), whole_pages=False, needs={"capabilities": ["xbzrle"]}),
     *[Transport(f"multifd-{method}", multifd(compression=method), whole_pages=False,

@@ -114,6 +114,7 @@ def test_postcopy_with_a_remote_side_keeps_the_guest_intact(testbed: Testbed, pa
     check_record(testbed, remote_host, remote_host.side)
 
 
+@pytest.mark.slow    # make check keeps the remote side by the precopy and the far-end-closes cases
 @pytest.mark.parametrize("remote_side", ["destination"])
 def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: hosts_file.RemoteHost) -> None:
     """What --hosts' session check says (exit 4) of a host that is reachable but lacks the QEMU or the image."""
@@ -132,6 +133,7 @@ def test_a_remote_that_cannot_run_qemu_is_named_in_one_line(remote_host: hosts_f
         assert str(raised.value).startswith(start) and "\n" not in str(raised.value), raised.value
 
 
+@pytest.mark.slow    # make check keeps the remote side by the precopy and the far-end-closes cases
 @pytest.mark.parametrize("remote_side", ["destination"])
 def test_a_refused_forward_is_one_clear_error_and_the_session_stays_usable(remote_host: hosts_file.RemoteHost,
                                                                           artefacts: Artefacts) -> None:

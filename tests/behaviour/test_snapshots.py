@@ -150,6 +150,7 @@ def job_verdicts(*jobs: dict[str, Any]) -> list[oracles.Verdict]:
     return [oracles.equals(f"{job['id']} error", job.get("error"), None) for job in jobs]
 
 
+@pytest.mark.slow    # 12 s on TCG; make check keeps snapshots by the background snapshot (4 s)
 @pytest.mark.needs(commands=["snapshot-save", "snapshot-load", "query-jobs", "job-dismiss"])
 def test_snapshot_load_restores_the_saved_guest_by_its_tag(testbed: Testbed) -> None:
     machine = testbed.boot(disks=(qcow2_disk(testbed),))
