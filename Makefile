@@ -1,7 +1,8 @@
 # make test   — set up this host (root), build the guest image, run the whole behaviour suite (slow ones too)
 #               against the installed QEMU (KVM when a probe guest runs under it, else TCG).
 # make check  — the project's own tests: unit tests + the behaviour suite on TCG, without the `slow` matrices,
-#               then the `smoke` tests on the s390x guest when ARCH is x86_64 (SMOKE_ARCHES).
+#               then the `smoke` tests on the s390x guest when ARCH is x86_64 (SMOKE_ARCHES). Only the migrations
+#               of tests that did not pass are drawn (--plots failed; python -m harness.report.plots DIR draws the rest).
 # Point at another QEMU: make test PYTEST_ARGS='--qemu-binary /path/to/qemu/build'
 # Another guest arch: make test ARCH=s390x (its image in build/images/s390x, its QEMU qemu-system-s390x).
 
@@ -48,7 +49,7 @@ test: setup image
 	$(PY) -m pytest tests/behaviour --accel auto --arch $(ARCH) $(PYTEST_ARGS)
 
 check: setup check-images
-	$(PY) -m pytest tests -m "not slow" --accel tcg --arch $(ARCH) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" --accel tcg --arch $(ARCH) --plots failed $(PYTEST_ARGS)
 	$(SMOKE_RUN)
 
 # make check's guest images, ARCH's and the smoke arches', built at once: each build is one busy process (downloads,

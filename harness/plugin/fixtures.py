@@ -144,7 +144,8 @@ def artefacts(request: pytest.FixtureRequest, artefacts_root: Path) -> Iterator[
     failed = [r for r in reports.values() if r.failed]
     outcome = plot_outcome(reports, failed)
     record.finalize(outcome, failure=crash_message(failed[0]) if failed else
-                    "interrupted before the test body finished" if outcome == "INTERRUPTED" else None)
+                    "interrupted before the test body finished" if outcome == "INTERRUPTED" else None,
+                    plots=request.config.getoption("--plots", "all") == "all" or outcome != "passed")
     junit_properties(request.node, record)
 
 

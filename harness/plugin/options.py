@@ -23,6 +23,8 @@ MARKERS = [
     "cpus(n): the host CPUs the test needs while it runs (the CPU budget), instead of the derived count",
 ]
 
+PLOTS_CHOICES = ("all", "failed")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qemu-migration", "QEMU migration harness")
@@ -70,6 +72,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "[source] and/or [destination] section (README, \"Remote QEMUs\")")
     group.addoption("--progress-interval", type=float, default=float(os.environ.get("HARNESS_PROGRESS", "10")),
                     help="seconds between progress lines of a long migration (0: none; default 10)")
+    group.addoption("--plots", choices=PLOTS_CHOICES, default="all",
+                    help="which tests' migrations are drawn as PNG (their series JSON is always kept): all "
+                         "(default), or only those not passed (failed, xfailed, interrupted…; `make check` — "
+                         "each plot costs 0.3–0.8 s of CPU)")
     group.addoption("--cold-boot", action="store_true",
                     help="boot every guest cold: no warm boots (a source guest restored from one saved, booted "
                          "guest per configuration and session, harness.migration.warm_boot)")

@@ -135,10 +135,13 @@ class Artefacts:
         if filename not in self.figures:
             self.figures.append(filename)
 
-    def finalize(self, outcome: str, failure: str | None = None) -> None:
-        """Write the verdicts and draw every series; `failure` is the error of a test that failed without a
-        failing verdict (e.g. a migration that stalled), so the plots say why too."""
+    def finalize(self, outcome: str, failure: str | None = None, plots: bool = True) -> None:
+        """Write the verdicts and draw every series (unless not `plots`: the series JSON are written as they are
+        recorded, and `python -m harness.report.plots DIR` draws them later); `failure` is the error of a test
+        that failed without a failing verdict (e.g. a migration that stalled), so the plots say why too."""
         self.write_json("verdicts", [v.to_json() for v in self.verdicts])
+        if not plots:
+            return
         title = self.nodeid or self.directory.name
         for name, series in self.series.items():
             try:

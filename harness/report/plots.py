@@ -472,3 +472,23 @@ def plot_stalls_vs_rtt(path: Path, title: str, curves: Mapping[str, Mapping[str,
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def draw_missing(directory: Path) -> list[Path]:
+    """Draw what a `--plots failed` run left undrawn: NAME.png beside every NAME.series.json under `directory`
+    that has none (the passing tests' migrations; without their verdicts' hints or outcome, which the plot then
+    does not claim)."""
+    drawn = []
+    for data in sorted(directory.rglob("*.series.json")):
+        name = data.name[:-len(".series.json")]
+        png = data.with_name(f"{name}.png")
+        if not png.exists():
+            plot_series(Series.load(data), png, data.parent.name, name=name)
+            drawn.append(png)
+    return drawn
+
+
+if __name__ == "__main__":
+    import sys
+    for drawn_png in draw_missing(Path(sys.argv[1] if len(sys.argv) > 1 else "artefacts/latest")):
+        print(drawn_png)

@@ -10,7 +10,7 @@ import pytest
 from harness.analysis import oracles
 from harness.analysis.oracles import Verdict
 from harness.report.index import TestResult, write_index
-from harness.report.plots import _panels, header_lines, plot_series, status_segments, verdict_lines
+from harness.report.plots import draw_missing, _panels, header_lines, plot_series, status_segments, verdict_lines
 from harness.report.artefacts import Artefacts, progress_line
 from harness.core.stats import Histogram
 from harness.analysis.samples import Series
@@ -133,6 +133,16 @@ def test_finalize_adds_a_comparison_of_several_migrations(tmp_path: Path) -> Non
     record.finalize("FAILED", failure="AssertionError: dirty syncs/s …")
     assert sorted(p.name for p in record.directory.glob("*.png")) == ["comparison.png", "off.png", "on.png"]
     assert json.loads((record.directory / "verdicts.json").read_text())[0]["hints"][0]["kind"] == "span"
+
+
+def test_a_passing_test_under_plots_failed_keeps_its_series_and_draws_them_on_demand(tmp_path: Path) -> None:
+    """`make check` (--plots failed) draws no passing migration; its series JSON stays and draw_missing draws it."""
+    record = Artefacts(tmp_path / "t", "tests/t.py::test_ok")
+    record.add_series("migration", recorded_migration(0.5, postcopy_at=None))
+    record.finalize("passed", plots=False)
+    assert not list(record.directory.glob("*.png")) and (record.directory / "migration.series.json").is_file()
+    assert draw_missing(tmp_path) == [record.directory / "migration.png"]
+    assert png_size(record.directory / "migration.png")[0] > 0 and draw_missing(tmp_path) == []
 
 
 def test_histograms_from_samples_and_from_probe_buckets(tmp_path: Path) -> None:
