@@ -62,6 +62,8 @@ COMPLETION_TIMEOUT = 120.0
 # migrate_ensure_non_converge: the threshold, bandwidth × limit, is far below what the workloads keep dirty).
 FIRST_PASS_BANDWIDTH = 256 * MiB
 NON_CONVERGING_DOWNTIME_MS = 1
+QEMU_DEFAULT_MAX_BANDWIDTH = 128 * MiB   # migration/options.c MAX_THROTTLE: what an arm that sets none gets back
+QEMU_DEFAULT_DOWNTIME_MS = 300           # DEFAULT_MIGRATE_SET_DOWNTIME
 HELD_PRECOPY_BANDWIDTH = 32 * MiB   # postcopy_under_load's precopy when the test acts in it: the dirtier outruns it
 
 
@@ -396,6 +398,9 @@ class NonConvergingWindow:
     window_s: float
     first_pass_timeout: float = 120.0
     trace_events: tuple[str, ...] = ()
+    # The first pass, which no window watches, at FIRST_PASS_BANDWIDTH (held from converging by a 1 ms limit);
+    # each arm's own bandwidth and downtime-limit are set the moment it ends, before its window begins.
+    fast_first_pass: bool = False
 
 
 class ArmRefused(Exception):
@@ -436,12 +441,20 @@ def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConver
     failure under test — and sampling stops. A window in which precopy was not 'active' to the end did not measure
     what it claims: that raises, naming the status."""
     destination = testbed.incoming(source, name=f"destination-{arm.label}")
-    migration = testbed.prepare_migration(source, destination, arm.config, name=arm.label)
+    held = {name: arm.parameters[name] for name in ("max-bandwidth", "downtime-limit") if name in arm.parameters}
+    config = arm.config
+    if scenario.fast_first_pass:
+        config = config.with_parameters(max_bandwidth=FIRST_PASS_BANDWIDTH, downtime_limit=NON_CONVERGING_DOWNTIME_MS)
+    migration = testbed.prepare_migration(source, destination, config, name=arm.label)
     try:
         migration.start()
     except ExecuteError as exc:
         raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
     migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
+    if scenario.fast_first_pass:
+        source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": QEMU_DEFAULT_MAX_BANDWIDTH,
+                                                   "downtime-limit": QEMU_DEFAULT_DOWNTIME_MS, **held})
+        migration.series.mark("hold", **held)
     t_start = migration.series.samples["source"][-1]["t"]
     window_s = scenario.window_s if arm.window_s is None else arm.window_s
     t_end = t_start + window_s
