@@ -65,6 +65,7 @@ from harness.report.artefacts import Artefacts
 from harness.tools.bench_parallel import PARALLEL_WORKERS, bench_parallel, parallel_rows, suite_wall_time
 from harness.tools.bench_profile import profile, rows as profile_rows
 from harness.tools.bench_warm import bench_warm, warm_rows
+from harness.migration.sampler import SLOW_SIDE_HZ
 from harness.tools.bench_sampler import SAMPLER_PAIR_WINDOW_S, SAMPLER_PAIRS, bench_sampler, sampler_rows
 from harness.migration.testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from harness.vm.workloads import Dirty
@@ -420,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=SAMPLER_PAIRS,
                         help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each while migrating "
                              f"(the judged phase; the idle phase gets a quarter of them)")
+    parser.add_argument("--slow-side-hz", type=float, default=SLOW_SIDE_HZ,
+                        help=f"sampler part: the destination's rate outside postcopy (default {SLOW_SIDE_HZ:g}; "
+                             f"100 measures the sampler as it was before session 14)")
     parser.add_argument("--workers", type=int, default=PARALLEL_WORKERS, help="parallel part: pytest-xdist -n N")
     parser.add_argument("--parallel-selection", action="append", metavar="NODEID",
                         help="parallel part: a test (node id or file) of the selection, repeatable (default: "
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 source = bed.boot("source")
                 run("workload", lambda: bench_workload_rates(source))
-                run("sampler", lambda: bench_sampler(bed, source, args.pairs, log))
+                run("sampler", lambda: bench_sampler(bed, source, args.pairs, log, args.slow_side_hz))
             except Exception as exc:
                 results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
             finally:
