@@ -113,7 +113,9 @@ class Sampler:
             if now - asked > 1.0:
                 self.series.stalls.append({"side": side, "t": asked - self.series.t0, "seconds": now - asked})
             self._publish(side, qmp, {"t": now - self.series.t0, "asked": asked - self.series.t0, "info": info})
-            hz = side_hz(side, self.series.status(side), self.series.hz, self.slow_hz)
+            # (the source's status is not looked up: it is polled at the full rate in every one)
+            hz = side_hz(side, None if side in FULL_RATE_SIDES else self.series.status(side), self.series.hz,
+                         self.slow_hz)
             period = 1.0 / hz
             next_tick += period
             delay = max(0.0, next_tick - time.monotonic())

@@ -45,6 +45,10 @@ SAMPLER_BACKGROUND_HZ = 1.0       # the migration's own sampler, in sampled and 
 SAMPLER_PAIRS = 100               # while migrating (the judged phase); the idle phase gets a quarter of them
 SAMPLER_PAIR_WINDOW_S = 1.0       # each arm of a pair; the guest logs 10 points in it
 SAMPLER_EDGE_S = 0.1              # off each window's ends: the sampler's tasks starting/ending, clock mapping
+# A pair in which the source's vCPU thread waited on a run queue this share of an arm: another process had the cores
+# (bench holds the CPU tokens, but not every process takes them). Counted and shown, never dropped: the sampler's
+# CPU displaces the guest's exactly then, which is part of its cost on a busy host.
+CONTENDED_RUNQUEUE = 0.01
 BOOTSTRAP_RESAMPLES = 4000
 
 
@@ -152,6 +156,12 @@ def arm_medians(windows: list[SamplerWindow], phase: str) -> dict[str, dict[str,
     return result
 
 
+def contended_pairs(windows: list[SamplerWindow], phase: str) -> int:
+    """Pairs of `phase` in which an arm's vCPU thread waited on a run queue ≥ CONTENDED_RUNQUEUE of the time."""
+    return len({w.pair for w in windows
+                if w.phase == phase and w.qemu.get("vcpu_runqueue", 0.0) >= CONTENDED_RUNQUEUE})
+
+
 def min_hz(windows: list[SamplerWindow]) -> dict[str, float]:
     """The lowest rate each side achieved over the sampled windows."""
     lowest: dict[str, float] = {}
@@ -205,7 +215,7 @@ def bench_sampler(bed: Testbed, source: Machine, pairs: int, log: Callable[[str]
                 by_pair.setdefault(w.pair, {})[w.sampled] = mibps(w)
         phases[phase] = {**sampler_cost([(arms[True], arms[False]) for arms in by_pair.values()
                                          if arms.get(True) and arms.get(False)]),
-                         "cpu": arm_medians(windows, phase)}
+                         "cpu": arm_medians(windows, phase), "contended_pairs": contended_pairs(windows, phase)}
         log(f"sampler {phase}: cost {phases[phase]['cost']} (95 % {phases[phase]['interval']})")
     lowest = min_hz(windows)
     source_hz = lowest.get("source", 0.0)
@@ -230,8 +240,9 @@ def sampler_rows(sampler: dict[str, Any], verdict: Callable[[bool | None], str])
     """bench's table rows for this part's results."""
     cost = "n/a" if sampler["cost"] is None else (
         f"{sampler['cost']:+.1%} (95 % {sampler['interval'][0]:+.1%} … {sampler['interval'][1]:+.1%}, "
-        f"{sampler['pairs']} pairs of {sampler['window_s']:g} s, {sampler.get('judged_phase') or 'migrating'}); "
-        f"harness CPU {sampler['harness_cores']['sampled']:.2f} cores sampling")
+        f"{sampler['pairs']} pairs of {sampler['window_s']:g} s, {sampler.get('judged_phase') or 'migrating'}"
+        + (f", {sampler['contended_pairs']} with the vCPU waiting for a CPU" if sampler.get("contended_pairs") else "")
+        + f"); harness CPU {sampler['harness_cores']['sampled']:.2f} cores sampling")
     others = ", ".join(f"{side} {hz:.0f} Hz" for side, hz in sampler.get("achieved_hz_min_by_side", {}).items()
                        if side != "source")
     return [("sampler rate (100 Hz asked)", f"source min {sampler['achieved_hz_min']:.0f} Hz over windows"

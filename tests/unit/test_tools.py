@@ -330,3 +330,14 @@ def test_bench_profile_sums_what_each_test_recorded(tmp_path: Path) -> None:
     assert prof["by_phase_s"] == {"setup": 5.0, "call": 14.0, "teardown": 1.0}
     assert prof["slowest"][0]["test"] == "tests/behaviour/test_basics.py::test_a[x]"
     assert any("warm restores" in row[0] for row in rows(prof))
+
+
+def test_contended_pairs_counts_a_pair_once_when_an_arm_waited_for_a_cpu() -> None:
+    def window(pair: int, sampled: bool, runqueue: float, phase: str = "migrating") -> bench_sampler.SamplerWindow:
+        return bench_sampler.SamplerWindow(phase, pair, sampled, 0.0, 1.0, 0.0, qemu={"vcpu_runqueue": runqueue})
+    windows = [window(0, True, 0.0), window(0, False, 0.0),
+               window(1, True, 0.05), window(1, False, 0.02),      # both arms contended: one pair
+               window(2, True, 0.0), window(2, False, 0.011),
+               window(3, True, 0.5, phase="idle")]
+    assert bench_sampler.contended_pairs(windows, "migrating") == 2
+    assert bench_sampler.contended_pairs(windows, "idle") == 1
