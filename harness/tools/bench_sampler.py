@@ -42,7 +42,7 @@ SAMPLER_BANDWIDTH = 32 * MiB      # ≪ the guest's dirty rate: the migration st
 SAMPLER_SETTLE_S = 1.0            # after `migrate`, before the windows: setup and the first bitmap sync done
 SAMPLER_BACKGROUND_HZ = 1.0       # the migration's own sampler, in sampled and unsampled windows alike
 
-SAMPLER_PAIRS = 100               # while migrating (the judged phase); the idle phase gets a quarter of them
+SAMPLER_PAIRS = 150               # while migrating (the judged phase); the idle phase gets a quarter of them
 SAMPLER_PAIR_WINDOW_S = 1.0       # each arm of a pair; the guest logs 10 points in it
 SAMPLER_EDGE_S = 0.1              # off each window's ends: the sampler's tasks starting/ending, clock mapping
 # A pair in which the source's vCPU thread waited on a run queue this share of an arm: another process had the cores
