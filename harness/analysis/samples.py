@@ -93,8 +93,8 @@ class Series:
 
     def to_json(self) -> dict[str, Any]:
         return {"t0": self.t0, "wall_t0": self.wall_t0, "hz": self.hz, "slow_hz": self.slow_hz,
-                "achieved_hz": {s: self.achieved_hz(s) for s in self.samples}, "samples": self.samples, "events": self.events, "marks": self.marks,
-                "stalls": self.stalls}
+                "achieved_hz": {s: self.achieved_hz(s) for s in self.samples}, "samples": self.samples,
+                "events": self.events, "marks": self.marks, "stalls": self.stalls}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Series":

@@ -34,7 +34,7 @@ from harness.vm.machine import Machine
 from harness.vm.workloads import RATE_LOG, LoggedDirty, guest_clock_reading
 
 # Targets (README "Benchmark").
-SAMPLER_MIN_HZ = 50.0             # the source's rate (any other side is polled at sampler.SLOW_SIDE_HZ outside postcopy)
+SAMPLER_MIN_HZ = 50.0             # the source's rate (another side: sampler.SLOW_SIDE_HZ outside postcopy)
 SAMPLER_MAX_SLOWDOWN = 0.02       # judged on the upper end of the migrating phase's 95 % interval
 
 HOT_SET_MIB = 64                  # re-dirtied flat out during the windows
@@ -108,7 +108,9 @@ class QemuCpu:
         return time.monotonic(), vcpu.on_cpu_s, vcpu.runqueue_s, cpu_seconds(self.pid)
 
     @staticmethod
-    def per_second(start: tuple[float, float, float, float], end: tuple[float, float, float, float]) -> dict[str, float]:
+    def per_second(start: tuple[float, float, float, float],
+                   end: tuple[float, float, float, float]) -> dict[str, float]:
+        """Shares of the wall time between two reads (the process's CPU counts in clock ticks: ±0.01 in 1 s)."""
         wall = end[0] - start[0]
         on_cpu, runqueue, process = (end[i] - start[i] for i in (1, 2, 3))
         return {"vcpu_on_cpu": round(on_cpu / wall, 4), "vcpu_runqueue": round(runqueue / wall, 4),
