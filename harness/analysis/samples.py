@@ -29,12 +29,15 @@ def lookup(info: dict[str, Any], path: str) -> Any:
 @dataclass
 class Series:
     t0: float       # time.monotonic() at the start; sample times are relative to it
-    hz: float
+    hz: float       # the rate the source is polled at (and any side in postcopy)
     wall_t0: float = field(default_factory=time.time)  # the same instant on the wall clock (trace timestamps)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {s: [] for s in SIDES})
     marks: list[dict[str, Any]] = field(default_factory=list)  # harness actions: postcopy switch, cancel, …
     stalls: list[dict[str, Any]] = field(default_factory=list)  # polls a side's monitor took long to answer
+    # The rate any other side is polled at outside postcopy, between its events (harness.migration.sampler);
+    # None: every side at `hz` (a series recorded before session 14).
+    slow_hz: float | None = None
 
     def track(self, path: str, side: str = "source") -> list[tuple[float, Any]]:
         """(t, value) for every sample of `side` that has `path`; t in seconds since t0."""
@@ -89,14 +92,15 @@ class Series:
         self.marks.append({"t": time.monotonic() - self.t0, "what": what, **data})
 
     def to_json(self) -> dict[str, Any]:
-        return {"t0": self.t0, "wall_t0": self.wall_t0, "hz": self.hz, "achieved_hz": {s: self.achieved_hz(s) for s in self.samples},
-                "samples": self.samples, "events": self.events, "marks": self.marks,
-                "stalls": self.stalls}
+        return {"t0": self.t0, "wall_t0": self.wall_t0, "hz": self.hz, "slow_hz": self.slow_hz,
+                "achieved_hz": {s: self.achieved_hz(s) for s in self.samples}, "samples": self.samples,
+                "events": self.events, "marks": self.marks, "stalls": self.stalls}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Series":
         return cls(t0=data["t0"], wall_t0=data.get("wall_t0", 0.0), hz=data["hz"], samples=data["samples"],
-                   events=data["events"], marks=data.get("marks", []), stalls=data.get("stalls", []))
+                   events=data["events"], marks=data.get("marks", []), stalls=data.get("stalls", []),
+                   slow_hz=data.get("slow_hz"))
 
     @classmethod
     def load(cls, path: Path) -> "Series":

@@ -74,6 +74,7 @@ class QMPSession:
         self.dropped_events: dict[str, int] = {}   # events past MAX_EVENTS_PER_NAME, counted only
         self._pump: asyncio.Task[None] | None = None
         self._spawned: set[asyncio.Task[Any]] = set()   # spawn()ed tasks still running, cancelled by close()
+        self._on_event: list[Callable[[QMPEvent], None]] = []   # on_event() callbacks, run on the loop
         self._closed = False
         # Set by the owning Machine: returns the real reason (QEMU exited) when a command fails or times out.
         self.explain_failure: Callable[[], BaseException | None] | None = None
@@ -148,6 +149,8 @@ class QMPSession:
                 self._kept[record.name] = self._kept.get(record.name, 0) + 1
                 self._events.append(record)
                 self._events_changed.notify_all()
+            for callback in list(self._on_event):
+                callback(record)
 
     def cmd(self, command: str, timeout: float | None = 60.0, oob: bool = False, **arguments: Any) -> Any:
         """Execute and wait. `oob=True` uses exec-oob, which QEMU answers even while its main loop is blocked
@@ -202,6 +205,13 @@ class QMPSession:
     async def execute(self, command: str, **arguments: Any) -> Any:
         """An in-band command, awaited on this session's loop: only from a coroutine `spawn`ed on it."""
         return await self._client.execute(command, arguments or None)
+
+    def on_event(self, callback: Callable[[QMPEvent], None]) -> Callable[[], None]:
+        """Call `callback` for every event kept from now on, on this session's loop (so it must not block: e.g. it
+        sets an asyncio.Event a spawned poller waits on, instead of that poller polling for events). Only from a
+        coroutine `spawn`ed on this session. Returns the function that removes it."""
+        self._on_event.append(callback)
+        return lambda: self._on_event.remove(callback) if callback in self._on_event else None
 
     def hmp(self, command_line: str, timeout: float | None = 60.0) -> str:
         return str(self.cmd("human-monitor-command", timeout=timeout, **{"command-line": command_line}))

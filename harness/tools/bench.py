@@ -9,9 +9,9 @@ Measures, on the guest image and QEMU the suite uses:
   overhead    a harness-driven boot + precopy migration of an idle guest (Testbed, 100 Hz sampler, artefacts,
               plots) vs the same guest and migration driven bare (subprocess + plain qemu.qmp calls, MIGRATION
               events): median seconds of each, the ratio and the absolute overhead per test
-  sampler     achieved query-migrate rate (Hz, both sides) and its cost to the guest: the `dirty` workload's
-              flat-out rate in windows with the sampler at 100 Hz vs without it, with no migration and then during a
-              non-converging one (harness/tools/bench_sampler.py)
+  sampler     achieved query-migrate rate (Hz, per side) and its cost to the guest: the `dirty` workload's
+              flat-out rate in windows with the Sampler on (source 100 Hz, destination 10 Hz outside postcopy) vs
+              off, with no migration and then (judged) during a non-converging one (harness/tools/bench_sampler.py)
   workload    `dirty` at 8/32/64 MiB/s requested vs achieved (its own accounting)
   parallel    one small selection of behaviour tests (--parallel-selection) run by pytest serially, then with
               pytest-xdist -n N (--workers, default 2), back to back: the wall-time speedup and its efficiency
@@ -65,6 +65,7 @@ from harness.report.artefacts import Artefacts
 from harness.tools.bench_parallel import PARALLEL_WORKERS, bench_parallel, parallel_rows, suite_wall_time
 from harness.tools.bench_profile import profile, rows as profile_rows
 from harness.tools.bench_warm import bench_warm, warm_rows
+from harness.migration.sampler import SLOW_SIDE_HZ
 from harness.tools.bench_sampler import SAMPLER_PAIR_WINDOW_S, SAMPLER_PAIRS, bench_sampler, sampler_rows
 from harness.migration.testbed import DEFAULT_MEMORY_MIB, Environment, Testbed
 from harness.vm.workloads import Dirty
@@ -418,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--trials", type=int, default=3, help="harness/bare overhead trials (each)")
     parser.add_argument("--pairs", type=int, default=SAMPLER_PAIRS,
-                        help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each, per phase")
+                        help=f"sampled/unsampled window pairs of {SAMPLER_PAIR_WINDOW_S:g} s each while migrating "
+                             f"(the judged phase; the idle phase gets a quarter of them)")
+    parser.add_argument("--slow-side-hz", type=float, default=SLOW_SIDE_HZ,
+                        help=f"sampler part: the destination's rate outside postcopy (default {SLOW_SIDE_HZ:g}; "
+                             f"100 measures the sampler as it was before session 14)")
     parser.add_argument("--workers", type=int, default=PARALLEL_WORKERS, help="parallel part: pytest-xdist -n N")
     parser.add_argument("--parallel-selection", action="append", metavar="NODEID",
                         help="parallel part: a test (node id or file) of the selection, repeatable (default: "
@@ -478,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 source = bed.boot("source")
                 run("workload", lambda: bench_workload_rates(source))
-                run("sampler", lambda: bench_sampler(bed, source, args.pairs, log))
+                run("sampler", lambda: bench_sampler(bed, source, args.pairs, log, args.slow_side_hz))
             except Exception as exc:
                 results["errors"]["guest"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
             finally:

@@ -275,18 +275,28 @@ def test_a_tool_outside_a_checkout_says_so_in_one_line(module: str, code: int, t
     assert len(err) == 1 and "needs a checkout of the harness repository (qemu-build/ is not beside" in err[0]
 
 
-def test_sampler_cost_is_one_minus_the_median_pair_ratio_with_a_bootstrap_interval() -> None:
-    """Pairs that agree within ±1 % resolve the cost; pairs scattered by ±10 % do not (NOISY, no verdict)."""
+def test_sampler_cost_is_one_minus_the_median_pair_ratio_judged_on_its_intervals_upper_end() -> None:
+    """Pairs that agree within ±1 % give a verdict on either side of the 2 % target; pairs scattered by ±10 % whose
+    interval straddles it give none (NOISY)."""
     steady = [(97.0 + (i % 3) * 0.5, 100.0) for i in range(20)]     # sampled arm 2.5–3 % slower in every pair
     cost = bench_sampler.sampler_cost(steady)
-    assert cost["pairs"] == 20 and cost["resolved"]
+    assert cost["pairs"] == 20 and cost["verdict"] is False          # the interval's lower end is past 2 %
     assert 0.02 <= cost["interval"][0] <= cost["cost"] <= cost["interval"][1] <= 0.03
+    cheap = [(99.0 + (i % 3) * 0.5, 100.0) for i in range(20)]       # 0–1 % slower: the upper end is below 2 %
+    assert bench_sampler.sampler_cost(cheap)["verdict"] is True
+    assert bench_sampler.sampler_cost(cheap, target=0.005)["verdict"] is None   # straddles a 0.5 % target
     noisy = [(100.0 + (10 if i % 2 else -10) + i * 0.3, 100.0) for i in range(20)]
-    assert not bench_sampler.sampler_cost(noisy)["resolved"]
+    assert bench_sampler.sampler_cost(noisy)["verdict"] is None
     assert bench_sampler.sampler_cost([(1.0, 1.0), (1.0, 0.0)]) == {"pairs": 1, "cost": None, "interval": None,
-                                                            "resolved": False}
+                                                            "verdict": None}
     # Seeded: the same data, the same interval (a re-run of bench's analysis must not move its verdict).
     assert bench_sampler.bootstrap_interval([1.0, 2.0, 3.0, 4.0]) == bench_sampler.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
+
+
+def test_qemu_cpu_per_wall_second_splits_the_vcpu_thread_from_the_rest() -> None:
+    start, end = (10.0, 5.0, 1.0, 8.0), (12.0, 6.6, 1.2, 10.2)       # 2 s: vCPU 1.6 s on CPU, process 2.2 s
+    assert bench_sampler.QemuCpu.per_second(start, end) == {"vcpu_on_cpu": 0.8, "vcpu_runqueue": 0.1,
+                                                             "other_threads": 0.3}
 
 
 def test_bench_parallel_refuses_a_selection_run_that_ran_nothing(tmp_path: Path) -> None:
@@ -320,3 +330,14 @@ def test_bench_profile_sums_what_each_test_recorded(tmp_path: Path) -> None:
     assert prof["by_phase_s"] == {"setup": 5.0, "call": 14.0, "teardown": 1.0}
     assert prof["slowest"][0]["test"] == "tests/behaviour/test_basics.py::test_a[x]"
     assert any("warm restores" in row[0] for row in rows(prof))
+
+
+def test_contended_pairs_counts_a_pair_once_when_an_arm_waited_for_a_cpu() -> None:
+    def window(pair: int, sampled: bool, runqueue: float, phase: str = "migrating") -> bench_sampler.SamplerWindow:
+        return bench_sampler.SamplerWindow(phase, pair, sampled, 0.0, 1.0, 0.0, qemu={"vcpu_runqueue": runqueue})
+    windows = [window(0, True, 0.0), window(0, False, 0.0),
+               window(1, True, 0.05), window(1, False, 0.02),      # both arms contended: one pair
+               window(2, True, 0.0), window(2, False, 0.011),
+               window(3, True, 0.5, phase="idle")]
+    assert bench_sampler.contended_pairs(windows, "migrating") == 2
+    assert bench_sampler.contended_pairs(windows, "idle") == 1
