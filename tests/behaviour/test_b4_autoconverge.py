@@ -159,8 +159,10 @@ LONG_PASS = Shape(guest_mib=768, dirty_mib=384, on_window_s=30.0, off_window_s=3
 # 15.8 s, no steady sync; never sleeps — (4) 0.046, (5) −0.002; sleeps too little — (5) 0.662 (by 10: 0.744).
 # Since session 14 both shapes run their first pass, which no window watches, at full speed (NonConvergingWindow's
 # fast_first_pass: 20 s of each arm's 35–45 s at 16 MiB/s): each arm's bandwidth is set at the sync that ends it,
-# where the windows begin. One run: first gap 8.69 s, steady 5.01 s, [20, 40] from the third sync as before, (4)
-# 1.16, (5) 0.990; 46.8 s a run. Calibration (10 runs) below, next to the make flake figures of session 14.
+# where the windows begin; the throttle still steps from the third sync. Calibration of SHORT_PASS so, pristine
+# 10.0.2, TCG, make flake N=10 under the CPU lock (session 14, host shared with a bench): 10/10 passed; control 14.0
+# every run; first gap 7.81–8.70 s (≤ 11); steady gaps 5.00–5.01 s (≤ 6); 2 levels [20, 40]; (4) 1.14 … 1.25 … 1.34
+# (band 0.3–2.5); (5) 0.986 … 0.991 … 0.993 (band 0.76–1.5); 48–50 s a run, session start included.
 SHORT_PASS = Shape(guest_mib=448, dirty_mib=256, on_window_s=25.0, off_window_s=14.0, throttle_increment=20)
 
 
