@@ -134,8 +134,11 @@ def mbps_vs_host(clock: HostClock, final: dict[str, Any], carried: int | None, l
     # (≈ 1 for any transfer longer than its set-up; a 10 ms migration of 340 KB measured 0.34, ignore-shared).
     if span and clock.total_ms and clock.total_ms > span:
         low = low * span / clock.total_ms
-    if span and span > rounding_ms:
-        low, high = low * span / (span + rounding_ms), high * span / (span - rounding_ms)
+    if span and rounding_ms:
+        # QEMU's span is whole ms, and ≥ 1 ms whenever it reports an mbps (migration.c divides by it only when it
+        # is not 0): a span shorter than the rounding (ignore-shared, 2.6 ms on the host, QEMU's 2) may read short
+        # down to 1 ms, not to nothing. Before, such a span widened nothing and failed the unmodified build at 1.30.
+        low, high = low * span / (span + rounding_ms), high * span / max(span - rounding_ms, 1.0)
     return within_band(MBPS_VS_HOST, ratio, round(low, 4),
                        round(high, 4),
                        anchor=f"the series' own clock ({clock.event_clock}) and {source}: mbps "

@@ -85,6 +85,23 @@ def test_mbps_of_a_migration_shorter_than_its_set_up_allows_for_the_thread_start
                                    rounding_ms=3.0).passed
 
 
+def test_mbps_of_a_span_shorter_than_the_rounding_allows_qemus_whole_ms() -> None:
+    """Session 14's clean-clone CI, ignore-shared on the unmodified 10.0.2: 339 660 bytes, active → completed 2.6 ms
+    on the host, QEMU's total-time 3 − setup-time 1 = 2 ms: mbps 1358.6 against the host's 1043 Mbit/s, 1.30. QEMU's
+    span may read short down to 1 ms, not to nothing; a rate in bytes stays far below the band."""
+    series = Series(t0=50.0, hz=100, wall_t0=1000.0)
+    series.marks.append({"t": 0.0005, "what": "migrate"})
+    series.events["source"] = [
+        {"t": 0.0028, "event": "MIGRATION", "data": {"status": "active"}, "wall": 1000.0028},
+        {"t": 0.0054, "event": "MIGRATION", "data": {"status": "completed"}, "wall": 1000.0054}]
+    clock = timing.host_clock(series)
+    short = {"status": "completed", "total-time": 3, "setup-time": 1,
+             "ram": {"transferred": 339_660, "mbps": 339_660 * 8 / 2 / 1e3}}
+    assert timing.mbps_vs_host(clock, short, 339_660, 0.8, 1.25, rounding_ms=3.0).passed
+    in_bytes = {**short, "ram": {**short["ram"], "mbps": short["ram"]["mbps"] / 8}}
+    assert not timing.mbps_vs_host(clock, in_bytes, 339_660, 0.8, 1.25, rounding_ms=3.0).passed
+
+
 def test_not_measured_is_recorded_and_passes() -> None:
     verdict = oracles.not_measured("bytes carried", "the relay cannot reach a remote host")
     assert verdict.passed and verdict.measured is None and verdict.why.startswith("not measured: ")
