@@ -67,16 +67,21 @@ def test_misreported_figures_fail() -> None:
     assert not timing.mbps_vs_host(clock, FINAL, 2 * BYTES, 0.8, 1.25).passed
 
 
+def short_migration(migrate_t: float, active: tuple[float, float], completed: tuple[float, float]) -> Series:
+    """A series of one migration of a few ms: `migrate` at migrate_t, then the source's 'active' and 'completed'
+    events, each (series time, QEMU's wall-clock timestamp)."""
+    series = Series(t0=50.0, hz=100, wall_t0=1000.0)
+    series.marks.append({"t": migrate_t, "what": "migrate"})
+    series.events["source"] = [{"t": t, "event": "MIGRATION", "data": {"status": status}, "wall": wall}
+                               for status, (t, wall) in (("active", active), ("completed", completed))]
+    return series
+
+
 def test_mbps_of_a_migration_shorter_than_its_set_up_allows_for_the_thread_start() -> None:
     """QEMU divides by total-time − setup-time, which also holds migrate → the migration thread's start: a 3 ms
     transfer after 7 ms of set-up may be divided by up to 10 ms (ignore-shared's 340 KB: mbps 0.34 of the host's
     rate), and a rate in bytes instead of bits still fails once the transfer outlasts its set-up."""
-    series = Series(t0=50.0, hz=100, wall_t0=1000.0)
-    series.marks.append({"t": 0.0, "what": "migrate"})
-    series.events["source"] = [
-        {"t": 0.008, "event": "MIGRATION", "data": {"status": "active"}, "wall": 1000.007},
-        {"t": 0.011, "event": "MIGRATION", "data": {"status": "completed"}, "wall": 1000.010}]
-    clock = timing.host_clock(series)
+    clock = timing.host_clock(short_migration(0.0, (0.008, 1000.007), (0.011, 1000.010)))
     tiny = {"status": "completed", "total-time": 10, "setup-time": 1,
             "ram": {"transferred": 339_660, "mbps": 339_660 * 8 / 9 / 1e3}}
     assert timing.mbps_vs_host(clock, tiny, 339_660, 0.8, 1.25, rounding_ms=3.0).passed
@@ -89,12 +94,7 @@ def test_mbps_of_a_span_shorter_than_the_rounding_allows_qemus_whole_ms() -> Non
     """Session 14's clean-clone CI, ignore-shared on the unmodified 10.0.2: 339 660 bytes, active → completed 2.6 ms
     on the host, QEMU's total-time 3 − setup-time 1 = 2 ms: mbps 1358.6 against the host's 1043 Mbit/s, 1.30. QEMU's
     span may read short down to 1 ms, not to nothing; a rate in bytes stays far below the band."""
-    series = Series(t0=50.0, hz=100, wall_t0=1000.0)
-    series.marks.append({"t": 0.0005, "what": "migrate"})
-    series.events["source"] = [
-        {"t": 0.0028, "event": "MIGRATION", "data": {"status": "active"}, "wall": 1000.0028},
-        {"t": 0.0054, "event": "MIGRATION", "data": {"status": "completed"}, "wall": 1000.0054}]
-    clock = timing.host_clock(series)
+    clock = timing.host_clock(short_migration(0.0005, (0.0028, 1000.0028), (0.0054, 1000.0054)))
     short = {"status": "completed", "total-time": 3, "setup-time": 1,
              "ram": {"transferred": 339_660, "mbps": 339_660 * 8 / 2 / 1e3}}
     assert timing.mbps_vs_host(clock, short, 339_660, 0.8, 1.25, rounding_ms=3.0).passed
