@@ -67,6 +67,19 @@ QEMU_DEFAULT_DOWNTIME_MS = 300           # DEFAULT_MIGRATE_SET_DOWNTIME
 HELD_PRECOPY_BANDWIDTH = 32 * MiB   # postcopy_under_load's precopy when the test acts in it: the dirtier outruns it
 
 
+def fast_first_pass(config: MigrationConfig) -> MigrationConfig:
+    """`config` with its first pass at FIRST_PASS_BANDWIDTH, held from converging by NON_CONVERGING_DOWNTIME_MS."""
+    return config.with_parameters(max_bandwidth=FIRST_PASS_BANDWIDTH, downtime_limit=NON_CONVERGING_DOWNTIME_MS)
+
+
+def hold_after_first_pass(migration: Migration, held: Mapping[str, Any], timeout: float) -> None:
+    """Once the first pass has ended (dirty-sync-count 2), set the `held` parameters (QMP names) that the passes
+    the test watches run at, and mark the moment in the series."""
+    migration.wait_dirty_syncs(2, timeout)
+    migration.source.qmp.cmd("migrate-set-parameters", **held)
+    migration.series.mark("hold", **held)
+
+
 def reports_verdicts(pair: Pair, marks: Mapping[str, int], expected: Sequence[str] = ()) -> list[oracles.Verdict]:
     """Neither QEMU reported an error or warning (oracles.reported_nothing) since `marks` (Machine.output_mark per
     side): for the plain migrations of the scenarios below, where nothing the test does provokes one."""
@@ -318,8 +331,8 @@ def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: 
     """A precopy held back, then let go. The `dirty` workload rewrites a `hot_set` (by default 8 words of each
     page of HOT_SET_MIB, random order, flat out; above `bandwidth` in any case) and seqinc one byte of each page
     of its own set, on a `paused_pair`; after a first pass at FIRST_PASS_BANDWIDTH, `config` (plus `bandwidth`
-    and `hold_downtime_ms` of downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes done: every page now sent
-    is one the destination has) the test's `during(migration)` runs; then CONVERGE_BANDWIDTH and
+    and `hold_downtime_ms` of downtime-limit) keeps precopy re-sending them. From the third dirty sync (two passes
+    done: every page now sent is one the destination has) the test's `during(migration)` runs; then CONVERGE_BANDWIDTH and
     `converge_downtime_ms` are set (the scenario's own end of the hold) and precopy converges with the dirtier
     still running: nothing talks to the guest while the migration loads the host. A `file` transport saves into
     its file and is then restored into the paused destination. Both sides end paused: RAM is compared, then the
@@ -331,13 +344,10 @@ def held_precopy(testbed: Testbed, pair: Pair, config: MigrationConfig, during: 
     # The first pass at full speed (no convergence: upstream's 1 ms non-converge limit), then the hold: the second
     # pass, and all the test watches from the third sync, runs at `bandwidth` as before. At 16 MiB/s the first pass
     # alone (~160 MiB of non-zero pages) took 10 s of xbzrle's 21 s migration.
-    config = config.with_parameters(max_bandwidth=FIRST_PASS_BANDWIDTH, downtime_limit=NON_CONVERGING_DOWNTIME_MS)
+    config = fast_first_pass(config)
     to_file = config.transport == "file"
     migration = testbed.migrate(source, None if to_file else destination, config)
-    migration.wait_dirty_syncs(2, timeout=120)
-    migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth,
-                                                         "downtime-limit": hold_downtime_ms})
-    migration.series.mark("hold", bandwidth=bandwidth, downtime_limit=hold_downtime_ms)
+    hold_after_first_pass(migration, {"max-bandwidth": bandwidth, "downtime-limit": hold_downtime_ms}, 120)
     migration.wait_dirty_syncs(3, timeout=120)
     result = during(migration)
     migration.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": CONVERGE_BANDWIDTH,
@@ -442,19 +452,17 @@ def non_converging_window(testbed: Testbed, source: Machine, scenario: NonConver
     what it claims: that raises, naming the status."""
     destination = testbed.incoming(source, name=f"destination-{arm.label}")
     held = {name: arm.parameters[name] for name in ("max-bandwidth", "downtime-limit") if name in arm.parameters}
-    config = arm.config
-    if scenario.fast_first_pass:
-        config = config.with_parameters(max_bandwidth=FIRST_PASS_BANDWIDTH, downtime_limit=NON_CONVERGING_DOWNTIME_MS)
+    config = fast_first_pass(arm.config) if scenario.fast_first_pass else arm.config
     migration = testbed.prepare_migration(source, destination, config, name=arm.label)
     try:
         migration.start()
     except ExecuteError as exc:
         raise ArmRefused(f"QEMU refuses {dict(arm.capabilities)} {dict(arm.parameters)}: {exc}") from exc
-    migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
     if scenario.fast_first_pass:
-        source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": QEMU_DEFAULT_MAX_BANDWIDTH,
-                                                   "downtime-limit": QEMU_DEFAULT_DOWNTIME_MS, **held})
-        migration.series.mark("hold", **held)
+        hold_after_first_pass(migration, {"max-bandwidth": QEMU_DEFAULT_MAX_BANDWIDTH,
+                                          "downtime-limit": QEMU_DEFAULT_DOWNTIME_MS, **held},
+                              scenario.first_pass_timeout)
+    migration.wait_dirty_syncs(2, timeout=scenario.first_pass_timeout)
     t_start = migration.series.samples["source"][-1]["t"]
     window_s = scenario.window_s if arm.window_s is None else arm.window_s
     t_end = t_start + window_s

@@ -9,7 +9,7 @@ import pytest
 
 from harness.vm import workloads
 from harness.migration.config import MigrationConfig, MigrationStalled
-from harness.migration.scenarios import FIRST_PASS_BANDWIDTH, NON_CONVERGING_DOWNTIME_MS
+from harness.migration.scenarios import fast_first_pass, hold_after_first_pass
 from harness.migration.testbed import Pair
 from harness.migration.testbed import Testbed
 from harness.vm.workloads import Dirty
@@ -28,11 +28,8 @@ def test_non_converging_migration_stalls_with_a_verdict_that_says_so(testbed: Te
     # leaves far more than the budget re-dirtied, so precopy never converges; the deadline allows ~4 passes.
     workloads.start(pair.source, Dirty(size_mib=32, rate_mibps=0))
     # The first pass at full speed (held from converging by a 1 ms limit), then the hold the deadline watches.
-    config = MigrationConfig(parameters={"max-bandwidth": FIRST_PASS_BANDWIDTH,
-                                         "downtime-limit": NON_CONVERGING_DOWNTIME_MS})
-    migration = testbed.migrate(pair.source, pair.destination, config)
-    migration.wait_dirty_syncs(2, 60)
-    pair.source.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 16 * MiB, "downtime-limit": 50})
+    migration = testbed.migrate(pair.source, pair.destination, fast_first_pass(MigrationConfig()))
+    hold_after_first_pass(migration, {"max-bandwidth": 16 * MiB, "downtime-limit": 50}, 60)
     start = time.monotonic()
     with pytest.raises(MigrationStalled) as caught:
         migration.wait_completed(DEADLINE_S)
