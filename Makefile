@@ -1,8 +1,10 @@
 # make test   — set up this host (root), build the guest image, run the whole behaviour suite (slow ones too)
 #               against the installed QEMU (KVM when a probe guest runs under it, else TCG).
 # make check  — the project's own tests: unit tests + the behaviour suite on TCG, without the `slow` matrices,
-#               then the `smoke` tests on the s390x guest when ARCH is x86_64 (SMOKE_ARCHES). Only the migrations
-#               of tests that did not pass are drawn (--plots failed; python -m harness.report.plots DIR draws the rest).
+#               then the `smoke` tests on the s390x guest when ARCH is x86_64 (SMOKE_ARCHES).
+# Both draw only the migrations of tests that did not pass (PLOTS=failed, pytest's --plots; ~0.4 s a plot, 210 in
+# make test): the series JSON are always kept, and python -m harness.report.plots DIR draws the rest. PLOTS=all draws
+# every one.
 # Point at another QEMU: make test PYTEST_ARGS='--qemu-binary /path/to/qemu/build'
 # Another guest arch: make test ARCH=s390x (its image in build/images/s390x, its QEMU qemu-system-s390x).
 
@@ -12,6 +14,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 IMAGE_DIR   := build/images/$(ARCH)
 PYTEST_ARGS ?=
+PLOTS       ?= failed
 # Guest arches whose smoke (boot, precopy and postcopy with integrity) `make check` runs after ARCH's suite, each
 # in its own pytest session with SMOKE_PYTEST_ARGS, not PYTEST_ARGS: those may name ARCH's QEMU (--qemu-binary) or
 # the first session's --junitxml. s390x only: with ARCH=s390x there is none (the x86_64 guest is what a plain
@@ -46,10 +49,10 @@ workloads:
 	$(MAKE) -C guest-workloads OUT=$(CURDIR)/build/workloads/host
 
 test: setup image
-	$(PY) -m pytest tests/behaviour --accel auto --arch $(ARCH) $(PYTEST_ARGS)
+	$(PY) -m pytest tests/behaviour --accel auto --arch $(ARCH) --plots $(PLOTS) $(PYTEST_ARGS)
 
 check: setup check-images
-	$(PY) -m pytest tests -m "not slow" --accel tcg --arch $(ARCH) --plots failed $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" --accel tcg --arch $(ARCH) --plots $(PLOTS) $(PYTEST_ARGS)
 	$(SMOKE_RUN)
 
 # make check's guest images, ARCH's and the smoke arches', built at once: each build is one busy process (downloads,
