@@ -7,9 +7,13 @@
 # is handed to the checkout's owner at the end: that user then builds the image and runs the tests.
 # Without apt-get: dnf or zypper install the equivalent packages where found (not run here, see README "Hosts");
 # else it names the commands that are missing. Run by a user, with every command present: the venv only.
+# --packages-only: the packages and the image build tools, not the venv (make check builds the guest images while
+# `make setup` makes the venv: the images need only the former).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAMP=build/.setup.stamp
+PACKAGES_ONLY=false
+[ "${1:-}" != --packages-only ] || PACKAGES_ONLY=true
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -119,7 +123,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
             "$QEMU_BUILD_PACKAGES"
     mapfile -t missing < <(missing_commands)
     [ ${#missing[@]} -eq 0 ] || { echo "setup.sh: still missing: ${missing[*]}" >&2; exit 1; }
-    venv
+    $PACKAGES_ONLY || venv
     exit 0
 fi
 
@@ -175,4 +179,4 @@ for arch in $(printf '%s\n' "$(uname -m)" s390x | sort -u); do
     bash images/build.sh --host-tools "$arch"
 done
 
-venv
+$PACKAGES_ONLY || venv
