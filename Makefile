@@ -61,8 +61,7 @@ check: check-images
 # images need the host's packages, not the venv: `make setup` makes the venv meanwhile (session 15: ~19 s of a fresh
 # clone's set-up that no longer waits). The first failure's status wins.
 check-images:
-	@[ build/.setup.stamp -nt scripts/setup.sh ] && [ build/.setup.stamp -nt pyproject.toml ] || \
-		bash scripts/setup.sh --packages-only
+	@$(MAKE) --no-print-directory -q build/.setup.stamp || bash scripts/setup.sh --packages-only
 	@pids=""; $(MAKE) --no-print-directory setup & pids="$$pids $$!"; \
 	for arch in $(ARCH) $(SMOKE_ARCHES); do bash images/build.sh $$arch build/images/$$arch & pids="$$pids $$!"; done; \
 	status=0; for pid in $$pids; do wait $$pid || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; done; exit $$status

@@ -186,14 +186,10 @@ def postcopy_under_load(testbed: Testbed, pair: Pair, postcopy_bandwidth: int,
     # by upstream's non-converge downtime limit (tests/qtest/migration: migrate_ensure_non_converge). A test that
     # acts while precopy runs (`before_postcopy`) keeps the held 32 MiB/s: at full speed its steps, each some syncs
     # apart, took milliseconds, and page lifecycle's precopy converged before its postcopy began.
-    if before_postcopy is None:
-        non_converging = ({} if "downtime-limit" in config.parameters
-                          else {"downtime_limit": NON_CONVERGING_DOWNTIME_MS})
-        precopy = {"max_bandwidth": FIRST_PASS_BANDWIDTH, **non_converging}
-    else:
-        precopy = {"max_bandwidth": HELD_PRECOPY_BANDWIDTH}
-    config = (config.with_capabilities(postcopy_ram=True)
-              .with_parameters(max_postcopy_bandwidth=postcopy_bandwidth, **precopy))
+    precopy = (fast_first_pass(config) if before_postcopy is None
+               else config.with_parameters(max_bandwidth=HELD_PRECOPY_BANDWIDTH))
+    config = (precopy.with_capabilities(postcopy_ram=True)
+              .with_parameters(max_postcopy_bandwidth=postcopy_bandwidth))
     migration = testbed.migrate(pair.source, pair.destination, config)
     migration.wait_dirty_syncs(2, COMPLETION_TIMEOUT)  # first pass done: the rest goes by postcopy
     if before_postcopy is not None:
